@@ -1,0 +1,235 @@
+"""Features and labels from canonical tables, as known when each lead arrived.
+
+Pure: canonical tables and ``as_of`` in, a frame out. Nothing dated after ``as_of`` is visible, and every
+history feature goes through :func:`features.pit.known_at` at the lead's own ``created_at``. The same code
+serves training (mature leads) and scoring (open leads).
+
+Labels. A lead is positive if it reached a won stage within ``horizon_days`` of ``created_at`` (and by
+``as_of``). It is *mature* once ``created_at + horizon <= as_of``: only mature leads train and evaluate
+models. A young lead that has not won is not a negative; it is immature and only scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from features.pit import known_at
+from leadscore.config import Config
+
+log = logging.getLogger("leadscore")
+
+ID_COLUMNS = ("lead_id", "created_at", "campaign", "source", "account")
+OUTCOME_COLUMNS = ("label", "mature", "is_open", "won_at")
+
+
+@dataclass
+class FeatureSet:
+    """The frame (one row per lead) and which of its columns are model features."""
+
+    frame: pa.Table
+    categorical: list[str]
+    numeric: list[str]
+    labels: dict[str, str] = field(default_factory=dict)  # feature -> words a person reads
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
+    return s or "col"
+
+
+def build_features(tables: dict[str, pa.Table], cfg: Config, as_of: datetime) -> FeatureSet:
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET TimeZone = {_lit(cfg.data.timezone)}")
+    try:
+        return _build(con, tables, cfg, as_of)
+    finally:
+        con.close()
+
+
+def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Config, as_of: datetime) -> FeatureSet:
+    lc, fc = cfg.data.leads, cfg.features
+    horizon = int(cfg.label.horizon_days)
+    for name, table in tables.items():
+        con.register(f"raw_{name}", table)
+    con.execute("CREATE TEMP TABLE cutoff AS SELECT CAST(? AS TIMESTAMPTZ) AS t", [as_of])
+
+    # Leads known at as_of, with integer keys (joins and sorts on integers are several times faster).
+    con.execute(
+        """CREATE TEMP TABLE L AS
+        SELECT (ROW_NUMBER() OVER (ORDER BY created_at, lead_id) - 1)::BIGINT AS qid, *,
+               DENSE_RANK() OVER (ORDER BY campaign) AS campaign_k,
+               DENSE_RANK() OVER (ORDER BY source) AS source_k,
+               DENSE_RANK() OVER (ORDER BY account) AS account_k
+        FROM raw_leads WHERE created_at <= (SELECT t FROM cutoff)"""
+    )
+    n_leads = con.execute("SELECT COUNT(*) FROM L").fetchone()[0]
+    n_later = tables["leads"].num_rows - n_leads
+
+    # Outcomes as known at as_of: the first win and the first loss of each lead.
+    won = ", ".join(_lit(s) for s in cfg.label.won_stages)
+    lost = ", ".join(_lit(s) for s in cfg.label.lost_stages) or "NULL"
+    con.execute(
+        f"""CREATE TEMP TABLE O AS
+        SELECT lead_id,
+               MIN(occurred_at) FILTER (WHERE stage IN ({won})) AS won_at,
+               MIN(occurred_at) FILTER (WHERE stage IN ({lost})) AS lost_at
+        FROM raw_outcomes WHERE occurred_at <= (SELECT t FROM cutoff) GROUP BY lead_id"""
+    )
+    con.execute(
+        f"""CREATE TEMP TABLE LO AS
+        SELECT L.*, O.won_at, O.lost_at,
+               L.created_at + INTERVAL {horizon} DAY <= (SELECT t FROM cutoff) AS mature,
+               O.won_at IS NOT NULL AND O.won_at < L.created_at + INTERVAL {horizon} DAY AS won_in_horizon
+        FROM L LEFT JOIN O USING (lead_id)"""
+    )
+
+    selects: list[str] = []
+    categorical: list[str] = []
+    numeric: list[str] = []
+    labels: dict[str, str] = {}
+    joins: list[str] = []
+    used: set[str] = set(ID_COLUMNS) | set(OUTCOME_COLUMNS)
+
+    def name_for(text: str) -> str:
+        base = slug(text)
+        out = base if base not in used else f"attr_{base}"
+        used.add(out)
+        return out
+
+    # The lead's own attributes.
+    for role in ("campaign", "source"):
+        if getattr(lc, role):
+            selects.append(f"L.{role} AS {role}_name")
+            categorical.append(f"{role}_name")
+            labels[f"{role}_name"] = getattr(lc, role)
+    for col in lc.categorical:
+        f = name_for(col)
+        selects.append(f'L."{col}" AS {f}')
+        categorical.append(f)
+        labels[f] = col
+    for col in lc.numeric:
+        f = name_for(col)
+        selects.append(f'L."{col}" AS {f}')
+        numeric.append(f)
+        labels[f] = col
+
+    # Calendar, in the configured time zone.
+    for part, label in (("isodow", "weekday of sign-up"), ("hour", "hour of sign-up"), ("month", "month of sign-up")):
+        f = f"created_{'weekday' if part == 'isodow' else part}"
+        selects.append(f"DATE_PART('{part}', L.created_at)::DOUBLE AS {f}")
+        numeric.append(f)
+        labels[f] = label
+
+    # Engagement before creation: per activity type and in total, in trailing windows.
+    acts = tables.get("activities")
+    windows = tuple(sorted(set(fc.windows_days)))
+    if acts is not None and acts.num_rows:
+        con.execute(
+            """CREATE TEMP TABLE A AS
+            SELECT L.qid AS k, a.type, a.occurred_at FROM raw_activities a JOIN L USING (lead_id)
+            WHERE a.occurred_at <= (SELECT t FROM cutoff)"""
+        )
+        types = [r[0] for r in con.execute(
+            "SELECT type FROM A GROUP BY type ORDER BY COUNT(*) DESC, type LIMIT ?", [fc.max_activity_types]
+        ).fetchall()]
+        con.execute("CREATE TEMP VIEW Q_self AS SELECT qid, qid AS k, created_at AS at FROM L")
+        groups = [("any", "activity", "A")]
+        for i, t in enumerate(types):
+            con.execute(f"CREATE TEMP VIEW A_{i} AS SELECT k, occurred_at FROM A WHERE type = {_lit(t)}")
+            groups.append((slug(t), t, f"A_{i}"))
+        for key, text, events in groups:
+            out = known_at(con, "Q_self", events, ["k"], windows, last=(key == "any"))
+            for w in windows:
+                f = f"act_{key}_{w}d"
+                selects.append(f"{out}.n_{w}d::DOUBLE AS {f}")
+                numeric.append(f)
+                labels[f] = f"{text} in the {w} days before sign-up"
+            if key == "any":
+                f = "days_since_last_activity"
+                selects.append(f"DATE_DIFF('second', {out}.last_at, L.created_at) / 86400.0 AS {f}")
+                numeric.append(f)
+                labels[f] = "days since the last activity before sign-up"
+            joins.append(f"LEFT JOIN {out} USING (qid)")
+
+    # History of the lead's campaign, source and account as known at created_at.
+    con.execute("CREATE TEMP VIEW Q_all AS SELECT qid, 1 AS g, created_at AS at FROM L")
+    con.execute(f"CREATE TEMP VIEW E_mature_all AS SELECT 1 AS g, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO")
+    con.execute(f"CREATE TEMP VIEW E_mwins_all AS SELECT 1 AS g, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO WHERE won_in_horizon")
+    den = known_at(con, "Q_all", "E_mature_all", ["g"])
+    num = known_at(con, "Q_all", "E_mwins_all", ["g"])
+    con.execute(
+        f"""CREATE TEMP TABLE prior AS SELECT qid, CASE WHEN d.n_all > 0 THEN n.n_all / d.n_all END AS p
+        FROM {den} d JOIN {num} n USING (qid)"""
+    )
+    m = float(fc.prior_strength)
+    for role in ("campaign", "source", "account"):
+        if not getattr(lc, role):
+            continue
+        k = f"{role}_k"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW Q_{role} AS SELECT qid, CASE WHEN {role} IS NOT NULL THEN {k} END AS {k}, created_at AS at FROM L")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_leads_{role} AS SELECT {k}, created_at AS occurred_at FROM LO")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_wins_{role} AS SELECT {k}, won_at AS occurred_at FROM LO WHERE won_at IS NOT NULL")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mat_{role} AS SELECT {k}, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mwin_{role} AS SELECT {k}, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO WHERE won_in_horizon")
+        leads_out = known_at(con, f"Q_{role}", f"E_leads_{role}", [k])
+        wins_out = known_at(con, f"Q_{role}", f"E_wins_{role}", [k])
+        mat_out = known_at(con, f"Q_{role}", f"E_mat_{role}", [k])
+        mwin_out = known_at(con, f"Q_{role}", f"E_mwin_{role}", [k])
+        con.execute(
+            f"""CREATE TEMP TABLE hist_{role} AS
+            SELECT qid, a.n_all::DOUBLE AS {role}_prior_leads, b.n_all::DOUBLE AS {role}_prior_wins,
+                   (d.n_all + {m} * prior.p) / (c.n_all + {m}) AS {role}_win_rate
+            FROM {leads_out} a JOIN {wins_out} b USING (qid) JOIN {mat_out} c USING (qid)
+                 JOIN {mwin_out} d USING (qid) JOIN prior USING (qid)"""
+        )
+        for f, text in ((f"{role}_prior_leads", f"earlier leads from this {role}"),
+                        (f"{role}_prior_wins", f"earlier wins from this {role}"),
+                        (f"{role}_win_rate", f"win rate of this {role} (smoothed)")):
+            selects.append(f"hist_{role}.{f}")
+            numeric.append(f)
+            labels[f] = text
+        joins.append(f"LEFT JOIN hist_{role} USING (qid)")
+
+    meta = ["lead_id", "created_at", "campaign", "source", "account",
+            *[f'"{c}"' for c in lc.passthrough if c not in ID_COLUMNS]]
+    con.execute(
+        f"""CREATE TEMP TABLE F AS
+        SELECT {', '.join('L.' + c for c in meta)},
+               CASE WHEN LO.won_in_horizon THEN 1 WHEN LO.mature THEN 0 END::TINYINT AS label,
+               LO.mature, (LO.won_at IS NULL AND LO.lost_at IS NULL) AS is_open, LO.won_at,
+               {', '.join(selects)}
+        FROM L JOIN LO USING (qid) {' '.join(joins)}
+        ORDER BY L.qid"""
+    )
+    frame = con.sql("SELECT * FROM F").to_arrow_table()
+    frame = _utc(frame)
+    c = con.execute(
+        "SELECT COUNT(*) FILTER (WHERE label = 1), COUNT(*) FILTER (WHERE label = 0), "
+        "COUNT(*) FILTER (WHERE NOT mature AND label IS NULL), COUNT(*) FILTER (WHERE is_open) FROM F"
+    ).fetchone()
+    counts = {"leads": int(n_leads), "leads_after_as_of": int(n_later), "positive": int(c[0]),
+              "negative": int(c[1]), "immature": int(c[2]), "open": int(c[3])}
+    return FeatureSet(frame=frame, categorical=categorical, numeric=numeric, labels=labels, counts=counts)
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _utc(table: pa.Table) -> pa.Table:
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp("us", "UTC")))
+    return table

@@ -1,0 +1,234 @@
+"""One typed config: the TOML file becomes one frozen object, validated at start-up.
+
+Relative paths in the file are resolved against the folder that holds the file, so a config works from
+any working directory. Errors name the key (``data.leads.id``) and what was wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from leadscore.errors import ConfigError
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileTable(_Section):
+    path: Path
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    delimiter: str | None = None  # CSV only; None means detect
+    encoding: str | None = None  # CSV only; None means detect (UTF-8, UTF-8 with BOM, latin-1)
+
+
+class LeadsTable(FileTable):
+    id: NonEmpty
+    created_at: NonEmpty
+    campaign: str | None = None
+    source: str | None = None
+    account: str | None = None
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    passthrough: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _no_column_twice(self) -> LeadsTable:
+        roles: dict[str, str] = {}
+        for role in ("id", "created_at", "campaign", "source", "account"):
+            col = getattr(self, role)
+            if col:
+                if col in roles:
+                    raise ValueError(f"column {col!r} is mapped as both {roles[col]} and {role}")
+                roles[col] = role
+        for role in ("categorical", "numeric"):
+            for col in getattr(self, role):
+                if col in roles:
+                    raise ValueError(f"column {col!r} is mapped as both {roles[col]} and {role}")
+                roles[col] = role
+        return self
+
+
+class OutcomesTable(FileTable):
+    lead_id: NonEmpty
+    stage: NonEmpty
+    occurred_at: NonEmpty
+    amount: str | None = None
+
+
+class ActivitiesTable(FileTable):
+    lead_id: NonEmpty
+    type: NonEmpty
+    occurred_at: NonEmpty
+
+
+class CampaignsTable(FileTable):
+    campaign: NonEmpty
+    cost: NonEmpty
+    channel: str | None = None
+
+
+class DataConfig(_Section):
+    as_of: datetime | None = None
+    timezone: str = "UTC"  # how to read timestamps that carry no zone
+    max_quarantine_share: float = Field(0.05, ge=0, le=1)
+    leads: LeadsTable
+    outcomes: OutcomesTable
+    activities: ActivitiesTable | None = None
+    campaigns: CampaignsTable | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'") from None
+        return value
+
+    @field_validator("as_of")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class LabelConfig(_Section):
+    won_stages: tuple[NonEmpty, ...] = Field(min_length=1)
+    lost_stages: tuple[str, ...] = ()
+    horizon_days: int = Field(90, gt=0, le=3650)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> LabelConfig:
+        both = set(self.won_stages) & set(self.lost_stages)
+        if both:
+            raise ValueError(f"stages {sorted(both)} are listed as both won and lost")
+        return self
+
+
+class FeaturesConfig(_Section):
+    windows_days: tuple[Annotated[int, Field(gt=0)], ...] = (7, 30, 90)
+    max_activity_types: int = Field(12, ge=0)
+    prior_strength: float = Field(20.0, gt=0)
+
+
+class TrainConfig(_Section):
+    seed: int = 42
+    num_threads: int = Field(0, ge=0)  # 0 lets LightGBM pick
+    valid_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    num_boost_round: int = Field(1000, gt=0)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(50, ge=1)
+    early_stopping_rounds: int = Field(50, gt=0)
+
+
+class ScoringConfig(_Section):
+    tier_shares: tuple[float, float, float] = (0.10, 0.20, 0.30)  # A, B, C; D is the rest
+
+    @field_validator("tier_shares")
+    @classmethod
+    def _shares(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(s <= 0 for s in value) or sum(value) >= 1:
+            raise ValueError("each share must be > 0 and A + B + C must be < 1 (D takes the rest)")
+        return value
+
+
+class PublishConfig(_Section):
+    keep_runs: int = Field(30, ge=1)
+
+
+class Config(_Section):
+    home: Path = Path(".leadscore")
+    data: DataConfig
+    label: LabelConfig
+    features: FeaturesConfig = FeaturesConfig()
+    train: TrainConfig = TrainConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    publish: PublishConfig = PublishConfig()
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    def digest(self) -> str:
+        """A short hash of the settings (not of the file's layout), tagged on runs and manifests."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def with_home(self, home: Path) -> Config:
+        return self.model_copy(update={"home": home})
+
+
+def _resolve(base: Path, cfg: Config) -> Config:
+    """Make every relative path absolute against the config file's folder."""
+
+    def fix(table: FileTable | None) -> FileTable | None:
+        if table is None or table.path.is_absolute():
+            return table
+        return table.model_copy(update={"path": (base / table.path).resolve()})
+
+    data = cfg.data.model_copy(
+        update={
+            "leads": fix(cfg.data.leads),
+            "outcomes": fix(cfg.data.outcomes),
+            "activities": fix(cfg.data.activities),
+            "campaigns": fix(cfg.data.campaigns),
+        }
+    )
+    home = cfg.home if cfg.home.is_absolute() else (base / cfg.home).resolve()
+    return cfg.model_copy(update={"data": data, "home": home})
+
+
+def _explain(err: ValidationError, path: Path) -> str:
+    problems = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-after"))
+        msg = item["msg"]
+        if item["type"] == "missing":
+            msg = "is required but missing"
+        elif item["type"] == "extra_forbidden":
+            msg = "is not a known key (check the spelling)"
+        elif item["type"] == "literal_error":
+            msg = f"must be one of {item['ctx']['expected']}; found {item['input']!r}"
+        else:
+            msg = f"{msg} (found {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else msg
+        problems.append(f"{key or '(top level)'}: {msg}")
+    return f"invalid config {path}: " + "; ".join(problems)
+
+
+def parse_config(text: str, source: Path) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {source} is not valid TOML: {exc}") from None
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from None
+    cfg = _resolve(source.resolve().parent, cfg)
+    return cfg.model_copy(update={"source_file": source.resolve()})
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass --config with the path to your leadscore TOML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    return parse_config(text, path)
