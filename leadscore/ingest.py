@@ -164,9 +164,16 @@ def _lit(text: str) -> str:
 def ingest(cfg: Config, now: datetime | None = None) -> IngestResult:
     """Read, check and canonicalize every mapped export. ``now`` bounds what counts as a future date."""
     now = now or datetime.now(timezone.utc)
-    future = (now + timedelta(days=1)).isoformat()
     con = duckdb.connect()
-    con.execute(f"SET TimeZone = {_lit(cfg.data.timezone)}")
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.execute(f"SET TimeZone = {_lit(cfg.data.timezone)}")
+        return _ingest(con, cfg, (now + timedelta(days=1)).isoformat())
+    finally:
+        con.close()
+
+
+def _ingest(con: duckdb.DuckDBPyConnection, cfg: Config, future: str) -> IngestResult:
     result = IngestResult(tables={})
 
     # Leads.
@@ -259,7 +266,6 @@ def ingest(cfg: Config, now: datetime | None = None) -> IngestResult:
     for name, table in result.tables.items():
         result.tables[name] = _utc(table)
     result.as_of = cfg.data.as_of or _latest(result.tables)
-    con.close()
     return result
 
 

@@ -1,0 +1,35 @@
+"""Save and load a FeatureSet as one Parquet file; which columns are features rides in its metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from features.build import FeatureSet
+from leadscore.errors import DataError
+
+_KEY = b"leadscore.features"
+
+
+def save_feature_set(fs: FeatureSet, path: Path, extra: dict | None = None) -> None:
+    meta = {"categorical": fs.categorical, "numeric": fs.numeric, "labels": fs.labels, "counts": fs.counts,
+            **(extra or {})}
+    table = fs.frame.replace_schema_metadata({**(fs.frame.schema.metadata or {}), _KEY: json.dumps(meta).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def load_feature_set(path: Path) -> tuple[FeatureSet, dict]:
+    if not path.is_file():
+        raise DataError(f"no features at {path}; run `leadscore features --config FILE` first")
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(_KEY, b"{}"))
+    if "categorical" not in meta:
+        raise DataError(f"{path} was not written by leadscore features; run `leadscore features --config FILE`")
+    fs = FeatureSet(frame=table, categorical=meta["categorical"], numeric=meta["numeric"],
+                    labels=meta.get("labels", {}), counts=meta.get("counts", {}))
+    return fs, meta

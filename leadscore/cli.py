@@ -1,0 +1,262 @@
+"""The ``leadscore`` command. Thin over library functions; heavy imports happen inside commands so that
+``leadscore --help`` answers at once. User errors (LeadscoreError) print one line and exit 2; real bugs keep
+their traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from leadscore.errors import LeadscoreError
+
+app = typer.Typer(
+    name="leadscore",
+    help="Predict which sales leads will close: point-in-time features, a calibrated model tracked in MLflow, "
+    "published scores and a campaign quality report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The leadscore TOML config for your export.")]
+HomeOpt = Annotated[
+    Optional[Path],
+    typer.Option("--home", help="Where runs, models and published files live (overrides LEADSCORE_HOME and the config)."),
+]
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:  # logs and CI: long paths on one line rather than wrapped at 80 columns
+        console = Console(stderr=True, highlight=False, width=200)
+    return console
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    log = logging.getLogger("leadscore")
+    if not any(isinstance(h, RichHandler) for h in log.handlers):
+        handler = RichHandler(console=_console(), show_path=False, show_level=verbose, markup=False,
+                              log_time_format="[%H:%M:%S]")
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _console().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _load(config: Path, home: Path | None):
+    from leadscore.config import load_config
+    from leadscore.paths import Home
+    from leadscore.runtime import prepare_environment
+
+    cfg = load_config(config)
+    override = home or (Path(os.environ["LEADSCORE_HOME"]) if os.environ.get("LEADSCORE_HOME") else None)
+    if override is not None:
+        cfg = cfg.with_home(override.resolve())
+    prepare_environment(Home(cfg.home))
+    return cfg
+
+
+def _run(step: str, fn, *args):
+    """Run one flow with a timer; turn user errors into one line and exit code 2."""
+    _setup_logging()
+    log = logging.getLogger("leadscore")
+    if not os.environ.get("PREFECT_API_URL"):
+        log.info("starting %s (Prefect starts a temporary local server first; about 10 s)", step)
+    started = time.perf_counter()
+    result = fn(*args)
+    log.info("%s finished in %.1f s", step, time.perf_counter() - started)
+    return result
+
+
+def _guard(body):
+    try:
+        return body()
+    except LeadscoreError as exc:
+        message, code = str(exc), exc.exit_code
+        # Frames kept alive by the traceback pin native objects (duckdb) past interpreter shutdown.
+        traceback.clear_frames(exc.__traceback__)
+        del exc
+        _fail(message, code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _print_outputs(cfg) -> None:
+    """Where everything is, on stdout, one line each so paths can be copied whole."""
+    from leadscore.steps import summarize_outputs
+
+    typer.echo("\nOutputs")
+    for key, value in summarize_outputs(cfg).items():
+        typer.echo(f"  {key:<17}{value}")
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder for the CSV exports (created if missing).")] = Path("export"),
+    leads: Annotated[int, typer.Option(min=100, help="How many leads.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 7,
+    config_out: Annotated[Optional[Path], typer.Option(help="Also write a leadscore config for these files here.")] = None,
+) -> None:
+    """Write a synthetic CRM export (leads, activities, stage changes, campaigns) and its truth.csv."""
+
+    def body():
+        from leadscore.synthetic import demo_config_text, generate_crm, write_crm
+
+        _setup_logging()
+        started = time.perf_counter()
+        crm = generate_crm(leads, seed)
+        written = write_crm(crm, out)
+        if config_out is not None:
+            config_out.parent.mkdir(parents=True, exist_ok=True)
+            config_out.write_text(demo_config_text(out.resolve(), (config_out.parent / ".leadscore").resolve()))
+        logging.getLogger("leadscore").info(
+            "generated %s leads, %s activities, %s stage changes in %.1f s -> %s", f"{crm.leads.num_rows:,}",
+            f"{crm.activities.num_rows:,}", f"{crm.opportunities.num_rows:,}", time.perf_counter() - started,
+            written["leads"].parent)
+
+    _guard(body)
+
+
+@app.command()
+def ingest(config: ConfigOpt, home: HomeOpt = None) -> None:
+    """Read the export files, check every row, write canonical tables and the quarantine."""
+
+    def body():
+        cfg = _load(config, home)
+        from flows.pipeline import ingest_flow
+        from leadscore.paths import new_run_id
+
+        _run("ingest", ingest_flow, cfg, new_run_id())
+
+    _guard(body)
+
+
+@app.command()
+def features(config: ConfigOpt, home: HomeOpt = None) -> None:
+    """Build point-in-time features and labels from the ingested tables."""
+
+    def body():
+        cfg = _load(config, home)
+        from flows.pipeline import features_flow
+
+        _run("features", features_flow, cfg)
+
+    _guard(body)
+
+
+@app.command()
+def train(config: ConfigOpt, home: HomeOpt = None) -> None:
+    """Train, evaluate and register a model in MLflow (registered as lead-quality)."""
+
+    def body():
+        cfg = _load(config, home)
+        from flows.pipeline import train_flow
+        from leadscore.paths import new_run_id
+
+        _run("train", train_flow, cfg, new_run_id())
+
+    _guard(body)
+
+
+@app.command()
+def score(config: ConfigOpt, home: HomeOpt = None) -> None:
+    """Score the open leads with the champion model and publish them."""
+
+    def body():
+        cfg = _load(config, home)
+        from flows.pipeline import score_flow
+        from leadscore.paths import new_run_id
+
+        _run("score", score_flow, cfg, new_run_id())
+        _print_outputs(cfg)
+
+    _guard(body)
+
+
+@app.command()
+def report(config: ConfigOpt, home: HomeOpt = None) -> None:
+    """Write the campaign and source lead-quality report."""
+
+    def body():
+        cfg = _load(config, home)
+        from flows.pipeline import report_flow
+        from leadscore.paths import new_run_id
+
+        _run("report", report_flow, cfg, new_run_id())
+        _print_outputs(cfg)
+
+    _guard(body)
+
+
+@app.command()
+def run(config: ConfigOpt, home: HomeOpt = None) -> None:
+    """Run the whole pipeline: ingest, features, train, score, report."""
+
+    def body():
+        cfg = _load(config, home)
+        from flows.pipeline import run_flow
+        from leadscore.paths import new_run_id
+
+        _run("pipeline", run_flow, cfg, new_run_id())
+        _print_outputs(cfg)
+
+    _guard(body)
+
+
+@app.command()
+def demo(
+    home: HomeOpt = None,
+    leads: Annotated[int, typer.Option(min=1000, help="Leads in the synthetic CRM.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic CRM.")] = 7,
+) -> None:
+    """Generate the synthetic CRM (if missing), write a config for it and run the whole pipeline."""
+
+    def body():
+        from leadscore.synthetic import FILES, demo_config_text, generate_crm, write_crm
+
+        _setup_logging()
+        log = logging.getLogger("leadscore")
+        root = (home or Path(os.environ.get("LEADSCORE_HOME", ".leadscore"))).resolve()
+        export = root / "data" / f"synthetic-{leads}-{seed}"
+        if not all((export / f).is_file() for f in FILES.values()):
+            started = time.perf_counter()
+            write_crm(generate_crm(leads, seed), export)
+            log.info("generated a synthetic CRM with %s leads in %.1f s -> %s", f"{leads:,}",
+                     time.perf_counter() - started, export)
+        else:
+            log.info("using the synthetic CRM in %s", export)
+        config_path = root / "demo.toml"
+        config_path.write_text(demo_config_text(export, root), encoding="utf-8")
+        log.info("config: %s", config_path)
+        cfg = _load(config_path, root)
+        from flows.pipeline import run_flow
+        from leadscore.paths import new_run_id
+
+        _run("pipeline", run_flow, cfg, new_run_id())
+        _print_outputs(cfg)
+
+    _guard(body)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Process set-up done once, at the CLI's edge, before Prefect or MLflow is imported."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from leadscore.paths import Home
+
+
+def prepare_environment(home: Home) -> None:
+    """Point Prefect's local server and MLflow at ``home`` and keep their chatter down.
+
+    Prefect reads its settings when it is imported, so this must run first. A ``PREFECT_API_URL`` that the
+    user set (their own server) is respected; otherwise Prefect starts a temporary local server whose
+    database lives in ``home/prefect``.
+    """
+    home.ensure()
+    os.environ["PREFECT_HOME"] = str(home.prefect)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # Prefect's console handler stays quiet: leadscore prints its own progress, a user error becomes one line
+    # and a real bug still ends in its traceback. Flow and task logs still reach Prefect's server and UI.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", home.tracking_uri)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    for noisy in ("mlflow", "alembic", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)

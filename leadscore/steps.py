@@ -1,0 +1,220 @@
+"""The pipeline's steps as plain functions: each reads its inputs under ``home``, writes its outputs there and
+returns a small summary. Prefect flows (``flows/``) and the CLI only call these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from leadscore.config import Config
+from leadscore.errors import DataError
+from leadscore.paths import Home
+
+log = logging.getLogger("leadscore")
+
+
+def _home(cfg: Config) -> Home:
+    return Home(cfg.home).ensure()
+
+
+def data_fingerprint(paths: list[Path]) -> str:
+    """sha256 over the export files' bytes (name order), so a run can say exactly which data it saw."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _input_paths(cfg: Config) -> list[Path]:
+    d = cfg.data
+    return [t.path for t in (d.leads, d.outcomes, d.activities, d.campaigns) if t is not None]
+
+
+def ingest_step(cfg: Config, run_id: str) -> dict:
+    """Export files -> canonical Parquet tables + quarantine; fails if too much was quarantined."""
+    from leadscore.ingest import ingest, write_canonical, write_quarantine
+
+    home = _home(cfg)
+    result = ingest(cfg)
+    quarantine_dir = home.quarantine / run_id
+    written = write_quarantine(result, quarantine_dir)
+    share = result.quarantine_share()
+    summary = {
+        "run_id": run_id,
+        "as_of": result.as_of.isoformat(),
+        "counts": result.counts,
+        "quarantine_reasons": result.reasons(),
+        "quarantine_files": {k: str(v) for k, v in written.items()},
+        "quarantined_share": round(share, 6),
+        "data_fingerprint": data_fingerprint(_input_paths(cfg)),
+        "config_hash": cfg.digest(),
+    }
+    if share > cfg.data.max_quarantine_share:
+        raise DataError(
+            f"{share:.1%} of input rows were quarantined, more than data.max_quarantine_share = "
+            f"{cfg.data.max_quarantine_share:.1%}; see {quarantine_dir} for each row and its reason"
+        )
+    write_canonical(result, home.canonical)
+    (home.canonical / "manifest.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    kept = result.counts["leads"]["kept"]
+    bad = sum(c["quarantined"] for c in result.counts.values())
+    log.info("ingest: %s leads kept, %s rows quarantined%s", f"{kept:,}", f"{bad:,}",
+             f" (see {quarantine_dir})" if bad else "")
+    return summary
+
+
+def read_ingest_manifest(home: Home) -> dict:
+    path = home.canonical / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"no ingested data in {home.canonical}; run `leadscore ingest --config FILE` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def features_step(cfg: Config) -> dict:
+    from features.build import build_features
+    from features.store import save_feature_set
+    from leadscore.ingest import read_canonical
+
+    home = _home(cfg)
+    manifest = read_ingest_manifest(home)
+    as_of = datetime.fromisoformat(manifest["as_of"])
+    fs = build_features(read_canonical(home.canonical), cfg, as_of)
+    save_feature_set(fs, home.features_file, {"as_of": as_of.isoformat(), "config_hash": cfg.digest()})
+    c = fs.counts
+    log.info("features: %d features for %s leads (%s positive, %s negative, %s immature, %s open)",
+             len(fs.features), f"{c['leads']:,}", f"{c['positive']:,}", f"{c['negative']:,}", f"{c['immature']:,}",
+             f"{c['open']:,}")
+    return {"as_of": as_of.isoformat(), "features": fs.features, "counts": fs.counts}
+
+
+def train_step(cfg: Config, run_id: str) -> dict:
+    from features.store import load_feature_set
+    from models import registry
+    from models.train import train_model
+
+    home = _home(cfg)
+    fs, meta = load_feature_set(home.features_file)
+    ingest = read_ingest_manifest(home)
+    result = train_model(fs, cfg)
+    tags = {
+        "leadscore_run_id": run_id,
+        "git_sha": git_sha(),
+        "config_hash": cfg.digest(),
+        "data_fingerprint": ingest["data_fingerprint"],
+        "as_of": meta["as_of"],
+        "horizon_days": str(cfg.label.horizon_days),
+        "features": json.dumps(fs.features),
+        "label_counts": json.dumps(fs.counts),
+    }
+    ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}")
+    # A first model always becomes champion; comparing challengers with the champion is the promotion gate's job.
+    registry.set_alias(home, ref.version, registry.CHAMPION)
+    m = result.metrics
+    log.info("train: model version %s is champion (test ROC AUC %.3f, PR AUC %.3f, log loss %.3f, Brier %.3f)",
+             ref.version, m["roc_auc"], m["pr_auc"], m["log_loss"], m["brier"])
+    return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts}
+
+
+def _scored_frame(cfg: Config, home: Home, scored_at: datetime, rows: str):
+    from features.store import load_feature_set
+    from serving.scorer import LeadScorer
+
+    fs, meta = load_feature_set(home.features_file)
+    scorer = LeadScorer.from_registry(home)
+    frame = fs.frame.to_pandas()
+    if rows == "open":
+        frame = frame[frame["is_open"]]
+    keep = ["campaign", "source", *cfg.data.leads.passthrough]
+    if rows == "all":
+        keep += ["mature", "label", "is_open"]
+    scores = scorer.score(frame, scored_at, extra_columns=[c for c in keep if c in frame.columns])
+    return scores, scorer, meta
+
+
+def score_step(cfg: Config, run_id: str) -> dict:
+    """Score the open leads (no win or loss yet) with the champion and publish them."""
+    from serving.publish import frame_writers, publish_run
+
+    home = _home(cfg)
+    scored_at = datetime.now(timezone.utc).replace(microsecond=0)
+    scores, scorer, meta = _scored_frame(cfg, home, scored_at, rows="open")
+    ingest = read_ingest_manifest(home)
+    manifest = {
+        "kind": "scores",
+        "model_name": "lead-quality",
+        "model_version": scorer.model_version,
+        "config_hash": cfg.digest(),
+        "data_fingerprint": ingest["data_fingerprint"],
+        "as_of": meta["as_of"],
+        "scored_at": scored_at.isoformat(),
+        "rows": {"leads_scored": len(scores), "tiers": scores["tier"].value_counts().sort_index().to_dict(),
+                 "input": ingest["counts"]},
+        "quarantine_files": ingest["quarantine_files"],
+    }
+    folder = publish_run(home.scores, run_id, frame_writers(scores, "scores"), manifest, cfg.publish.keep_runs)
+    log.info("score: %s open leads scored with model version %s -> %s", f"{len(scores):,}", scorer.model_version, folder)
+    return {"published": str(folder), "leads_scored": len(scores), "model_version": scorer.model_version}
+
+
+def report_step(cfg: Config, run_id: str) -> dict:
+    """Campaign and source lead quality over every lead, published beside the scores."""
+    from leadscore.ingest import read_canonical
+    from serving.campaign_report import quality_table, render_html
+    from serving.publish import frame_writers, publish_run
+
+    home = _home(cfg)
+    scored_at = datetime.now(timezone.utc).replace(microsecond=0)
+    scores, scorer, meta = _scored_frame(cfg, home, scored_at, rows="all")
+    tables = read_canonical(home.canonical)
+    costs = tables["campaigns"].to_pandas() if "campaigns" in tables else None
+    campaigns = quality_table(scores, "campaign", costs)
+    sources = quality_table(scores, "source")
+    page = render_html(
+        campaigns, sources, "Campaign lead quality",
+        f"{len(scores):,} leads as of {meta['as_of'][:10]}, model version {scorer.model_version}. "
+        "Expected closes are sums of calibrated probabilities (90% interval); actual closes count matured leads only.",
+    )
+    writers = {
+        **frame_writers(campaigns, "campaign_quality", parquet=False),
+        **frame_writers(sources, "source_quality", parquet=False),
+        "index.html": lambda path: path.write_text(page, encoding="utf-8"),
+    }
+    manifest = {"kind": "campaign_quality", "model_version": scorer.model_version, "as_of": meta["as_of"],
+                "leads": len(scores), "campaigns": len(campaigns), "sources": len(sources)}
+    folder = publish_run(home.campaign_reports, run_id, writers, manifest, cfg.publish.keep_runs)
+    log.info("report: %d campaigns, %d sources -> %s", len(campaigns), len(sources), folder / "index.html")
+    return {"published": str(folder), "campaigns": len(campaigns)}
+
+
+def summarize_outputs(cfg: Config) -> dict[str, str]:
+    """Where a user finds every output of the last run."""
+    from leadscore.paths import read_latest
+
+    home = Home(cfg.home)
+    scores = read_latest(home.scores)
+    report = read_latest(home.campaign_reports)
+    return {
+        "scores": str(scores / "scores.csv") if scores else "(none yet)",
+        "manifest": str(scores / "manifest.json") if scores else "(none yet)",
+        "campaign report": str(report / "index.html") if report else "(none yet)",
+        "quarantine": str(home.quarantine),
+        "mlflow db": str(home.mlflow_db),
+        "mlflow ui": f"uv run mlflow ui --backend-store-uri {home.tracking_uri} --port 5000",
+    }

@@ -1,0 +1,89 @@
+"""The one model object: preprocessing, booster, calibrator and tier cut-offs, logged as an MLflow pyfunc."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+try:  # mlflow is heavy; the class must still import cheaply where only the maths is needed
+    from mlflow.pyfunc import PythonModel
+except ImportError:  # pragma: no cover
+    PythonModel = object
+
+from models.encoding import FeatureEncoder
+
+TIERS = np.array(["A", "B", "C", "D"])
+
+
+class Calibrator:
+    """Maps raw booster probabilities to calibrated ones: isotonic or sigmoid (Platt on the logit)."""
+
+    def __init__(self, method: str):
+        self.method = method
+
+    def fit(self, raw: np.ndarray, y: np.ndarray) -> Calibrator:
+        if self.method == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            self.model_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
+        elif self.method == "sigmoid":
+            from sklearn.linear_model import LogisticRegression
+
+            self.model_ = LogisticRegression(C=1e6).fit(_logit(raw)[:, None], y)
+        else:
+            raise ValueError(f"unknown calibration method {self.method!r}")
+        return self
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        if self.method == "isotonic":
+            p = self.model_.predict(raw)
+        else:
+            p = self.model_.predict_proba(_logit(raw)[:, None])[:, 1]
+        # Keep probabilities away from exact 0 and 1: log loss stays finite and no lead is "certain".
+        return np.clip(p, 1e-4, 1 - 1e-4)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def score_from_probability(p: np.ndarray) -> np.ndarray:
+    """Score 1-99: the probability in percent, so a score of 20 means about one in five closes."""
+    return np.clip(np.rint(p * 100), 1, 99).astype(np.int64)
+
+
+class LeadModel(PythonModel):
+    """Feature frame in, probability / score / tier out. Fitted parts are passed in; nothing is learned here."""
+
+    def __init__(self, encoder: FeatureEncoder, booster, calibrator: Calibrator, tier_cutoffs: list[float],
+                 feature_labels: dict[str, str] | None = None):
+        self.encoder = encoder
+        self.booster = booster
+        self.calibrator = calibrator
+        self.tier_cutoffs = list(tier_cutoffs)  # probability thresholds for A, B, C (descending)
+        self.feature_labels = dict(feature_labels or {})
+
+    @property
+    def features(self) -> list[str]:
+        return self.encoder.features_
+
+    def raw_probability(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(self.encoder.transform(frame))
+
+    def probability(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.calibrator.transform(self.raw_probability(frame))
+
+    def tier(self, probability: np.ndarray) -> np.ndarray:
+        # Cut-offs are descending; the number of cut-offs a lead reaches or passes picks its tier.
+        passed = (probability[:, None] >= np.asarray(self.tier_cutoffs)[None, :]).sum(axis=1)
+        return TIERS[len(self.tier_cutoffs) - passed]
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        p = self.probability(frame)
+        return pd.DataFrame(
+            {"probability": p, "score": score_from_probability(p), "tier": self.tier(p)}, index=frame.index
+        )
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
+        return self.predict_frame(model_input)

@@ -1,0 +1,32 @@
+"""Metrics on probabilities (never on hard 0/1 predictions)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE over equal-frequency bins: the mean |observed rate - mean probability|, weighted by bin size."""
+    order = np.argsort(p, kind="stable")
+    groups = np.array_split(order, bins)
+    n = len(p)
+    return float(sum(len(g) / n * abs(y[g].mean() - p[g].mean()) for g in groups if len(g)))
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    if len(np.unique(y)) < 2:
+        raise ValueError("metrics need both wins and non-wins among the evaluated leads")
+    top = np.argsort(-p, kind="stable")[: max(1, len(p) // 10)]
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "lift_top_decile": float(y[top].mean() / y.mean()),
+        "base_rate": float(y.mean()),
+    }

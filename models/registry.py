@@ -1,0 +1,122 @@
+"""The only module that talks to MLflow: log a training run, register, set aliases, load by alias.
+
+Tracking and registry live in ``home/mlflow.db`` (sqlite) with artifacts in ``home/mlartifacts``.
+Aliases (``champion``, ``challenger``), never stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from leadscore.errors import ModelNotFoundError
+from leadscore.paths import Home
+
+MODEL_NAME = "lead-quality"
+EXPERIMENT = "leadscore"
+CHAMPION = "champion"
+
+# What the logged model needs to load outside this checkout's venv (besides the leadscore package itself).
+PIP_REQUIREMENTS = ["lightgbm>=4.7,<5", "scikit-learn>=1.9,<2", "pandas>=3.1,<4", "numpy>=2.4,<3", "mlflow>=3.17.2,<3.18"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    run_id: str
+
+
+def _client(home: Home):
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    import mlflow
+    from mlflow import MlflowClient
+
+    home.ensure()
+    mlflow.set_tracking_uri(home.tracking_uri)
+    mlflow.set_registry_uri(home.tracking_uri)
+    return mlflow, MlflowClient(tracking_uri=home.tracking_uri, registry_uri=home.tracking_uri)
+
+
+def _experiment_id(client, home: Home) -> str:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(EXPERIMENT, artifact_location=home.artifacts.as_uri())
+
+
+def _signature(model):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec("string", c, required=False) for c in model.encoder.categorical]
+                    + [ColSpec("double", c, required=False) for c in model.encoder.numeric])
+    outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "score"), ColSpec("string", "tier")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, artifacts: dict[str, Path] | None = None) -> ModelRef:
+    """Log params, metrics, tags and the pyfunc model in one run, and register it as a new version."""
+    mlflow, client = _client(home)
+    exp_id = _experiment_id(client, home)
+    import warnings
+
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run, warnings.catch_warnings():
+        # The signature is explicit; an input example with categoricals is what MLflow cannot take.
+        warnings.filterwarnings("ignore", message=".*input example.*")
+        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in result.params.items()})
+        mlflow.log_metrics(result.metrics)
+        mlflow.log_metrics({k: float(v) for k, v in result.split_counts.items()})
+        mlflow.set_tags(tags)
+        for path in (artifacts or {}).values():
+            mlflow.log_artifact(str(path))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=result.model,
+            signature=_signature(result.model),
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+    _ensure_registered_model(client)
+    version_tags = {k: tags[k] for k in ("git_sha", "config_hash", "data_fingerprint") if k in tags}
+    mv = client.create_model_version(MODEL_NAME, source=info.model_uri, run_id=run.info.run_id,
+                                     model_id=info.model_id, tags=version_tags)
+    return ModelRef(MODEL_NAME, str(mv.version), run.info.run_id)
+
+
+def _ensure_registered_model(client) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(MODEL_NAME)
+    except MlflowException:
+        client.create_registered_model(MODEL_NAME, description="Chance that a lead is won within the label horizon.")
+
+
+def set_alias(home: Home, version: str, alias: str = CHAMPION) -> None:
+    _, client = _client(home)
+    client.set_registered_model_alias(MODEL_NAME, alias, version)
+
+
+def load_model(home: Home, alias: str = CHAMPION):
+    """The LeadModel behind ``models:/lead-quality@<alias>`` and its version reference."""
+    mlflow, client = _client(home)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(MODEL_NAME, alias)
+    except MlflowException:
+        raise ModelNotFoundError(
+            f"no model '{MODEL_NAME}@{alias}' in {home.mlflow_db}; run `leadscore train --config FILE` first"
+        ) from None
+    loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{alias}")
+    return loaded.unwrap_python_model(), ModelRef(MODEL_NAME, str(mv.version), mv.run_id)
+
+
+def model_summary(home: Home, alias: str = CHAMPION) -> dict[str, object]:
+    """Version, run and key metrics of an alias, for CLI output and manifests."""
+    _, client = _client(home)
+    mv = client.get_model_version_by_alias(MODEL_NAME, alias)
+    run = client.get_run(mv.run_id)
+    return {"version": str(mv.version), "run_id": mv.run_id, "metrics": dict(run.data.metrics)}
