@@ -35,8 +35,9 @@ class FeatureEncoder:
             raise KeyError(f"feature frame lacks columns {missing}")
         out = {}
         for col in self.categorical:
-            values = frame[col].astype("string").astype(object).to_numpy()
-            out[col] = pd.Categorical(values, categories=self.levels_[col])
+            levels = pd.Index(self.levels_[col], dtype=object)
+            codes = levels.get_indexer(frame[col].astype("string").astype(object).to_numpy())  # unseen or missing: -1
+            out[col] = pd.Categorical.from_codes(codes, categories=levels)
         for col in self.numeric:
             out[col] = pd.to_numeric(frame[col], errors="coerce").astype(np.float64).to_numpy()
         return pd.DataFrame(out, index=frame.index)[self.features_]

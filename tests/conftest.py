@@ -1,0 +1,64 @@
+"""Shared fixtures: one small synthetic CRM per session, ingested and featurized once."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports Prefect or MLflow: keep their state out of the user's home.
+_STATE = Path(tempfile.mkdtemp(prefix="leadscore-tests-"))
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+from leadscore.config import Config, parse_config  # noqa: E402
+from leadscore.synthetic import demo_config_text, generate_crm, write_crm  # noqa: E402
+
+TEST_SETTINGS = """
+[train]
+num_threads = 1
+"""
+
+
+def make_config(export: Path, home: Path, extra: str = "") -> Config:
+    """The demo config for ``export``, single-threaded for tests, plus any extra TOML."""
+    text = demo_config_text(export, home) + TEST_SETTINGS + extra
+    path = home.parent / f"{home.name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return parse_config(text, path)
+
+
+@pytest.fixture(scope="session")
+def crm_small(tmp_path_factory) -> Path:
+    """5,000 leads written as CSV exports."""
+    out = tmp_path_factory.mktemp("crm_small")
+    write_crm(generate_crm(5_000, seed=11), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def crm_medium(tmp_path_factory) -> Path:
+    """30,000 leads: enough for model-quality checks, small enough to train in a few seconds."""
+    out = tmp_path_factory.mktemp("crm_medium")
+    write_crm(generate_crm(30_000, seed=3), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def medium_run(crm_medium, tmp_path_factory):
+    """Ingest + features + train on the medium CRM, shared by model and report tests."""
+    from features.build import build_features
+    from leadscore.ingest import ingest
+    from models.train import train_model
+
+    cfg = make_config(crm_medium, tmp_path_factory.mktemp("medium") / "home")
+    result = ingest(cfg)
+    fs = build_features(result.tables, cfg, result.as_of)
+    trained = train_model(fs, cfg)
+    return cfg, result, fs, trained

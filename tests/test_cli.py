@@ -1,0 +1,49 @@
+"""The command line: fast help, one-line user errors with exit code 2, generate."""
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from leadscore.cli import app
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = ("import sys; from leadscore.cli import app; "
+            "heavy = [m for m in ('prefect', 'mlflow', 'lightgbm', 'pandas', 'duckdb', 'sklearn') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("generate", "ingest", "features", "train", "score", "report", "run", "demo"):
+        assert command in result.output
+
+
+def test_missing_config_is_one_line_and_exit_2(tmp_path):
+    result = runner.invoke(app, ["run", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "config file" in result.output and "not found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_config_names_the_key(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[data.leads]\npath = "x.csv"\nid = "ID"\n[label]\nwon_stages = ["Won"]\nhorizon_days = -3\n')
+    result = runner.invoke(app, ["train", "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "data.leads.created_at" in result.output and "data.outcomes" in result.output
+    assert "label.horizon_days" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_generate_writes_exports_and_a_config(tmp_path):
+    result = runner.invoke(app, ["generate", "--out", str(tmp_path / "crm"), "--leads", "500", "--seed", "1",
+                                 "--config-out", str(tmp_path / "leadscore.toml")])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "crm").iterdir()} == {
+        "leads.csv", "activities.csv", "opportunities.csv", "campaigns.csv", "truth.csv"}
+    assert "Lead ID" in (tmp_path / "leadscore.toml").read_text()
+    assert sum(1 for _ in (tmp_path / "crm" / "leads.csv").open()) == 501

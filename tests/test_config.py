@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+
+from leadscore.config import load_config, parse_config
+from leadscore.errors import ConfigError
+
+GOOD = """
+[data.leads]
+path = "export/leads.csv"
+id = "Lead ID"
+created_at = "Created Date"
+categorical = ["Country"]
+numeric = ["Employees"]
+[data.outcomes]
+path = "export/opportunities.csv"
+lead_id = "Lead ID"
+stage = "Stage"
+occurred_at = "Stage Date"
+[label]
+won_stages = ["Closed Won"]
+"""
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("/cfg/leadscore.toml"))
+    return str(info.value)
+
+
+def test_good_config_resolves_paths_against_its_folder():
+    cfg = parse_config(GOOD, Path("/cfg/leadscore.toml"))
+    assert cfg.data.leads.path == Path("/cfg/export/leads.csv")
+    assert cfg.home == Path("/cfg/.leadscore")
+    assert cfg.label.horizon_days == 90
+    assert cfg.features.windows_days == (7, 30, 90)
+
+
+def test_missing_key_is_named():
+    msg = _error(GOOD.replace('id = "Lead ID"\n', ""))
+    assert "data.leads.id" in msg and "required" in msg
+
+
+def test_unknown_key_is_named():
+    msg = _error(GOOD + "[train]\nlearning_rat = 0.1\n")
+    assert "train.learning_rat" in msg and "not a known key" in msg
+
+
+def test_wrong_type_is_named():
+    msg = _error(GOOD.replace('won_stages = ["Closed Won"]', 'won_stages = ["Closed Won"]\nhorizon_days = "ninety"'))
+    assert "label.horizon_days" in msg and "ninety" in msg
+
+
+def test_bad_time_zone_in_data_section():
+    text = GOOD.replace("[data.leads]", '[data]\ntimezone = "Mars/Olympus"\n\n[data.leads]')
+    msg = _error(text)
+    assert "data.timezone" in msg and "Mars/Olympus" in msg
+
+
+def test_column_mapped_twice_is_named():
+    msg = _error(GOOD.replace('categorical = ["Country"]', 'categorical = ["Created Date"]'))
+    assert "data.leads" in msg and "Created Date" in msg
+
+
+def test_tier_shares_are_checked():
+    msg = _error(GOOD + "[scoring]\ntier_shares = [0.5, 0.4, 0.3]\n")
+    assert "scoring.tier_shares" in msg
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_config("[data\n", tmp_path / "x.toml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_digest_changes_with_settings():
+    a = parse_config(GOOD, Path("/cfg/leadscore.toml"))
+    b = parse_config(GOOD.replace('["Closed Won"]', '["Won"]'), Path("/cfg/leadscore.toml"))
+    assert a.digest() != b.digest()
+    assert a.digest() == parse_config(GOOD, Path("/cfg/leadscore.toml")).digest()

@@ -1,0 +1,64 @@
+"""The whole pipeline as a user runs it: `leadscore run`, in a real process with Prefect's own local server."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from conftest import make_config
+from leadscore.paths import Home, read_latest
+from models import registry
+
+COLUMNS = ["lead_id", "probability", "score", "tier", "rank", "model_version", "scored_at"]
+
+
+def _cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "leadscore", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_small, tmp_path):
+    home_dir = tmp_path / "home"
+    cfg = make_config(crm_small, home_dir)
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    done = _cli("run", "--config", str(cfg.source_file), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "scores" in done.stdout and "mlflow ui" in done.stdout
+
+    home = Home(home_dir)
+    latest = read_latest(home.scores)
+    assert latest is not None and latest.is_dir() and not latest.name.startswith(".")
+    scores = pd.read_csv(latest / "scores.csv")
+    assert list(scores.columns[: len(COLUMNS)]) == COLUMNS
+    assert "Owner" in scores.columns and "campaign" in scores.columns
+    assert scores["lead_id"].is_unique
+    assert scores["score"].between(1, 99).all() and set(scores["tier"]) <= {"A", "B", "C", "D"}
+    assert sorted(scores["rank"]) == list(range(1, len(scores) + 1))
+    assert pd.read_parquet(latest / "scores.parquet").shape[0] == len(scores)
+
+    # One row per open lead: no win or loss by as_of.
+    features = pd.read_parquet(home.features_file)
+    assert set(scores["lead_id"]) == set(features.loc[features["is_open"], "lead_id"])
+
+    manifest = json.loads((latest / "manifest.json").read_text())
+    assert manifest["rows"]["leads_scored"] == len(scores)
+    assert manifest["rows"]["input"]["leads"] == {"rows_in": 5000, "kept": 5000, "quarantined": 0}
+    assert manifest["config_hash"] == cfg.digest()
+    assert str(manifest["model_version"]) == str(scores["model_version"].iloc[0])
+
+    summary = registry.model_summary(home)
+    assert summary["version"] == str(manifest["model_version"])
+    assert summary["metrics"]["roc_auc"] > 0.6
+
+    report = read_latest(home.campaign_reports)
+    assert (report / "index.html").is_file()
+    quality = pd.read_csv(report / "campaign_quality.csv")
+    assert quality["leads"].sum() == 5000
+
+    # Scoring again publishes a new run and moves LATEST; the earlier run stays.
+    again = _cli("score", "--config", str(cfg.source_file), env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert read_latest(home.scores) != latest and latest.is_dir()

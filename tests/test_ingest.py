@@ -1,0 +1,160 @@
+"""Data tests: every row is kept or quarantined with a reason; formats are detected."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from leadscore.config import parse_config
+from leadscore.errors import DataError
+from leadscore.ingest import ingest, write_quarantine
+
+CONFIG = """
+[data.leads]
+path = "leads.csv"
+id = "Lead ID"
+created_at = "Created Date"
+campaign = "Campaign"
+categorical = ["Country"]
+numeric = ["Employees"]
+passthrough = ["Owner"]
+[data.outcomes]
+path = "stages.csv"
+lead_id = "Lead ID"
+stage = "Stage"
+occurred_at = "Stage Date"
+amount = "Amount"
+[data.activities]
+path = "activities.csv"
+lead_id = "Lead ID"
+type = "Type"
+occurred_at = "When"
+[data.campaigns]
+path = "campaigns.csv"
+campaign = "Campaign"
+cost = "Cost"
+[label]
+won_stages = ["Closed Won"]
+"""
+
+LEADS = """Lead ID,Created Date,Campaign,Country,Employees,Owner
+L1,2025-01-01 10:00:00,Spring,US,120,Ann
+L2,2025-01-02T11:00:00Z,Spring,DE,"1,200",Bob
+,2025-01-03 09:00:00,Spring,US,5,Ann
+L3,not a date,Spring,US,5,Ann
+L4,2031-01-01 00:00:00,Spring,US,5,Ann
+L5,2025-01-04 09:00:00,Spring,US,many,Ann
+L1,2025-01-05 09:00:00,Spring,US,7,Ann
+L6,,Autumn,FR,,Cid
+L7,2025-02-01 08:00:00+02:00,Autumn,FR,,Cid
+"""
+
+STAGES = """Lead ID,Stage,Stage Date,Amount
+L1,Closed Won,2025-02-01 00:00:00,5000
+L2,Qualified,2025-01-10 00:00:00,
+L9,Closed Won,2025-02-01 00:00:00,100
+L2,,2025-01-11 00:00:00,
+L2,Closed Lost,yesterday,
+L7,Closed Won,2024-12-01 00:00:00,
+L7,Closed Won,2025-03-01 00:00:00,lots
+"""
+
+ACTIVITIES = """Lead ID,Type,When
+L1,Web Visit,2024-12-30 10:00:00
+L9,Web Visit,2024-12-30 10:00:00
+L2,,2024-12-30 10:00:00
+L2,Email Open,someday
+"""
+
+CAMPAIGNS = """Campaign,Cost
+Spring,1000
+Autumn,ten
+Spring,2000
+"""
+
+
+def _write(folder: Path, files: dict[str, str], encoding: str = "utf-8") -> None:
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding=encoding)
+
+
+def _cfg(folder: Path, text: str = CONFIG):
+    return parse_config(text, folder / "leadscore.toml")
+
+
+def test_every_row_is_kept_or_quarantined_with_a_reason(tmp_path):
+    _write(tmp_path, {"leads.csv": LEADS, "stages.csv": STAGES, "activities.csv": ACTIVITIES, "campaigns.csv": CAMPAIGNS})
+    result = ingest(_cfg(tmp_path))
+    for name, c in result.counts.items():
+        assert c["rows_in"] == c["kept"] + c["quarantined"], name
+
+    assert result.tables["leads"]["lead_id"].to_pylist() == ["L1", "L2", "L7"]
+    reasons = result.reasons()
+    assert reasons["leads"] == {
+        "missing lead id": 1,
+        "unparseable Created Date: not a date": 1,
+        "Created Date in the future": 1,
+        "non-numeric Employees: many": 1,
+        "duplicate lead id (first row kept)": 1,
+        "missing Created Date": 1,
+    }
+    assert reasons["outcomes"] == {
+        "outcome for an unknown lead": 1,
+        "missing Stage": 1,
+        "unparseable Stage Date: yesterday": 1,
+        "Stage Date before the lead was created": 1,
+        "non-numeric Amount: lots": 1,
+    }
+    assert reasons["activities"] == {
+        "activity for an unknown lead": 1,
+        "missing Type": 1,
+        "unparseable When: someday": 1,
+    }
+    assert reasons["campaigns"] == {"non-numeric Cost: ten": 1, "duplicate campaign (first row kept)": 1}
+
+    # Values are parsed: thousands separators, offsets to UTC.
+    leads = result.tables["leads"].to_pandas().set_index("lead_id")
+    assert leads.loc["L2", "Employees"] == 1200
+    assert str(leads.loc["L7", "created_at"]) == "2025-02-01 06:00:00+00:00"
+    assert str(result.tables["leads"].schema.field("created_at").type) == "timestamp[us, tz=UTC]"
+
+    written = write_quarantine(result, tmp_path / "q")
+    text = written["leads"].read_text()
+    assert text.splitlines()[0].startswith('"source_row","Lead ID"')
+    assert "not a date" in text and text.count("\n") == 7
+
+
+def test_latin1_semicolon_and_bom_tab_are_detected(tmp_path):
+    leads = LEADS.splitlines()[:3]
+    leads[1] = leads[1].replace("US", "España")
+    _write(tmp_path, {"leads.csv": "\n".join(l.replace(",", ";") for l in [leads[0], leads[1]]).replace(';"1;200"', "") + "\n"},
+           encoding="latin-1")
+    (tmp_path / "stages.csv").write_bytes("\ufeffLead ID\tStage\tStage Date\tAmount\nL1\tClosed Won\t2025-02-01\t\n".encode())
+    cfg_text = CONFIG.split("[data.activities]")[0] + "[label]\nwon_stages = [\"Closed Won\"]\n"
+    result = ingest(_cfg(tmp_path, cfg_text))
+    assert result.tables["leads"].to_pandas().loc[0, "Country"] == "España"
+    assert result.tables["outcomes"].num_rows == 1
+
+
+def test_parquet_export(tmp_path):
+    pq.write_table(pa.table({"Lead ID": ["A", "B"], "Created Date": pa.array([1_700_000_000, 1_700_086_400], pa.timestamp("s")),
+                             "Campaign": ["X", None], "Country": ["US", "US"], "Employees": [10, None], "Owner": ["a", "b"]}),
+                   tmp_path / "leads.parquet")
+    _write(tmp_path, {"stages.csv": "Lead ID,Stage,Stage Date,Amount\nA,Closed Won,2023-12-01,10\n"})
+    cfg_text = CONFIG.replace('path = "leads.csv"', 'path = "leads.parquet"').split("[data.activities]")[0]
+    result = ingest(_cfg(tmp_path, cfg_text + "[label]\nwon_stages = [\"Closed Won\"]\n"))
+    assert result.counts["leads"] == {"rows_in": 2, "kept": 2, "quarantined": 0}
+    assert result.tables["leads"]["Employees"].to_pylist() == [10.0, None]
+
+
+def test_missing_column_names_the_key_and_suggests(tmp_path):
+    _write(tmp_path, {"leads.csv": LEADS.replace("Employees", "Employes"), "stages.csv": STAGES,
+                      "activities.csv": ACTIVITIES, "campaigns.csv": CAMPAIGNS})
+    with pytest.raises(DataError, match=r"data\.leads\.numeric\[0\]: column 'Employees' not found.*did you mean 'Employes'"):
+        ingest(_cfg(tmp_path))
+
+
+def test_missing_file_names_the_key(tmp_path):
+    with pytest.raises(DataError, match=r"data\.leads\.path: file .*leads\.csv not found"):
+        ingest(_cfg(tmp_path))
