@@ -26,6 +26,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"leadscore {version('leadscore')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Show the version and exit.")] = None,
+) -> None:
+    """Predict which sales leads will close."""
+
+
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The leadscore TOML config for your export.")]
 HomeOpt = Annotated[
     Optional[Path],

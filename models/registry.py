@@ -61,9 +61,11 @@ def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, ar
     """Log params, metrics, tags and the pyfunc model in one run, and register it as a new version."""
     mlflow, client = _client(home)
     exp_id = _experiment_id(client, home)
+    project_run = _project_run_id(client)
+    start = {"run_id": project_run} if project_run else {"experiment_id": exp_id, "run_name": run_name}
     import warnings
 
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run, warnings.catch_warnings():
+    with mlflow.start_run(**start) as run, warnings.catch_warnings():
         # The signature is explicit; an input example with categoricals is what MLflow cannot take.
         warnings.filterwarnings("ignore", message=".*input example.*")
         mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in result.params.items()})
@@ -83,6 +85,20 @@ def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, ar
     mv = client.create_model_version(MODEL_NAME, source=info.model_uri, run_id=run.info.run_id,
                                      model_id=info.model_id, tags=version_tags)
     return ModelRef(MODEL_NAME, str(mv.version), run.info.run_id)
+
+
+def _project_run_id(client) -> str | None:
+    """``mlflow run`` hands its run to the entry point in MLFLOW_RUN_ID; log into it if it is in our store."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    if not run_id:
+        return None
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return None
+    return run_id
 
 
 def _ensure_registered_model(client) -> None:

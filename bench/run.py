@@ -1,0 +1,81 @@
+"""`make bench`: wall time and peak memory of the pipeline's big steps, written to bench/results.json.
+
+Each case runs as its own process (the real CLI), so its peak resident memory is measured alone.
+Targets come from the issues; a missed target is reported, not hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work"
+CLI = [sys.executable, "-m", "leadscore"]
+
+
+def measure(name: str, cmd: list[str], target_s: float | None = None, target_mb: float | None = None) -> dict:
+    """Run ``cmd`` in a child of a fresh Python so that RUSAGE_CHILDREN sees only this case."""
+    probe = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
+        "wall = time.perf_counter() - t\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(json.dumps({'rc': rc.returncode, 'wall_s': wall, 'peak_mb': peak, 'err': rc.stderr[-2000:]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    row = {
+        "case": name,
+        "wall_s": round(res["wall_s"], 2),
+        "peak_mb": round(res["peak_mb"], 1),
+        "target_s": target_s,
+        "target_mb": target_mb,
+        "ok": res["rc"] == 0
+        and (target_s is None or res["wall_s"] <= target_s)
+        and (target_mb is None or res["peak_mb"] <= target_mb),
+    }
+    if res["rc"] != 0:
+        row["error"] = res["err"]
+    print(f"{name:<40} {row['wall_s']:>8.1f} s {row['peak_mb']:>9.0f} MB   "
+          f"target {target_s or '-'} s / {target_mb or '-'} MB   {'ok' if row['ok'] else 'MISSED'}", flush=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--big", type=int, default=1_000_000, help="leads in the large case")
+    parser.add_argument("--demo", type=int, default=100_000, help="leads in the demo case")
+    args = parser.parse_args()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    rows = []
+    big = WORK / f"crm-{args.big}"
+    rows.append(measure(f"generate {args.big:,} leads", [*CLI, "generate", "--out", str(big), "--leads", str(args.big),
+                                                       "--config-out", str(WORK / "big.toml")], target_s=30))
+    rows.append(measure(f"demo ({args.demo:,} leads, fresh home)", [*CLI, "demo", "--home", str(WORK / "demo"),
+                                                                   "--leads", str(args.demo)], target_s=90))
+    rows.append(measure(f"run on {args.demo:,} leads (warm home)", [*CLI, "run", "--config", str(WORK / "demo" / "demo.toml")]))
+    rows.append(measure(f"run on {args.big:,} leads", [*CLI, "run", "--config", str(WORK / "big.toml")],
+                        target_s=300, target_mb=6144))
+    result = {
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
+                    "platform": platform.platform()},
+        "cases": rows,
+    }
+    (ROOT / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwritten {ROOT / 'results.json'}")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
