@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -216,5 +217,5 @@ def summarize_outputs(cfg: Config) -> dict[str, str]:
         "campaign report": str(report / "index.html") if report else "(none yet)",
         "quarantine": str(home.quarantine),
         "mlflow db": str(home.mlflow_db),
-        "mlflow ui": f"uv run mlflow ui --backend-store-uri {home.tracking_uri} --port 5000",
+        "mlflow ui": f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {home.tracking_uri} --port 5000",
     }
