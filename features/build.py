@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from features.pit import known_at
 from leadscore.config import Config
+from leadscore.errors import DataError
 
 log = logging.getLogger("leadscore")
 
@@ -37,6 +38,7 @@ class FeatureSet:
     numeric: list[str]
     labels: dict[str, str] = field(default_factory=dict)  # feature -> words a person reads
     counts: dict[str, int] = field(default_factory=dict)
+    mode: str = "events"  # "snapshot": outcome from a label column, random split, no history features
 
     @property
     def features(self) -> list[str]:
@@ -66,34 +68,46 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
     con.execute("CREATE TEMP TABLE cutoff AS SELECT CAST(? AS TIMESTAMPTZ) AS t", [as_of])
 
     # Leads known at as_of, with integer keys (joins and sorts on integers are several times faster).
+    known = "created_at <= (SELECT t FROM cutoff)" if lc.created_at else "TRUE"
     con.execute(
-        """CREATE TEMP TABLE L AS
+        f"""CREATE TEMP TABLE L AS
         SELECT (ROW_NUMBER() OVER (ORDER BY created_at, lead_id) - 1)::BIGINT AS qid, *,
                DENSE_RANK() OVER (ORDER BY campaign) AS campaign_k,
                DENSE_RANK() OVER (ORDER BY source) AS source_k,
                DENSE_RANK() OVER (ORDER BY account) AS account_k
-        FROM raw_leads WHERE created_at <= (SELECT t FROM cutoff)"""
+        FROM raw_leads WHERE {known}"""
     )
     n_leads = con.execute("SELECT COUNT(*) FROM L").fetchone()[0]
     n_later = tables["leads"].num_rows - n_leads
 
-    # Outcomes as known at as_of: the first win and the first loss of each lead.
-    won = ", ".join(_lit(s) for s in cfg.label.won_stages)
-    lost = ", ".join(_lit(s) for s in cfg.label.lost_stages) or "NULL"
-    con.execute(
-        f"""CREATE TEMP TABLE O AS
-        SELECT lead_id,
-               MIN(occurred_at) FILTER (WHERE stage IN ({won})) AS won_at,
-               MIN(occurred_at) FILTER (WHERE stage IN ({lost})) AS lost_at
-        FROM raw_outcomes WHERE occurred_at <= (SELECT t FROM cutoff) GROUP BY lead_id"""
-    )
-    con.execute(
-        f"""CREATE TEMP TABLE LO AS
-        SELECT L.*, O.won_at, O.lost_at,
-               L.created_at + INTERVAL {horizon} DAY <= (SELECT t FROM cutoff) AS mature,
-               O.won_at IS NOT NULL AND O.won_at < L.created_at + INTERVAL {horizon} DAY AS won_in_horizon
-        FROM L LEFT JOIN O USING (lead_id)"""
-    )
+    if cfg.snapshot:
+        # The export's label column is the outcome: known where filled in; a positive lead is no longer open.
+        con.execute(
+            """CREATE TEMP TABLE LO AS
+            SELECT L.*, CAST(NULL AS TIMESTAMPTZ) AS won_at, outcome_label IS NOT NULL AS mature,
+                   COALESCE(outcome_label = 1, FALSE) AS won_in_horizon,
+                   COALESCE(outcome_label <> 1, TRUE) AS is_open
+            FROM L"""
+        )
+    else:
+        # Outcomes as known at as_of: the first win and the first loss of each lead.
+        won = ", ".join(_lit(s) for s in cfg.label.won_stages)
+        lost = ", ".join(_lit(s) for s in cfg.label.lost_stages) or "NULL"
+        con.execute(
+            f"""CREATE TEMP TABLE O AS
+            SELECT lead_id,
+                   MIN(occurred_at) FILTER (WHERE stage IN ({won})) AS won_at,
+                   MIN(occurred_at) FILTER (WHERE stage IN ({lost})) AS lost_at
+            FROM raw_outcomes WHERE occurred_at <= (SELECT t FROM cutoff) GROUP BY lead_id"""
+        )
+        con.execute(
+            f"""CREATE TEMP TABLE LO AS
+            SELECT L.*, O.won_at,
+                   L.created_at + INTERVAL {horizon} DAY <= (SELECT t FROM cutoff) AS mature,
+                   O.won_at IS NOT NULL AND O.won_at < L.created_at + INTERVAL {horizon} DAY AS won_in_horizon,
+                   O.won_at IS NULL AND O.lost_at IS NULL AS is_open
+            FROM L LEFT JOIN O USING (lead_id)"""
+        )
 
     selects: list[str] = []
     categorical: list[str] = []
@@ -127,6 +141,8 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
 
     # Calendar, in the configured time zone.
     for part, label in (("isodow", "weekday of sign-up"), ("hour", "hour of sign-up"), ("month", "month of sign-up")):
+        if not lc.created_at:
+            break
         f = f"created_{'weekday' if part == 'isodow' else part}"
         selects.append(f"DATE_PART('{part}', L.created_at)::DOUBLE AS {f}")
         numeric.append(f)
@@ -135,7 +151,7 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
     # Engagement before creation: per activity type and in total, in trailing windows.
     acts = tables.get("activities")
     windows = tuple(sorted(set(fc.windows_days)))
-    if acts is not None and acts.num_rows:
+    if lc.created_at and acts is not None and acts.num_rows:
         con.execute(
             """CREATE TEMP TABLE A AS
             SELECT L.qid AS k, a.type, a.occurred_at FROM raw_activities a JOIN L USING (lead_id)
@@ -163,7 +179,38 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
                 labels[f] = "days since the last activity before sign-up"
             joins.append(f"LEFT JOIN {out} USING (qid)")
 
-    # History of the lead's campaign, source and account as known at created_at.
+    # History of the lead's campaign, source and account as known at created_at (needs outcomes with dates).
+    if not cfg.snapshot:
+        _history(con, cfg, selects, numeric, labels, joins)
+
+    if not selects:
+        raise DataError("data.leads: no features to learn from; map at least one categorical or numeric column "
+                        "(or a campaign, source or created_at)")
+    meta = ["lead_id", "created_at", "campaign", "source", "account",
+            *[f'"{c}"' for c in lc.passthrough if c not in ID_COLUMNS and c in tables["leads"].column_names]]
+    con.execute(
+        f"""CREATE TEMP TABLE F AS
+        SELECT {', '.join('L.' + c for c in meta)},
+               CASE WHEN LO.won_in_horizon THEN 1 WHEN LO.mature THEN 0 END::TINYINT AS label,
+               LO.mature, LO.is_open, LO.won_at,
+               {', '.join(selects)}
+        FROM L JOIN LO USING (qid) {' '.join(joins)}
+        ORDER BY L.qid"""
+    )
+    frame = _utc(con.sql("SELECT * FROM F").to_arrow_table())
+    c = con.execute(
+        "SELECT COUNT(*) FILTER (WHERE label = 1), COUNT(*) FILTER (WHERE label = 0), "
+        "COUNT(*) FILTER (WHERE NOT mature AND label IS NULL), COUNT(*) FILTER (WHERE is_open) FROM F"
+    ).fetchone()
+    counts = {"leads": int(n_leads), "leads_after_as_of": int(n_later), "positive": int(c[0]),
+              "negative": int(c[1]), "immature": int(c[2]), "open": int(c[3])}
+    return FeatureSet(frame=frame, categorical=categorical, numeric=numeric, labels=labels, counts=counts,
+                      mode="snapshot" if cfg.snapshot else "events")
+
+
+def _history(con, cfg: Config, selects: list[str], numeric: list[str], labels: dict[str, str], joins: list[str]) -> None:
+    """Earlier leads, earlier wins and a smoothed win rate of each lead's campaign, source and account."""
+    lc, horizon = cfg.data.leads, int(cfg.label.horizon_days)
     con.execute("CREATE TEMP VIEW Q_all AS SELECT qid, 1 AS g, created_at AS at FROM L")
     con.execute(f"CREATE TEMP VIEW E_mature_all AS SELECT 1 AS g, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO")
     con.execute(f"CREATE TEMP VIEW E_mwins_all AS SELECT 1 AS g, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO WHERE won_in_horizon")
@@ -173,7 +220,7 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
         f"""CREATE TEMP TABLE prior AS SELECT qid, CASE WHEN d.n_all > 0 THEN n.n_all / d.n_all END AS p
         FROM {den} d JOIN {num} n USING (qid)"""
     )
-    m = float(fc.prior_strength)
+    m = float(cfg.features.prior_strength)
     for role in ("campaign", "source", "account"):
         if not getattr(lc, role):
             continue
@@ -201,27 +248,6 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
             numeric.append(f)
             labels[f] = text
         joins.append(f"LEFT JOIN hist_{role} USING (qid)")
-
-    meta = ["lead_id", "created_at", "campaign", "source", "account",
-            *[f'"{c}"' for c in lc.passthrough if c not in ID_COLUMNS]]
-    con.execute(
-        f"""CREATE TEMP TABLE F AS
-        SELECT {', '.join('L.' + c for c in meta)},
-               CASE WHEN LO.won_in_horizon THEN 1 WHEN LO.mature THEN 0 END::TINYINT AS label,
-               LO.mature, (LO.won_at IS NULL AND LO.lost_at IS NULL) AS is_open, LO.won_at,
-               {', '.join(selects)}
-        FROM L JOIN LO USING (qid) {' '.join(joins)}
-        ORDER BY L.qid"""
-    )
-    frame = con.sql("SELECT * FROM F").to_arrow_table()
-    frame = _utc(frame)
-    c = con.execute(
-        "SELECT COUNT(*) FILTER (WHERE label = 1), COUNT(*) FILTER (WHERE label = 0), "
-        "COUNT(*) FILTER (WHERE NOT mature AND label IS NULL), COUNT(*) FILTER (WHERE is_open) FROM F"
-    ).fetchone()
-    counts = {"leads": int(n_leads), "leads_after_as_of": int(n_later), "positive": int(c[0]),
-              "negative": int(c[1]), "immature": int(c[2]), "open": int(c[3])}
-    return FeatureSet(frame=frame, categorical=categorical, numeric=numeric, labels=labels, counts=counts)
 
 
 def _lit(text: str) -> str:

@@ -15,7 +15,7 @@ _KEY = b"leadscore.features"
 
 def save_feature_set(fs: FeatureSet, path: Path, extra: dict | None = None) -> None:
     meta = {"categorical": fs.categorical, "numeric": fs.numeric, "labels": fs.labels, "counts": fs.counts,
-            **(extra or {})}
+            "mode": fs.mode, **(extra or {})}
     table = fs.frame.replace_schema_metadata({**(fs.frame.schema.metadata or {}), _KEY: json.dumps(meta).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -31,5 +31,5 @@ def load_feature_set(path: Path) -> tuple[FeatureSet, dict]:
     if "categorical" not in meta:
         raise DataError(f"{path} was not written by leadscore features; run `leadscore features --config FILE`")
     fs = FeatureSet(frame=table, categorical=meta["categorical"], numeric=meta["numeric"],
-                    labels=meta.get("labels", {}), counts=meta.get("counts", {}))
+                    labels=meta.get("labels", {}), counts=meta.get("counts", {}), mode=meta.get("mode", "events"))
     return fs, meta

@@ -34,7 +34,10 @@ class FileTable(_Section):
 
 class LeadsTable(FileTable):
     id: NonEmpty
-    created_at: NonEmpty
+    created_at: str | None = None  # required unless the export is a snapshot (see `label`)
+    # Snapshot exports: the outcome is a column of the leads file, and there is no outcomes table.
+    label: str | None = None
+    positive: tuple[str, ...] = ("1", "yes", "true", "won", "converted")  # compared case-insensitively
     campaign: str | None = None
     source: str | None = None
     account: str | None = None
@@ -45,14 +48,16 @@ class LeadsTable(FileTable):
     @model_validator(mode="after")
     def _no_column_twice(self) -> LeadsTable:
         roles: dict[str, str] = {}
-        for role in ("id", "created_at", "campaign", "source", "account"):
+        for role in ("id", "created_at", "label", "campaign", "source", "account"):
             col = getattr(self, role)
             if col:
                 if col in roles:
                     raise ValueError(f"column {col!r} is mapped as both {roles[col]} and {role}")
                 roles[col] = role
-        for role in ("categorical", "numeric"):
+        for role in ("categorical", "numeric", "passthrough"):
             for col in getattr(self, role):
+                if role == "passthrough" and roles.get(col) in ("id", "campaign", "source", "account"):
+                    continue  # copying an id or a campaign to the published scores is fine
                 if col in roles:
                     raise ValueError(f"column {col!r} is mapped as both {roles[col]} and {role}")
                 roles[col] = role
@@ -83,7 +88,7 @@ class DataConfig(_Section):
     timezone: str = "UTC"  # how to read timestamps that carry no zone
     max_quarantine_share: float = Field(0.05, ge=0, le=1)
     leads: LeadsTable
-    outcomes: OutcomesTable
+    outcomes: OutcomesTable | None = None
     activities: ActivitiesTable | None = None
     campaigns: CampaignsTable | None = None
 
@@ -109,8 +114,10 @@ class DataConfig(_Section):
 
 
 class LabelConfig(_Section):
-    won_stages: tuple[NonEmpty, ...] = Field(min_length=1)
+    won_stages: tuple[NonEmpty, ...] = ()
     lost_stages: tuple[str, ...] = ()
+    # Stages that are neither won nor lost. If given, a stage outside all three lists is quarantined.
+    other_stages: tuple[str, ...] | None = None
     horizon_days: int = Field(90, gt=0, le=3650)
 
     @model_validator(mode="after")
@@ -125,6 +132,17 @@ class FeaturesConfig(_Section):
     windows_days: tuple[Annotated[int, Field(gt=0)], ...] = (7, 30, 90)
     max_activity_types: int = Field(12, ge=0)
     prior_strength: float = Field(20.0, gt=0)
+    # Leakage guard: a feature this predictive on its own stops training unless listed in allow_leaky.
+    max_single_auc: float = Field(0.95, gt=0.5, le=1.0)
+    allow_leaky: tuple[str, ...] = ()
+
+
+class EvaluationConfig(_Section):
+    """Optional known truth (synthetic data): only compared with the model after training, never learned from."""
+
+    truth_path: Path | None = None
+    truth_id: str = "Lead ID"
+    truth_probability: str = "true_probability"
 
 
 class TrainConfig(_Section):
@@ -157,12 +175,34 @@ class PublishConfig(_Section):
 class Config(_Section):
     home: Path = Path(".leadscore")
     data: DataConfig
-    label: LabelConfig
+    label: LabelConfig = LabelConfig()
     features: FeaturesConfig = FeaturesConfig()
     train: TrainConfig = TrainConfig()
     scoring: ScoringConfig = ScoringConfig()
     publish: PublishConfig = PublishConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     source_file: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _one_kind_of_export(self) -> Config:
+        leads = self.data.leads
+        if leads.label is not None:
+            if self.data.outcomes is not None:
+                raise ValueError("data.outcomes: a snapshot export (data.leads.label is set) has no outcomes table; "
+                                 "remove one of the two")
+            return self
+        if leads.created_at is None:
+            raise ValueError("data.leads.created_at: is required (or set data.leads.label for a snapshot export)")
+        if self.data.outcomes is None:
+            raise ValueError("data.outcomes: is required (or set data.leads.label for a snapshot export)")
+        if not self.label.won_stages:
+            raise ValueError("label.won_stages: is required: the stages that count as a win, e.g. [\"Closed Won\"]")
+        return self
+
+    @property
+    def snapshot(self) -> bool:
+        """True for an export with only a label column: no timestamps, random split, no history features."""
+        return self.data.leads.label is not None
 
     def digest(self) -> str:
         """A short hash of the settings (not of the file's layout), tagged on runs and manifests."""
@@ -190,6 +230,9 @@ def _resolve(base: Path, cfg: Config) -> Config:
         }
     )
     home = cfg.home if cfg.home.is_absolute() else (base / cfg.home).resolve()
+    truth = cfg.evaluation.truth_path
+    if truth is not None and not truth.is_absolute():
+        cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"truth_path": (base / truth).resolve()})})
     return cfg.model_copy(update={"data": data, "home": home})
 
 
@@ -205,8 +248,10 @@ def _explain(err: ValidationError, path: Path) -> str:
         elif item["type"] == "literal_error":
             msg = f"must be one of {item['ctx']['expected']}; found {item['input']!r}"
         else:
-            msg = f"{msg} (found {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else msg
-        problems.append(f"{key or '(top level)'}: {msg}")
+            msg = msg.removeprefix("Value error, ")
+            if "input" in item and not isinstance(item["input"], dict):
+                msg = f"{msg} (found {item['input']!r})"
+        problems.append(f"{key}: {msg}" if key else msg)
     return f"invalid config {path}: " + "; ".join(problems)
 
 

@@ -168,31 +168,37 @@ def ingest(cfg: Config, now: datetime | None = None) -> IngestResult:
     try:
         con.execute("SET enable_progress_bar = false")
         con.execute(f"SET TimeZone = {_lit(cfg.data.timezone)}")
-        return _ingest(con, cfg, (now + timedelta(days=1)).isoformat())
+        future = (now + timedelta(days=1)).isoformat()
+        result = IngestResult(tables={})
+        for read_table in (_leads, _outcomes, _activities, _campaigns):
+            read_table(con, cfg, future, result)
     finally:
         con.close()
+    for name, table in result.tables.items():
+        result.tables[name] = _utc(table)
+    # A snapshot export may carry no timestamp at all: then it is as of now.
+    result.as_of = cfg.data.as_of or _latest(result.tables) or now.replace(microsecond=0)
+    return result
 
 
-def _ingest(con: duckdb.DuckDBPyConnection, cfg: Config, future: str) -> IngestResult:
-    result = IngestResult(tables={})
-
-    # Leads.
+def _leads(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: IngestResult) -> None:
     lc = cfg.data.leads
     raw = read_export(lc, "data.leads")
-    roles = {"id": lc.id, "created_at": lc.created_at}
-    for role in ("campaign", "source", "account"):
+    roles = {"id": lc.id}
+    for role in ("created_at", "label", "campaign", "source", "account"):
         if getattr(lc, role):
             roles[role] = getattr(lc, role)
     attrs = {f"categorical[{i}]": c for i, c in enumerate(lc.categorical)}
     attrs |= {f"numeric[{i}]": c for i, c in enumerate(lc.numeric)}
     attrs |= {f"passthrough[{i}]": c for i, c in enumerate(lc.passthrough)}
     _require_columns(raw, roles | attrs, "data.leads")
-    checks = [
-        (f"{_text(lc.id)} IS NULL", _lit("missing lead id")),
-        (f"{_text(lc.created_at)} IS NULL", _lit(f"missing {lc.created_at}")),
-        (f"{_ts(lc.created_at)} IS NULL", f"'unparseable {lc.created_at}: ' || {_text(lc.created_at)}"),
-        (f"{_ts(lc.created_at)} > TIMESTAMPTZ {_lit(future)}", _lit(f"{lc.created_at} in the future")),
-    ]
+    checks = [(f"{_text(lc.id)} IS NULL", _lit("missing lead id"))]
+    if lc.created_at:
+        checks += [
+            (f"{_text(lc.created_at)} IS NULL", _lit(f"missing {lc.created_at}")),
+            (f"{_ts(lc.created_at)} IS NULL", f"'unparseable {lc.created_at}: ' || {_text(lc.created_at)}"),
+            (f"{_ts(lc.created_at)} > TIMESTAMPTZ {_lit(future)}", _lit(f"{lc.created_at} in the future")),
+        ]
     for col in lc.numeric:
         checks.append((f"{_text(col)} IS NOT NULL AND {_num(col)} IS NULL",
                        f"'non-numeric {col}: ' || {_text(col)}"))
@@ -200,7 +206,13 @@ def _ingest(con: duckdb.DuckDBPyConnection, cfg: Config, future: str) -> IngestR
     dup = (f"ROW_NUMBER() OVER (PARTITION BY {_text(lc.id)}, ({_first_of(checks)}) IS NULL ORDER BY _row) > 1 "
            f"AND ({_first_of(checks)}) IS NULL")
     checks.append((dup, _lit("duplicate lead id (first row kept)")))
-    cols = [f"{_text(lc.id)} AS lead_id", f"{_ts(lc.created_at)} AS created_at"]
+    cols = [f"{_text(lc.id)} AS lead_id",
+            f"{_ts(lc.created_at)} AS created_at" if lc.created_at else "CAST(NULL AS TIMESTAMPTZ) AS created_at"]
+    if lc.label:
+        # Snapshot exports: 1 for a positive value, 0 for any other value, NULL (unknown) for an empty cell.
+        positive = ", ".join(_lit(v.strip().lower()) for v in lc.positive)
+        cols.append(f"CASE WHEN {_text(lc.label)} IS NULL THEN NULL "
+                    f"WHEN LOWER({_text(lc.label)}) IN ({positive}) THEN 1 ELSE 0 END::TINYINT AS outcome_label")
     for role in ("campaign", "source", "account"):
         col = getattr(lc, role)
         cols.append(f"{_text(col)} AS {role}" if col else f"CAST(NULL AS VARCHAR) AS {role}")
@@ -211,8 +223,15 @@ def _ingest(con: duckdb.DuckDBPyConnection, cfg: Config, future: str) -> IngestR
 
     con.register("kept_leads", leads)
 
-    # Outcomes (stage changes).
+
+def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: IngestResult) -> None:
+    """Stage changes; a snapshot export has none."""
     oc = cfg.data.outcomes
+    if oc is None:
+        result.tables["outcomes"] = pa.table({
+            "lead_id": pa.array([], pa.string()), "stage": pa.array([], pa.string()),
+            "occurred_at": pa.array([], pa.timestamp("us", "UTC")), "amount": pa.array([], pa.float64())})
+        return
     raw = read_export(oc, "data.outcomes")
     mapping = {"lead_id": oc.lead_id, "stage": oc.stage, "occurred_at": oc.occurred_at}
     if oc.amount:
@@ -220,6 +239,9 @@ def _ingest(con: duckdb.DuckDBPyConnection, cfg: Config, future: str) -> IngestR
     _require_columns(raw, mapping, "data.outcomes")
     checks = _event_checks(oc.lead_id, oc.occurred_at, future, "outcome")
     checks.insert(1, (f"{_text(oc.stage)} IS NULL", _lit(f"missing {oc.stage}")))
+    if cfg.label.other_stages is not None:
+        known = ", ".join(_lit(x) for x in (*cfg.label.won_stages, *cfg.label.lost_stages, *cfg.label.other_stages))
+        checks.insert(2, (f"{_text(oc.stage)} NOT IN ({known})", f"'unknown {oc.stage}: ' || {_text(oc.stage)}"))
     checks.append((f"{_ts(oc.occurred_at)} < (SELECT created_at FROM kept_leads k WHERE k.lead_id = {_text(oc.lead_id)})",
                    _lit(f"{oc.occurred_at} before the lead was created")))
     if oc.amount:
@@ -230,7 +252,8 @@ def _ingest(con: duckdb.DuckDBPyConnection, cfg: Config, future: str) -> IngestR
     outcomes, bad = _split(con, raw, ", ".join(cols), _first_of(checks), "outcomes")
     _record(result, "outcomes", raw.num_rows, outcomes, bad)
 
-    # Activities.
+
+def _activities(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: IngestResult) -> None:
     ac = cfg.data.activities
     if ac is not None:
         raw = read_export(ac, "data.activities")
@@ -244,7 +267,8 @@ def _ingest(con: duckdb.DuckDBPyConnection, cfg: Config, future: str) -> IngestR
         result.tables["activities"] = pa.table({"lead_id": pa.array([], pa.string()), "type": pa.array([], pa.string()),
                                                 "occurred_at": pa.array([], pa.timestamp("us", "UTC"))})
 
-    # Campaigns.
+
+def _campaigns(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: IngestResult) -> None:
     cc = cfg.data.campaigns
     if cc is not None:
         raw = read_export(cc, "data.campaigns")
@@ -262,11 +286,6 @@ def _ingest(con: duckdb.DuckDBPyConnection, cfg: Config, future: str) -> IngestR
                 (f"{_text(cc.channel)} AS channel" if cc.channel else "CAST(NULL AS VARCHAR) AS channel")]
         campaigns, bad = _split(con, raw, ", ".join(cols), _first_of(checks), "campaigns")
         _record(result, "campaigns", raw.num_rows, campaigns, bad)
-
-    for name, table in result.tables.items():
-        result.tables[name] = _utc(table)
-    result.as_of = cfg.data.as_of or _latest(result.tables)
-    return result
 
 
 def _event_checks(lead_col: str, at_col: str, future: str, what: str) -> list[tuple[str, str]]:
@@ -295,17 +314,18 @@ def _utc(table: pa.Table) -> pa.Table:
     return table
 
 
-def _latest(tables: dict[str, pa.Table]) -> datetime:
+def _latest(tables: dict[str, pa.Table]) -> datetime | None:
     import pyarrow.compute as pc
 
+    if tables["leads"].num_rows == 0:
+        raise DataError("data.leads: no usable lead rows after validation; see the quarantine files")
     found = []
     for name, col in (("leads", "created_at"), ("outcomes", "occurred_at"), ("activities", "occurred_at")):
         table = tables.get(name)
         if table is not None and table.num_rows:
             found.append(pc.max(table.column(col)).as_py())
-    if not found:
-        raise DataError("data.leads: no usable lead rows after validation; see the quarantine files")
-    return max(found)
+    found = [t for t in found if t is not None]
+    return max(found) if found else None
 
 
 # --- writing -----------------------------------------------------------------------------------------

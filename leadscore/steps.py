@@ -99,6 +99,9 @@ def features_step(cfg: Config) -> dict:
     fs = build_features(read_canonical(home.canonical), cfg, as_of)
     save_feature_set(fs, home.features_file, {"as_of": as_of.isoformat(), "config_hash": cfg.digest()})
     c = fs.counts
+    if fs.mode == "snapshot":
+        log.info("features: snapshot export (outcome from data.leads.label): random stratified split, "
+                 "no history or engagement features")
     log.info("features: %d features for %s leads (%s positive, %s negative, %s immature, %s open)",
              len(fs.features), f"{c['leads']:,}", f"{c['positive']:,}", f"{c['negative']:,}", f"{c['immature']:,}",
              f"{c['open']:,}")
@@ -114,6 +117,8 @@ def train_step(cfg: Config, run_id: str) -> dict:
     fs, meta = load_feature_set(home.features_file)
     ingest = read_ingest_manifest(home)
     result = train_model(fs, cfg)
+    result.metrics.update(_truth_metrics(cfg, result.test_frame))
+    result.split_counts.update({f"labels_{k}": v for k, v in fs.counts.items()})
     tags = {
         "leadscore_run_id": run_id,
         "git_sha": git_sha(),
@@ -124,13 +129,40 @@ def train_step(cfg: Config, run_id: str) -> dict:
         "features": json.dumps(fs.features),
         "label_counts": json.dumps(fs.counts),
     }
-    ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}")
+    check_file = home.runs / run_id / "single_feature_auc.csv"
+    check_file.parent.mkdir(parents=True, exist_ok=True)
+    result.single_feature.to_csv(check_file, index=False)
+    ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}", artifacts={"leakage": check_file})
     # A first model always becomes champion; comparing challengers with the champion is the promotion gate's job.
     registry.set_alias(home, ref.version, registry.CHAMPION)
+    top = ", ".join(f"{fs.labels.get(r.feature, r.feature)} {r.auc:.3f}" for r in result.single_feature.head(5).itertuples())
+    log.info("train: strongest single features (ROC AUC): %s", top)
     m = result.metrics
+    if "roc_auc_truth" in m:
+        log.info("train: ROC AUC of the true probabilities on the same test leads: %.3f", m["roc_auc_truth"])
     log.info("train: model version %s is champion (test ROC AUC %.3f, PR AUC %.3f, log loss %.3f, Brier %.3f)",
              ref.version, m["roc_auc"], m["pr_auc"], m["log_loss"], m["brier"])
     return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts}
+
+
+def _truth_metrics(cfg: Config, test_frame) -> dict[str, float]:
+    """Known truth (synthetic data only): read after training, compared with the test leads' probabilities."""
+    ev = cfg.evaluation
+    if ev.truth_path is None:
+        return {}
+    import pyarrow.csv as pacsv
+
+    from models.metrics import truth_metrics
+
+    if not ev.truth_path.is_file():
+        raise DataError(f"evaluation.truth_path: file {ev.truth_path} not found")
+    truth = pacsv.read_csv(ev.truth_path, convert_options=pacsv.ConvertOptions(
+        include_columns=[ev.truth_id, ev.truth_probability], column_types={ev.truth_id: "string"})).to_pandas()
+    joined = test_frame.merge(truth, left_on="lead_id", right_on=ev.truth_id, how="inner")
+    if len(joined) < len(test_frame):
+        raise DataError(f"evaluation.truth_path: {len(test_frame) - len(joined)} test leads have no row in {ev.truth_path}")
+    return truth_metrics(joined["label"].to_numpy(), joined["probability"].to_numpy(),
+                         joined[ev.truth_probability].to_numpy())
 
 
 def _scored_frame(cfg: Config, home: Home, scored_at: datetime, rows: str):

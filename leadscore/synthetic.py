@@ -194,7 +194,7 @@ def generate_crm(n_leads: int = 100_000, seed: int = 7) -> GeneratedCRM:
     stage_lead, stage_name, stage_at, amount = (a[keep][stage_order] for a in (stage_lead, stage_name, stage_at, amount))
 
     # Activities after creation depend on the outcome: a leakage trap for any feature that looks ahead.
-    post_n = rng.poisson(np.where(ever_won, 5.0, 1.0))
+    post_n = rng.poisson(np.where(ever_won, 5.0, 1.85))
     post_lead = np.repeat(np.arange(n_leads), post_n)
     post_at = created[post_lead] + (rng.uniform(0.01, 60, len(post_lead)) * DAY).astype(np.int64)
     post_type = rng.choice(3, len(post_lead), p=[0.6, 0.3, 0.1])
@@ -326,5 +326,10 @@ channel = "Channel"
 [label]
 won_stages = ["Closed Won"]
 lost_stages = ["Closed Lost"]
+other_stages = ["Qualified", "Proposal"]
 horizon_days = {HORIZON_DAYS}
+
+# Synthetic data only: the true probabilities, compared with the model after training (never learned from).
+[evaluation]
+truth_path = "{(export_dir / FILES['truth']).as_posix()}"
 '''

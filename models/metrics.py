@@ -30,3 +30,14 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "lift_top_decile": float(y[top].mean() / y.mean()),
         "base_rate": float(y.mean()),
     }
+
+
+def truth_metrics(label: np.ndarray, p: np.ndarray, true_p: np.ndarray) -> dict[str, float]:
+    """Compare with known true probabilities (synthetic data): the best ROC AUC any model could reach on these
+    leads, and how far the model's probabilities are from the truth."""
+    from sklearn.metrics import roc_auc_score
+
+    return {
+        "roc_auc_truth": float(roc_auc_score(label, true_p)),
+        "mean_abs_error_truth": float(np.mean(np.abs(p - true_p))),
+    }

@@ -16,6 +16,7 @@ from leadscore.config import Config
 from leadscore.errors import DataError
 from models.encoding import FeatureEncoder
 from models.lead_model import Calibrator, LeadModel
+from models.leakage import check_leakage, single_feature_report
 from models.metrics import classification_metrics
 
 log = logging.getLogger("leadscore")
@@ -30,6 +31,7 @@ class TrainResult:
     params: dict[str, object]
     split_counts: dict[str, int]
     test_frame: pd.DataFrame = field(repr=False)  # the test leads with their calibrated probability
+    single_feature: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # leakage-guard report
     best_iteration: int = 0
 
 
@@ -40,6 +42,20 @@ def time_forward_split(frame: pd.DataFrame, valid_fraction: float, test_fraction
     q = order / n
     part = np.where(q > 1 - test_fraction, "test", np.where(q > 1 - test_fraction - valid_fraction, "valid", "train"))
     return pd.Series(part, index=frame.index, name="split")
+
+
+def stratified_split(y: pd.Series, valid_fraction: float, test_fraction: float, seed: int) -> pd.Series:
+    """Snapshot exports have no time: a random split that keeps the win rate equal in all three parts."""
+    rng = np.random.default_rng(seed)
+    part = np.empty(len(y), dtype=object)
+    values = y.to_numpy()
+    for cls in np.unique(values):
+        idx = rng.permutation(np.flatnonzero(values == cls))
+        n_test, n_valid = round(len(idx) * test_fraction), round(len(idx) * valid_fraction)
+        part[idx[:n_test]] = "test"
+        part[idx[n_test:n_test + n_valid]] = "valid"
+        part[idx[n_test + n_valid:]] = "train"
+    return pd.Series(part, index=y.index, name="split")
 
 
 def train_model(fs: FeatureSet, cfg: Config) -> TrainResult:
@@ -54,11 +70,18 @@ def train_model(fs: FeatureSet, cfg: Config) -> TrainResult:
             f"{cfg.label.horizon_days} days before as_of); at least {MIN_TRAIN_LEADS} are needed to train"
         )
     y_all = data["label"].astype(np.int64)
-    split = time_forward_split(data, tc.valid_fraction, tc.test_fraction)
+    if fs.mode == "snapshot":
+        split = stratified_split(y_all, tc.valid_fraction, tc.test_fraction, tc.seed)
+    else:
+        split = time_forward_split(data, tc.valid_fraction, tc.test_fraction)
     parts = {name: data[split == name] for name in ("train", "valid", "test")}
     for name, part in parts.items():
         if part["label"].nunique() < 2:
             raise DataError(f"the {name} slice has only one outcome; there are too few wins to train on this export")
+
+    single = single_feature_report(parts["train"], y_all[split == "train"].to_numpy(), fs.categorical, fs.numeric,
+                                   seed=tc.seed)
+    check_leakage(single, cfg.features.max_single_auc, cfg.features.allow_leaky, fs.labels)
 
     encoder = FeatureEncoder(fs.categorical, fs.numeric).fit(parts["train"])
     x = {name: encoder.transform(part) for name, part in parts.items()}
@@ -111,12 +134,13 @@ def train_model(fs: FeatureSet, cfg: Config) -> TrainResult:
     test_frame["probability"] = p_test
     counts = {f"{k}_leads": len(v) for k, v in parts.items()}
     counts |= {f"{k}_wins": int(y[k].sum()) for k in parts}
-    params_out = {**params, "calibration": method, "best_iteration": booster.current_iteration(),
+    params_out = {**params, "split": "stratified random" if fs.mode == "snapshot" else "time-forward",
+                  "calibration": method, "best_iteration": booster.current_iteration(),
                   "n_features": len(encoder.features_), "tier_cutoffs": [round(c, 6) for c in cutoffs]}
     log.info("train: %s training leads, %d trees, %s calibration", f"{len(parts['train']):,}",
              booster.current_iteration(), method)
     return TrainResult(model=model, metrics=metrics, params=params_out, split_counts=counts,
-                       test_frame=test_frame, best_iteration=booster.current_iteration())
+                       test_frame=test_frame, single_feature=single, best_iteration=booster.current_iteration())
 
 
 def choose_calibration(raw: np.ndarray, y: np.ndarray, seed: int, folds: int = 3) -> str:

@@ -34,9 +34,12 @@ def test_bad_config_names_the_key(tmp_path):
     cfg.write_text('[data.leads]\npath = "x.csv"\nid = "ID"\n[label]\nwon_stages = ["Won"]\nhorizon_days = -3\n')
     result = runner.invoke(app, ["train", "--config", str(cfg)])
     assert result.exit_code == 2
-    assert "data.leads.created_at" in result.output and "data.outcomes" in result.output
     assert "label.horizon_days" in result.output
     assert "Traceback" not in result.output
+    cfg.write_text('[data.leads]\npath = "x.csv"\nid = "ID"\n[label]\nwon_stages = ["Won"]\n')
+    result = runner.invoke(app, ["train", "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "data.leads.created_at: is required" in result.output
 
 
 def test_generate_writes_exports_and_a_config(tmp_path):

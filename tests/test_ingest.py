@@ -158,3 +158,27 @@ def test_missing_column_names_the_key_and_suggests(tmp_path):
 def test_missing_file_names_the_key(tmp_path):
     with pytest.raises(DataError, match=r"data\.leads\.path: file .*leads\.csv not found"):
         ingest(_cfg(tmp_path))
+
+
+def test_unknown_stage_is_quarantined_when_stages_are_listed(tmp_path):
+    _write(tmp_path, {"leads.csv": LEADS, "stages.csv": STAGES + "L1,Negotiation,2025-01-20 00:00:00,\n",
+                      "activities.csv": ACTIVITIES, "campaigns.csv": CAMPAIGNS})
+    text = CONFIG.replace('won_stages = ["Closed Won"]', 'won_stages = ["Closed Won"]\nlost_stages = ["Closed Lost"]\n'
+                                                          'other_stages = ["Qualified"]')
+    reasons = ingest(_cfg(tmp_path, text)).reasons()["outcomes"]
+    assert reasons["unknown Stage: Negotiation"] == 1
+
+
+def test_too_much_quarantine_fails_the_step_and_says_where(tmp_path):
+    from leadscore.steps import ingest_step
+
+    _write(tmp_path, {"leads.csv": LEADS, "stages.csv": STAGES, "activities.csv": ACTIVITIES, "campaigns.csv": CAMPAIGNS})
+    cfg = _cfg(tmp_path, 'home = "home"\n' + CONFIG)
+    with pytest.raises(DataError, match=r"more than data.max_quarantine_share = 5.0%; see .*quarantine.*run-1") as info:
+        ingest_step(cfg, "run-1")
+    assert info.value.exit_code == 2
+    assert (tmp_path / "home" / "quarantine" / "run-1" / "leads.csv").is_file()
+    # With a looser limit the same export passes and the canonical tables are written.
+    loose = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_quarantine_share": 0.9})})
+    summary = ingest_step(loose, "run-2")
+    assert summary["counts"]["leads"] == {"rows_in": 9, "kept": 3, "quarantined": 6}

@@ -76,3 +76,22 @@ def test_a_hotter_lead_scores_higher(medium_run):
     p_cold, p_hot = trained.model.probability(cold), trained.model.probability(hot)
     assert (p_hot >= p_cold - 1e-9).mean() > 0.95
     assert p_hot.mean() > p_cold.mean() * 1.5
+
+
+def test_at_100k_leads_the_model_is_within_002_of_the_truth(tmp_path):
+    """Acceptance: on >= 100k generator leads, test ROC AUC within 0.02 of the true probabilities' ROC AUC."""
+    from conftest import make_config
+    from features.build import build_features
+    from leadscore.ingest import ingest
+    from leadscore.steps import _truth_metrics
+    from leadscore.synthetic import generate_crm, write_crm
+    from models.train import train_model
+
+    write_crm(generate_crm(100_000, seed=7), tmp_path / "crm")
+    cfg = make_config(tmp_path / "crm", tmp_path / "home")
+    result = ingest(cfg)
+    trained = train_model(build_features(result.tables, cfg, result.as_of), cfg)
+    truth = _truth_metrics(cfg, trained.test_frame)
+    assert trained.split_counts["test_leads"] > 10_000
+    assert trained.metrics["roc_auc"] >= truth["roc_auc_truth"] - 0.02, (trained.metrics["roc_auc"], truth)
+    assert truth["mean_abs_error_truth"] < 0.05

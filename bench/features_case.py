@@ -1,0 +1,69 @@
+"""Feature building alone, for `make bench`: prepare canonical tables once, then time build_features.
+
+    python bench/features_case.py prepare --leads N --dir DIR   # generate, write Parquet exports, ingest
+    python bench/features_case.py measure --dir DIR             # read canonical tables, build features
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+
+def prepare(leads: int, folder: Path) -> None:
+    from leadscore.config import parse_config
+    from leadscore.ingest import ingest, write_canonical
+    from leadscore.synthetic import demo_config_text, generate_crm
+
+    export = folder / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    crm = generate_crm(leads, seed=7)
+    for name in ("leads", "activities", "opportunities", "campaigns"):
+        pq.write_table(getattr(crm, name), export / f"{name}.parquet")
+    del crm
+    text = demo_config_text(export, folder / "home").replace(".csv", ".parquet")
+    text = text.split("# Synthetic data only")[0]  # no truth needed here
+    (folder / "leadscore.toml").write_text(text)
+    cfg = parse_config(text, folder / "leadscore.toml")
+    result = ingest(cfg)
+    write_canonical(result, folder / "canonical")
+    (folder / "as_of.txt").write_text(result.as_of.isoformat())
+    print(json.dumps({k: v["kept"] for k, v in result.counts.items()}))
+
+
+def measure(folder: Path) -> None:
+    from datetime import datetime
+
+    from features.build import build_features
+    from leadscore.config import load_config
+    from leadscore.ingest import read_canonical
+
+    cfg = load_config(folder / "leadscore.toml")
+    tables = read_canonical(folder / "canonical")
+    as_of = datetime.fromisoformat((folder / "as_of.txt").read_text())
+    start = time.perf_counter()
+    fs = build_features(tables, cfg, as_of)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": round(seconds, 2), "peak_mb": round(peak, 1), "leads": fs.frame.num_rows,
+                      "activities": tables["activities"].num_rows, "features": len(fs.features)}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("what", choices=["prepare", "measure"])
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    args = parser.parse_args()
+    prepare(args.leads, args.dir) if args.what == "prepare" else measure(args.dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
