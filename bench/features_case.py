@@ -45,14 +45,15 @@ def measure(folder: Path) -> None:
     from leadscore.ingest import read_canonical
 
     cfg = load_config(folder / "leadscore.toml")
-    tables = read_canonical(folder / "canonical")
-    as_of = datetime.fromisoformat((folder / "as_of.txt").read_text())
     start = time.perf_counter()
-    fs = build_features(tables, cfg, as_of)
+    # As `leadscore features` does it: lazy inputs, the frame written by duckdb.
+    tables = read_canonical(folder / "canonical", lazy=True)
+    as_of = datetime.fromisoformat((folder / "as_of.txt").read_text())
+    fs = build_features(tables, cfg, as_of, out=folder / "features.parquet", spill_dir=folder / "spill")
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": round(seconds, 2), "peak_mb": round(peak, 1), "leads": fs.frame.num_rows,
-                      "activities": tables["activities"].num_rows, "features": len(fs.features)}))
+    print(json.dumps({"seconds": round(seconds, 2), "peak_mb": round(peak, 1), "leads": fs.counts["leads"],
+                      "activities": tables["activities"].count_rows(), "features": len(fs.features)}))
 
 
 def main() -> int:

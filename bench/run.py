@@ -50,10 +50,24 @@ def measure(name: str, cmd: list[str], target_s: float | None = None, target_mb:
     return row
 
 
+def features_case(leads: int, target_s: float, target_mb: float | None) -> dict:
+    """Prepare canonical tables (not timed), then time `build_features` alone in its own process."""
+    folder = WORK / f"features-{leads}"
+    script = str(ROOT / "features_case.py")
+    subprocess.run([sys.executable, script, "prepare", "--leads", str(leads), "--dir", str(folder)], check=True,
+                   stdout=subprocess.DEVNULL)
+    row = measure(f"features for {leads:,} leads", [sys.executable, script, "measure", "--dir", str(folder)],
+                  target_s=target_s, target_mb=target_mb)
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--big", type=int, default=1_000_000, help="leads in the large case")
     parser.add_argument("--demo", type=int, default=100_000, help="leads in the demo case")
+    parser.add_argument("--huge", type=int, default=10_000_000,
+                        help="leads in the largest features case (0 skips it; preparing it needs about 17 GB)")
     args = parser.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -66,6 +80,10 @@ def main() -> int:
     rows.append(measure(f"run on {args.demo:,} leads (warm home)", [*CLI, "run", "--config", str(WORK / "demo" / "demo.toml")]))
     rows.append(measure(f"run on {args.big:,} leads", [*CLI, "run", "--config", str(WORK / "big.toml")],
                         target_s=300, target_mb=6144))
+    shutil.rmtree(big, ignore_errors=True)
+    rows.append(features_case(args.big, target_s=20, target_mb=None))
+    if args.huge:
+        rows.append(features_case(args.huge, target_s=180, target_mb=8192))
     result = {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),

@@ -11,10 +11,12 @@ models. A young lead that has not won is not a negative; it is immature and only
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -31,9 +33,12 @@ OUTCOME_COLUMNS = ("label", "mature", "is_open", "won_at")
 
 @dataclass
 class FeatureSet:
-    """The frame (one row per lead) and which of its columns are model features."""
+    """The frame (one row per lead) and which of its columns are model features.
 
-    frame: pa.Table
+    ``frame`` is None when the features were written straight to a Parquet file (large exports).
+    """
+
+    frame: pa.Table | None
     categorical: list[str]
     numeric: list[str]
     labels: dict[str, str] = field(default_factory=dict)  # feature -> words a person reads
@@ -44,47 +49,70 @@ class FeatureSet:
     def features(self) -> list[str]:
         return [*self.categorical, *self.numeric]
 
+    def metadata(self, extra: dict | None = None) -> dict:
+        """What a reader of the saved frame needs to know besides its columns."""
+        return {"categorical": self.categorical, "numeric": self.numeric, "labels": self.labels,
+                "counts": self.counts, "mode": self.mode, **(extra or {})}
+
+
+METADATA_KEY = "leadscore.features"
+
 
 def slug(text: str) -> str:
     s = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
     return s or "col"
 
 
-def build_features(tables: dict[str, pa.Table], cfg: Config, as_of: datetime) -> FeatureSet:
+def build_features(tables: dict, cfg: Config, as_of: datetime, out: Path | None = None,
+                   extra_metadata: dict | None = None, spill_dir: Path | None = None) -> FeatureSet:
+    """Features and labels of every lead known at ``as_of``.
+
+    ``tables`` are Arrow tables or datasets (a dataset is scanned lazily, so large exports need not fit in
+    memory twice). With ``out``, the frame is written to that Parquet file by duckdb and not returned, which
+    keeps the peak memory of large runs bounded by ``features.memory_limit`` (duckdb spills to ``spill_dir``).
+    """
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     con.execute(f"SET TimeZone = {_lit(cfg.data.timezone)}")
+    con.execute(f"SET memory_limit = {_lit(cfg.features.memory_limit)}")
+    con.execute("SET preserve_insertion_order = false")  # less memory on large exports; rows are ORDER BY qid
+    if spill_dir is not None:
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = {_lit(str(spill_dir))}")
     try:
-        return _build(con, tables, cfg, as_of)
+        return _build(con, tables, cfg, as_of, out, extra_metadata)
     finally:
         con.close()
 
 
-def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Config, as_of: datetime) -> FeatureSet:
+def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: datetime, out: Path | None,
+           extra_metadata: dict | None) -> FeatureSet:
     lc, fc = cfg.data.leads, cfg.features
     horizon = int(cfg.label.horizon_days)
     for name, table in tables.items():
         con.register(f"raw_{name}", table)
+    leads_columns = [r[0] for r in con.execute("DESCRIBE raw_leads").fetchall()]
     con.execute("CREATE TEMP TABLE cutoff AS SELECT CAST(? AS TIMESTAMPTZ) AS t", [as_of])
 
-    # Leads known at as_of, with integer keys (joins and sorts on integers are several times faster).
+    # Leads known at as_of, narrow, with integer keys (joins and sorts on integers are several times faster).
+    # Their attributes are read from raw_leads (R) once, when the frame is assembled.
     known = "created_at <= (SELECT t FROM cutoff)" if lc.created_at else "TRUE"
+    ranks = ", ".join(f"CASE WHEN {r} IS NOT NULL THEN DENSE_RANK() OVER (ORDER BY {r}) END AS {r}_k"
+                      for r in ("campaign", "source", "account"))
     con.execute(
         f"""CREATE TEMP TABLE L AS
-        SELECT (ROW_NUMBER() OVER (ORDER BY created_at, lead_id) - 1)::BIGINT AS qid, *,
-               DENSE_RANK() OVER (ORDER BY campaign) AS campaign_k,
-               DENSE_RANK() OVER (ORDER BY source) AS source_k,
-               DENSE_RANK() OVER (ORDER BY account) AS account_k
+        SELECT (ROW_NUMBER() OVER (ORDER BY created_at, lead_id) - 1)::BIGINT AS qid, lead_id, created_at,
+               {"outcome_label," if "outcome_label" in leads_columns else ""} {ranks}
         FROM raw_leads WHERE {known}"""
     )
-    n_leads = con.execute("SELECT COUNT(*) FROM L").fetchone()[0]
-    n_later = tables["leads"].num_rows - n_leads
+    n_leads = _scalar(con, "SELECT COUNT(*) FROM L")
+    n_later = _scalar(con, "SELECT COUNT(*) FROM raw_leads") - n_leads
 
     if cfg.snapshot:
         # The export's label column is the outcome: known where filled in; a positive lead is no longer open.
         con.execute(
             """CREATE TEMP TABLE LO AS
-            SELECT L.*, CAST(NULL AS TIMESTAMPTZ) AS won_at, outcome_label IS NOT NULL AS mature,
+            SELECT qid, CAST(NULL AS TIMESTAMPTZ) AS won_at, outcome_label IS NOT NULL AS mature,
                    COALESCE(outcome_label = 1, FALSE) AS won_in_horizon,
                    COALESCE(outcome_label <> 1, TRUE) AS is_open
             FROM L"""
@@ -102,7 +130,7 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
         )
         con.execute(
             f"""CREATE TEMP TABLE LO AS
-            SELECT L.*, O.won_at,
+            SELECT qid, created_at, campaign_k, source_k, account_k, O.won_at,
                    L.created_at + INTERVAL {horizon} DAY <= (SELECT t FROM cutoff) AS mature,
                    O.won_at IS NOT NULL AND O.won_at < L.created_at + INTERVAL {horizon} DAY AS won_in_horizon,
                    O.won_at IS NULL AND O.lost_at IS NULL AS is_open
@@ -125,17 +153,17 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
     # The lead's own attributes.
     for role in ("campaign", "source"):
         if getattr(lc, role):
-            selects.append(f"L.{role} AS {role}_name")
+            selects.append(f"R.{role} AS {role}_name")
             categorical.append(f"{role}_name")
             labels[f"{role}_name"] = getattr(lc, role)
     for col in lc.categorical:
         f = name_for(col)
-        selects.append(f'L."{col}" AS {f}')
+        selects.append(f'R."{col}" AS {f}')
         categorical.append(f)
         labels[f] = col
     for col in lc.numeric:
         f = name_for(col)
-        selects.append(f'L."{col}" AS {f}')
+        selects.append(f'R."{col}" AS {f}')
         numeric.append(f)
         labels[f] = col
 
@@ -149,9 +177,9 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
         labels[f] = label
 
     # Engagement before creation: per activity type and in total, in trailing windows.
-    acts = tables.get("activities")
     windows = tuple(sorted(set(fc.windows_days)))
-    if lc.created_at and acts is not None and acts.num_rows:
+    has_activities = "activities" in tables and _scalar(con, "SELECT COUNT(*) FROM raw_activities") > 0
+    if lc.created_at and has_activities:
         con.execute(
             """CREATE TEMP TABLE A AS
             SELECT L.qid AS k, a.type, a.occurred_at FROM raw_activities a JOIN L USING (lead_id)
@@ -161,51 +189,60 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], cfg: Con
             "SELECT type FROM A GROUP BY type ORDER BY COUNT(*) DESC, type LIMIT ?", [fc.max_activity_types]
         ).fetchall()]
         con.execute("CREATE TEMP VIEW Q_self AS SELECT qid, qid AS k, created_at AS at FROM L")
-        groups = [("any", "activity", "A")]
-        for i, t in enumerate(types):
-            con.execute(f"CREATE TEMP VIEW A_{i} AS SELECT k, occurred_at FROM A WHERE type = {_lit(t)}")
-            groups.append((slug(t), t, f"A_{i}"))
-        for key, text, events in groups:
-            out = known_at(con, "Q_self", events, ["k"], windows, last=(key == "any"))
+        # One pass over the activities: each lead's own events, counted in total and per type.
+        counted = known_at(con, "Q_self", "A", ["k"], windows, last=True, few_per_key=True, by="type", levels=types)
+        for suffix, key, text in (("", "any", "activity"), *((f"_{i}", slug(t), t) for i, t in enumerate(types))):
             for w in windows:
                 f = f"act_{key}_{w}d"
-                selects.append(f"{out}.n_{w}d::DOUBLE AS {f}")
+                selects.append(f"{counted}.n_{w}d{suffix}::DOUBLE AS {f}")
                 numeric.append(f)
                 labels[f] = f"{text} in the {w} days before sign-up"
-            if key == "any":
-                f = "days_since_last_activity"
-                selects.append(f"DATE_DIFF('second', {out}.last_at, L.created_at) / 86400.0 AS {f}")
-                numeric.append(f)
-                labels[f] = "days since the last activity before sign-up"
-            joins.append(f"LEFT JOIN {out} USING (qid)")
+        f = "days_since_last_activity"
+        selects.append(f"DATE_DIFF('second', {counted}.last_at, L.created_at) / 86400.0 AS {f}")
+        numeric.append(f)
+        labels[f] = "days since the last activity before sign-up"
+        joins.append(f"LEFT JOIN {counted} USING (qid)")
 
     # History of the lead's campaign, source and account as known at created_at (needs outcomes with dates).
     if not cfg.snapshot:
         _history(con, cfg, selects, numeric, labels, joins)
 
+    # The leads' own columns, keyed by qid, read once from the export.
+    wanted = {"lead_id", "created_at", "campaign", "source", "account", *lc.categorical, *lc.numeric, *lc.passthrough}
+    r_cols = ", ".join(f'r."{c}"' for c in leads_columns if c in wanted and c != "lead_id")
+    con.execute(f"CREATE TEMP TABLE R AS SELECT L.qid, L.lead_id, {r_cols} FROM L JOIN raw_leads r USING (lead_id)")
+
     if not selects:
         raise DataError("data.leads: no features to learn from; map at least one categorical or numeric column "
                         "(or a campaign, source or created_at)")
     meta = ["lead_id", "created_at", "campaign", "source", "account",
-            *[f'"{c}"' for c in lc.passthrough if c not in ID_COLUMNS and c in tables["leads"].column_names]]
-    con.execute(
-        f"""CREATE TEMP TABLE F AS
-        SELECT {', '.join('L.' + c for c in meta)},
+            *[f'"{c}"' for c in lc.passthrough if c not in ID_COLUMNS and c in leads_columns]]
+    query = f"""
+        SELECT {', '.join('R.' + c for c in meta)},
                CASE WHEN LO.won_in_horizon THEN 1 WHEN LO.mature THEN 0 END::TINYINT AS label,
                LO.mature, LO.is_open, LO.won_at,
                {', '.join(selects)}
-        FROM L JOIN LO USING (qid) {' '.join(joins)}
+        FROM L JOIN LO USING (qid) JOIN R USING (qid) {' '.join(joins)}
         ORDER BY L.qid"""
-    )
-    frame = _utc(con.sql("SELECT * FROM F").to_arrow_table())
     c = con.execute(
-        "SELECT COUNT(*) FILTER (WHERE label = 1), COUNT(*) FILTER (WHERE label = 0), "
-        "COUNT(*) FILTER (WHERE NOT mature AND label IS NULL), COUNT(*) FILTER (WHERE is_open) FROM F"
-    ).fetchone()
+        "SELECT COUNT(*) FILTER (WHERE won_in_horizon), COUNT(*) FILTER (WHERE mature AND NOT won_in_horizon), "
+        "COUNT(*) FILTER (WHERE NOT mature AND NOT won_in_horizon), COUNT(*) FILTER (WHERE is_open) FROM LO"
+    ).fetchall()[0]
     counts = {"leads": int(n_leads), "leads_after_as_of": int(n_later), "positive": int(c[0]),
               "negative": int(c[1]), "immature": int(c[2]), "open": int(c[3])}
-    return FeatureSet(frame=frame, categorical=categorical, numeric=numeric, labels=labels, counts=counts,
-                      mode="snapshot" if cfg.snapshot else "events")
+    fs = FeatureSet(frame=None, categorical=categorical, numeric=numeric, labels=labels, counts=counts,
+                    mode="snapshot" if cfg.snapshot else "events")
+    if out is None:
+        fs.frame = _utc(con.sql(query).to_arrow_table())
+        return fs
+    # Large exports: duckdb writes the file itself, so the frame never sits in Python memory.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    meta_json = json.dumps(fs.metadata(extra_metadata))
+    con.execute(f"SET TimeZone = 'UTC'")
+    con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, KV_METADATA {{{_lit(METADATA_KEY)}: {_lit(meta_json)}}})")
+    tmp.replace(out)
+    return fs
 
 
 def _history(con, cfg: Config, selects: list[str], numeric: list[str], labels: dict[str, str], joins: list[str]) -> None:
@@ -225,7 +262,7 @@ def _history(con, cfg: Config, selects: list[str], numeric: list[str], labels: d
         if not getattr(lc, role):
             continue
         k = f"{role}_k"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW Q_{role} AS SELECT qid, CASE WHEN {role} IS NOT NULL THEN {k} END AS {k}, created_at AS at FROM L")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW Q_{role} AS SELECT qid, {k}, created_at AS at FROM L")
         con.execute(f"CREATE OR REPLACE TEMP VIEW E_leads_{role} AS SELECT {k}, created_at AS occurred_at FROM LO")
         con.execute(f"CREATE OR REPLACE TEMP VIEW E_wins_{role} AS SELECT {k}, won_at AS occurred_at FROM LO WHERE won_at IS NOT NULL")
         con.execute(f"CREATE OR REPLACE TEMP VIEW E_mat_{role} AS SELECT {k}, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO")
@@ -248,6 +285,10 @@ def _history(con, cfg: Config, selects: list[str], numeric: list[str], labels: d
             numeric.append(f)
             labels[f] = text
         joins.append(f"LEFT JOIN hist_{role} USING (qid)")
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str):
+    return con.execute(sql).fetchall()[0][0]
 
 
 def _lit(text: str) -> str:

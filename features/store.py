@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from features.build import FeatureSet
+from features.build import METADATA_KEY, FeatureSet
 from leadscore.errors import DataError
 
-_KEY = b"leadscore.features"
+_KEY = METADATA_KEY.encode()
 
 
 def save_feature_set(fs: FeatureSet, path: Path, extra: dict | None = None) -> None:
-    meta = {"categorical": fs.categorical, "numeric": fs.numeric, "labels": fs.labels, "counts": fs.counts,
-            "mode": fs.mode, **(extra or {})}
+    meta = fs.metadata(extra)
     table = fs.frame.replace_schema_metadata({**(fs.frame.schema.metadata or {}), _KEY: json.dumps(meta).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -135,6 +135,8 @@ class FeaturesConfig(_Section):
     # Leakage guard: a feature this predictive on its own stops training unless listed in allow_leaky.
     max_single_auc: float = Field(0.95, gt=0.5, le=1.0)
     allow_leaky: tuple[str, ...] = ()
+    # Memory duckdb may use while building features; beyond it, it spills to home/tmp.
+    memory_limit: str = Field("4GB", pattern=r"^\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$")
 
 
 class EvaluationConfig(_Section):

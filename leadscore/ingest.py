@@ -338,9 +338,14 @@ def write_canonical(result: IngestResult, folder: Path) -> None:
         tmp.replace(folder / f"{name}.parquet")
 
 
-def read_canonical(folder: Path) -> dict[str, pa.Table]:
+def read_canonical(folder: Path, lazy: bool = False) -> dict:
+    """The canonical tables as Arrow tables, or (``lazy``) as datasets that duckdb scans without loading."""
     if not (folder / "leads.parquet").is_file():
         raise DataError(f"no canonical tables in {folder}; run `leadscore ingest --config FILE` first")
+    if lazy:
+        import pyarrow.dataset as ds
+
+        return {p.stem: ds.dataset(p) for p in sorted(folder.glob("*.parquet"))}
     return {p.stem: pq.read_table(p) for p in sorted(folder.glob("*.parquet"))}
 
 

@@ -90,14 +90,14 @@ def read_ingest_manifest(home: Home) -> dict:
 
 def features_step(cfg: Config) -> dict:
     from features.build import build_features
-    from features.store import save_feature_set
     from leadscore.ingest import read_canonical
 
     home = _home(cfg)
     manifest = read_ingest_manifest(home)
     as_of = datetime.fromisoformat(manifest["as_of"])
-    fs = build_features(read_canonical(home.canonical), cfg, as_of)
-    save_feature_set(fs, home.features_file, {"as_of": as_of.isoformat(), "config_hash": cfg.digest()})
+    fs = build_features(read_canonical(home.canonical, lazy=True), cfg, as_of, out=home.features_file,
+                        extra_metadata={"as_of": as_of.isoformat(), "config_hash": cfg.digest()},
+                        spill_dir=home.root / "tmp" / "duckdb")
     c = fs.counts
     if fs.mode == "snapshot":
         log.info("features: snapshot export (outcome from data.leads.label): random stratified split, "

@@ -30,7 +30,7 @@ def naive(queries, events):
     return rows
 
 
-def run_known_at(queries, events):
+def run_known_at(queries, events, few_per_key=False):
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     ts = pa.timestamp("us", "UTC")
@@ -39,7 +39,7 @@ def run_known_at(queries, events):
     e = pa.table({"key": pa.array([k for k, _ in events], pa.string()), "occurred_at": pa.array([t for _, t in events], ts)})
     con.register("q", q)
     con.register("e", e)
-    out = known_at(con, "q", "e", ["key"], WINDOWS, last=True)
+    out = known_at(con, "q", "e", ["key"], WINDOWS, last=True, few_per_key=few_per_key)
     cols = ", ".join(["qid", "n_all", *[f"n_{w}d" for w in WINDOWS], "last_at"])
     return con.execute(f"SELECT {cols} FROM {out} ORDER BY qid").fetchall()
 
@@ -50,14 +50,47 @@ def run_known_at(queries, events):
     events=st.lists(st.tuples(keys, instants), min_size=0, max_size=40),
 )
 def test_known_at_equals_naive_loop(queries, events):
-    got = run_known_at(queries, events)
-    assert [tuple(r) for r in got] == naive(queries, events)
+    want = naive(queries, events)
+    for few_per_key in (False, True):  # both query plans
+        got = run_known_at(queries, events, few_per_key)
+        assert [tuple(r) for r in got] == want, few_per_key
 
 
 def test_event_at_the_same_instant_is_not_before():
     at = T0 + timedelta(days=1)
     events = [("a", at), ("a", at - timedelta(seconds=1)), ("a", at - timedelta(days=1)), ("a", at + timedelta(days=1))]
-    (qid, n_all, n_1d, n_3d, last_at), = run_known_at([("a", at)], events)
-    # The event exactly at `at` and the later one are not known; the one exactly 1 day before is inside the window.
-    assert (n_all, n_1d, n_3d) == (2, 2, 2)
-    assert last_at == at - timedelta(seconds=1)
+    for few_per_key in (False, True):
+        (qid, n_all, n_1d, n_3d, last_at), = run_known_at([("a", at)], events, few_per_key)
+        # The event exactly at `at` and the later one are not known; the one exactly 1 day before is in the window.
+        assert (n_all, n_1d, n_3d) == (2, 2, 2)
+        assert last_at == at - timedelta(seconds=1)
+
+
+LEVELS = ["x", "y"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    queries=st.lists(st.tuples(keys, instants), min_size=1, max_size=15),
+    events=st.lists(st.tuples(keys, instants, st.sampled_from(["x", "y", "z"])), min_size=0, max_size=30),
+)
+def test_counts_per_level_equal_naive_loop(queries, events):
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    ts = pa.timestamp("us", "UTC")
+    con.register("q", pa.table({"qid": pa.array(range(len(queries)), pa.int64()),
+                                "key": pa.array([k for k, _ in queries], pa.string()),
+                                "at": pa.array([t for _, t in queries], ts)}))
+    con.register("e", pa.table({"key": pa.array([k for k, _, _ in events], pa.string()),
+                                "occurred_at": pa.array([t for _, t, _ in events], ts),
+                                "kind": pa.array([v for _, _, v in events], pa.string())}))
+    out = known_at(con, "q", "e", ["key"], WINDOWS, few_per_key=True, by="kind", levels=LEVELS)
+    cols = [f"n_all_{i}" for i in range(len(LEVELS))] + [f"n_{w}d_{i}" for i in range(len(LEVELS)) for w in WINDOWS]
+    got = con.execute(f"SELECT {', '.join(cols)} FROM {out} ORDER BY qid").fetchall()
+    want = []
+    for key, at in queries:
+        per_level = {lv: naive([(key, at)], [(k, t) for k, t, v in events if v == lv])[0] for lv in LEVELS}
+        row = [per_level[lv][1] for lv in LEVELS]
+        row += [per_level[lv][2 + j] for lv in LEVELS for j in range(len(WINDOWS))]
+        want.append(tuple(row))
+    assert [tuple(r) for r in got] == want
