@@ -95,7 +95,6 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
     con.execute("CREATE TEMP TABLE cutoff AS SELECT CAST(? AS TIMESTAMPTZ) AS t", [as_of])
 
     # Leads known at as_of, narrow, with integer keys (joins and sorts on integers are several times faster).
-    # Their attributes are read from raw_leads (R) once, when the frame is assembled.
     known = "created_at <= (SELECT t FROM cutoff)" if lc.created_at else "TRUE"
     ranks = ", ".join(f"CASE WHEN {r} IS NOT NULL THEN DENSE_RANK() OVER (ORDER BY {r}) END AS {r}_k"
                       for r in ("campaign", "source", "account"))
@@ -145,10 +144,12 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
     used: set[str] = set(ID_COLUMNS) | set(OUTCOME_COLUMNS)
 
     def name_for(text: str) -> str:
-        base = slug(text)
-        out = base if base not in used else f"attr_{base}"
-        used.add(out)
-        return out
+        """A column name for ``text`` that no other column has taken."""
+        name, n = slug(text), 2
+        while name in used:
+            name, n = f"attr_{slug(text)}" if n == 2 else f"attr_{slug(text)}_{n}", n + 1
+        used.add(name)
+        return name
 
     # The lead's own attributes.
     for role in ("campaign", "source"):
@@ -191,7 +192,13 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
         con.execute("CREATE TEMP VIEW Q_self AS SELECT qid, qid AS k, created_at AS at FROM L")
         # One pass over the activities: each lead's own events, counted in total and per type.
         counted = known_at(con, "Q_self", "A", ["k"], windows, last=True, few_per_key=True, by="type", levels=types)
-        for suffix, key, text in (("", "any", "activity"), *((f"_{i}", slug(t), t) for i, t in enumerate(types))):
+        type_keys: list[str] = []
+        for t in types:  # two types may slug alike ("E-mail open", "email open")
+            key, n = slug(t), 2
+            while key in type_keys or key == "any":
+                key, n = f"{slug(t)}_{n}", n + 1
+            type_keys.append(key)
+        for suffix, key, text in (("", "any", "activity"), *((f"_{i}", type_keys[i], t) for i, t in enumerate(types))):
             for w in windows:
                 f = f"act_{key}_{w}d"
                 selects.append(f"{counted}.n_{w}d{suffix}::DOUBLE AS {f}")
@@ -239,7 +246,6 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     meta_json = json.dumps(fs.metadata(extra_metadata))
-    con.execute(f"SET TimeZone = 'UTC'")
     con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, KV_METADATA {{{_lit(METADATA_KEY)}: {_lit(meta_json)}}})")
     tmp.replace(out)
     return fs
