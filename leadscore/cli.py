@@ -270,6 +270,79 @@ def demo(
     _guard(body)
 
 
+def _who() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@app.command()
+def models(config: ConfigOpt, home: HomeOpt = None) -> None:
+    """List the registered model versions with their aliases and test metrics."""
+
+    def body():
+        from models.registry import list_versions
+
+        cfg = _load(config, home)
+        rows = list_versions(_home_of(cfg))
+        if not rows:
+            typer.echo("no model registered yet; run `leadscore train --config FILE`")
+            return
+        typer.echo(f"{'version':>7}  {'aliases':<22} {'roc_auc':>8} {'ece':>7}  gate")
+        for r in rows:
+            fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+            typer.echo(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {fmt(r['roc_auc']):>8} {fmt(r['ece']):>7}  "
+                       f"{r['tags'].get('gate', '-')}")
+
+    _guard(body)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The registered version to make champion.")],
+    config: ConfigOpt,
+    home: HomeOpt = None,
+    reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "promoted by hand",
+) -> None:
+    """Make a model version the champion (recorded with who, why and when)."""
+
+    def body():
+        from models.registry import promote as promote_version
+
+        cfg = _load(config, home)
+        previous = promote_version(_home_of(cfg), version, reason, _who())
+        typer.echo(f"version {version} is champion" + (f" (was version {previous})" if previous else ""))
+
+    _guard(body)
+
+
+@app.command()
+def rollback(
+    config: ConfigOpt,
+    home: HomeOpt = None,
+    reason: Annotated[str, typer.Option(help="Why; recorded on the version rolled back.")] = "rolled back by hand",
+) -> None:
+    """Give the champion alias back to the previous champion."""
+
+    def body():
+        from models.registry import rollback as rollback_champion
+
+        cfg = _load(config, home)
+        current, previous = rollback_champion(_home_of(cfg), reason, _who())
+        typer.echo(f"champion rolled back from version {current} to version {previous}")
+
+    _guard(body)
+
+
+def _home_of(cfg):
+    from leadscore.paths import Home
+
+    return Home(cfg.home)
+
+
 def main() -> None:
     app()
 

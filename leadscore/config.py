@@ -170,6 +170,11 @@ class ScoringConfig(_Section):
         return value
 
 
+class GateConfig(_Section):
+    auc_tolerance: float = Field(0.005, ge=0, le=1)
+    max_ece: float = Field(0.03, gt=0, le=1)
+
+
 class PublishConfig(_Section):
     keep_runs: int = Field(30, ge=1)
 
@@ -182,6 +187,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     scoring: ScoringConfig = ScoringConfig()
     publish: PublishConfig = PublishConfig()
+    gate: GateConfig = GateConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     source_file: Path | None = Field(default=None, exclude=True)
 

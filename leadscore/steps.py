@@ -111,6 +111,7 @@ def features_step(cfg: Config) -> dict:
 def train_step(cfg: Config, run_id: str) -> dict:
     from features.store import load_feature_set
     from models import registry
+    from models.gate import decide
     from models.train import train_model
 
     home = _home(cfg)
@@ -133,16 +134,43 @@ def train_step(cfg: Config, run_id: str) -> dict:
     check_file.parent.mkdir(parents=True, exist_ok=True)
     result.single_feature.to_csv(check_file, index=False)
     ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}", artifacts={"leakage": check_file})
-    # A first model always becomes champion; comparing challengers with the champion is the promotion gate's job.
-    registry.set_alias(home, ref.version, registry.CHAMPION)
+    registry.set_alias(home, ref.version, registry.CHALLENGER)
+    champion_auc = _champion_auc_on(home, fs, result.test_frame)
+    decision = decide(result.metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece)
+    registry.tag_version(home, ref.version, {"gate": "passed" if decision.promote else "refused: " + "; ".join(decision.reasons)})
     top = ", ".join(f"{fs.labels.get(r.feature, r.feature)} {r.auc:.3f}" for r in result.single_feature.head(5).itertuples())
     log.info("train: strongest single features (ROC AUC): %s", top)
     m = result.metrics
     if "roc_auc_truth" in m:
         log.info("train: ROC AUC of the true probabilities on the same test leads: %.3f", m["roc_auc_truth"])
-    log.info("train: model version %s is champion (test ROC AUC %.3f, PR AUC %.3f, log loss %.3f, Brier %.3f)",
-             ref.version, m["roc_auc"], m["pr_auc"], m["log_loss"], m["brier"])
-    return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts}
+    log.info("train: model version %s: test ROC AUC %.3f, PR AUC %.3f, log loss %.3f, Brier %.3f, ECE %.3f",
+             ref.version, m["roc_auc"], m["pr_auc"], m["log_loss"], m["brier"], m["ece"])
+    if decision.promote:
+        against = f"champion's ROC AUC on the same leads {champion_auc:.3f}" if champion_auc is not None else "no champion yet"
+        previous = registry.promote(home, ref.version, reason=f"passed the gate ({against})", who="leadscore train")
+        log.info("train: version %s is champion%s", ref.version, f" (was version {previous})" if previous else "")
+    else:
+        log.warning("train: version %s stays challenger: %s", ref.version, "; ".join(decision.reasons))
+    return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
+            "promoted": decision.promote, "gate_reasons": decision.reasons, "champion_auc": champion_auc}
+
+
+def _champion_auc_on(home: Home, fs, test_frame) -> float | None:
+    """The current champion's ROC AUC on the new model's test leads, or None (no champion, or it cannot score
+    the new feature set, in which case the challenger is judged on its own)."""
+    from sklearn.metrics import roc_auc_score
+
+    from models import registry
+
+    if registry.champion_version(home) is None:
+        return None
+    champion, ref = registry.load_model(home)
+    frame = fs.frame.to_pandas()
+    rows = frame.set_index("lead_id").loc[test_frame["lead_id"]].reset_index()
+    if any(c not in rows.columns for c in champion.features):
+        log.warning("train: champion version %s needs features this run does not build; not compared", ref.version)
+        return None
+    return float(roc_auc_score(test_frame["label"].to_numpy(), champion.probability(rows)))
 
 
 def _truth_metrics(cfg: Config, test_frame) -> dict[str, float]:

@@ -17,6 +17,7 @@ from leadscore.paths import Home
 MODEL_NAME = "lead-quality"
 EXPERIMENT = "leadscore"
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 
 # What the logged model needs to load outside this checkout's venv (besides the leadscore package itself).
 PIP_REQUIREMENTS = ["lightgbm>=4.7,<5", "scikit-learn>=1.9,<2", "pandas>=3.1,<4", "numpy>=2.4,<3", "mlflow>=3.17.2,<3.18"]
@@ -123,9 +124,11 @@ def load_model(home: Home, alias: str = CHAMPION):
     try:
         mv = client.get_model_version_by_alias(MODEL_NAME, alias)
     except MlflowException:
-        raise ModelNotFoundError(
-            f"no model '{MODEL_NAME}@{alias}' in {home.mlflow_db}; run `leadscore train --config FILE` first"
-        ) from None
+        hint = "run `leadscore train --config FILE` first"
+        if alias == CHAMPION and any(CHALLENGER in v["aliases"] for v in list_versions(home)):
+            hint = ("the promotion gate kept the trained version as challenger (see `leadscore models`); "
+                    "improve it, or promote it by hand with `leadscore promote VERSION`")
+        raise ModelNotFoundError(f"no model '{MODEL_NAME}@{alias}' in {home.mlflow_db}; {hint}") from None
     loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{alias}")
     return loaded.unwrap_python_model(), ModelRef(MODEL_NAME, str(mv.version), mv.run_id)
 
@@ -136,3 +139,86 @@ def model_summary(home: Home, alias: str = CHAMPION) -> dict[str, object]:
     mv = client.get_model_version_by_alias(MODEL_NAME, alias)
     run = client.get_run(mv.run_id)
     return {"version": str(mv.version), "run_id": mv.run_id, "metrics": dict(run.data.metrics)}
+
+
+def champion_version(home: Home) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    _, client = _client(home)
+    try:
+        return str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def promote(home: Home, version: str, reason: str, who: str) -> str | None:
+    """Make ``version`` the champion; record who, why, when and the champion it replaces. Returns that one."""
+    from mlflow.exceptions import MlflowException
+
+    _, client = _client(home)
+    try:
+        mv = client.get_model_version(MODEL_NAME, str(version))
+    except MlflowException:
+        raise ModelNotFoundError(f"no version {version} of '{MODEL_NAME}'; `leadscore models` lists them") from None
+    previous = champion_version(home)
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, mv.version)
+    tags = {"promoted_at": _now(), "promoted_by": who, "promotion_reason": reason}
+    if previous is not None and previous != str(mv.version):
+        tags["previous_champion"] = previous
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, mv.version, key, value)
+    if str(client.get_registered_model(MODEL_NAME).aliases.get(CHALLENGER)) == str(mv.version):
+        client.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
+    return previous
+
+
+def rollback(home: Home, reason: str, who: str) -> tuple[str, str]:
+    """Give the champion alias back to the version the current champion replaced. Returns (from, to)."""
+    from leadscore.errors import LeadscoreError
+
+    _, client = _client(home)
+    current = champion_version(home)
+    if current is None:
+        raise ModelNotFoundError(f"no champion of '{MODEL_NAME}' to roll back")
+    previous = client.get_model_version(MODEL_NAME, current).tags.get("previous_champion")
+    if not previous:
+        raise LeadscoreError(f"version {current} is the first champion: there is no earlier one to roll back to")
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, previous)
+    for key, value in {"rolled_back_at": _now(), "rolled_back_by": who, "rollback_reason": reason,
+                       "rolled_back_to": previous}.items():
+        client.set_model_version_tag(MODEL_NAME, current, key, value)
+    return current, previous
+
+
+def list_versions(home: Home) -> list[dict]:
+    """Every registered version with its aliases, when it was made and its key test metrics."""
+    from mlflow.exceptions import MlflowException
+
+    _, client = _client(home)
+    try:
+        versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    except MlflowException:
+        return []
+    # Search results do not carry aliases; the registered model does (alias -> version).
+    by_version: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(MODEL_NAME).aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for mv in sorted(versions, key=lambda v: int(v.version)):
+        metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        rows.append({"version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
+                     "created_at": mv.creation_timestamp, "roc_auc": metrics.get("roc_auc"),
+                     "ece": metrics.get("ece"), "log_loss": metrics.get("log_loss"), "tags": dict(mv.tags or {})})
+    return rows
+
+
+def tag_version(home: Home, version: str, tags: dict[str, str]) -> None:
+    _, client = _client(home)
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, str(version), key, value)

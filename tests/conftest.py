@@ -19,9 +19,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 from leadscore.config import Config, parse_config  # noqa: E402
 from leadscore.synthetic import demo_config_text, generate_crm, write_crm  # noqa: E402
 
+# Test exports have a few hundred test leads: their ECE is noisy (about 0.03 for a perfectly calibrated model on
+# 650 leads), so the gate's calibration limit is looser here than the 0.03 default.
 TEST_SETTINGS = """
 [train]
 num_threads = 1
+
+[gate]
+max_ece = 0.1
 """
 
 

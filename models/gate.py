@@ -1,0 +1,23 @@
+"""The promotion gate: a new model becomes champion only if it is not worse than the one in service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GateDecision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def decide(challenger: dict[str, float], champion_auc: float | None, auc_tolerance: float, max_ece: float) -> GateDecision:
+    """``challenger``: the new model's test metrics. ``champion_auc``: the champion's ROC AUC on the same test
+    leads (None when there is no champion, or it cannot score the new feature set)."""
+    reasons = []
+    if challenger["ece"] > max_ece:
+        reasons.append(f"calibration error {challenger['ece']:.4f} is above gate.max_ece = {max_ece}")
+    if champion_auc is not None and challenger["roc_auc"] < champion_auc - auc_tolerance:
+        reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the champion's {champion_auc:.4f} on the same "
+                       f"test leads by more than gate.auc_tolerance = {auc_tolerance}")
+    return GateDecision(promote=not reasons, reasons=reasons)

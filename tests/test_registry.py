@@ -1,0 +1,98 @@
+"""Registry lifecycle: challenger, promotion gate, manual promote, rollback; the logged model predicts exactly."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_config
+from features.store import load_feature_set, save_feature_set
+from leadscore import steps
+from leadscore.cli import app
+from leadscore.errors import LeadscoreError
+from leadscore.paths import Home
+from models import registry
+from models.gate import decide
+
+
+def test_gate_rules():
+    good = {"roc_auc": 0.80, "ece": 0.01}
+    assert decide(good, None, 0.005, 0.03).promote
+    assert decide(good, 0.804, 0.005, 0.03).promote
+    refused = decide(good, 0.81, 0.005, 0.03)
+    assert not refused.promote and "below the champion's 0.8100" in refused.reasons[0]
+    assert "gate.max_ece" in decide({"roc_auc": 0.9, "ece": 0.05}, None, 0.005, 0.03).reasons[0]
+
+
+def _shuffle_training_labels(home: Home, seed: int = 0) -> None:
+    """Shuffle the labels of the oldest 70 % of mature leads (the training slice); the test leads keep theirs."""
+    fs, meta = load_feature_set(home.features_file)
+    frame = fs.frame.to_pandas()
+    mature = frame.index[frame["mature"].to_numpy()]
+    train = frame.loc[mature].sort_values("created_at").index[: int(len(mature) * 0.7)]
+    frame.loc[train, "label"] = np.random.default_rng(seed).permutation(frame.loc[train, "label"].to_numpy())
+    import pyarrow as pa
+
+    fs.frame = pa.Table.from_pandas(frame, preserve_index=False)
+    save_feature_set(fs, home.features_file, {k: meta[k] for k in ("as_of", "config_hash")})
+
+
+def test_worse_challenger_is_refused_better_is_promoted_and_rollback_restores(crm_small, tmp_path):
+    cfg = make_config(crm_small, tmp_path / "home")
+    home = Home(cfg.home)
+    steps.ingest_step(cfg, "r1")
+    steps.features_step(cfg)
+    first = steps.train_step(cfg, "r1")
+    assert first["promoted"] and registry.champion_version(home) == first["model_version"] == "1"
+
+    # A model trained on shuffled labels ranks no better than chance: it stays challenger.
+    _shuffle_training_labels(home)
+    worse = steps.train_step(cfg, "r2")
+    assert not worse["promoted"] and "below the champion" in worse["gate_reasons"][0]
+    assert registry.champion_version(home) == "1"
+    aliases = {r["version"]: r["aliases"] for r in registry.list_versions(home)}
+    assert aliases["2"] == ["challenger"]
+
+    # Back on the true labels, a new model is as good as the champion: it is promoted.
+    steps.features_step(cfg)
+    better = steps.train_step(cfg, "r3")
+    assert better["promoted"] and registry.champion_version(home) == "3"
+    tags = registry.list_versions(home)[2]["tags"]
+    assert tags["previous_champion"] == "1" and tags["promoted_by"] == "leadscore train"
+
+    assert registry.rollback(home, "bad scores", "tester") == ("3", "1")
+    assert registry.champion_version(home) == "1"
+    assert registry.list_versions(home)[2]["tags"]["rollback_reason"] == "bad scores"
+    with pytest.raises(LeadscoreError, match="first champion"):
+        registry.rollback(home, "again", "tester")
+
+    # By hand, through the CLI.
+    runner = CliRunner()
+    out = runner.invoke(app, ["promote", "3", "--config", str(cfg.source_file), "--reason", "checked by hand"])
+    assert out.exit_code == 0 and "version 3 is champion (was version 1)" in out.output
+    listed = runner.invoke(app, ["models", "--config", str(cfg.source_file)])
+    assert listed.exit_code == 0 and "champion" in listed.output and "refused" in listed.output
+    missing = runner.invoke(app, ["promote", "99", "--config", str(cfg.source_file)])
+    assert missing.exit_code == 2 and "no version 99" in missing.output
+
+
+def test_pyfunc_round_trip_is_exact(crm_small, tmp_path):
+    import mlflow
+
+    cfg = make_config(crm_small, tmp_path / "home")
+    home = Home(cfg.home)
+    steps.ingest_step(cfg, "r1")
+    steps.features_step(cfg)
+    steps.train_step(cfg, "r1")
+    in_memory, _ = registry.load_model(home)
+    fs, _ = load_feature_set(home.features_file)
+    frame = fs.frame.to_pandas()
+    features = frame[in_memory.features].copy()
+    for col in in_memory.encoder.categorical:  # the signature takes plain strings
+        features[col] = features[col].astype(object)
+    loaded = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@champion")
+    got = loaded.predict(features)
+    want = in_memory.predict_frame(frame)
+    np.testing.assert_array_equal(got["probability"].to_numpy(), want["probability"].to_numpy())
+    assert got["tier"].tolist() == want["tier"].tolist()
+    assert isinstance(got, pd.DataFrame) and len(got) == len(frame)
