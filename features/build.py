@@ -24,6 +24,7 @@ import pyarrow as pa
 from features.pit import known_at
 from leadscore.config import Config
 from leadscore.errors import DataError
+from leadscore.paths import default_spill_dir
 
 log = logging.getLogger("leadscore")
 
@@ -76,9 +77,9 @@ def build_features(tables: dict, cfg: Config, as_of: datetime, out: Path | None 
     con.execute(f"SET TimeZone = {_lit(cfg.data.timezone)}")
     con.execute(f"SET memory_limit = {_lit(cfg.features.memory_limit)}")
     con.execute("SET preserve_insertion_order = false")  # less memory on large exports; rows are ORDER BY qid
-    if spill_dir is not None:
-        spill_dir.mkdir(parents=True, exist_ok=True)
-        con.execute(f"SET temp_directory = {_lit(str(spill_dir))}")
+    spill_dir = spill_dir or default_spill_dir()
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET temp_directory = {_lit(str(spill_dir))}")
     try:
         return _build(con, tables, cfg, as_of, out, extra_metadata)
     finally:

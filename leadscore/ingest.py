@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from leadscore.config import Config, FileTable
 from leadscore.errors import DataError
+from leadscore.paths import Home
 
 log = logging.getLogger("leadscore")
 
@@ -168,6 +169,9 @@ def ingest(cfg: Config, now: datetime | None = None) -> IngestResult:
     try:
         con.execute("SET enable_progress_bar = false")
         con.execute(f"SET TimeZone = {_lit(cfg.data.timezone)}")
+        spill = Home(cfg.home).root / "tmp" / "duckdb"
+        spill.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = {_lit(str(spill))}")
         future = (now + timedelta(days=1)).isoformat()
         result = IngestResult(tables={})
         for read_table in (_leads, _outcomes, _activities, _campaigns):

@@ -87,3 +87,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def default_spill_dir() -> Path:
+    """Where duckdb may spill when no home is given: never the working directory (its default, `.tmp`)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "leadscore-duckdb"
