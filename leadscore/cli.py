@@ -149,90 +149,57 @@ def generate(
     _guard(body)
 
 
-@app.command()
-def ingest(config: ConfigOpt, home: HomeOpt = None) -> None:
-    """Read the export files, check every row, write canonical tables and the quarantine."""
+def _flow_command(config: Path, home: Path | None, step: str, flow_name: str, *, run_id: bool = True,
+                  outputs: bool = False) -> None:
+    """Load the config, run one flow of ``flows.pipeline`` with a timer, print where the outputs are."""
 
     def body():
         cfg = _load(config, home)
-        from flows.pipeline import ingest_flow
+        import flows.pipeline as pipeline
         from leadscore.paths import new_run_id
 
-        _run("ingest", ingest_flow, cfg, new_run_id())
+        args = (cfg, new_run_id()) if run_id else (cfg,)
+        _run(step, getattr(pipeline, flow_name), *args)
+        if outputs:
+            _print_outputs(cfg)
 
     _guard(body)
+
+
+@app.command()
+def ingest(config: ConfigOpt, home: HomeOpt = None) -> None:
+    """Read the export files, check every row, write canonical tables and the quarantine."""
+    _flow_command(config, home, "ingest", "ingest_flow")
 
 
 @app.command()
 def features(config: ConfigOpt, home: HomeOpt = None) -> None:
     """Build point-in-time features and labels from the ingested tables."""
-
-    def body():
-        cfg = _load(config, home)
-        from flows.pipeline import features_flow
-
-        _run("features", features_flow, cfg)
-
-    _guard(body)
+    _flow_command(config, home, "features", "features_flow", run_id=False)
 
 
 @app.command()
 def train(config: ConfigOpt, home: HomeOpt = None) -> None:
-    """Train, evaluate and register a model in MLflow (registered as lead-quality)."""
-
-    def body():
-        cfg = _load(config, home)
-        from flows.pipeline import train_flow
-        from leadscore.paths import new_run_id
-
-        _run("train", train_flow, cfg, new_run_id())
-
-    _guard(body)
+    """Train and evaluate a model, register it in MLflow and promote it if it passes the gate."""
+    _flow_command(config, home, "train", "train_flow")
 
 
 @app.command()
 def score(config: ConfigOpt, home: HomeOpt = None) -> None:
     """Score the open leads with the champion model and publish them."""
-
-    def body():
-        cfg = _load(config, home)
-        from flows.pipeline import score_flow
-        from leadscore.paths import new_run_id
-
-        _run("score", score_flow, cfg, new_run_id())
-        _print_outputs(cfg)
-
-    _guard(body)
+    _flow_command(config, home, "score", "score_flow", outputs=True)
 
 
 @app.command()
 def report(config: ConfigOpt, home: HomeOpt = None) -> None:
     """Write the campaign and source lead-quality report."""
-
-    def body():
-        cfg = _load(config, home)
-        from flows.pipeline import report_flow
-        from leadscore.paths import new_run_id
-
-        _run("report", report_flow, cfg, new_run_id())
-        _print_outputs(cfg)
-
-    _guard(body)
+    _flow_command(config, home, "report", "report_flow", outputs=True)
 
 
 @app.command()
 def run(config: ConfigOpt, home: HomeOpt = None) -> None:
     """Run the whole pipeline: ingest, features, train, score, report."""
-
-    def body():
-        cfg = _load(config, home)
-        from flows.pipeline import run_flow
-        from leadscore.paths import new_run_id
-
-        _run("pipeline", run_flow, cfg, new_run_id())
-        _print_outputs(cfg)
-
-    _guard(body)
+    _flow_command(config, home, "pipeline", "run_flow", outputs=True)
 
 
 @app.command()
@@ -242,13 +209,13 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic CRM.")] = 7,
 ) -> None:
     """Generate the synthetic CRM (if missing), write a config for it and run the whole pipeline."""
+    root = (home or Path(os.environ.get("LEADSCORE_HOME", ".leadscore"))).resolve()
 
     def body():
         from leadscore.synthetic import FILES, demo_config_text, generate_crm, write_crm
 
         _setup_logging()
         log = logging.getLogger("leadscore")
-        root = (home or Path(os.environ.get("LEADSCORE_HOME", ".leadscore"))).resolve()
         export = root / "data" / f"synthetic-{leads}-{seed}"
         if not all((export / f).is_file() for f in FILES.values()):
             started = time.perf_counter()
@@ -260,14 +227,10 @@ def demo(
         config_path = root / "demo.toml"
         config_path.write_text(demo_config_text(export, root), encoding="utf-8")
         log.info("config: %s", config_path)
-        cfg = _load(config_path, root)
-        from flows.pipeline import run_flow
-        from leadscore.paths import new_run_id
+        return config_path
 
-        _run("pipeline", run_flow, cfg, new_run_id())
-        _print_outputs(cfg)
-
-    _guard(body)
+    config_path = _guard(body)
+    _flow_command(config_path, root, "pipeline", "run_flow", outputs=True)
 
 
 def _who() -> str:
