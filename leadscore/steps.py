@@ -119,6 +119,8 @@ def train_step(cfg: Config, run_id: str) -> dict:
     ingest = read_ingest_manifest(home)
     result = train_model(fs, cfg)
     result.metrics.update(_truth_metrics(cfg, result.test_frame))
+    for name, metrics in result.baselines.items():
+        result.metrics.update({f"baseline_{name}_{k}": v for k, v in metrics.items() if k != "base_rate"})
     result.split_counts.update({f"labels_{k}": v for k, v in fs.counts.items()})
     tags = {
         "leadscore_run_id": run_id,
@@ -136,15 +138,16 @@ def train_step(cfg: Config, run_id: str) -> dict:
     ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}", artifacts={"leakage": check_file})
     registry.set_alias(home, ref.version, registry.CHALLENGER)
     champion_auc = _champion_auc_on(home, fs, result.test_frame)
-    decision = decide(result.metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece)
+    decision = decide(result.metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece,
+                      {name: m["roc_auc"] for name, m in result.baselines.items()})
     registry.tag_version(home, ref.version, {"gate": "passed" if decision.promote else "refused: " + "; ".join(decision.reasons)})
     top = ", ".join(f"{fs.labels.get(r.feature, r.feature)} {r.auc:.3f}" for r in result.single_feature.head(5).itertuples())
     log.info("train: strongest single features (ROC AUC): %s", top)
     m = result.metrics
     if "roc_auc_truth" in m:
         log.info("train: ROC AUC of the true probabilities on the same test leads: %.3f", m["roc_auc_truth"])
-    log.info("train: model version %s: test ROC AUC %.3f, PR AUC %.3f, log loss %.3f, Brier %.3f, ECE %.3f",
-             ref.version, m["roc_auc"], m["pr_auc"], m["log_loss"], m["brier"], m["ece"])
+    log.info("train: model version %s against the baselines on the same %s test leads:\n%s", ref.version,
+             f"{result.split_counts['test_leads']:,}", comparison_table({"model": m, **result.baselines}))
     if decision.promote:
         against = f"champion's ROC AUC on the same leads {champion_auc:.3f}" if champion_auc is not None else "no champion yet"
         previous = registry.promote(home, ref.version, reason=f"passed the gate ({against})", who="leadscore train")
@@ -153,6 +156,18 @@ def train_step(cfg: Config, run_id: str) -> dict:
         log.warning("train: version %s stays challenger: %s", ref.version, "; ".join(decision.reasons))
     return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
             "promoted": decision.promote, "gate_reasons": decision.reasons, "champion_auc": champion_auc}
+
+
+COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("log_loss", "log loss"), ("brier", "Brier"),
+            ("ece", "ECE"), ("lift_top_decile", "lift@10%"), ("tier_a_win_share", "wins in A"))
+
+
+def comparison_table(rows: dict[str, dict[str, float]]) -> str:
+    """A short fixed-width table: one line per model, the metrics a reader compares."""
+    head = f"{'':<12}" + "".join(f"{label:>11}" for _, label in COMPARED)
+    lines = [head] + [f"{name:<12}" + "".join(f"{m.get(key, float('nan')):>11.4f}" for key, _ in COMPARED)
+                      for name, m in rows.items()]
+    return "\n".join(lines)
 
 
 def _champion_auc_on(home: Home, fs, test_frame) -> float | None:

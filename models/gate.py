@@ -11,10 +11,16 @@ class GateDecision:
     reasons: list[str] = field(default_factory=list)
 
 
-def decide(challenger: dict[str, float], champion_auc: float | None, auc_tolerance: float, max_ece: float) -> GateDecision:
+def decide(challenger: dict[str, float], champion_auc: float | None, auc_tolerance: float, max_ece: float,
+           baseline_aucs: dict[str, float] | None = None) -> GateDecision:
     """``challenger``: the new model's test metrics. ``champion_auc``: the champion's ROC AUC on the same test
-    leads (None when there is no champion, or it cannot score the new feature set)."""
+    leads (None when there is no champion, or it cannot score the new feature set). Without a champion, the
+    model must beat every baseline's ROC AUC on the same test leads."""
     reasons = []
+    if champion_auc is None:
+        for name, auc in (baseline_aucs or {}).items():
+            if challenger["roc_auc"] <= auc:
+                reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} does not beat the {name} baseline's {auc:.4f}")
     if challenger["ece"] > max_ece:
         reasons.append(f"calibration error {challenger['ece']:.4f} is above gate.max_ece = {max_ece}")
     if champion_auc is not None and challenger["roc_auc"] < champion_auc - auc_tolerance:

@@ -14,6 +14,7 @@ import pandas as pd
 from features.build import FeatureSet
 from leadscore.config import Config
 from leadscore.errors import DataError
+from models.baselines import LogisticBaseline, NaiveBayesBaseline
 from models.encoding import FeatureEncoder
 from models.lead_model import Calibrator, LeadModel
 from models.leakage import check_leakage, single_feature_report
@@ -32,6 +33,7 @@ class TrainResult:
     split_counts: dict[str, int]
     test_frame: pd.DataFrame = field(repr=False)  # the test leads with their calibrated probability
     single_feature: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # leakage-guard report
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # same test leads, same metrics
     best_iteration: int = 0
 
 
@@ -130,6 +132,13 @@ def train_model(fs: FeatureSet, cfg: Config) -> TrainResult:
     wins = y["test"] == 1
     metrics["tier_a_win_share"] = float((tiers[wins] == "A").mean()) if wins.any() else 0.0
 
+    baselines = {}
+    for name, baseline in (("logistic", LogisticBaseline(fs.categorical, fs.numeric, tc.seed)),
+                           ("naive_bayes", NaiveBayesBaseline(fs.categorical, fs.numeric))):
+        baseline.fit(parts["train"], y["train"])
+        baselines[name] = _evaluate(baseline.predict_proba(parts["test"]), y["test"],
+                                    baseline.predict_proba(parts["valid"]), cfg.scoring.tier_shares[0])
+
     test_frame = parts["test"][["lead_id", "created_at", "label"]].copy()
     test_frame["probability"] = p_test
     counts = {f"{k}_leads": len(v) for k, v in parts.items()}
@@ -140,7 +149,17 @@ def train_model(fs: FeatureSet, cfg: Config) -> TrainResult:
     log.info("train: %s training leads, %d trees, %s calibration", f"{len(parts['train']):,}",
              booster.current_iteration(), method)
     return TrainResult(model=model, metrics=metrics, params=params_out, split_counts=counts,
-                       test_frame=test_frame, single_feature=single, best_iteration=booster.current_iteration())
+                       test_frame=test_frame, single_feature=single, baselines=baselines,
+                       best_iteration=booster.current_iteration())
+
+
+def _evaluate(p_test: np.ndarray, y_test: np.ndarray, p_valid: np.ndarray, tier_a_share: float) -> dict[str, float]:
+    """Test metrics of a baseline; its tier A cut-off is set on its own validation probabilities, like the model's."""
+    metrics = classification_metrics(y_test, p_test)
+    cutoff = float(np.quantile(p_valid, 1 - tier_a_share))
+    wins = y_test == 1
+    metrics["tier_a_win_share"] = float((p_test[wins] >= cutoff).mean()) if wins.any() else 0.0
+    return metrics
 
 
 def choose_calibration(raw: np.ndarray, y: np.ndarray, seed: int, folds: int = 3) -> str:

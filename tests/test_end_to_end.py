@@ -19,9 +19,9 @@ def _cli(*args, env):
                           timeout=600)
 
 
-def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_small, tmp_path):
+def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_medium, tmp_path):
     home_dir = tmp_path / "home"
-    cfg = make_config(crm_small, home_dir)
+    cfg = make_config(crm_medium, home_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
     done = _cli("run", "--config", str(cfg.source_file), env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -45,7 +45,7 @@ def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_sma
 
     manifest = json.loads((latest / "manifest.json").read_text())
     assert manifest["rows"]["leads_scored"] == len(scores)
-    assert manifest["rows"]["input"]["leads"] == {"rows_in": 5000, "kept": 5000, "quarantined": 0}
+    assert manifest["rows"]["input"]["leads"] == {"rows_in": 30000, "kept": 30000, "quarantined": 0}
     assert manifest["config_hash"] == cfg.digest()
     assert str(manifest["model_version"]) == str(scores["model_version"].iloc[0])
 
@@ -56,7 +56,7 @@ def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_sma
     report = read_latest(home.campaign_reports)
     assert (report / "index.html").is_file()
     quality = pd.read_csv(report / "campaign_quality.csv")
-    assert quality["leads"].sum() == 5000
+    assert quality["leads"].sum() == 30000
 
     # Scoring again publishes a new run and moves LATEST; the earlier run stays.
     again = _cli("score", "--config", str(cfg.source_file), env=env)

@@ -18,6 +18,11 @@ from models.gate import decide
 def test_gate_rules():
     good = {"roc_auc": 0.80, "ece": 0.01}
     assert decide(good, None, 0.005, 0.03).promote
+    assert decide(good, None, 0.005, 0.03, {"logistic": 0.79, "naive_bayes": 0.7}).promote
+    first_but_worse = decide(good, None, 0.005, 0.03, {"logistic": 0.82})
+    assert not first_but_worse.promote and "does not beat the logistic baseline's 0.8200" in first_but_worse.reasons[0]
+    # Against a champion, the baselines do not matter any more.
+    assert decide(good, 0.80, 0.005, 0.03, {"logistic": 0.82}).promote
     assert decide(good, 0.804, 0.005, 0.03).promote
     refused = decide(good, 0.81, 0.005, 0.03)
     assert not refused.promote and "below the champion's 0.8100" in refused.reasons[0]
@@ -37,8 +42,8 @@ def _shuffle_training_labels(home: Home, seed: int = 0) -> None:
     save_feature_set(fs, home.features_file, {k: meta[k] for k in ("as_of", "config_hash")})
 
 
-def test_worse_challenger_is_refused_better_is_promoted_and_rollback_restores(crm_small, tmp_path):
-    cfg = make_config(crm_small, tmp_path / "home")
+def test_worse_challenger_is_refused_better_is_promoted_and_rollback_restores(crm_medium, tmp_path):
+    cfg = make_config(crm_medium, tmp_path / "home")
     home = Home(cfg.home)
     steps.ingest_step(cfg, "r1")
     steps.features_step(cfg)
@@ -71,6 +76,7 @@ def test_worse_challenger_is_refused_better_is_promoted_and_rollback_restores(cr
     out = runner.invoke(app, ["promote", "3", "--config", str(cfg.source_file), "--reason", "checked by hand"])
     assert out.exit_code == 0 and "version 3 is champion (was version 1)" in out.output
     listed = runner.invoke(app, ["models", "--config", str(cfg.source_file)])
+    assert "baseline_logistic_roc_auc" in registry.model_summary(home)["metrics"]
     assert listed.exit_code == 0 and "champion" in listed.output and "refused" in listed.output
     missing = runner.invoke(app, ["promote", "99", "--config", str(cfg.source_file)])
     assert missing.exit_code == 2 and "no version 99" in missing.output
@@ -83,16 +89,29 @@ def test_pyfunc_round_trip_is_exact(crm_small, tmp_path):
     home = Home(cfg.home)
     steps.ingest_step(cfg, "r1")
     steps.features_step(cfg)
-    steps.train_step(cfg, "r1")
-    in_memory, _ = registry.load_model(home)
+    assert not steps.train_step(cfg, "r1")["promoted"]  # 5,000 leads: it stays challenger (see below)
+    in_memory, _ = registry.load_model(home, registry.CHALLENGER)
     fs, _ = load_feature_set(home.features_file)
     frame = fs.frame.to_pandas()
     features = frame[in_memory.features].copy()
     for col in in_memory.encoder.categorical:  # the signature takes plain strings
         features[col] = features[col].astype(object)
-    loaded = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@champion")
+    loaded = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@challenger")
     got = loaded.predict(features)
     want = in_memory.predict_frame(frame)
     np.testing.assert_array_equal(got["probability"].to_numpy(), want["probability"].to_numpy())
     assert got["tier"].tolist() == want["tier"].tolist()
     assert isinstance(got, pd.DataFrame) and len(got) == len(frame)
+
+
+def test_a_first_model_that_loses_to_a_baseline_stays_challenger(crm_small, tmp_path):
+    """On 5,000 leads a logistic regression ranks better than the booster: nothing becomes champion, and
+    scoring says why instead of using a model that lost."""
+    cfg = make_config(crm_small, tmp_path / "home")
+    steps.ingest_step(cfg, "r1")
+    steps.features_step(cfg)
+    result = steps.train_step(cfg, "r1")
+    assert not result["promoted"]
+    assert any("baseline" in r for r in result["gate_reasons"])
+    with pytest.raises(LeadscoreError, match="kept the trained version as challenger"):
+        steps.score_step(cfg, "r1")
