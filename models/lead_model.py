@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-try:  # mlflow is heavy; the class must still import cheaply where only the maths is needed
-    from mlflow.pyfunc import PythonModel
-except ImportError:  # pragma: no cover
-    PythonModel = object
+from mlflow.pyfunc import PythonModel
 
 from models.encoding import FeatureEncoder
 
