@@ -135,7 +135,9 @@ def train_step(cfg: Config, run_id: str) -> dict:
     check_file = home.runs / run_id / "single_feature_auc.csv"
     check_file.parent.mkdir(parents=True, exist_ok=True)
     result.single_feature.to_csv(check_file, index=False)
-    ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}", artifacts={"leakage": check_file})
+    report_file = _write_evaluation(result, fs, cfg, home.runs / run_id / "evaluation.html")
+    ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}",
+                                    artifacts={"leakage": check_file, "evaluation": report_file})
     registry.set_alias(home, ref.version, registry.CHALLENGER)
     champion_auc = _champion_auc_on(home, fs, result.test_frame)
     decision = decide(result.metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece,
@@ -154,8 +156,9 @@ def train_step(cfg: Config, run_id: str) -> dict:
         log.info("train: version %s is champion%s", ref.version, f" (was version {previous})" if previous else "")
     else:
         log.warning("train: version %s stays challenger: %s", ref.version, "; ".join(decision.reasons))
+    log.info("train: evaluation report %s", report_file)
     return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
-            "promoted": decision.promote, "gate_reasons": decision.reasons, "champion_auc": champion_auc}
+            "evaluation": str(report_file), "promoted": decision.promote, "gate_reasons": decision.reasons, "champion_auc": champion_auc}
 
 
 COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("log_loss", "log loss"), ("brier", "Brier"),
@@ -168,6 +171,31 @@ def comparison_table(rows: dict[str, dict[str, float]]) -> str:
     lines = [head] + [f"{name:<12}" + "".join(f"{m.get(key, float('nan')):>11.4f}" for key, _ in COMPARED)
                       for name, m in rows.items()]
     return "\n".join(lines)
+
+
+def _write_evaluation(result, fs, cfg: Config, path: Path) -> Path:
+    import pandas as pd
+
+    from models.evaluation import render_evaluation
+
+    booster = result.model.booster
+    importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
+    importance.index = [fs.labels.get(f, f) for f in importance.index]
+    single = result.single_feature.assign(feature=[fs.labels.get(f, f) for f in result.single_feature["feature"]])
+    tf = result.test_frame
+    if fs.mode == "snapshot":
+        what = f"{len(tf):,} test leads (random stratified split of a snapshot export); outcome: the label column."
+    else:
+        what = (f"{len(tf):,} test leads, the newest mature ones (created {tf['created_at'].min():%Y-%m-%d} to "
+                f"{tf['created_at'].max():%Y-%m-%d}); outcome: a win within {cfg.label.horizon_days} days.")
+    page = render_evaluation(
+        "Lead-quality model: evaluation", what,
+        {"model": result.metrics, **result.baselines},
+        tf["label"].to_numpy(), {"model": tf["probability"].to_numpy(), **result.baseline_probability},
+        tf["tier"].to_numpy(), importance, single,
+    )
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 def _champion_auc_on(home: Home, fs, test_frame) -> float | None:

@@ -34,6 +34,7 @@ class TrainResult:
     test_frame: pd.DataFrame = field(repr=False)  # the test leads with their calibrated probability
     single_feature: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # leakage-guard report
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # same test leads, same metrics
+    baseline_probability: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # on test_frame's rows
     best_iteration: int = 0
 
 
@@ -132,14 +133,16 @@ def train_model(fs: FeatureSet, cfg: Config) -> TrainResult:
     wins = y["test"] == 1
     metrics["tier_a_win_share"] = float((tiers[wins] == "A").mean()) if wins.any() else 0.0
 
-    baselines = {}
+    baselines, baseline_probability = {}, {}
     for name, baseline in (("logistic", LogisticBaseline(fs.categorical, fs.numeric, tc.seed)),
                            ("naive_bayes", NaiveBayesBaseline(fs.categorical, fs.numeric))):
         baseline.fit(parts["train"], y["train"])
-        baselines[name] = _evaluate(baseline.predict_proba(parts["test"]), y["test"],
-                                    baseline.predict_proba(parts["valid"]), cfg.scoring.tier_shares[0])
+        p_base = baseline.predict_proba(parts["test"])
+        baselines[name] = _evaluate(p_base, y["test"], baseline.predict_proba(parts["valid"]), cfg.scoring.tier_shares[0])
+        baseline_probability[name] = p_base
 
     test_frame = parts["test"][["lead_id", "created_at", "label"]].copy()
+    test_frame["tier"] = tiers
     test_frame["probability"] = p_test
     counts = {f"{k}_leads": len(v) for k, v in parts.items()}
     counts |= {f"{k}_wins": int(y[k].sum()) for k in parts}
@@ -150,6 +153,7 @@ def train_model(fs: FeatureSet, cfg: Config) -> TrainResult:
              booster.current_iteration(), method)
     return TrainResult(model=model, metrics=metrics, params=params_out, split_counts=counts,
                        test_frame=test_frame, single_feature=single, baselines=baselines,
+                       baseline_probability=baseline_probability,
                        best_iteration=booster.current_iteration())
 
 

@@ -115,3 +115,16 @@ def test_a_first_model_that_loses_to_a_baseline_stays_challenger(crm_small, tmp_
     assert any("baseline" in r for r in result["gate_reasons"])
     with pytest.raises(LeadscoreError, match="kept the trained version as challenger"):
         steps.score_step(cfg, "r1")
+
+
+def test_training_writes_an_evaluation_report_with_every_chart(crm_medium, tmp_path):
+    cfg = make_config(crm_medium, tmp_path / "home")
+    steps.ingest_step(cfg, "r1")
+    steps.features_step(cfg)
+    result = steps.train_step(cfg, "r1")
+    page = open(result["evaluation"], encoding="utf-8").read()
+    assert page.count('<svg class="chart"') == 5  # reliability, ROC, PR, gain, importance
+    assert page.count('class="curve"') == 12  # three models on four charts
+    for name in ("model", "logistic", "naive_bayes"):
+        assert f"<td>{name}</td>" in page
+    assert "https://" not in page and "<script" not in page  # self-contained, nothing to fetch

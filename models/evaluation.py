@@ -1,0 +1,126 @@
+"""The evaluation report a person reads first: one self-contained HTML page with inline SVG charts.
+
+Everything is computed on the test leads (the newest mature leads, never seen in training or calibration).
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+
+COLORS = {"model": "#1f6fb2", "logistic": "#e07b39", "naive_bayes": "#7a9a3a"}
+MAX_POINTS = 200
+
+
+def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) <= MAX_POINTS:
+        return x, y
+    keep = np.unique(np.linspace(0, len(x) - 1, MAX_POINTS).astype(int))
+    return x[keep], y[keep]
+
+
+def curves(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """ROC, precision-recall, cumulative gain and reliability (equal-frequency bins) of one set of probabilities."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(y, p)
+    precision, recall, _ = precision_recall_curve(y, p)
+    order = np.argsort(-p, kind="stable")
+    gain_x = np.arange(1, len(p) + 1) / len(p)
+    gain_y = np.cumsum(y[order]) / max(y.sum(), 1)
+    groups = np.array_split(np.argsort(p, kind="stable"), bins)
+    rel_x = np.array([p[g].mean() for g in groups if len(g)])
+    rel_y = np.array([y[g].mean() for g in groups if len(g)])
+    return {"roc": _thin(fpr, tpr), "pr": _thin(recall[::-1], precision[::-1]), "gain": _thin(gain_x, gain_y),
+            "reliability": (rel_x, rel_y)}
+
+
+def _line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlabel: str, ylabel: str,
+                diagonal: bool = False, markers: bool = False) -> str:
+    w, h, pad = 360, 300, 42
+    sx = lambda v: pad + v * (w - pad - 10)  # noqa: E731
+    sy = lambda v: h - pad - v * (h - pad - 24)  # noqa: E731
+    parts = [f'<text x="{w / 2}" y="16" text-anchor="middle" class="t">{html.escape(title)}</text>',
+             f'<rect x="{pad}" y="24" width="{w - pad - 10}" height="{h - pad - 24}" fill="none" stroke="#cbd2d9"/>',
+             f'<text x="{w / 2}" y="{h - 8}" text-anchor="middle">{html.escape(xlabel)}</text>',
+             f'<text x="12" y="{h / 2}" text-anchor="middle" transform="rotate(-90 12 {h / 2})">{html.escape(ylabel)}</text>']
+    for v in (0, 0.5, 1):
+        parts.append(f'<text x="{sx(v)}" y="{h - pad + 14}" text-anchor="middle">{v:g}</text>')
+        parts.append(f'<text x="{pad - 4}" y="{sy(v) + 4}" text-anchor="end">{v:g}</text>')
+    if diagonal:
+        parts.append(f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(1)}" y2="{sy(1)}" stroke="#9aa5b1" stroke-dasharray="4 3"/>')
+    for i, (name, (x, y)) in enumerate(series.items()):
+        color = COLORS.get(name, "#52606d")
+        pts = " ".join(f"{sx(float(a)):.1f},{sy(float(b)):.1f}" for a, b in zip(x, y))
+        parts.append(f'<polyline class="curve" points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
+        if markers:
+            parts += [f'<circle cx="{sx(float(a)):.1f}" cy="{sy(float(b)):.1f}" r="3" fill="{color}"/>' for a, b in zip(x, y)]
+        parts.append(f'<text x="{w - 14}" y="{sy(0) - 8 - 14 * i}" text-anchor="end" fill="{color}">{html.escape(name)}</text>')
+    return f'<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+
+
+def _bars(labels: list[str], values: list[float], title: str) -> str:
+    w, bar, gap, left = 560, 16, 5, 260
+    h = len(labels) * (bar + gap) + 30
+    top = max(values) if values and max(values) > 0 else 1.0
+    parts = [f'<text x="{w / 2}" y="16" text-anchor="middle" class="t">{html.escape(title)}</text>']
+    for i, (name, v) in enumerate(zip(labels, values)):
+        y = 26 + i * (bar + gap)
+        parts.append(f'<text x="{left - 6}" y="{y + bar * 0.75}" text-anchor="end">{html.escape(name[:40])}</text>'
+                     f'<rect class="bar" x="{left}" y="{y}" width="{(w - left - 60) * v / top:.1f}" height="{bar}" fill="#1f6fb2"/>'
+                     f'<text x="{left + (w - left - 60) * v / top + 4:.1f}" y="{y + bar * 0.75}">{v:.1%}</text>')
+    return f'<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+
+
+def render_evaluation(title: str, subtitle: str, comparison: dict[str, dict[str, float]], y: np.ndarray,
+                      probabilities: dict[str, np.ndarray], tiers: np.ndarray, importance: pd.Series,
+                      single_feature: pd.DataFrame) -> str:
+    """The page: metrics table, ROC / PR / gain / reliability charts, feature importance, tiers, single features."""
+    c = {name: curves(y, p) for name, p in probabilities.items()}
+    charts = [
+        _line_chart({n: v["reliability"] for n, v in c.items()}, "Reliability (10 equal-size bins)",
+                    "mean predicted probability", "observed win rate", diagonal=True, markers=True),
+        _line_chart({n: v["roc"] for n, v in c.items()}, "ROC curve", "false positive rate", "true positive rate",
+                    diagonal=True),
+        _line_chart({n: v["pr"] for n, v in c.items()}, "Precision-recall", "recall", "precision"),
+        _line_chart({n: v["gain"] for n, v in c.items()}, "Cumulative gain", "share of leads called (best first)",
+                    "share of wins found", diagonal=True),
+    ]
+    share = importance / importance.sum() if importance.sum() > 0 else importance
+    top = share.sort_values(ascending=False).head(20)
+    charts.append(_bars(list(top.index), list(top.to_numpy()), "Feature importance (share of total gain)"))
+    tier_table = (pd.DataFrame({"tier": tiers, "win": y}).groupby("tier")["win"].agg(["size", "mean"])
+                  .rename(columns={"size": "test leads", "mean": "win rate"}))
+    metric_names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile", "tier_a_win_share"]
+    head = "".join(f"<th>{m}</th>" for m in metric_names)
+    rows = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{m.get(k, float('nan')):.4f}</td>" for k in metric_names)
+                   + "</tr>" for n, m in comparison.items())
+    tiers_html = "".join(f"<tr><td>{t}</td><td>{int(r['test leads']):,}</td><td>{r['win rate']:.1%}</td></tr>"
+                         for t, r in tier_table.iterrows())
+    singles = "".join(f"<tr><td>{html.escape(str(r.feature))}</td><td>{r.auc:.3f}</td></tr>"
+                      for r in single_feature.head(5).itertuples())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #1f2933; }}
+h1 {{ font-size: 1.5rem; margin-bottom: .2rem; }} .sub {{ color: #52606d; margin-top: 0; }}
+table {{ border-collapse: collapse; font-size: .85rem; margin: .5rem 0 1.5rem; }}
+th, td {{ padding: .3rem .6rem; border-bottom: 1px solid #e4e7eb; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f5f7fa; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 1rem; }} svg text {{ font-size: 11px; fill: #1f2933; }}
+svg text.t {{ font-size: 13px; font-weight: 600; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>
+<h2>Model and baselines on the same test leads</h2>
+<table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>
+<div class="charts">{"".join(charts)}</div>
+<h2>Tiers on the test leads</h2>
+<table><thead><tr><th>tier</th><th>test leads</th><th>win rate</th></tr></thead><tbody>{tiers_html}</tbody></table>
+<h2>Strongest single features (ROC AUC on the training leads)</h2>
+<table><thead><tr><th>feature</th><th>ROC AUC</th></tr></thead><tbody>{singles}</tbody></table>
+</body></html>
+"""
