@@ -10,6 +10,8 @@ import html
 import numpy as np
 import pandas as pd
 
+from leadscore.htmlpage import page
+
 COLORS = {"model": "#1f6fb2", "logistic": "#e07b39", "naive_bayes": "#7a9a3a"}
 MAX_POINTS = 200
 
@@ -101,26 +103,11 @@ def render_evaluation(title: str, subtitle: str, comparison: dict[str, dict[str,
                          for t, r in tier_table.iterrows())
     singles = "".join(f"<tr><td>{html.escape(str(r.feature))}</td><td>{r.auc:.3f}</td></tr>"
                       for r in single_feature.head(5).itertuples())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
-       padding: 0 1rem; color: #1f2933; }}
-h1 {{ font-size: 1.5rem; margin-bottom: .2rem; }} .sub {{ color: #52606d; margin-top: 0; }}
-table {{ border-collapse: collapse; font-size: .85rem; margin: .5rem 0 1.5rem; }}
-th, td {{ padding: .3rem .6rem; border-bottom: 1px solid #e4e7eb; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f5f7fa; }}
-.charts {{ display: flex; flex-wrap: wrap; gap: 1rem; }} svg text {{ font-size: 11px; fill: #1f2933; }}
-svg text.t {{ font-size: 13px; font-weight: 600; }}
-</style></head><body>
-<h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>
-<h2>Model and baselines on the same test leads</h2>
+    body = f"""<h2>Model and baselines on the same test leads</h2>
 <table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>
 <div class="charts">{"".join(charts)}</div>
 <h2>Tiers on the test leads</h2>
 <table><thead><tr><th>tier</th><th>test leads</th><th>win rate</th></tr></thead><tbody>{tiers_html}</tbody></table>
 <h2>Strongest single features (ROC AUC on the training leads)</h2>
-<table><thead><tr><th>feature</th><th>ROC AUC</th></tr></thead><tbody>{singles}</tbody></table>
-</body></html>
-"""
+<table><thead><tr><th>feature</th><th>ROC AUC</th></tr></thead><tbody>{singles}</tbody></table>"""
+    return page(title, subtitle, body)

@@ -12,6 +12,8 @@ import html
 import numpy as np
 import pandas as pd
 
+from leadscore.htmlpage import page
+
 Z90 = 1.6448536269514722
 
 QUALITY_COLUMNS = [
@@ -63,27 +65,13 @@ def render_html(campaigns: pd.DataFrame, sources: pd.DataFrame, title: str, subt
     """A self-contained page (no network at view time): summary, a bar chart and both tables."""
     chart = _bar_chart(campaigns.dropna(subset=["cost_per_expected_close"]).head(20),
                        "campaign", "cost_per_expected_close", "Cost per expected close")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
-       padding: 0 1rem; color: #1f2933; }}
-h1 {{ font-size: 1.6rem; margin-bottom: .2rem; }} .sub {{ color: #52606d; margin-top: 0; }}
-table {{ border-collapse: collapse; width: 100%; font-size: .85rem; margin: 1rem 0 2rem; }}
-th, td {{ padding: .35rem .5rem; border-bottom: 1px solid #e4e7eb; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f5f7fa; position: sticky; top: 0; }}
-svg text {{ font-size: 11px; fill: #1f2933; }}
-</style></head><body>
-<h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>
-<h2>Cost per expected close (lower is better)</h2>
+    body = f"""<h2>Cost per expected close (lower is better)</h2>
 {chart}
 <h2>Campaigns</h2>
 {_table(campaigns)}
 <h2>Sources</h2>
-{_table(sources)}
-</body></html>
-"""
+{_table(sources)}"""
+    return page(title, subtitle, body, "table { width: 100%; } th { position: sticky; top: 0; }")
 
 
 def _fmt(value, col: str) -> str:
