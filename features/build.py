@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from features.pit import known_at
 from leadscore.config import Config
+from leadscore.duck import connect, literal, scalar, utc_timestamps
 from leadscore.errors import DataError
 from leadscore.paths import default_spill_dir
 
@@ -72,14 +73,7 @@ def build_features(tables: dict, cfg: Config, as_of: datetime, out: Path | None 
     memory twice). With ``out``, the frame is written to that Parquet file by duckdb and not returned, which
     keeps the peak memory of large runs bounded by ``features.memory_limit`` (duckdb spills to ``spill_dir``).
     """
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    con.execute(f"SET TimeZone = {_lit(cfg.data.timezone)}")
-    con.execute(f"SET memory_limit = {_lit(cfg.features.memory_limit)}")
-    con.execute("SET preserve_insertion_order = false")  # less memory on large exports; rows are ORDER BY qid
-    spill_dir = spill_dir or default_spill_dir()
-    spill_dir.mkdir(parents=True, exist_ok=True)
-    con.execute(f"SET temp_directory = {_lit(str(spill_dir))}")
+    con = connect(cfg.data.timezone, spill_dir or default_spill_dir(), cfg.features.memory_limit)
     try:
         return _build(con, tables, cfg, as_of, out, extra_metadata)
     finally:
@@ -105,8 +99,8 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
                {"outcome_label," if "outcome_label" in leads_columns else ""} {ranks}
         FROM raw_leads WHERE {known}"""
     )
-    n_leads = _scalar(con, "SELECT COUNT(*) FROM L")
-    n_later = _scalar(con, "SELECT COUNT(*) FROM raw_leads") - n_leads
+    n_leads = scalar(con, "SELECT COUNT(*) FROM L")
+    n_later = scalar(con, "SELECT COUNT(*) FROM raw_leads") - n_leads
 
     if cfg.snapshot:
         # The export's label column is the outcome: known where filled in; a positive lead is no longer open.
@@ -119,8 +113,8 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
         )
     else:
         # Outcomes as known at as_of: the first win and the first loss of each lead.
-        won = ", ".join(_lit(s) for s in cfg.label.won_stages)
-        lost = ", ".join(_lit(s) for s in cfg.label.lost_stages) or "NULL"
+        won = ", ".join(literal(s) for s in cfg.label.won_stages)
+        lost = ", ".join(literal(s) for s in cfg.label.lost_stages) or "NULL"
         con.execute(
             f"""CREATE TEMP TABLE O AS
             SELECT lead_id,
@@ -180,7 +174,7 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
 
     # Engagement before creation: per activity type and in total, in trailing windows.
     windows = tuple(sorted(set(fc.windows_days)))
-    has_activities = "activities" in tables and _scalar(con, "SELECT COUNT(*) FROM raw_activities") > 0
+    has_activities = "activities" in tables and scalar(con, "SELECT COUNT(*) FROM raw_activities") > 0
     if lc.created_at and has_activities:
         con.execute(
             """CREATE TEMP TABLE A AS
@@ -241,13 +235,13 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
     fs = FeatureSet(frame=None, categorical=categorical, numeric=numeric, labels=labels, counts=counts,
                     mode="snapshot" if cfg.snapshot else "events")
     if out is None:
-        fs.frame = _utc(con.sql(query).to_arrow_table())
+        fs.frame = utc_timestamps(con.sql(query).to_arrow_table())
         return fs
     # Large exports: duckdb writes the file itself, so the frame never sits in Python memory.
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     meta_json = json.dumps(fs.metadata(extra_metadata))
-    con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, KV_METADATA {{{_lit(METADATA_KEY)}: {_lit(meta_json)}}})")
+    con.execute(f"COPY ({query}) TO {literal(str(tmp))} (FORMAT parquet, KV_METADATA {{{literal(METADATA_KEY)}: {literal(meta_json)}}})")
     tmp.replace(out)
     return fs
 
@@ -292,18 +286,3 @@ def _history(con, cfg: Config, selects: list[str], numeric: list[str], labels: d
             numeric.append(f)
             labels[f] = text
         joins.append(f"LEFT JOIN hist_{role} USING (qid)")
-
-
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str):
-    return con.execute(sql).fetchall()[0][0]
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _utc(table: pa.Table) -> pa.Table:
-    for i, f in enumerate(table.schema):
-        if pa.types.is_timestamp(f.type):
-            table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp("us", "UTC")))
-    return table

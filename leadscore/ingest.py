@@ -26,12 +26,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from leadscore.config import Config, FileTable
+from leadscore.duck import connect, literal, utc_timestamps
 from leadscore.errors import DataError
 from leadscore.paths import Home
 
 log = logging.getLogger("leadscore")
-
-TABLES = ("leads", "outcomes", "activities", "campaigns")
 
 
 @dataclass
@@ -141,7 +140,7 @@ def _num(col: str) -> str:
     return f"TRY_CAST(REPLACE({_text(col)}, ',', '') AS DOUBLE)"
 
 
-def _split(con: duckdb.DuckDBPyConnection, raw: pa.Table, select: str, reason: str, name: str) -> tuple[pa.Table, pa.Table]:
+def _split(con: duckdb.DuckDBPyConnection, raw: pa.Table, select: str, reason: str) -> tuple[pa.Table, pa.Table]:
     """Run one validation query: rows with a NULL reason are kept, the others are quarantined as read."""
     con.register("raw_in", raw.append_column("_row", pa.array(range(1, raw.num_rows + 1), pa.int64())))
     con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS SELECT *, {reason} AS reason FROM raw_in")
@@ -158,20 +157,11 @@ def _first_of(checks: list[tuple[str, str]]) -> str:
     return f"CASE {whens} ELSE NULL END"
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def ingest(cfg: Config, now: datetime | None = None) -> IngestResult:
     """Read, check and canonicalize every mapped export. ``now`` bounds what counts as a future date."""
     now = now or datetime.now(timezone.utc)
-    con = duckdb.connect()
+    con = connect(cfg.data.timezone, Home(cfg.home).root / "tmp" / "duckdb")
     try:
-        con.execute("SET enable_progress_bar = false")
-        con.execute(f"SET TimeZone = {_lit(cfg.data.timezone)}")
-        spill = Home(cfg.home).root / "tmp" / "duckdb"
-        spill.mkdir(parents=True, exist_ok=True)
-        con.execute(f"SET temp_directory = {_lit(str(spill))}")
         future = (now + timedelta(days=1)).isoformat()
         result = IngestResult(tables={})
         for read_table in (_leads, _outcomes, _activities, _campaigns):
@@ -179,7 +169,7 @@ def ingest(cfg: Config, now: datetime | None = None) -> IngestResult:
     finally:
         con.close()
     for name, table in result.tables.items():
-        result.tables[name] = _utc(table)
+        result.tables[name] = utc_timestamps(table)
     # A snapshot export may carry no timestamp at all: then it is as of now.
     result.as_of = cfg.data.as_of or _latest(result.tables) or now.replace(microsecond=0)
     return result
@@ -196,12 +186,12 @@ def _leads(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: Ing
     attrs |= {f"numeric[{i}]": c for i, c in enumerate(lc.numeric)}
     attrs |= {f"passthrough[{i}]": c for i, c in enumerate(lc.passthrough)}
     _require_columns(raw, roles | attrs, "data.leads")
-    checks = [(f"{_text(lc.id)} IS NULL", _lit("missing lead id"))]
+    checks = [(f"{_text(lc.id)} IS NULL", literal("missing lead id"))]
     if lc.created_at:
         checks += [
-            (f"{_text(lc.created_at)} IS NULL", _lit(f"missing {lc.created_at}")),
+            (f"{_text(lc.created_at)} IS NULL", literal(f"missing {lc.created_at}")),
             (f"{_ts(lc.created_at)} IS NULL", f"'unparseable {lc.created_at}: ' || {_text(lc.created_at)}"),
-            (f"{_ts(lc.created_at)} > TIMESTAMPTZ {_lit(future)}", _lit(f"{lc.created_at} in the future")),
+            (f"{_ts(lc.created_at)} > TIMESTAMPTZ {literal(future)}", literal(f"{lc.created_at} in the future")),
         ]
     for col in lc.numeric:
         checks.append((f"{_text(col)} IS NOT NULL AND {_num(col)} IS NULL",
@@ -209,12 +199,12 @@ def _leads(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: Ing
     # A repeated id keeps its first valid row; the later ones are quarantined.
     dup = (f"ROW_NUMBER() OVER (PARTITION BY {_text(lc.id)}, ({_first_of(checks)}) IS NULL ORDER BY _row) > 1 "
            f"AND ({_first_of(checks)}) IS NULL")
-    checks.append((dup, _lit("duplicate lead id (first row kept)")))
+    checks.append((dup, literal("duplicate lead id (first row kept)")))
     cols = [f"{_text(lc.id)} AS lead_id",
             f"{_ts(lc.created_at)} AS created_at" if lc.created_at else "CAST(NULL AS TIMESTAMPTZ) AS created_at"]
     if lc.label:
         # Snapshot exports: 1 for a positive value, 0 for any other value, NULL (unknown) for an empty cell.
-        positive = ", ".join(_lit(v.strip().lower()) for v in lc.positive)
+        positive = ", ".join(literal(v.strip().lower()) for v in lc.positive)
         cols.append(f"CASE WHEN {_text(lc.label)} IS NULL THEN NULL "
                     f"WHEN LOWER({_text(lc.label)}) IN ({positive}) THEN 1 ELSE 0 END::TINYINT AS outcome_label")
     for role in ("campaign", "source", "account"):
@@ -222,7 +212,7 @@ def _leads(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: Ing
         cols.append(f"{_text(col)} AS {role}" if col else f"CAST(NULL AS VARCHAR) AS {role}")
     cols += [f"{_text(c)} AS {_q(c)}" for c in (*lc.categorical, *lc.passthrough) if c not in roles.values()]
     cols += [f"{_num(c)} AS {_q(c)}" for c in lc.numeric]
-    leads, bad = _split(con, raw, ", ".join(cols), _first_of(checks), "leads")
+    leads, bad = _split(con, raw, ", ".join(cols), _first_of(checks))
     _record(result, "leads", raw.num_rows, leads, bad)
 
     con.register("kept_leads", leads)
@@ -242,18 +232,18 @@ def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: 
         mapping["amount"] = oc.amount
     _require_columns(raw, mapping, "data.outcomes")
     checks = _event_checks(oc.lead_id, oc.occurred_at, future, "outcome")
-    checks.insert(1, (f"{_text(oc.stage)} IS NULL", _lit(f"missing {oc.stage}")))
+    checks.insert(1, (f"{_text(oc.stage)} IS NULL", literal(f"missing {oc.stage}")))
     if cfg.label.other_stages is not None:
-        known = ", ".join(_lit(x) for x in (*cfg.label.won_stages, *cfg.label.lost_stages, *cfg.label.other_stages))
+        known = ", ".join(literal(x) for x in (*cfg.label.won_stages, *cfg.label.lost_stages, *cfg.label.other_stages))
         checks.insert(2, (f"{_text(oc.stage)} NOT IN ({known})", f"'unknown {oc.stage}: ' || {_text(oc.stage)}"))
     checks.append((f"{_ts(oc.occurred_at)} < (SELECT created_at FROM kept_leads k WHERE k.lead_id = {_text(oc.lead_id)})",
-                   _lit(f"{oc.occurred_at} before the lead was created")))
+                   literal(f"{oc.occurred_at} before the lead was created")))
     if oc.amount:
         checks.append((f"{_text(oc.amount)} IS NOT NULL AND {_num(oc.amount)} IS NULL",
                        f"'non-numeric {oc.amount}: ' || {_text(oc.amount)}"))
     cols = [f"{_text(oc.lead_id)} AS lead_id", f"{_text(oc.stage)} AS stage", f"{_ts(oc.occurred_at)} AS occurred_at",
             (f"{_num(oc.amount)} AS amount" if oc.amount else "CAST(NULL AS DOUBLE) AS amount")]
-    outcomes, bad = _split(con, raw, ", ".join(cols), _first_of(checks), "outcomes")
+    outcomes, bad = _split(con, raw, ", ".join(cols), _first_of(checks))
     _record(result, "outcomes", raw.num_rows, outcomes, bad)
 
 
@@ -263,9 +253,9 @@ def _activities(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result
         raw = read_export(ac, "data.activities")
         _require_columns(raw, {"lead_id": ac.lead_id, "type": ac.type, "occurred_at": ac.occurred_at}, "data.activities")
         checks = _event_checks(ac.lead_id, ac.occurred_at, future, "activity")
-        checks.insert(1, (f"{_text(ac.type)} IS NULL", _lit(f"missing {ac.type}")))
+        checks.insert(1, (f"{_text(ac.type)} IS NULL", literal(f"missing {ac.type}")))
         cols = [f"{_text(ac.lead_id)} AS lead_id", f"{_text(ac.type)} AS type", f"{_ts(ac.occurred_at)} AS occurred_at"]
-        activities, bad = _split(con, raw, ", ".join(cols), _first_of(checks), "activities")
+        activities, bad = _split(con, raw, ", ".join(cols), _first_of(checks))
         _record(result, "activities", raw.num_rows, activities, bad)
     else:
         result.tables["activities"] = pa.table({"lead_id": pa.array([], pa.string()), "type": pa.array([], pa.string()),
@@ -281,24 +271,24 @@ def _campaigns(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result:
             mapping["channel"] = cc.channel
         _require_columns(raw, mapping, "data.campaigns")
         checks = [
-            (f"{_text(cc.campaign)} IS NULL", _lit("missing campaign")),
+            (f"{_text(cc.campaign)} IS NULL", literal("missing campaign")),
             (f"{_text(cc.cost)} IS NOT NULL AND {_num(cc.cost)} IS NULL", f"'non-numeric {cc.cost}: ' || {_text(cc.cost)}"),
         ]
         checks.append((f"ROW_NUMBER() OVER (PARTITION BY {_text(cc.campaign)}, ({_first_of(checks)}) IS NULL ORDER BY _row) > 1 "
-                       f"AND ({_first_of(checks)}) IS NULL", _lit("duplicate campaign (first row kept)")))
+                       f"AND ({_first_of(checks)}) IS NULL", literal("duplicate campaign (first row kept)")))
         cols = [f"{_text(cc.campaign)} AS campaign", f"{_num(cc.cost)} AS cost",
                 (f"{_text(cc.channel)} AS channel" if cc.channel else "CAST(NULL AS VARCHAR) AS channel")]
-        campaigns, bad = _split(con, raw, ", ".join(cols), _first_of(checks), "campaigns")
+        campaigns, bad = _split(con, raw, ", ".join(cols), _first_of(checks))
         _record(result, "campaigns", raw.num_rows, campaigns, bad)
 
 
 def _event_checks(lead_col: str, at_col: str, future: str, what: str) -> list[tuple[str, str]]:
     return [
-        (f"{_text(lead_col)} IS NULL", _lit("missing lead id")),
-        (f"{_text(at_col)} IS NULL", _lit(f"missing {at_col}")),
+        (f"{_text(lead_col)} IS NULL", literal("missing lead id")),
+        (f"{_text(at_col)} IS NULL", literal(f"missing {at_col}")),
         (f"{_ts(at_col)} IS NULL", f"'unparseable {at_col}: ' || {_text(at_col)}"),
-        (f"{_ts(at_col)} > TIMESTAMPTZ {_lit(future)}", _lit(f"{at_col} in the future")),
-        (f"{_text(lead_col)} NOT IN (SELECT lead_id FROM kept_leads)", _lit(f"{what} for an unknown lead")),
+        (f"{_ts(at_col)} > TIMESTAMPTZ {literal(future)}", literal(f"{at_col} in the future")),
+        (f"{_text(lead_col)} NOT IN (SELECT lead_id FROM kept_leads)", literal(f"{what} for an unknown lead")),
     ]
 
 
@@ -309,13 +299,6 @@ def _record(result: IngestResult, name: str, rows_in: int, kept: pa.Table, bad: 
     result.counts[name] = {"rows_in": rows_in, "kept": kept.num_rows, "quarantined": bad.num_rows}
     if kept.num_rows + bad.num_rows != rows_in:  # a bug, not a user error: keep the traceback
         raise AssertionError(f"{name}: {rows_in} rows in, {kept.num_rows} kept + {bad.num_rows} quarantined")
-
-
-def _utc(table: pa.Table) -> pa.Table:
-    for i, f in enumerate(table.schema):
-        if pa.types.is_timestamp(f.type):
-            table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp("us", "UTC")))
-    return table
 
 
 def _latest(tables: dict[str, pa.Table]) -> datetime | None:

@@ -207,9 +207,14 @@ def _champion_auc_on(home: Home, fs, test_frame) -> float | None:
 
     if registry.champion_version(home) is None:
         return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     champion, ref = registry.load_model(home)
-    frame = fs.frame.to_pandas()
-    rows = frame.set_index("lead_id").loc[test_frame["lead_id"]].reset_index()
+    # Only the test leads, filtered in Arrow: converting the whole frame again would double the step's work.
+    test_ids = pa.array(test_frame["lead_id"].to_numpy(dtype=object), pa.string())
+    rows = fs.frame.filter(pc.is_in(fs.frame["lead_id"], value_set=test_ids)).to_pandas()
+    rows = rows.set_index("lead_id").loc[test_frame["lead_id"]].reset_index()
     if any(c not in rows.columns for c in champion.features):
         log.warning("train: champion version %s needs features this run does not build; not compared", ref.version)
         return None
@@ -286,8 +291,8 @@ def report_step(cfg: Config, run_id: str) -> dict:
     home = _home(cfg)
     scored_at = datetime.now(timezone.utc).replace(microsecond=0)
     scores, scorer, meta = _scored_frame(cfg, home, scored_at, rows="all")
-    tables = read_canonical(home.canonical)
-    costs = tables["campaigns"].to_pandas() if "campaigns" in tables else None
+    tables = read_canonical(home.canonical, lazy=True)  # only the small campaigns table is read
+    costs = tables["campaigns"].to_table().to_pandas() if "campaigns" in tables else None
     campaigns = quality_table(scores, "campaign", costs)
     sources = quality_table(scores, "source")
     page = render_html(

@@ -31,7 +31,6 @@ class ModelRef:
 
 
 def _client(home: Home):
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     import mlflow
     from mlflow import MlflowClient
 

@@ -9,9 +9,6 @@ import pandas as pd
 
 from leadscore.errors import DataError
 
-SCORE_COLUMNS = ["lead_id", "probability", "score", "tier", "rank", "model_version", "scored_at"]
-
-
 class LeadScorer:
     def __init__(self, model, model_version: str):
         self.model = model

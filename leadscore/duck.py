@@ -1,0 +1,39 @@
+"""duckdb set-up and the small SQL helpers that ingest and features share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+
+def connect(timezone: str, spill_dir: Path, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection that reads zone-less timestamps in ``timezone`` and spills to ``spill_dir``
+    (never duckdb's default, a `.tmp` folder in the working directory)."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET TimeZone = {literal(timezone)}")
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET temp_directory = {literal(str(spill_dir))}")
+    if memory_limit is not None:
+        con.execute(f"SET memory_limit = {literal(memory_limit)}")
+        con.execute("SET preserve_insertion_order = false")  # less memory; callers order with ORDER BY
+    return con
+
+
+def literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str):
+    return con.execute(sql).fetchall()[0][0]
+
+
+def utc_timestamps(table: pa.Table) -> pa.Table:
+    """Every timestamp column as microseconds in UTC, whatever zone duckdb handed back."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp("us", "UTC")))
+    return table
