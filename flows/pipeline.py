@@ -6,6 +6,7 @@ from prefect import flow, task
 
 from leadscore import steps
 from leadscore.config import Config
+from leadscore.paths import Home, new_run_id, one_run_at_a_time
 
 
 @task(name="ingest")
@@ -35,36 +36,79 @@ def report_task(cfg: Config, run_id: str) -> dict:
 
 @flow(name="leadscore-ingest")
 def ingest_flow(cfg: Config, run_id: str) -> dict:
-    return ingest_task(cfg, run_id)
+    with one_run_at_a_time(Home(cfg.home)):
+        return ingest_task(cfg, run_id)
 
 
 @flow(name="leadscore-features")
 def features_flow(cfg: Config) -> dict:
-    return features_task(cfg)
+    with one_run_at_a_time(Home(cfg.home)):
+        return features_task(cfg)
 
 
 @flow(name="leadscore-train")
 def train_flow(cfg: Config, run_id: str) -> dict:
-    return train_task(cfg, run_id)
+    with one_run_at_a_time(Home(cfg.home)):
+        return train_task(cfg, run_id)
 
 
 @flow(name="leadscore-score")
 def score_flow(cfg: Config, run_id: str) -> dict:
-    return score_task(cfg, run_id)
+    with one_run_at_a_time(Home(cfg.home)):
+        return score_task(cfg, run_id)
 
 
 @flow(name="leadscore-report")
 def report_flow(cfg: Config, run_id: str) -> dict:
-    return report_task(cfg, run_id)
+    with one_run_at_a_time(Home(cfg.home)):
+        return report_task(cfg, run_id)
 
 
 @flow(name="leadscore-run")
 def run_flow(cfg: Config, run_id: str) -> dict:
     """The whole pipeline: ingest -> features -> train -> score -> report."""
-    return {
-        "ingest": ingest_task(cfg, run_id),
-        "features": features_task(cfg),
-        "train": train_task(cfg, run_id),
-        "score": score_task(cfg, run_id),
-        "report": report_task(cfg, run_id),
-    }
+    with one_run_at_a_time(Home(cfg.home)):
+        return {
+            "ingest": ingest_task(cfg, run_id),
+            "features": features_task(cfg),
+            "train": train_task(cfg, run_id),
+            "score": score_task(cfg, run_id),
+            "report": report_task(cfg, run_id),
+        }
+
+
+# Scheduled runs (deployments made by `leadscore deploy` or prefect.yaml). Parameters must be plain JSON, so
+# these take the config's path; each run ingests the export afresh before its own step.
+
+
+def _config_for_run(config: str, home: str | None):
+    from pathlib import Path
+
+    from leadscore.config import load_config
+
+    cfg = load_config(config)
+    return cfg.with_home(Path(home).resolve()) if home else cfg
+
+
+@flow(name="leadscore-retrain")
+def retrain_flow(config: str, home: str | None = None) -> dict:
+    """Scheduled retraining: ingest -> features -> train; the gate decides whether the new model is champion."""
+    cfg, run_id = _config_for_run(config, home), new_run_id()
+    with one_run_at_a_time(Home(cfg.home)):
+        return {"ingest": ingest_task(cfg, run_id), "features": features_task(cfg), "train": train_task(cfg, run_id)}
+
+
+@flow(name="leadscore-rescore")
+def rescore_flow(config: str, home: str | None = None) -> dict:
+    """Scheduled scoring: ingest -> features -> score with the current champion."""
+    cfg, run_id = _config_for_run(config, home), new_run_id()
+    with one_run_at_a_time(Home(cfg.home)):
+        return {"ingest": ingest_task(cfg, run_id), "features": features_task(cfg), "score": score_task(cfg, run_id)}
+
+
+@flow(name="leadscore-campaign-report")
+def campaign_report_flow(config: str, home: str | None = None) -> dict:
+    """Scheduled campaign report: ingest -> features -> report."""
+    cfg, run_id = _config_for_run(config, home), new_run_id()
+    with one_run_at_a_time(Home(cfg.home)):
+        return {"ingest": ingest_task(cfg, run_id), "features": features_task(cfg), "report": report_task(cfg, run_id)}

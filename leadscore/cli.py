@@ -233,6 +233,36 @@ def demo(
     _flow_command(config_path, root, "pipeline", "run_flow", outputs=True)
 
 
+@app.command()
+def deploy(
+    config: ConfigOpt,
+    home: HomeOpt = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Also run the scheduled runs from this process "
+                                        "(flow.serve) instead of leaving them to a worker.")] = False,
+) -> None:
+    """Create the scheduled runs (retrain, score, campaign report; cron from [schedule]) on the Prefect server
+    named by PREFECT_API_URL."""
+
+    def body():
+        from flows import deployments
+
+        cfg = _load(config, home)
+        override = cfg.home if (home or os.environ.get("LEADSCORE_HOME")) else None
+        sched = cfg.schedule
+        crons = {"retrain": sched.retrain, "score": sched.score, "report": sched.report}
+        if serve:
+            typer.echo(f"serving the {deployments.deployment_name(cfg)} deployments ({', '.join(f'{k}: {v}' for k, v in crons.items())}, "
+                       f"{sched.timezone}); stop with Ctrl+C")
+            deployments.serve(cfg, override)
+            return
+        names = deployments.register(cfg, override)
+        for (key, _), name in zip(deployments.SCHEDULED, names, strict=True):
+            typer.echo(f"deployment {name:<40} cron {crons[key]!r} ({sched.timezone})")
+        typer.echo(f"\nstart a worker to execute them:  uv run prefect worker start --pool {sched.work_pool}")
+
+    _guard(body)
+
+
 def _who() -> str:
     import getpass
 

@@ -13,11 +13,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from leadscore.errors import ConfigError
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def _check_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'") from None
+    return value
+
+
+Zone = Annotated[str, AfterValidator(_check_zone)]
 
 
 class _Section(BaseModel):
@@ -85,23 +98,12 @@ class CampaignsTable(FileTable):
 
 class DataConfig(_Section):
     as_of: datetime | None = None
-    timezone: str = "UTC"  # how to read timestamps that carry no zone
+    timezone: Zone = "UTC"  # how to read timestamps that carry no zone
     max_quarantine_share: float = Field(0.05, ge=0, le=1)
     leads: LeadsTable
     outcomes: OutcomesTable | None = None
     activities: ActivitiesTable | None = None
     campaigns: CampaignsTable | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'") from None
-        return value
 
     @field_validator("as_of")
     @classmethod
@@ -179,6 +181,29 @@ class PublishConfig(_Section):
     keep_runs: int = Field(30, ge=1)
 
 
+def _check_cron(value: str) -> str:
+    from cronsim import CronSim, CronSimError
+
+    try:
+        CronSim(value, datetime(2026, 1, 1))
+    except CronSimError as exc:
+        raise ValueError(f"not a cron expression ({exc}); e.g. '0 3 * * 1' is Mondays at 03:00") from None
+    return value
+
+
+Cron = Annotated[str, AfterValidator(_check_cron)]
+
+
+class ScheduleConfig(_Section):
+    """When the Prefect deployments made by `leadscore deploy` run (cron, in `timezone`)."""
+
+    retrain: Cron = "0 3 * * 1"  # ingest + features + train (+ gate), Mondays 03:00
+    score: Cron = "0 */6 * * *"  # ingest + features + score, every 6 hours
+    report: Cron = "0 6 * * 1"  # ingest + features + campaign report, Mondays 06:00
+    timezone: Zone = "UTC"
+    work_pool: NonEmpty = "leadscore"
+
+
 class Config(_Section):
     home: Path = Path(".leadscore")
     data: DataConfig
@@ -189,6 +214,7 @@ class Config(_Section):
     publish: PublishConfig = PublishConfig()
     gate: GateConfig = GateConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     source_file: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

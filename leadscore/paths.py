@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,3 +97,23 @@ def default_spill_dir() -> Path:
     import tempfile
 
     return Path(tempfile.gettempdir()) / "leadscore-duckdb"
+
+
+@contextmanager
+def one_run_at_a_time(home: Home) -> Iterator[None]:
+    """Hold ``home/.lock`` for a whole pipeline run: scheduled runs that meet (score and report at 06:00) or a
+    hand-started run during a scheduled one would otherwise rewrite the same canonical tables. The operating
+    system drops the lock if the process dies."""
+    import fcntl
+
+    home.root.mkdir(parents=True, exist_ok=True)
+    with (home.root / ".lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger("leadscore").info("waiting for another leadscore run in %s to finish", home.root)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,123 @@
+"""Scheduled runs execute on a real local Prefect server: `leadscore deploy`, then a process worker runs them."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import make_config
+from leadscore.paths import Home
+from models import registry
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(2)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    state = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(state), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    log = (state / "server.log").open("w")
+    server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+
+    def healthy():
+        try:
+            return httpx.get(url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return server.poll() is not None  # stop waiting if it died; checked below
+
+    try:
+        _wait(healthy, 90, "the Prefect server to start")
+        assert server.poll() is None, (state / "server.log").read_text()[-2000:]
+        yield url, state
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_prefect_yaml_matches_the_config_defaults():
+    from leadscore.config import ScheduleConfig
+
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    crons = {d["name"]: d["schedules"][0]["cron"] for d in doc["deployments"]}
+    defaults = ScheduleConfig()
+    assert crons == {"retrain": defaults.retrain, "score": defaults.score, "report": defaults.report}
+    for d in doc["deployments"]:
+        module, _, name = d["entrypoint"].partition(":")
+        import importlib
+
+        flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
+        assert d["parameters"]["config"] and hasattr(flow, "to_deployment")
+
+
+def test_a_scheduled_retrain_runs_on_a_real_prefect_server(prefect_server, crm_small, tmp_path):
+    url, state = prefect_server
+    pool = "leadscore-test"
+    cfg = make_config(crm_small, tmp_path / "home", extra=f"""
+[schedule]
+retrain = "* * * * *"
+score = "0 0 1 1 *"
+report = "0 0 1 1 *"
+work_pool = "{pool}"
+""")
+    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(state)}
+    deployed = subprocess.run([BIN / "leadscore", "deploy", "--config", str(cfg.source_file)], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stderr[-2000:]
+    assert f"leadscore-retrain/{cfg.source_file.stem}" in deployed.stdout and "worker start" in deployed.stdout
+
+    deployment = httpx.get(f"{url}/deployments/name/leadscore-retrain/{cfg.source_file.stem}").json()
+    assert deployment["schedules"][0]["schedule"]["cron"] == "* * * * *"
+    assert deployment["parameters"]["config"] == str(cfg.source_file)
+
+    worker_log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", pool, "--limit", "1"],
+                              env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, stdout=worker_log,
+                              stderr=subprocess.STDOUT)
+
+    def finished_run():
+        body = {"deployments": {"id": {"any_": [deployment["id"]]}},
+                "flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}}
+        runs = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json()
+        return runs[0] if runs else None
+
+    try:
+        # The cron fires at the next whole minute; the run itself takes about 15 s.
+        run = _wait(finished_run, 180, "the scheduled retrain to finish")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert run["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
+    home = Home(cfg.home)
+    manifest = json.loads((home.canonical / "manifest.json").read_text())
+    assert manifest["counts"]["leads"]["kept"] > 4_000
+    versions = registry.list_versions(home)
+    assert len(versions) == 1 and "challenger" in versions[0]["aliases"]
