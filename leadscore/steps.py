@@ -137,7 +137,8 @@ def train_step(cfg: Config, run_id: str) -> dict:
     result.single_feature.to_csv(check_file, index=False)
     report_file = _write_evaluation(result, fs, cfg, home.runs / run_id / "evaluation.html")
     ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}",
-                                    artifacts={"leakage": check_file, "evaluation": report_file})
+                                    artifacts={"leakage": check_file, "evaluation": report_file,
+                                               "plots": report_file.parent / "plots"})
     registry.set_alias(home, ref.version, registry.CHALLENGER)
     champion_auc = _champion_auc_on(home, fs, result.test_frame)
     decision = decide(result.metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece,
@@ -176,7 +177,7 @@ def comparison_table(rows: dict[str, dict[str, float]]) -> str:
 def _write_evaluation(result, fs, cfg: Config, path: Path) -> Path:
     import pandas as pd
 
-    from models.evaluation import render_evaluation
+    from models.evaluation import evaluation_charts, render_evaluation
 
     booster = result.model.booster
     importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
@@ -188,12 +189,15 @@ def _write_evaluation(result, fs, cfg: Config, path: Path) -> Path:
     else:
         what = (f"{len(tf):,} test leads, the newest mature ones (created {tf['created_at'].min():%Y-%m-%d} to "
                 f"{tf['created_at'].max():%Y-%m-%d}); outcome: a win within {cfg.label.horizon_days} days.")
-    page = render_evaluation(
-        "Lead-quality model: evaluation", what,
-        {"model": result.metrics, **result.baselines},
-        tf["label"].to_numpy(), {"model": tf["probability"].to_numpy(), **result.baseline_probability},
-        tf["tier"].to_numpy(), importance, single,
-    )
+    y, tiers = tf["label"].to_numpy(), tf["tier"].to_numpy()
+    charts = evaluation_charts(y, {"model": tf["probability"].to_numpy(), **result.baseline_probability}, tiers,
+                               importance)
+    plots = path.parent / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    for name, svg in charts.items():  # each chart also stands alone, as an MLflow artifact
+        (plots / f"{name}.svg").write_text(svg, encoding="utf-8")
+    page = render_evaluation("Lead-quality model: evaluation", what, {"model": result.metrics, **result.baselines},
+                             y, charts, tiers, single)
     path.write_text(page, encoding="utf-8")
     return path
 

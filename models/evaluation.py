@@ -76,23 +76,57 @@ def _bars(labels: list[str], values: list[float], title: str) -> str:
     return f'<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
 
 
-def render_evaluation(title: str, subtitle: str, comparison: dict[str, dict[str, float]], y: np.ndarray,
-                      probabilities: dict[str, np.ndarray], tiers: np.ndarray, importance: pd.Series,
-                      single_feature: pd.DataFrame) -> str:
-    """The page: metrics table, ROC / PR / gain / reliability charts, feature importance, tiers, single features."""
+def _score_histogram(p: np.ndarray, tiers: np.ndarray, title: str) -> str:
+    """Test leads per score band (5 points wide), each bar coloured by the tier of its leads."""
+    w, h, pad = 560, 300, 42
+    edges = np.linspace(0, 1, 21)
+    band = np.clip(np.digitize(p, edges) - 1, 0, 19)
+    tier_colors = {"A": "#1f6fb2", "B": "#4f9bd9", "C": "#9cc7ec", "D": "#cbd2d9"}
+    counts = {t: np.bincount(band[tiers == t], minlength=20) for t in tier_colors}
+    top = max(int(sum(c for c in counts.values()).max()), 1)
+    bw = (w - pad - 10) / 20
+    parts = [f'<text x="{w / 2}" y="16" text-anchor="middle" class="t">{html.escape(title)}</text>',
+             f'<text x="{w / 2}" y="{h - 8}" text-anchor="middle">score (probability in %)</text>',
+             f'<text x="12" y="{h / 2}" text-anchor="middle" transform="rotate(-90 12 {h / 2})">test leads</text>',
+             f'<text x="{pad - 4}" y="28" text-anchor="end">{top:,}</text>']
+    base = np.zeros(20)
+    for t, color in tier_colors.items():
+        for i in np.flatnonzero(counts[t]):
+            height = (h - pad - 24) * counts[t][i] / top
+            y = h - pad - (h - pad - 24) * base[i] / top - height
+            parts.append(f'<rect class="bar" x="{pad + i * bw + 1:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" '
+                         f'height="{height:.1f}" fill="{color}"/>')
+        base += counts[t]
+    for v in (0, 25, 50, 75, 100):
+        parts.append(f'<text x="{pad + v / 100 * (w - pad - 10):.1f}" y="{h - pad + 14}" text-anchor="middle">{v}</text>')
+    for i, (t, color) in enumerate(tier_colors.items()):
+        parts.append(f'<text x="{w - 14}" y="{40 + 14 * i}" text-anchor="end" fill="{color if t != "D" else "#7b8794"}">'
+                     f'tier {t}: {int(counts[t].sum()):,}</text>')
+    return f'<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+
+
+def evaluation_charts(y: np.ndarray, probabilities: dict[str, np.ndarray], tiers: np.ndarray,
+                      importance: pd.Series) -> dict[str, str]:
+    """Each chart as a standalone SVG, keyed by a file stem; the page shows them all."""
     c = {name: curves(y, p) for name, p in probabilities.items()}
-    charts = [
-        _line_chart({n: v["reliability"] for n, v in c.items()}, "Reliability (10 equal-size bins)",
-                    "mean predicted probability", "observed win rate", diagonal=True, markers=True),
-        _line_chart({n: v["roc"] for n, v in c.items()}, "ROC curve", "false positive rate", "true positive rate",
-                    diagonal=True),
-        _line_chart({n: v["pr"] for n, v in c.items()}, "Precision-recall", "recall", "precision"),
-        _line_chart({n: v["gain"] for n, v in c.items()}, "Cumulative gain", "share of leads called (best first)",
-                    "share of wins found", diagonal=True),
-    ]
     share = importance / importance.sum() if importance.sum() > 0 else importance
     top = share.sort_values(ascending=False).head(20)
-    charts.append(_bars(list(top.index), list(top.to_numpy()), "Feature importance (share of total gain)"))
+    return {
+        "reliability": _line_chart({n: v["reliability"] for n, v in c.items()}, "Reliability (10 equal-size bins)",
+                                   "mean predicted probability", "observed win rate", diagonal=True, markers=True),
+        "roc": _line_chart({n: v["roc"] for n, v in c.items()}, "ROC curve", "false positive rate",
+                           "true positive rate", diagonal=True),
+        "precision_recall": _line_chart({n: v["pr"] for n, v in c.items()}, "Precision-recall", "recall", "precision"),
+        "cumulative_gain": _line_chart({n: v["gain"] for n, v in c.items()}, "Cumulative gain",
+                                       "share of leads called (best first)", "share of wins found", diagonal=True),
+        "score_distribution": _score_histogram(probabilities["model"], tiers, "Model scores on the test leads, by tier"),
+        "feature_importance": _bars(list(top.index), list(top.to_numpy()), "Feature importance (share of total gain)"),
+    }
+
+
+def render_evaluation(title: str, subtitle: str, comparison: dict[str, dict[str, float]], y: np.ndarray,
+                      charts: dict[str, str], tiers: np.ndarray, single_feature: pd.DataFrame) -> str:
+    """The page: metrics table, the charts of ``evaluation_charts``, win rate by tier, strongest single features."""
     tier_table = (pd.DataFrame({"tier": tiers, "win": y}).groupby("tier")["win"].agg(["size", "mean"])
                   .rename(columns={"size": "test leads", "mean": "win rate"}))
     metric_names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile", "tier_a_win_share"]
@@ -105,7 +139,7 @@ def render_evaluation(title: str, subtitle: str, comparison: dict[str, dict[str,
                       for r in single_feature.head(5).itertuples())
     body = f"""<h2>Model and baselines on the same test leads</h2>
 <table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>
-<div class="charts">{"".join(charts)}</div>
+<div class="charts">{"".join(charts.values())}</div>
 <h2>Tiers on the test leads</h2>
 <table><thead><tr><th>tier</th><th>test leads</th><th>win rate</th></tr></thead><tbody>{tiers_html}</tbody></table>
 <h2>Strongest single features (ROC AUC on the training leads)</h2>

@@ -72,8 +72,11 @@ def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, ar
         mlflow.log_metrics(result.metrics)
         mlflow.log_metrics({k: float(v) for k, v in result.split_counts.items()})
         mlflow.set_tags(tags)
-        for path in (artifacts or {}).values():
-            mlflow.log_artifact(str(path))
+        for name, path in (artifacts or {}).items():
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=name)
+            else:
+                mlflow.log_artifact(str(path))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=result.model,

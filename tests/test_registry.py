@@ -1,5 +1,7 @@
 """Registry lifecycle: challenger, promotion gate, manual promote, rollback; the logged model predicts exactly."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,8 +142,20 @@ def test_training_writes_an_evaluation_report_with_every_chart(crm_medium, tmp_p
     steps.features_step(cfg)
     result = steps.train_step(cfg, "r1")
     page = open(result["evaluation"], encoding="utf-8").read()
-    assert page.count('<svg class="chart"') == 5  # reliability, ROC, PR, gain, importance
+    assert page.count('<svg class="chart"') == 6  # reliability, ROC, PR, gain, score distribution, importance
     assert page.count('class="curve"') == 12  # three models on four charts
     for name in ("model", "logistic", "naive_bayes"):
         assert f"<td>{name}</td>" in page
     assert "https://" not in page and "<script" not in page  # self-contained, nothing to fetch
+    # The score histogram accounts for every test lead, split by tier.
+    tiers = [int(n.replace(",", "")) for n in re.findall(r"tier [ABCD]: ([\d,]+)</text>", page)]
+    assert len(tiers) == 4 and sum(tiers) == result["split"]["test_leads"]
+
+    # Each chart is also its own artifact in the MLflow run, beside the page.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=Home(cfg.home).tracking_uri)
+    logged = {a.path for a in client.list_artifacts(result["mlflow_run_id"], "plots")}
+    assert logged == {f"plots/{n}.svg" for n in ("reliability", "roc", "precision_recall", "cumulative_gain",
+                                                 "score_distribution", "feature_importance")}
+    assert {a.path for a in client.list_artifacts(result["mlflow_run_id"])} >= {"evaluation.html", "plots"}
