@@ -25,8 +25,30 @@ def train_task(cfg: Config, run_id: str) -> dict:
 
 
 @task(name="score")
-def score_task(cfg: Config, run_id: str) -> dict:
-    return steps.score_step(cfg, run_id)
+def score_task(cfg: Config, run_id: str, since_last: bool = False) -> dict:
+    summary = steps.score_step(cfg, run_id, since_last)
+    _score_artifacts(summary)
+    return summary
+
+
+def _score_artifacts(summary: dict) -> None:
+    """Prefect artifacts of a scoring run: tier counts per queue, drift, and where the files are."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_table_artifact(key="leadscore-routing", table=summary["queues"],
+                          description=f"Leads per queue and tier, run {summary['run_id']}")
+    folder = summary["published"]
+    links = "\n".join(f"- [{name}](file://{folder}/{name})" for name in summary["files"])
+    r = summary["rows"]
+    create_markdown_artifact(key="leadscore-scores", description="Published scores", markdown=(
+        f"### Scores {summary['run_id']}\n\nModel version {summary['model_version']}; {r['scored']:,} leads scored "
+        f"({r['leads_in']:,} in the export, {r['quarantined']:,} quarantined, {r['closed']:,} closed, "
+        f"{r['unchanged_since_last']:,} unchanged since last).\n\n{links}\n"))
+    drift = summary["drift"]
+    if drift["available"]:
+        create_table_artifact(key="leadscore-drift", table=[{"feature": "score", "psi": drift["score_psi"]}] + [
+            {"feature": f["label"], "psi": f["psi"]} for f in drift["features"]],
+            description=f"Population stability index vs the model's reference (warn above {drift['psi_warn']})")
 
 
 @task(name="report")
@@ -53,9 +75,9 @@ def train_flow(cfg: Config, run_id: str) -> dict:
 
 
 @flow(name="leadscore-score")
-def score_flow(cfg: Config, run_id: str) -> dict:
+def score_flow(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     with one_run_at_a_time(Home(cfg.home)):
-        return score_task(cfg, run_id)
+        return score_task(cfg, run_id, since_last)
 
 
 @flow(name="leadscore-report")
@@ -99,11 +121,12 @@ def retrain_flow(config: str, home: str | None = None) -> dict:
 
 
 @flow(name="leadscore-rescore")
-def rescore_flow(config: str, home: str | None = None) -> dict:
+def rescore_flow(config: str, home: str | None = None, since_last: bool = False) -> dict:
     """Scheduled scoring: ingest -> features -> score with the current champion."""
     cfg, run_id = _config_for_run(config, home), new_run_id()
     with one_run_at_a_time(Home(cfg.home)):
-        return {"ingest": ingest_task(cfg, run_id), "features": features_task(cfg), "score": score_task(cfg, run_id)}
+        return {"ingest": ingest_task(cfg, run_id), "features": features_task(cfg),
+                "score": score_task(cfg, run_id, since_last)}
 
 
 @flow(name="leadscore-campaign-report")

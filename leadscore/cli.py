@@ -150,7 +150,7 @@ def generate(
 
 
 def _flow_command(config: Path, home: Path | None, step: str, flow_name: str, *, run_id: bool = True,
-                  outputs: bool = False) -> None:
+                  outputs: bool = False, extra: tuple = ()) -> None:
     """Load the config, run one flow of ``flows.pipeline`` with a timer, print where the outputs are."""
 
     def body():
@@ -158,7 +158,7 @@ def _flow_command(config: Path, home: Path | None, step: str, flow_name: str, *,
         import flows.pipeline as pipeline
         from leadscore.paths import new_run_id
 
-        args = (cfg, new_run_id()) if run_id else (cfg,)
+        args = ((cfg, new_run_id()) if run_id else (cfg,)) + extra
         _run(step, getattr(pipeline, flow_name), *args)
         if outputs:
             _print_outputs(cfg)
@@ -185,9 +185,14 @@ def train(config: ConfigOpt, home: HomeOpt = None) -> None:
 
 
 @app.command()
-def score(config: ConfigOpt, home: HomeOpt = None) -> None:
-    """Score the open leads with the champion model and publish them."""
-    _flow_command(config, home, "score", "score_flow", outputs=True)
+def score(
+    config: ConfigOpt,
+    home: HomeOpt = None,
+    since_last: Annotated[bool, typer.Option("--since-last", help="Only leads that are new or changed since "
+                                             "their last published score (or scored by another model version).")] = False,
+) -> None:
+    """Score the open leads with the champion model, route them to queues and publish them."""
+    _flow_command(config, home, "score", "score_flow", outputs=True, extra=(since_last,))
 
 
 @app.command()
@@ -259,6 +264,39 @@ def deploy(
         for (key, _), name in zip(deployments.SCHEDULED, names, strict=True):
             typer.echo(f"deployment {name:<40} cron {crons[key]!r} ({sched.timezone})")
         typer.echo(f"\nstart a worker to execute them:  uv run prefect worker start --pool {sched.work_pool}")
+
+    _guard(body)
+
+
+@app.command()
+def history(
+    lead_id: Annotated[str, typer.Argument(help="The lead's id as in the export.")],
+    config: ConfigOpt,
+    home: HomeOpt = None,
+) -> None:
+    """A lead's published scores over time, with the reasons at each change of tier."""
+
+    def body():
+        from leadscore.paths import Home
+        from serving.ledger import lead_history
+
+        cfg = _load(config, home)
+        rows = lead_history(Home(cfg.home).ledger, lead_id)
+        if rows.empty:
+            _fail(f"lead {lead_id!r} has no published score in {Home(cfg.home).ledger}; check the id, or run "
+                  "`leadscore score --config FILE` first", code=1)
+        typer.echo(f"lead {lead_id}: {len(rows)} published scores")
+        typer.echo(f"{'scored_at':<21} {'model':>5} {'prob':>6} {'score':>5} tier  route")
+        previous = None
+        for r in rows.itertuples():  # one line per published score of one lead
+            typer.echo(f"{r.scored_at:%Y-%m-%d %H:%M:%S}Z {r.model_version:>5} {r.probability:>6.3f} {r.score:>5} "
+                       f"{r.tier:^4}  {r.route}")
+            if r.tier != previous:
+                change = f"tier {previous} -> {r.tier}" if previous else f"first scored: tier {r.tier}"
+                reasons = r.reasons if isinstance(r.reasons, str) and r.reasons else \
+                    "(no reasons: only tiers in scoring.reason_tiers get them)"
+                typer.echo(f"{'':<21} {change}: {reasons}")
+            previous = r.tier
 
     _guard(body)
 

@@ -58,6 +58,11 @@ class LeadsTable(FileTable):
     numeric: tuple[str, ...] = ()
     passthrough: tuple[str, ...] = ()
 
+    def mapped_columns(self) -> set[str]:
+        """Export columns a published score row can be filtered on (routing)."""
+        roles = {c for c in (self.campaign, self.source, self.account) if c}
+        return roles | set(self.categorical) | set(self.numeric) | set(self.passthrough)
+
     @model_validator(mode="after")
     def _no_column_twice(self) -> LeadsTable:
         roles: dict[str, str] = {}
@@ -161,8 +166,12 @@ class TrainConfig(_Section):
     early_stopping_rounds: int = Field(50, gt=0)
 
 
+Tier = Literal["A", "B", "C", "D"]
+
+
 class ScoringConfig(_Section):
     tier_shares: tuple[float, float, float] = (0.10, 0.20, 0.30)  # A, B, C; D is the rest
+    reason_tiers: tuple[Tier, ...] = ("A", "B")  # leads in these tiers get reasons (they cost a second pass)
 
     @field_validator("tier_shares")
     @classmethod
@@ -179,6 +188,40 @@ class GateConfig(_Section):
 
 class PublishConfig(_Section):
     keep_runs: int = Field(30, ge=1)
+    # Optional SQL sink (SQLAlchemy URL, e.g. sqlite:////srv/scores.db or postgresql://user@host/crm):
+    # scores are upserted into `sql_table` keyed by lead_id, in one transaction.
+    sql_url: str | None = None
+    sql_table: str = Field("lead_scores", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class QueueConfig(_Section):
+    name: NonEmpty
+    capacity: int = Field(ge=0)  # leads per day
+    tiers: tuple[Tier, ...] = ()  # empty: any tier
+    where: dict[str, tuple[str, ...]] = {}  # export column (as mapped in data.leads) -> allowed values
+
+
+class RoutingConfig(_Section):
+    """Queues in order: each takes the highest-probability matching leads up to its daily capacity; the rest
+    fall through to the next matching queue and finally to ``fallback``."""
+
+    queues: tuple[QueueConfig, ...] = ()
+    fallback: NonEmpty = "nurture"
+
+    @model_validator(mode="after")
+    def _unique(self) -> RoutingConfig:
+        names = [q.name for q in self.queues]
+        twice = sorted({n for n in names if names.count(n) > 1} | ({self.fallback} & set(names)))
+        if twice:
+            raise ValueError(f"queue names must be unique and differ from fallback; repeated: {twice}")
+        return self
+
+
+class DriftConfig(_Section):
+    psi_warn: float = Field(0.2, gt=0)  # population stability index above which a feature is reported as drifted
+    # The leads compared with the model's reference: every lead created in these last days before as_of
+    # (open or not: the open leads alone are skewed towards leads that do not close).
+    window_days: int = Field(30, gt=0)
 
 
 def _check_cron(value: str) -> str:
@@ -215,6 +258,8 @@ class Config(_Section):
     gate: GateConfig = GateConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    routing: RoutingConfig = RoutingConfig()
+    drift: DriftConfig = DriftConfig()
     source_file: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -231,6 +276,16 @@ class Config(_Section):
             raise ValueError("data.outcomes: is required (or set data.leads.label for a snapshot export)")
         if not self.label.won_stages:
             raise ValueError("label.won_stages: is required: the stages that count as a win, e.g. [\"Closed Won\"]")
+        return self
+
+    @model_validator(mode="after")
+    def _routing_columns(self) -> Config:
+        mapped = self.data.leads.mapped_columns()
+        for i, queue in enumerate(self.routing.queues):
+            for col in queue.where:
+                if col not in mapped:
+                    raise ValueError(f"routing.queues[{i}].where.{col}: not a mapped lead column; use one of "
+                                     f"{sorted(mapped)} (map it under data.leads, e.g. as passthrough)")
         return self
 
     @property

@@ -57,6 +57,10 @@ class Home:
         return self.published / "reports" / "campaign_quality"
 
     @property
+    def ledger(self) -> Path:
+        return self.root / "ledger"
+
+    @property
     def quarantine(self) -> Path:
         return self.root / "quarantine"
 

@@ -246,29 +246,92 @@ def _truth_metrics(cfg: Config, test_frame) -> dict[str, float]:
 
 
 def _scored_frame(cfg: Config, home: Home, scored_at: datetime, rows: str):
+    """Every lead (``rows="all"``, for the campaign report) or the open ones, scored by the champion."""
     from features.store import load_feature_set
     from serving.scorer import LeadScorer
 
     fs, meta = load_feature_set(home.features_file)
     scorer = LeadScorer.from_registry(home)
+    scorer.check_schema(fs.categorical, fs.numeric)
     frame = fs.frame.to_pandas()
     if rows == "open":
         frame = frame[frame["is_open"]]
     keep = ["campaign", "source", *cfg.data.leads.passthrough]
     if rows == "all":
-        keep += ["mature", "label", "is_open"]
-    scores = scorer.score(frame, scored_at, extra_columns=[c for c in keep if c in frame.columns])
+        keep += ["created_at", "mature", "label", "is_open"]
+    scores = scorer.score(frame, scored_at, reason_tiers=(), extra_columns=[c for c in keep if c in frame.columns])
     return scores, scorer, meta
 
 
-def score_step(cfg: Config, run_id: str) -> dict:
-    """Score the open leads (no win or loss yet) with the champion and publish them."""
+def routing_columns(cfg: Config, fs, frame):
+    """The export columns routing filters on, under their export names, row-aligned with ``frame``."""
+    import pandas as pd
+
+    lc = cfg.data.leads
+    by_label = {label: col for col, label in fs.labels.items() if col in fs.features}
+    out = {}
+    for name in {c for q in cfg.routing.queues for c in q.where}:
+        role = next((r for r in ("campaign", "source", "account") if getattr(lc, r) == name), None)
+        col = role or (name if name in frame.columns else by_label.get(name))
+        if col is None or col not in frame.columns:
+            raise DataError(f"routing: column {name!r} is not in the scored leads; map it under data.leads.passthrough")
+        out[name] = frame[col].to_numpy()
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _changed_since_last(home: Home, scorer, frame):
+    """Rows of ``frame`` whose inputs or model differ from their latest ledger entry (or that have none)."""
+    from serving import ledger
+
+    seen = ledger.read(home.ledger, columns=["lead_id", "input_hash", "model_version", "scored_at"])
+    if seen.empty:
+        return frame
+    latest = seen.sort_values("scored_at").drop_duplicates("lead_id", keep="last").set_index("lead_id")
+    before = latest.reindex(frame["lead_id"].to_numpy())
+    same = ((before["input_hash"].to_numpy() == scorer.input_hash(frame))
+            & (before["model_version"].to_numpy() == scorer.model_version))
+    return frame[~same]
+
+
+def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
+    """Score the open leads (no win or loss yet) with the champion, route them and publish them."""
+    import pandas as pd
+
+    from features.store import load_feature_set
+    from serving import ledger
     from serving.publish import frame_writers, publish_run
+    from serving.routing import route_leads
+    from serving.scorer import LeadScorer
 
     home = _home(cfg)
     scored_at = datetime.now(timezone.utc).replace(microsecond=0)
-    scores, scorer, meta = _scored_frame(cfg, home, scored_at, rows="open")
     ingest = read_ingest_manifest(home)
+    fs, meta = load_feature_set(home.features_file)
+    scorer = LeadScorer.from_registry(home)
+    scorer.check_schema(fs.categorical, fs.numeric)
+    frame = fs.frame.to_pandas()
+    open_leads = frame[frame["is_open"]]
+    todo = _changed_since_last(home, scorer, open_leads) if since_last else open_leads
+    extra = [c for c in ("campaign", "source", *cfg.data.leads.passthrough) if c in todo.columns]
+    scores = scorer.score(todo, scored_at, cfg.scoring.reason_tiers, extra_columns=extra)
+
+    # Routing needs the filter columns in the scores' (rank) order.
+    position = pd.Series(range(len(todo)), index=todo["lead_id"].to_numpy())
+    columns = routing_columns(cfg, fs, todo).iloc[position.loc[scores["lead_id"]].to_numpy()]
+    routed_today = ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d"))
+    route, queues = route_leads(scores, columns.reset_index(drop=True), cfg.routing, routed_today)
+    scores.insert(scores.columns.get_loc("reasons") + 1, "route", route)
+
+    drift = _drift_report(cfg, scorer, frame, datetime.fromisoformat(meta["as_of"]), fs.labels)
+    leads = ingest["counts"]["leads"]
+    rows = {
+        "leads_in": leads["rows_in"],
+        "quarantined": leads["quarantined"],
+        "created_after_as_of": fs.counts.get("leads_after_as_of", 0),
+        "closed": int(len(frame) - len(open_leads)),
+        "unchanged_since_last": int(len(open_leads) - len(todo)),
+        "scored": int(len(scores)),
+    }
     manifest = {
         "kind": "scores",
         "model_name": "lead-quality",
@@ -277,13 +340,68 @@ def score_step(cfg: Config, run_id: str) -> dict:
         "data_fingerprint": ingest["data_fingerprint"],
         "as_of": meta["as_of"],
         "scored_at": scored_at.isoformat(),
-        "rows": {"leads_scored": len(scores), "tiers": scores["tier"].value_counts().sort_index().to_dict(),
-                 "input": ingest["counts"]},
+        "mode": "since-last" if since_last else "all open leads",
+        "rows": rows,
+        "tiers": scores["tier"].value_counts().reindex(list("ABCD"), fill_value=0).to_dict(),
+        "queues": queues.to_dict("records"),
+        "drift": {"max_feature_psi": drift["max_feature_psi"], "score_psi": drift["score_psi"],
+                  "drifted": [f["feature"] for f in drift["features"] if f["drifted"]]} if drift["available"] else None,
+        "input_rows": ingest["counts"],
         "quarantine_files": ingest["quarantine_files"],
     }
-    folder = publish_run(home.scores, run_id, frame_writers(scores, "scores"), manifest, cfg.publish.keep_runs)
-    log.info("score: %s open leads scored with model version %s -> %s", f"{len(scores):,}", scorer.model_version, folder)
-    return {"published": str(folder), "leads_scored": len(scores), "model_version": scorer.model_version}
+    published = scores.drop(columns=["input_hash"])
+    writers = {**frame_writers(published, "scores"), **frame_writers(queues, "routing", parquet=False),
+               "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
+    folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs)
+    ledger.append(home.ledger, run_id, scores)
+    sql_rows = None
+    if cfg.publish.sql_url:
+        from serving.sql_sink import upsert_scores
+
+        sql_rows = upsert_scores(cfg.publish.sql_url, cfg.publish.sql_table, published, run_id)
+
+    what = "changed or new open leads" if since_last else "open leads"
+    log.info("score: %s %s scored with model version %s -> %s", f"{len(scores):,}", what, scorer.model_version, folder)
+    if since_last:
+        log.info("score: %s open leads unchanged since their last score, not rescored", f"{rows['unchanged_since_last']:,}")
+    log.info("score: routing\n%s", queues.to_string(index=False))
+    names = [f["label"] for f in drift["features"] if f["drifted"]]
+    if names or drift.get("score_drifted"):
+        log.warning("score: drift above drift.psi_warn = %s: %s%s (see %s)", cfg.drift.psi_warn, ", ".join(names[:8]),
+                    f"; score PSI {drift['score_psi']:.3f}" if drift.get("score_drifted") else "", folder / "drift.json")
+    if sql_rows is not None:
+        log.info("score: %s rows upserted into table %s", f"{sql_rows:,}", cfg.publish.sql_table)
+    return {"published": str(folder), "run_id": run_id, "leads_scored": len(scores),
+            "model_version": scorer.model_version, "rows": rows, "queues": queues.to_dict("records"),
+            "tiers": manifest["tiers"], "drift": drift, "files": sorted(writers) + ["manifest.json"],
+            "sql_rows": sql_rows}
+
+
+def _drift_report(cfg: Config, scorer, frame, as_of: datetime, labels: dict[str, str]) -> dict:
+    """PSI of the newest arrivals (drift.window_days) against the model's reference. Calendar months and
+    running counts (earlier leads/wins) move with time by construction: reported, never warned about."""
+    import pandas as pd
+
+    if "created_at" in frame.columns and frame["created_at"].notna().any():
+        since = pd.Timestamp(as_of) - pd.Timedelta(days=cfg.drift.window_days)
+        window = frame[frame["created_at"] >= since]
+        what = f"leads created in the {cfg.drift.window_days} days before {as_of:%Y-%m-%d}"
+    else:
+        window, what = frame[frame["is_open"]], "open leads (the export has no creation time)"
+    psi = scorer.drift(window, scorer.model.probability(window) if len(window) else [])
+    if psi is None:
+        return {"available": False, "reason": "no recent leads, or the model was trained without a drift reference",
+                "features": []}
+    warn = cfg.drift.psi_warn
+    trend = lambda f: f == "created_month" or f.endswith(("_prior_leads", "_prior_wins"))  # noqa: E731
+    features = sorted(({"feature": f, "label": labels.get(f, f), "psi": round(v, 4), "trend": trend(f),
+                        "drifted": v > warn and not trend(f)} for f, v in psi.items() if f != "score"),
+                      key=lambda r: -r["psi"])
+    return {"available": True, "psi_warn": warn, "compared": what, "compared_rows": int(len(window)),
+            "reference": "validation and test leads of the model version (the newest leads with known outcomes)",
+            "reference_rows": int(getattr(scorer.model.reference, "rows_", 0)),
+            "score_psi": round(psi["score"], 4), "score_drifted": psi["score"] > warn,
+            "max_feature_psi": max((f["psi"] for f in features if not f["trend"]), default=0.0), "features": features}
 
 
 def report_step(cfg: Config, run_id: str) -> dict:

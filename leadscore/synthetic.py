@@ -329,6 +329,28 @@ lost_stages = ["Closed Lost"]
 other_stages = ["Qualified", "Proposal"]
 horizon_days = {HORIZON_DAYS}
 
+# Routing: queues in order, each with a daily capacity; the best leads fill the first matching queue,
+# the overflow goes to the next one that matches, and the rest to the fallback queue.
+[routing]
+fallback = "nurture"
+
+[[routing.queues]]
+name = "sdr-europe"
+capacity = 150
+tiers = ["A", "B"]
+where = {{ Country = ["United Kingdom", "Germany", "France"] }}
+
+[[routing.queues]]
+name = "sdr-americas"
+capacity = 200
+tiers = ["A", "B"]
+where = {{ Country = ["United States", "Canada"] }}
+
+[[routing.queues]]
+name = "sdr-global"
+capacity = 250
+tiers = ["A", "B"]
+
 # Synthetic data only: the true probabilities, compared with the model after training (never learned from).
 [evaluation]
 truth_path = "{(export_dir / FILES['truth']).as_posix()}"

@@ -53,12 +53,19 @@ class LeadModel(PythonModel):
     """Feature frame in, probability / score / tier out. Fitted parts are passed in; nothing is learned here."""
 
     def __init__(self, encoder: FeatureEncoder, booster, calibrator: Calibrator, tier_cutoffs: list[float],
-                 feature_labels: dict[str, str] | None = None):
+                 feature_labels: dict[str, str] | None = None, reasons=None, reference=None):
         self.encoder = encoder
         self.booster = booster
         self.calibrator = calibrator
         self.tier_cutoffs = list(tier_cutoffs)  # probability thresholds for A, B, C (descending)
         self.feature_labels = dict(feature_labels or {})
+        self.reasons = reasons  # models.explain.ReasonBook, fitted on the training leads
+        self.reference = reference  # models.drift.DriftReference, fitted on the validation and test leads
+        self.attribution = None
+        if booster is not None:
+            from models.explain import PathAttribution
+
+            self.attribution = PathAttribution(booster).fit()
 
     @property
     def features(self) -> list[str]:
@@ -68,6 +75,8 @@ class LeadModel(PythonModel):
         return self.booster.predict(self.encoder.transform(frame))
 
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
+        if len(frame) == 0:
+            return np.empty(0)
         return self.calibrator.transform(self.raw_probability(frame))
 
     def tier(self, probability: np.ndarray) -> np.ndarray:
@@ -75,11 +84,29 @@ class LeadModel(PythonModel):
         passed = (probability[:, None] >= np.asarray(self.tier_cutoffs)[None, :]).sum(axis=1)
         return TIERS[len(self.tier_cutoffs) - passed]
 
-    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        p = self.probability(frame)
-        return pd.DataFrame(
-            {"probability": p, "score": score_from_probability(p), "tier": self.tier(p)}, index=frame.index
-        )
+    def predict_frame(self, frame: pd.DataFrame, reason_tiers: tuple[str, ...] = ()) -> pd.DataFrame:
+        """Probability, score and tier for every lead; reasons only for leads in ``reason_tiers`` (they cost a
+        second pass over the trees)."""
+        x = self.encoder.transform(frame)
+        p = self.calibrator.transform(self.booster.predict(x)) if len(frame) else np.empty(0)
+        tier = self.tier(p)
+        out = pd.DataFrame({"probability": p, "score": score_from_probability(p), "tier": tier}, index=frame.index)
+        if reason_tiers:
+            reasons = np.full(len(frame), None, dtype=object)
+            rows = np.flatnonzero(np.isin(tier, list(reason_tiers)))
+            if len(rows) and getattr(self, "reasons", None) is not None:
+                reasons[rows] = self.explain_rows(x.iloc[rows], frame.iloc[rows])
+            out["reasons"] = reasons
+        return out
+
+    def contributions(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per-feature log-odds contributions (columns in ``features`` order); they sum to the raw score."""
+        return self.attribution.contributions(self.encoder.transform(frame))
+
+    def explain_rows(self, x: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
+        from models.explain import top_reasons
+
+        return top_reasons(self.attribution.contributions(x), frame, self.features, self.reasons)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
         return self.predict_frame(model_input)

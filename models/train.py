@@ -15,7 +15,9 @@ from features.build import FeatureSet
 from leadscore.config import Config
 from leadscore.errors import DataError
 from models.baselines import LogisticBaseline, NaiveBayesBaseline
+from models.drift import DriftReference
 from models.encoding import FeatureEncoder
+from models.explain import ReasonBook
 from models.lead_model import Calibrator, LeadModel
 from models.leakage import check_leakage, single_feature_report
 from models.metrics import classification_metrics
@@ -124,9 +126,12 @@ def train_model(fs: FeatureSet, cfg: Config) -> TrainResult:
     calibrator = Calibrator(method).fit(raw_valid, y["valid"])
     p_valid = calibrator.transform(raw_valid)
     cutoffs = tier_cutoffs(p_valid, cfg.scoring.tier_shares)
-    model = LeadModel(encoder, booster, calibrator, cutoffs, fs.labels)
+    p_test = calibrator.transform(booster.predict(x["test"]))
+    reasons = ReasonBook(fs.categorical, fs.numeric, fs.labels, cfg.features.prior_strength).fit(parts["train"], y["train"])
+    recent = pd.concat([parts["valid"], parts["test"]])
+    reference = DriftReference(fs.categorical, fs.numeric).fit(recent, np.concatenate([p_valid, p_test]))
+    model = LeadModel(encoder, booster, calibrator, cutoffs, fs.labels, reasons=reasons, reference=reference)
 
-    p_test = model.probability(parts["test"])
     metrics = classification_metrics(y["test"], p_test)
     metrics["valid_roc_auc"] = classification_metrics(y["valid"], p_valid)["roc_auc"]
     tiers = model.tier(p_test)

@@ -11,7 +11,7 @@ from conftest import make_config
 from leadscore.paths import Home, read_latest
 from models import registry
 
-COLUMNS = ["lead_id", "probability", "score", "tier", "rank", "model_version", "scored_at"]
+COLUMNS = ["lead_id", "probability", "score", "tier", "rank", "reasons", "route", "model_version", "scored_at"]
 
 
 def _cli(*args, env):
@@ -44,8 +44,13 @@ def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_med
     assert set(scores["lead_id"]) == set(features.loc[features["is_open"], "lead_id"])
 
     manifest = json.loads((latest / "manifest.json").read_text())
-    assert manifest["rows"]["leads_scored"] == len(scores)
-    assert manifest["rows"]["input"]["leads"] == {"rows_in": 30000, "kept": 30000, "quarantined": 0}
+    rows = manifest["rows"]
+    assert rows["scored"] == len(scores) and rows["leads_in"] == 30000 and rows["quarantined"] == 0
+    # Every lead of the export is accounted for: scored, or quarantined, or why it was not scored.
+    assert rows["leads_in"] == (rows["quarantined"] + rows["created_after_as_of"] + rows["closed"]
+                                + rows["unchanged_since_last"] + rows["scored"])
+    assert set(manifest["files"]) == {"scores.csv", "scores.parquet", "routing.csv", "drift.json"}
+    assert manifest["input_rows"]["leads"] == {"rows_in": 30000, "kept": 30000, "quarantined": 0}
     assert manifest["config_hash"] == cfg.digest()
     assert str(manifest["model_version"]) == str(scores["model_version"].iloc[0])
 

@@ -1,0 +1,168 @@
+"""Why a lead scored as it did: per-feature contributions to the booster's log-odds, turned into words for a rep.
+
+Contributions use path attribution (Saabas; the method behind ``treeinterpreter``): walking a tree from the
+root to a lead's leaf, every split moves the expected log-odds from the parent's value to the child's, and
+that move is credited to the split's feature. Summed over the trees, bias + contributions equals the raw
+score exactly, like SHAP. Unlike exact TreeSHAP (LightGBM ``pred_contrib``, about 80x slower than predict)
+it costs one ``pred_leaf`` pass plus a sparse product, because each leaf's contribution vector is computed
+once per model rather than once per lead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+WEEKDAYS = np.array(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"])
+MONTHS = np.array(["January", "February", "March", "April", "May", "June", "July", "August", "September",
+                   "October", "November", "December"])
+
+
+class PathAttribution:
+    """Leaf contribution tables of one booster; ``contributions`` gives (n leads x n features) log-odds."""
+
+    def __init__(self, booster):
+        self.booster = booster
+
+    def fit(self) -> PathAttribution:
+        from scipy import sparse
+
+        dump = self.booster.dump_model()
+        n_features = len(dump["feature_names"])
+        rows, cols, vals, offsets, bias = [], [], [], [], 0.0
+        start = 0
+        for tree in dump["tree_info"]:
+            offsets.append(start)
+            root = tree["tree_structure"]
+            if "leaf_value" in root:  # a tree of one leaf moves nothing
+                bias += root["leaf_value"]
+                start += 1
+                continue
+            bias += root["internal_value"]
+            stack = [(root, {})]
+            while stack:
+                node, path = stack.pop()
+                if "leaf_index" in node:
+                    for feature, value in path.items():
+                        rows.append(start + node["leaf_index"])
+                        cols.append(feature)
+                        vals.append(value)
+                    continue
+                here = node["internal_value"]
+                for child in (node["left_child"], node["right_child"]):
+                    moved = dict(path)
+                    value = child["leaf_value"] if "leaf_index" in child else child["internal_value"]
+                    moved[node["split_feature"]] = moved.get(node["split_feature"], 0.0) + value - here
+                    stack.append((child, moved))
+            start += tree["num_leaves"]
+        self.offsets_ = np.asarray(offsets, np.int64)
+        self.table_ = sparse.csr_matrix((vals, (rows, cols)), shape=(start, n_features))
+        self.bias_ = float(bias)
+        self.feature_names_ = list(dump["feature_names"])
+        return self
+
+    def contributions(self, x: pd.DataFrame) -> np.ndarray:
+        from scipy import sparse
+
+        leaves = np.asarray(self.booster.predict(x, pred_leaf=True), np.int64).reshape(len(x), -1)
+        n, trees = leaves.shape
+        columns = (leaves + self.offsets_[None, :trees]).ravel()
+        onehot = sparse.csr_matrix((np.ones(n * trees), columns, np.arange(0, n * trees + 1, trees)),
+                                   shape=(n, self.table_.shape[0]))
+        return np.asarray((onehot @ self.table_).todense())
+
+
+class ReasonBook:
+    """Fitted on the training leads: what each feature's value means, in words a rep can read.
+
+    Categorical levels carry their smoothed win rate relative to the average lead; numeric features carry
+    their training mean, so a rate can be shown against the average.
+    """
+
+    def __init__(self, categorical: list[str], numeric: list[str], labels: dict[str, str], prior_strength: float = 20.0):
+        self.categorical = categorical
+        self.numeric = numeric
+        self.labels = labels
+        self.prior_strength = prior_strength
+
+    def fit(self, frame: pd.DataFrame, y: np.ndarray) -> ReasonBook:
+        y = np.asarray(y, np.float64)
+        self.base_rate_ = float(y.mean())
+        self.level_ratio_ = {}
+        for col in self.categorical:
+            values = frame[col].astype("string").fillna("(missing)")
+            stats = pd.DataFrame({"v": values.to_numpy(), "y": y}).groupby("v")["y"].agg(["sum", "size"])
+            rate = (stats["sum"] + self.prior_strength * self.base_rate_) / (stats["size"] + self.prior_strength)
+            self.level_ratio_[col] = (rate / self.base_rate_).to_dict() if self.base_rate_ > 0 else {}
+        self.mean_ = {col: float(pd.to_numeric(frame[col], errors="coerce").mean()) for col in self.numeric}
+        return self
+
+    def label(self, feature: str) -> str:
+        text = self.labels.get(feature, feature.replace("_", " "))
+        return text[:1].upper() + text[1:]
+
+    def texts(self, feature: str, values: pd.Series, sign: int = 1) -> np.ndarray:
+        """One sentence per value of ``feature`` (vectorized over leads); ``sign``: the reason is for (+1) or
+        against (-1) the lead."""
+        label = self.label(feature)
+        if feature in self.level_ratio_:
+            v = values.astype("string")
+            ratio = v.fillna("(missing)").map(self.level_ratio_[feature]).astype("Float64")
+            named = f"{label} '" + v + "'"
+            # The level's own rate is quoted only when it points the same way as the reason (with other
+            # features, a level above average can still pull a lead down).
+            agrees = (ratio >= 1) if sign > 0 else (ratio < 1)
+            text = (named + ": leads convert " + ratio.round(1).astype("string") + "x average").where(agrees, named)
+            return text.fillna(f"{label}: not seen in training").to_numpy(dtype=object)
+        x = pd.to_numeric(values, errors="coerce").astype("Float64")
+        if feature == "created_weekday":
+            out = "Signed up on a " + pd.Series(WEEKDAYS[x.fillna(0).astype(int).clip(0, 6)], index=x.index)
+        elif feature == "created_month":
+            out = "Signed up in " + pd.Series(MONTHS[(x.fillna(1).astype(int) - 1).clip(0, 11)], index=x.index)
+        elif feature == "created_hour":
+            out = "Signed up at " + x.fillna(0).astype(int).astype("string").str.zfill(2) + ":00 UTC"
+        elif feature == "days_since_last_activity":
+            out = ("Last activity " + x.round(0).astype("Int64").astype("string") + " days before sign-up")
+            out = out.fillna("No activity before sign-up")
+        elif feature.endswith("_win_rate"):
+            out = (f"{label}: " + (x * 100).round(0).astype("Int64").astype("string")
+                   + f"% (average {self.mean_.get(feature, self.base_rate_) * 100:.0f}%)")
+        elif feature.startswith("act_") or "_prior_" in feature:
+            as_written = self.labels.get(feature, label)  # "activity in ..." or "Web Visit in ..."
+            out = (f"{label}: " + x.round(0).astype("Int64").astype("string")).where(x != 0, f"No {as_written}")
+        else:
+            whole = x.round(0) == x
+            out = (f"{label}: " + x.round(0).astype("Int64").astype("string")).where(
+                whole, f"{label}: " + x.round(2).astype("string"))
+        return out.fillna(f"{label}: unknown").to_numpy(dtype=object)
+
+
+def top_reasons(contrib: np.ndarray, frame: pd.DataFrame, features: list[str], book: ReasonBook, k: int = 3,
+                min_effect: float = 0.02) -> np.ndarray:
+    """Up to ``k`` reasons for and ``k`` against each lead, strongest first, as one string per lead:
+    '+ reason; + reason; - reason'. Contributions under ``min_effect`` log-odds are not worth a rep's time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n, f = contrib.shape
+    k = min(k, f)
+    slots = []
+    for sign in (1, -1):
+        signed = contrib * sign
+        pick = np.argpartition(-signed, k - 1, axis=1)[:, :k] if f > k else np.tile(np.arange(f), (n, 1))
+        strength = np.take_along_axis(signed, pick, axis=1)
+        order = np.argsort(-strength, axis=1, kind="stable")
+        pick, strength = np.take_along_axis(pick, order, axis=1), np.take_along_axis(strength, order, axis=1)
+        for j in range(k):
+            slots.append((sign, pick[:, j], strength[:, j] >= min_effect))
+    columns = []
+    for sign, feature_idx, keep in slots:
+        text = np.full(n, None, dtype=object)
+        for fi in np.unique(feature_idx[keep]):
+            rows = np.flatnonzero(keep & (feature_idx == fi))
+            text[rows] = book.texts(features[fi], frame[features[fi]].iloc[rows], sign)
+        prefix = "+ " if sign > 0 else "- "
+        columns.append(pc.binary_join_element_wise(pa.array(np.full(n, prefix, dtype=object), pa.string()),
+                                                   pa.array(text, pa.string()), ""))
+    joined = pc.binary_join_element_wise(*columns, "; ", null_handling="skip")
+    return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
