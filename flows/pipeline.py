@@ -53,7 +53,25 @@ def _score_artifacts(summary: dict) -> None:
 
 @task(name="report")
 def report_task(cfg: Config, run_id: str) -> dict:
-    return steps.report_step(cfg, run_id)
+    summary = steps.report_step(cfg, run_id)
+    _report_artifact(summary)
+    return summary
+
+
+def _report_artifact(summary: dict) -> None:
+    """The report's summary and its top campaigns as a Prefect markdown artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    def cell(v):
+        return "–" if v is None else (f"{v:,.1f}" if isinstance(v, float) else str(v))
+
+    cols = list(summary["top"][0]) if summary["top"] else []
+    table = "\n".join(["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "---|" * len(cols)]
+                      + ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in summary["top"]])
+    lines = "\n".join(f"- {line}" for line in summary["summary"])
+    create_markdown_artifact(key="leadscore-campaign-quality", description="Campaign lead quality", markdown=(
+        f"### Campaign lead quality {summary['run_id']}\n\n{lines}\n\n{table}\n\n"
+        f"Report: file://{summary['published']}/index.html\n"))
 
 
 @flow(name="leadscore-ingest")

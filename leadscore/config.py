@@ -217,6 +217,12 @@ class RoutingConfig(_Section):
         return self
 
 
+class ReportConfig(_Section):
+    # Which campaign a lead counts for. First touch is the campaign column as exported; the key exists so
+    # that other rules (last touch, split credit) can be added without changing what this one means.
+    attribution: Literal["first_touch"] = "first_touch"
+
+
 class DriftConfig(_Section):
     psi_warn: float = Field(0.2, gt=0)  # population stability index above which a feature is reported as drifted
     # The leads compared with the model's reference: every lead created in these last days before as_of
@@ -260,6 +266,7 @@ class Config(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
     routing: RoutingConfig = RoutingConfig()
     drift: DriftConfig = DriftConfig()
+    report: ReportConfig = ReportConfig()
     source_file: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

@@ -140,8 +140,10 @@ def train_step(cfg: Config, run_id: str) -> dict:
                                     artifacts={"leakage": check_file, "evaluation": report_file,
                                                "plots": report_file.parent / "plots"})
     registry.set_alias(home, ref.version, registry.CHALLENGER)
-    champion_auc = _champion_auc_on(home, fs, result.test_frame)
-    decision = decide(result.metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece,
+    compared = _champion_comparison(home, fs, result.test_frame)
+    champion_auc = compared[0] if compared else None
+    gate_metrics = {**result.metrics, "roc_auc": compared[1]} if compared else result.metrics
+    decision = decide(gate_metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece,
                       {name: m["roc_auc"] for name, m in result.baselines.items()})
     registry.tag_version(home, ref.version, {"gate": "passed" if decision.promote else "refused: " + "; ".join(decision.reasons)})
     top = ", ".join(f"{fs.labels.get(r.feature, r.feature)} {r.auc:.3f}" for r in result.single_feature.head(5).itertuples())
@@ -152,14 +154,16 @@ def train_step(cfg: Config, run_id: str) -> dict:
     log.info("train: model version %s against the baselines on the same %s test leads:\n%s", ref.version,
              f"{result.split_counts['test_leads']:,}", comparison_table({"model": m, **result.baselines}))
     if decision.promote:
-        against = f"champion's ROC AUC on the same leads {champion_auc:.3f}" if champion_auc is not None else "no champion yet"
+        against = (f"ROC AUC {compared[1]:.3f} vs the champion's {champion_auc:.3f} on the same leads" if compared
+                   else "judged against the baselines")
         previous = registry.promote(home, ref.version, reason=f"passed the gate ({against})", who="leadscore train")
         log.info("train: version %s is champion%s", ref.version, f" (was version {previous})" if previous else "")
     else:
         log.warning("train: version %s stays challenger: %s", ref.version, "; ".join(decision.reasons))
     log.info("train: evaluation report %s", report_file)
     return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
-            "evaluation": str(report_file), "promoted": decision.promote, "gate_reasons": decision.reasons, "champion_auc": champion_auc}
+            "evaluation": str(report_file), "promoted": decision.promote, "gate_reasons": decision.reasons,
+            "champion_auc": champion_auc, "compared_auc": compared[1] if compared else None}
 
 
 COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("log_loss", "log loss"), ("brier", "Brier"),
@@ -202,9 +206,13 @@ def _write_evaluation(result, fs, cfg: Config, path: Path) -> Path:
     return path
 
 
-def _champion_auc_on(home: Home, fs, test_frame) -> float | None:
-    """The current champion's ROC AUC on the new model's test leads, or None (no champion, or it cannot score
-    the new feature set, in which case the challenger is judged on its own)."""
+MIN_COMPARED = 300  # fewer unseen test leads than this make an AUC comparison mostly noise
+
+
+def _champion_comparison(home: Home, fs, test_frame) -> tuple[float, float] | None:
+    """(champion's ROC AUC, new model's ROC AUC) on the same test leads, ones the champion was not fitted on; or
+    None (no champion, too few such leads, or it cannot score the new feature set): the new model is then judged
+    against the baselines."""
     from sklearn.metrics import roc_auc_score
 
     from models import registry
@@ -215,6 +223,21 @@ def _champion_auc_on(home: Home, fs, test_frame) -> float | None:
     import pyarrow.compute as pc
 
     champion, ref = registry.load_model(home)
+    # The registered champion was refit on every lead mature at its time, so it would have seen these test leads
+    # and had more recent history than the new evaluated model. The fair comparison is between the two evaluated
+    # models (same recipe shape: fitted without their validation and test leads), on leads neither has seen.
+    evaluated = getattr(champion, "evaluated", None)
+    if evaluated is not None:
+        seen_until = champion.evaluated_through
+        champion = evaluated
+    else:  # a model registered before refitting existed
+        seen_until = getattr(champion, "trained_through", None)
+    if seen_until is not None:
+        test_frame = test_frame[test_frame["created_at"] > seen_until]
+        if len(test_frame) < MIN_COMPARED or test_frame["label"].nunique() < 2:
+            log.info("train: only %d test leads are newer than what champion version %s was fitted on; the new model "
+                     "is judged against the baselines", len(test_frame), ref.version)
+            return None
     # Only the test leads, filtered in Arrow: converting the whole frame again would double the step's work.
     test_ids = pa.array(test_frame["lead_id"].to_numpy(dtype=object), pa.string())
     rows = fs.frame.filter(pc.is_in(fs.frame["lead_id"], value_set=test_ids)).to_pandas()
@@ -222,7 +245,9 @@ def _champion_auc_on(home: Home, fs, test_frame) -> float | None:
     if any(c not in rows.columns for c in champion.features):
         log.warning("train: champion version %s needs features this run does not build; not compared", ref.version)
         return None
-    return float(roc_auc_score(test_frame["label"].to_numpy(), champion.probability(rows)))
+    y = test_frame["label"].to_numpy()
+    return (float(roc_auc_score(y, champion.probability(rows))),
+            float(roc_auc_score(y, test_frame["probability"].to_numpy())))
 
 
 def _truth_metrics(cfg: Config, test_frame) -> dict[str, float]:
@@ -406,32 +431,61 @@ def _drift_report(cfg: Config, scorer, frame, as_of: datetime, labels: dict[str,
 
 def report_step(cfg: Config, run_id: str) -> dict:
     """Campaign and source lead quality over every lead, published beside the scores."""
+    import pandas as pd
+
     from leadscore.ingest import read_canonical
-    from serving.campaign_report import quality_table, render_html
+    from leadscore.paths import read_latest
+    from reports.campaign_page import render_report
+    from reports.campaign_quality import quality_table, summary_lines, weekly_trend
     from serving.publish import frame_writers, publish_run
 
     home = _home(cfg)
     scored_at = datetime.now(timezone.utc).replace(microsecond=0)
     scores, scorer, meta = _scored_frame(cfg, home, scored_at, rows="all")
+    as_of = pd.Timestamp(meta["as_of"])
+    horizon = cfg.label.horizon_days
     tables = read_canonical(home.canonical, lazy=True)  # only the small campaigns table is read
     costs = tables["campaigns"].to_table().to_pandas() if "campaigns" in tables else None
-    campaigns = quality_table(scores, "campaign", costs)
-    sources = quality_table(scores, "source")
-    page = render_html(
-        campaigns, sources, "Campaign lead quality",
-        f"{len(scores):,} leads as of {meta['as_of'][:10]}, model version {scorer.model_version}. "
-        "Expected closes are sums of calibrated probabilities (90% interval); actual closes count matured leads only.",
-    )
+    campaigns = quality_table(scores, "campaign", costs, as_of, horizon)
+    sources = quality_table(scores, "source", None, as_of, horizon)
+    campaign_trend = weekly_trend(scores, "campaign", as_of)
+    source_trend = weekly_trend(scores, "source", as_of)
+
+    before = read_latest(home.campaign_reports)
+    previous = None
+    if before is not None and (before / "campaign_quality.csv").is_file():
+        previous = pd.read_csv(before / "campaign_quality.csv", dtype={"campaign": str})
+    summary = summary_lines(campaigns, previous, before.name if before else None)
+    notes = (f"Attribution: {cfg.report.attribution.replace('_', ' ')} (a lead belongs to the campaign in its "
+             f"{cfg.data.leads.campaign or 'campaign'!r} column). Expected closes are sums of calibrated probabilities "
+             f"of a win within {horizon} days, with a 90% interval (exact Poisson-binomial up to 2,000 leads, normal "
+             "approximation above). Actual closes count matured leads only (created at least "
+             f"{horizon} days before {as_of:%Y-%m-%d}) and are compared with the expected closes of those same leads. "
+             "The early read compares campaigns whose leads are mostly still open with the average lead: flagged when "
+             "the difference is larger than chance in the outcomes would give (90%). Cost per expected close uses "
+             "the campaign's total cost from the campaigns table.")
+    page = render_report(
+        campaigns, sources, campaign_trend, source_trend, summary, "Campaign lead quality",
+        f"{len(scores):,} leads as of {as_of:%Y-%m-%d}, model version {scorer.model_version}.", notes)
+    trend = pd.concat([campaign_trend.rename(columns={"campaign": "name"}).assign(dimension="campaign"),
+                       source_trend.rename(columns={"source": "name"}).assign(dimension="source")])
     writers = {
         **frame_writers(campaigns, "campaign_quality", parquet=False),
         **frame_writers(sources, "source_quality", parquet=False),
+        **frame_writers(trend[["dimension", "name", "week", "leads", "mean_probability"]], "weekly_trend", parquet=False),
         "index.html": lambda path: path.write_text(page, encoding="utf-8"),
     }
     manifest = {"kind": "campaign_quality", "model_version": scorer.model_version, "as_of": meta["as_of"],
-                "leads": len(scores), "campaigns": len(campaigns), "sources": len(sources)}
+                "attribution": cfg.report.attribution, "leads": len(scores), "campaigns": len(campaigns),
+                "sources": len(sources), "summary": summary}
     folder = publish_run(home.campaign_reports, run_id, writers, manifest, cfg.publish.keep_runs)
     log.info("report: %d campaigns, %d sources -> %s", len(campaigns), len(sources), folder / "index.html")
-    return {"published": str(folder), "campaigns": len(campaigns)}
+    for line in summary:
+        log.info("report: %s", line)
+    top = campaigns.head(10)[["campaign", "leads", "expected_closes", "expected_closes_low", "expected_closes_high",
+                              "actual_closes", "cost_per_expected_close", "early_read"]]
+    return {"published": str(folder), "run_id": run_id, "campaigns": len(campaigns), "summary": summary,
+            "top": top.astype(object).where(top.notna(), None).to_dict("records")}
 
 
 def summarize_outputs(cfg: Config) -> dict[str, str]:

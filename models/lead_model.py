@@ -61,6 +61,9 @@ class LeadModel(PythonModel):
         self.feature_labels = dict(feature_labels or {})
         self.reasons = reasons  # models.explain.ReasonBook, fitted on the training leads
         self.reference = reference  # models.drift.DriftReference, fitted on the validation and test leads
+        self.trained_through = None  # creation time of the newest lead it was fitted on (None: snapshot export)
+        self.evaluated = None  # the same recipe fitted without the validation and test leads (see models.train)
+        self.evaluated_through = None
         self.attribution = None
         if booster is not None:
             from models.explain import PathAttribution

@@ -1,0 +1,182 @@
+"""Campaign and source lead quality for marketers: expected closes long before the deals close.
+
+Attribution: a lead belongs to the campaign in its mapped ``campaign`` column, which CRMs export as the first
+touch; ``report.attribution`` names the rule so that others (last touch, split credit) can be added beside it.
+Expected closes are sums of calibrated probabilities. Their 90 % interval is the exact Poisson-binomial one
+for up to ``EXACT_UP_TO`` leads and the normal approximation above. Actual closes count matured leads only
+(leads whose horizon has passed), and are compared with the expected closes of those same leads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+Z90 = 1.6448536269514722
+EXACT_UP_TO = 2000
+EARLY_READ_MATURED_SHARE = 0.5  # a campaign is "early" while fewer than half its leads have matured
+
+# The CSV contract (spreadsheets depend on these names and their order).
+QUALITY_COLUMNS = [
+    "leads", "matured_leads", "open_leads", "mean_probability", "expected_closes", "expected_closes_low",
+    "expected_closes_high", "expected_closes_matured", "actual_closes", "actual_within_interval",
+    "tier_a_share", "tier_b_share", "tier_c_share", "tier_d_share", "cost", "cost_per_lead",
+    "cost_per_expected_close", "matured_share", "early_read", "early_read_z", "weeks_until_outcomes",
+]
+
+
+def poisson_binomial_interval(p: np.ndarray, level: float = 0.90) -> tuple[float, float]:
+    """Central interval of the number of wins among leads with probabilities ``p``.
+
+    Exact (the distribution from its characteristic function, inverted by FFT) for small groups; the normal
+    approximation for large ones, where it is accurate and the exact one costs n^2."""
+    p = np.asarray(p, np.float64)
+    n = len(p)
+    if n == 0:
+        return 0.0, 0.0
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    if n > EXACT_UP_TO:
+        mean, sd = p.sum(), math.sqrt(float(np.sum(p * (1 - p))))
+        return max(mean - Z90 * sd, 0.0), min(mean + Z90 * sd, float(n))
+    omega = 2 * np.pi * np.arange(n + 1) / (n + 1)
+    # log of prod_j (1 - p_j + p_j e^{i w}), summed in logs for stability
+    terms = np.log((1 - p)[None, :] + p[None, :] * np.exp(1j * omega)[:, None])
+    pmf = np.clip(np.fft.fft(np.exp(terms.sum(axis=1))).real / (n + 1), 0, None)
+    cdf = np.cumsum(pmf / pmf.sum())
+    return float(np.searchsorted(cdf, lo_q)), float(np.searchsorted(cdf, hi_q))
+
+
+def quality_table(scored: pd.DataFrame, by: str, costs: pd.DataFrame | None, as_of: pd.Timestamp,
+                  horizon_days: int) -> pd.DataFrame:
+    """One row per value of ``by``, ranked by cost per expected close (then expected closes).
+
+    ``scored`` needs: by, probability, tier, mature, label, is_open, and created_at (for the early read)."""
+    key = scored[by].astype("string").fillna("(none)")
+    p = scored["probability"].to_numpy(np.float64)
+    mature = scored["mature"].to_numpy(bool)
+    df = pd.DataFrame({
+        "key": key.to_numpy(), "p": p, "mature": mature, "open": scored["is_open"].to_numpy(bool),
+        "mp": np.where(mature, p, 0.0),
+        "win": np.where(mature, scored["label"].fillna(0).to_numpy(np.float64), 0.0),
+        "created_at": scored["created_at"] if "created_at" in scored else pd.NaT,
+        **{f"t{t}": (scored["tier"] == t).to_numpy(np.float64) for t in "ABCD"},
+    })
+    g = df.groupby("key", sort=True)
+    out = pd.DataFrame({
+        "leads": g.size(),
+        "matured_leads": g["mature"].sum().astype(np.int64),
+        "open_leads": g["open"].sum().astype(np.int64),
+        "mean_probability": g["p"].mean(),
+        "expected_closes": g["p"].sum(),
+        "expected_closes_matured": g["mp"].sum(),
+        "actual_closes": g["win"].sum(),
+        **{f"tier_{t.lower()}_share": g[f"t{t}"].mean() for t in "ABCD"},
+        "last_created_at": g["created_at"].max(),
+    })
+    bounds = {k: poisson_binomial_interval(grp.to_numpy()) for k, grp in g["p"]}
+    out["expected_closes_low"] = [bounds[k][0] for k in out.index]
+    out["expected_closes_high"] = [bounds[k][1] for k in out.index]
+    # The calibration check a marketer can read: did the matured leads close about as often as predicted?
+    matured_bounds = {k: poisson_binomial_interval(grp.to_numpy()) for k, grp in df[df["mature"]].groupby("key")["p"]}
+    low = pd.Series({k: b[0] for k, b in matured_bounds.items()}, dtype=float).reindex(out.index)
+    high = pd.Series({k: b[1] for k, b in matured_bounds.items()}, dtype=float).reindex(out.index)
+    out["actual_within_interval"] = ((out["actual_closes"] >= low) & (out["actual_closes"] <= high)).where(
+        out["matured_leads"] > 0)
+    out.loc[out["matured_leads"] == 0, "actual_closes"] = np.nan  # no actual rate yet, not zero
+    out.index.name = by
+
+    if costs is not None and by == "campaign" and len(costs):
+        out["cost"] = costs.groupby("campaign")["cost"].sum().reindex(out.index)
+    else:
+        out["cost"] = np.nan
+    out["cost_per_lead"] = out["cost"] / out["leads"]
+    out["cost_per_expected_close"] = out["cost"] / out["expected_closes"].where(out["expected_closes"] > 0)
+
+    _early_read(out, p.mean() if len(p) else 0.0, as_of, horizon_days)
+    out = out.sort_values(["cost_per_expected_close", "expected_closes"], ascending=[True, False], na_position="last")
+    return out.reset_index()[[by, *QUALITY_COLUMNS]]
+
+
+def _early_read(out: pd.DataFrame, average: float, as_of: pd.Timestamp, horizon_days: int) -> None:
+    """For groups whose leads are mostly immature: is their predicted quality different from the average lead's
+    by more than chance in the outcomes would explain? z compares the expected closes with what average leads
+    would give (binomial spread); |z| > 1.645 is flagged (90 %)."""
+    out["matured_share"] = out["matured_leads"] / out["leads"]
+    expected_if_average = out["leads"] * average
+    spread = np.sqrt(out["leads"] * average * (1 - average)).replace(0, np.nan)
+    z = (out["expected_closes"] - expected_if_average) / spread
+    early = out["matured_share"] < EARLY_READ_MATURED_SHARE
+    verdict = np.where(z > Z90, "better than average", np.where(z < -Z90, "worse than average", "no clear difference yet"))
+    out["early_read"] = pd.Series(verdict, index=out.index).where(early)
+    out["early_read_z"] = z.round(2).where(early)
+    last = pd.to_datetime(out.pop("last_created_at"), utc=True)
+    days_left = (last + pd.Timedelta(days=horizon_days) - as_of).dt.total_seconds() / 86400
+    out["weeks_until_outcomes"] = np.ceil(days_left.clip(lower=0) / 7).astype("Int64")
+
+
+def weekly_trend(scored: pd.DataFrame, by: str, as_of: pd.Timestamp, weeks: int = 26) -> pd.DataFrame:
+    """Leads and mean probability per week (Monday start, UTC) and per value of ``by``, for the last ``weeks``."""
+    created = pd.to_datetime(scored["created_at"], utc=True)
+    since = as_of - pd.Timedelta(weeks=weeks)
+    keep = (created > since).to_numpy()
+    week = created[keep].dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
+    df = pd.DataFrame({by: scored.loc[keep, by].astype("string").fillna("(none)").to_numpy(), "week": week.to_numpy(),
+                       "p": scored.loc[keep, "probability"].to_numpy()})
+    t = df.groupby([by, "week"]).agg(leads=("p", "size"), mean_probability=("p", "mean")).reset_index()
+    return t.sort_values([by, "week"]).reset_index(drop=True)
+
+
+def summary_lines(campaigns: pd.DataFrame, previous: pd.DataFrame | None, previous_label: str | None) -> list[str]:
+    """A few plain sentences for the top of the report."""
+    lines = []
+    costed = campaigns.dropna(subset=["cost_per_expected_close"])
+    costed = costed[costed["expected_closes"] >= 1]
+    if len(costed) >= 2:
+        best, worst = costed.iloc[0], costed.iloc[-1]
+        lines.append(f"Best value: {best['campaign']}, {_money(best['cost_per_expected_close'])} per expected close "
+                     f"({best['expected_closes']:.1f} expected closes from {best['leads']:,} leads).")
+        lines.append(f"Worst value: {worst['campaign']}, {_money(worst['cost_per_expected_close'])} per expected close "
+                     f"({worst['expected_closes']:.1f} expected closes from {worst['leads']:,} leads).")
+    early = campaigns[campaigns["early_read"].notna()]
+    if len(early):
+        flagged = early[early["early_read"] != "no clear difference yet"]
+        weeks = int(early["weeks_until_outcomes"].max())
+        text = (f"Early read on {len(early)} campaign(s) whose leads are mostly still open (up to {weeks} weeks of "
+                "outcomes missing)")
+        if len(flagged):
+            text += ": " + "; ".join(f"{r.campaign} looks {r.early_read} ({r.mean_probability:.0%} predicted)"
+                                     for r in flagged.head(5).itertuples()) + "."
+        else:
+            text += ": none differs clearly from the average yet."
+        lines.append(text)
+    checked = campaigns["actual_within_interval"].dropna()
+    if len(checked):
+        lines.append(f"Calibration check: on matured leads, actual closes fell inside the 90% interval of expected "
+                     f"closes for {int(checked.sum())} of {len(checked)} campaigns (about 90% is what a calibrated "
+                     "model gives).")
+    if previous is not None and previous_label:
+        lines.append(_changes(campaigns, previous, previous_label))
+    return lines
+
+
+def _changes(now: pd.DataFrame, before: pd.DataFrame, label: str) -> str:
+    new = sorted(set(now["campaign"].astype(str)) - set(before["campaign"].astype(str)))
+    both = now.merge(before, on="campaign", suffixes=("", "_before"))
+    parts = []
+    if new:
+        parts.append(f"new campaigns: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''}")
+    if len(both):
+        both["move"] = both["mean_probability"] - both["mean_probability_before"]
+        top = both.loc[both["move"].abs().idxmax()]
+        if abs(top["move"]) >= 0.005:
+            parts.append(f"biggest change in predicted quality: {top['campaign']} "
+                         f"{top['mean_probability_before']:.1%} -> {top['mean_probability']:.1%}")
+        added = int((both["leads"] - both["leads_before"]).clip(lower=0).sum())
+        parts.append(f"{added:,} new leads in campaigns already reported")
+    return f"Since the previous report ({label}): " + ("; ".join(parts) if parts else "no change") + "."
+
+
+def _money(value: float) -> str:
+    return f"{value:,.0f}"
