@@ -301,6 +301,38 @@ def history(
     _guard(body)
 
 
+@app.command()
+def serve(
+    config: ConfigOpt,
+    home: HomeOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs LEADSCORE_API_KEY.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Server processes (default: api.workers, 2).")] = None,
+) -> None:
+    """Serve the champion model over HTTP (POST /v1/score); docs at /docs."""
+
+    def body():
+        from serving.api import serve as run_server
+
+        cfg = _load(config, home)
+        if workers is not None:
+            cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"workers": workers})})
+        _setup_logging()
+        import logging as _logging
+
+        access = _logging.getLogger("leadscore.api")
+        if not access.handlers:
+            handler = _logging.StreamHandler(sys.stderr)
+            handler.setFormatter(_logging.Formatter("%(message)s"))
+            access.addHandler(handler)
+            access.propagate = False
+        typer.echo(f"serving the champion of {cfg.home} on http://{host}:{port} (docs: http://{host}:{port}/docs)",
+                   err=True)
+        run_server(cfg, host, port)
+
+    _guard(body)
+
+
 def _who() -> str:
     import getpass
 

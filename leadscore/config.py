@@ -223,6 +223,13 @@ class ReportConfig(_Section):
     attribution: Literal["first_touch"] = "first_touch"
 
 
+class ApiConfig(_Section):
+    max_batch: int = Field(1000, ge=1, le=100_000)  # leads per request
+    max_body_bytes: int = Field(2_000_000, ge=1024)  # larger requests get 413
+    reload_seconds: float = Field(5.0, gt=0)  # how often the server checks whether the champion moved
+    workers: int = Field(2, ge=1, le=64)  # server processes, each with its own copy of the model; one per core
+
+
 class DriftConfig(_Section):
     psi_warn: float = Field(0.2, gt=0)  # population stability index above which a feature is reported as drifted
     # The leads compared with the model's reference: every lead created in these last days before as_of
@@ -267,6 +274,7 @@ class Config(_Section):
     routing: RoutingConfig = RoutingConfig()
     drift: DriftConfig = DriftConfig()
     report: ReportConfig = ReportConfig()
+    api: ApiConfig = ApiConfig()
     source_file: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

@@ -57,6 +57,11 @@ class Home:
         return self.published / "reports" / "campaign_quality"
 
     @property
+    def snapshot(self) -> Path:
+        """History aggregates for the real-time API, saved by each scoring run."""
+        return self.root / "serving" / "snapshot"
+
+    @property
     def ledger(self) -> Path:
         return self.root / "ledger"
 

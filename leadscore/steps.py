@@ -379,6 +379,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
                "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
     folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs)
     ledger.append(home.ledger, run_id, scores)
+    _save_snapshot(cfg, home, frame, meta, fs.labels)
     sql_rows = None
     if cfg.publish.sql_url:
         from serving.sql_sink import upsert_scores
@@ -400,6 +401,17 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
             "model_version": scorer.model_version, "rows": rows, "queues": queues.to_dict("records"),
             "tiers": manifest["tiers"], "drift": drift, "files": sorted(writers) + ["manifest.json"],
             "sql_rows": sql_rows}
+
+
+def _save_snapshot(cfg: Config, home: Home, frame, meta: dict, labels: dict[str, str]) -> None:
+    """The history the real-time API needs (features.online), saved with every scoring run."""
+    import pyarrow.parquet as pq
+
+    from features.online import save_snapshot
+
+    acts = home.canonical / "activities.parquet"
+    activities = pq.read_table(acts, columns=["lead_id", "type", "occurred_at"]) if acts.is_file() else None
+    save_snapshot(home.snapshot, frame, activities, cfg, datetime.fromisoformat(meta["as_of"]), labels)
 
 
 def _drift_report(cfg: Config, scorer, frame, as_of: datetime, labels: dict[str, str]) -> dict:

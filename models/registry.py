@@ -140,7 +140,10 @@ def model_summary(home: Home, alias: str = CHAMPION) -> dict[str, object]:
     _, client = _client(home)
     mv = client.get_model_version_by_alias(MODEL_NAME, alias)
     run = client.get_run(mv.run_id)
-    return {"version": str(mv.version), "run_id": mv.run_id, "metrics": dict(run.data.metrics)}
+    from datetime import datetime, timezone
+
+    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds")
+    return {"version": str(mv.version), "run_id": mv.run_id, "metrics": dict(run.data.metrics), "created_at": created}
 
 
 def champion_version(home: Home) -> str | None:

@@ -56,3 +56,19 @@ def route_leads(scores: pd.DataFrame, columns: pd.DataFrame, routing: RoutingCon
     summary[["leads", *tiers.columns]] = summary[["leads", *tiers.columns]].fillna(0).astype(int)
     summary["expected_closes"] = summary["expected_closes"].fillna(0.0).round(2)
     return route, summary
+
+
+def first_matching_queue(tier: np.ndarray, columns, routing: RoutingConfig) -> np.ndarray:
+    """The first queue whose filters each lead matches, capacity aside (the real-time API is stateless; daily
+    capacity is enforced by the batch runs). ``columns``: export column -> array of values."""
+    n = len(tier)
+    route = np.full(n, routing.fallback, dtype=object)
+    free = np.ones(n, bool)
+    for queue in routing.queues:
+        match = free.copy()
+        if queue.tiers:
+            match &= np.isin(tier, queue.tiers)
+        for col, allowed in queue.where.items():
+            match &= np.isin(np.asarray(columns[col], dtype=object), list(allowed))
+        route[match], free[match] = queue.name, False
+    return route

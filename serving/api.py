@@ -1,0 +1,417 @@
+"""Real-time scoring: a FastAPI app serving the champion model with the same scorer as batch scoring.
+
+Leads arrive with their fields named as in the CRM export (the config's mapping). History features come
+from the snapshot the last scoring run saved (``features.online``). When the registry's ``champion``
+alias moves (a promotion or ``leadscore rollback``) or a scoring run saves a new snapshot, a background
+thread loads the new state and swaps it in with one assignment: a request in flight keeps the state it
+started with.
+"""
+
+
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from leadscore.config import Config
+from leadscore.errors import LeadscoreError
+from leadscore.paths import Home
+
+log = logging.getLogger("leadscore.api")
+API_KEY_ENV = "LEADSCORE_API_KEY"
+Value = str | int | float | bool | None
+
+
+class ApiSetupError(LeadscoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """Everything one request needs; replaced whole, never changed in place."""
+
+    scorer: Any  # serving.scorer.LeadScorer
+    features: Any  # features.online.OnlineFeatures
+    model_info: dict
+    snapshot_stamp: float
+    loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+class FieldErrors(Exception):
+    def __init__(self, errors: list[dict]):
+        self.errors = errors
+
+
+class ScoringService:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.home = Home(cfg.home)
+        self.state: ServingState | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        lc = cfg.data.leads
+        roles = {"campaign": lc.campaign, "source": lc.source, "account": lc.account}
+        self.roles = {k: v for k, v in roles.items() if v}
+        self.numeric = set(lc.numeric)
+        self.text = [c for c in (*lc.categorical, *lc.passthrough) if c not in self.roles.values()]
+        self.known_fields = {lc.id, *(f for f in (lc.created_at,) if f), *self.roles.values(), *lc.categorical,
+                             *lc.numeric, *lc.passthrough}
+
+    # -- state ------------------------------------------------------------------------------------------
+    def _snapshot_stamp(self) -> float:
+        path = self.home.snapshot / "snapshot.json"
+        return path.stat().st_mtime if path.is_file() else 0.0
+
+    def load(self) -> ServingState:
+        from features.online import OnlineFeatures
+        from models import registry
+        from serving.scorer import LeadScorer
+
+        if not (self.home.snapshot / "snapshot.json").is_file():
+            raise ApiSetupError(f"no scoring snapshot in {self.home.snapshot}; run `leadscore score --config FILE` "
+                                "once before serving (it saves the history the API needs)")
+        stamp = self._snapshot_stamp()
+        scorer = LeadScorer.from_registry(self.home)
+        info = registry.model_summary(self.home)
+        return ServingState(scorer, OnlineFeatures(self.home.snapshot), {**info, "features": scorer.model.features},
+                            stamp)
+
+    def reload_if_changed(self) -> bool:
+        """Load a new state when the champion alias moved or a new snapshot was saved; True if swapped."""
+        from models import registry
+
+        current = self.state
+        version = registry.champion_version(self.home)
+        if current is not None and version == current.scorer.model_version \
+                and self._snapshot_stamp() == current.snapshot_stamp:
+            return False
+        fresh = self.load()
+        self.state = fresh  # one assignment: requests already running keep the state they read
+        log.info(json.dumps({"event": "model_loaded", "model_version": fresh.scorer.model_version,
+                             "previous": current.scorer.model_version if current else None}))
+        return True
+
+    def start_watching(self) -> None:
+        def loop():
+            while not self._stop.wait(self.cfg.api.reload_seconds):
+                try:
+                    self.reload_if_changed()
+                except Exception as exc:  # keep serving the loaded model; say why the new one did not load
+                    log.error(json.dumps({"event": "reload_failed", "error": str(exc)[:500]}))
+
+        self._thread = threading.Thread(target=loop, name="leadscore-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- scoring ----------------------------------------------------------------------------------------
+    def canonical(self, leads: list[dict[str, Value]], now: datetime) -> dict[str, np.ndarray]:
+        """The export's fields -> canonical columns, with the ingest's rules (trimmed text, empty = missing,
+        numbers with thousands separators, naive times in data.timezone). Every problem is reported with its
+        lead and field."""
+        lc, errors = self.cfg.data.leads, []
+        n = len(leads)
+        out: dict[str, np.ndarray] = {}
+        for i, lead in enumerate(leads):
+            unknown = sorted(set(lead) - self.known_fields)
+            for name in unknown:
+                errors.append(_error(i, name, "unknown field; the config maps: " + ", ".join(sorted(self.known_fields)),
+                                     "extra_forbidden"))
+        ids = [_text(lead.get(lc.id)) for lead in leads]
+        for i, v in enumerate(ids):
+            if v is None:
+                errors.append(_error(i, lc.id, "is required (the lead's id)", "missing"))
+        out["lead_id"] = np.array(ids, dtype=object)
+        for role, name in self.roles.items():
+            out[role] = np.array([_text(lead.get(name)) for lead in leads], dtype=object)
+        for role in ("campaign", "source", "account"):
+            out.setdefault(role, np.full(n, None, dtype=object))
+        for name in self.text:
+            out[name] = np.array([_text(lead.get(name)) for lead in leads], dtype=object)
+        for name in lc.numeric:
+            values = np.full(n, np.nan)
+            for i, lead in enumerate(leads):
+                raw = lead.get(name)
+                if isinstance(raw, bool):
+                    errors.append(_error(i, name, "must be a number", "float_parsing"))
+                elif isinstance(raw, (int, float)):
+                    values[i] = float(raw)
+                elif _text(raw) is not None:
+                    try:
+                        values[i] = float(_text(raw).replace(",", ""))
+                    except ValueError:
+                        errors.append(_error(i, name, f"must be a number; found {raw!r}", "float_parsing"))
+            out[name] = values
+        if not self.cfg.snapshot:
+            stamps = np.empty(n, np.int64)
+            zone = self.cfg.data.timezone
+            for i, lead in enumerate(leads):
+                raw = _text(lead.get(lc.created_at)) if lc.created_at else None
+                try:
+                    ts = pd.Timestamp(raw) if raw is not None else pd.Timestamp(now)
+                    ts = ts.tz_localize(zone) if ts.tzinfo is None else ts
+                    stamps[i] = ts.value // 1_000_000  # .value is nanoseconds since the epoch (UTC)
+                except (ValueError, TypeError):
+                    errors.append(_error(i, lc.created_at, f"must be a date-time such as 2026-05-01T09:30:00Z; "
+                                                           f"found {raw!r}", "datetime_parsing"))
+            out["created_at"] = stamps
+        if errors:
+            raise FieldErrors(errors)
+        return out
+
+    def score(self, leads: list[dict[str, Value]]) -> dict:
+        from serving.routing import first_matching_queue
+
+        state = self.state  # this request's model and snapshot, whatever happens meanwhile
+        now = datetime.now(timezone.utc)
+        canon = self.canonical(leads, now)
+        model = state.scorer.model
+        columns = state.features.build(canon, self.cfg, model.features)
+        pred = model.predict_frame(columns, reason_tiers=tuple(self.cfg.scoring.reason_tiers))
+        tiers = pred["tier"].to_numpy()
+        route = first_matching_queue(tiers, canon, self.cfg.routing)
+        reasons = pred["reasons"].to_numpy() if "reasons" in pred else np.full(len(tiers), None, dtype=object)
+        prob = pred["probability"].to_numpy().round(6)
+        results = [{"lead_id": lid, "probability": float(p), "score": int(s), "tier": str(t),
+                    "reasons": r if isinstance(r, str) and r else None, "route": str(q)}
+                   for lid, p, s, t, r, q in zip(canon["lead_id"], prob, pred["score"].to_numpy(), tiers, reasons, route)]
+        return {"model_version": state.scorer.model_version, "scored_at": now.isoformat(timespec="seconds"),
+                "results": results}
+
+
+class GuardMiddleware:
+    """Plain ASGI (cheaper than Starlette's BaseHTTPMiddleware): body size limit (413), API key on /v1 routes
+    (401), a request id, the app's own time in ``Server-Timing``, one JSON access-log line per request, and a
+    bare 500 (never a traceback) if anything below fails."""
+
+    def __init__(self, app, max_body: int, api_key: str | None):
+        self.app = app
+        self.max_body = max_body
+        self.api_key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode(errors="replace")[:64] or secrets.token_hex(8)
+        status = {"code": None}  # set when the response starts
+        path = scope.get("path", "")
+
+        async def reply(code: int, detail: str, extra: list | None = None):
+            body = json.dumps({"detail": detail}).encode()
+            await send_wrapped({"type": "http.response.start", "status": code, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]})
+            await send_wrapped({"type": "http.response.body", "body": body})
+
+        async def send_wrapped(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                elapsed = (time.perf_counter() - started) * 1000
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode()),
+                                                  (b"server-timing", f"app;dur={elapsed:.3f}".encode())]}
+            await send(message)
+
+        received = {"bytes": 0}
+
+        async def receive_limited():
+            message = await receive()
+            if message["type"] == "http.request":
+                received["bytes"] += len(message.get("body", b""))
+                if received["bytes"] > self.max_body:
+                    raise _TooLarge()
+            return message
+
+        size = headers.get(b"content-length")
+        try:
+            if size is not None and (not size.isdigit() or int(size) > self.max_body):
+                await reply(413, f"request body larger than api.max_body_bytes = {self.max_body} bytes")
+            elif path.startswith("/v1/") and self.api_key is not None and not secrets.compare_digest(
+                    headers.get(b"x-api-key", b""), self.api_key):
+                await reply(401, "missing or wrong API key (header X-API-Key)", [(b"www-authenticate", b"API-Key")])
+            else:
+                await self.app(scope, receive_limited, send_wrapped)
+        except _TooLarge:
+            await reply(413, f"request body larger than api.max_body_bytes = {self.max_body} bytes")
+        except Exception as exc:  # never a traceback to the client
+            log.error(json.dumps({"event": "error", "request_id": request_id, "path": path, "error": repr(exc)[:500]}))
+            if status["code"] is None:
+                await reply(500, "internal error")
+        log.info(json.dumps({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                             "request_id": request_id, "method": scope.get("method"), "path": path,
+                             "status": status["code"] or 500, "ms": round((time.perf_counter() - started) * 1000, 3),
+                             "leads": (scope.get("state") or {}).get("leads"),
+                             "client": scope["client"][0] if scope.get("client") else None}))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _text(value: Value) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip() if not isinstance(value, float) or not np.isnan(value) else ""
+    return text or None
+
+
+def _error(i: int, name: str | None, msg: str, kind: str) -> dict:
+    return {"loc": ["body", "leads", i, name], "msg": msg, "type": kind}
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(cfg: Config, service: ScoringService | None = None, api_key: str | None = None,
+               watch: bool = True):
+    """The FastAPI app. ``api_key``: required in ``X-API-Key`` on /v1 routes (None: no key, loopback only,
+    which ``serve`` enforces)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field
+
+    service = service or ScoringService(cfg)
+    if service.state is None:
+        service.reload_if_changed()
+    max_batch = cfg.api.max_batch
+
+    class ScoreRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        leads: list[dict[str, Value]] = Field(min_length=1, max_length=max_batch, description=(
+            "Leads with their fields named as in the CRM export (the config's data.leads mapping); one lead "
+            f"or up to {max_batch}."))
+
+    class LeadScore(BaseModel):
+        lead_id: str
+        probability: float
+        score: int
+        tier: str
+        reasons: str | None
+        route: str
+
+    class ScoreResponse(BaseModel):
+        model_version: str
+        scored_at: str
+        results: list[LeadScore]
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if watch:
+            service.start_watching()
+        yield
+        service.stop()
+
+    app = FastAPI(title="leadscore", version="1", lifespan=lifespan,
+                  description="Score sales leads the moment they arrive: calibrated probability, score 1-99, "
+                              "tier A-D, reasons and the queue, from the champion model.")
+    app.state.service = service
+
+    app.add_middleware(GuardMiddleware, max_body=cfg.api.max_body_bytes, api_key=api_key)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):
+        log.error(json.dumps({"event": "error", "path": request.url.path, "error": repr(exc)[:500]}))
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.get("/healthz", summary="Liveness")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: a model and a snapshot are loaded")
+    def readyz():
+        state = service.state
+        if state is None:
+            return JSONResponse({"ready": False}, status_code=503)
+        return {"ready": True, "model_version": state.scorer.model_version, "loaded_at": state.loaded_at}
+
+    @app.get("/v1/model", summary="The model being served")
+    def model_info() -> dict:
+        state = service.state
+        info = state.model_info
+        return {"name": "lead-quality", "version": state.scorer.model_version,
+                "trained_at": info.get("created_at"), "metrics": info.get("metrics", {}),
+                "features": info.get("features", []), "snapshot_as_of": state.features.meta["as_of"],
+                "loaded_at": state.loaded_at}
+
+    @app.post("/v1/score", response_model=ScoreResponse, summary="Score one lead or a batch",
+              responses={401: {"description": "Missing or wrong API key"}, 413: {"description": "Body too large"},
+                         422: {"description": "Invalid leads, with the lead and field of each problem"}})
+    async def score(body: ScoreRequest, request: Request):
+        request.scope.setdefault("state", {})["leads"] = len(body.leads)
+        try:
+            # Inline: a few milliseconds of CPU; a thread hop and GIL contention would cost more than they save.
+            return JSONResponse(service.score(body.leads))
+        except FieldErrors as exc:
+            return JSONResponse({"detail": exc.errors}, status_code=422)
+
+    return app
+
+
+def serve(cfg: Config, host: str, port: int) -> None:
+    """Run the API with uvicorn; refuses a non-loopback address without LEADSCORE_API_KEY."""
+    import uvicorn
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # idle OpenMP threads must not spin between requests
+    key = os.environ.get(API_KEY_ENV) or None
+    if key is None and not is_loopback(host):
+        raise ApiSetupError(f"refusing to listen on {host} without an API key: set {API_KEY_ENV} (clients send it "
+                            "in the X-API-Key header), or listen on 127.0.0.1")
+    service = ScoringService(cfg)
+    service.reload_if_changed()  # fail now, with a clear message, rather than on the first request
+    logging.getLogger("leadscore.api").setLevel(logging.INFO)
+    options = {"host": host, "port": port, "access_log": False, "log_level": "warning", "http": "httptools",
+               "loop": "uvloop"}
+    if cfg.api.workers == 1:
+        uvicorn.run(create_app(cfg, service, api_key=key), **options)
+        return
+    # Several processes: each builds its own app from the config file (uvicorn imports the factory).
+    service.stop()
+    os.environ[_CONFIG_ENV] = str(cfg.source_file)
+    os.environ[_HOME_ENV] = str(cfg.home)
+    uvicorn.run("serving.api:app_from_environment", factory=True, workers=cfg.api.workers, **options)
+
+
+_CONFIG_ENV, _HOME_ENV = "LEADSCORE_SERVE_CONFIG", "LEADSCORE_SERVE_HOME"
+
+
+def app_from_environment():
+    """The app of one worker process, for ``api.workers`` > 1."""
+    from pathlib import Path
+
+    from leadscore.config import load_config
+    from leadscore.runtime import prepare_environment
+
+    cfg = load_config(os.environ[_CONFIG_ENV]).with_home(Path(os.environ[_HOME_ENV]))
+    prepare_environment(Home(cfg.home))
+    access = logging.getLogger("leadscore.api")
+    if not access.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+    access.setLevel(logging.INFO)
+    return create_app(cfg, api_key=os.environ.get(API_KEY_ENV) or None)
