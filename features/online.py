@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 
 from leadscore.config import Config
@@ -44,11 +45,10 @@ def _ms(values) -> np.ndarray:
     return out
 
 
-def save_snapshot(folder: Path, frame: pd.DataFrame, activities: pa.Table | None, cfg: Config, as_of: datetime,
-                  labels: dict[str, str]) -> Path:
-    """Write what the online features need, from the feature frame (one row per lead known at ``as_of``) and
-    the canonical activities; files are replaced atomically, the manifest last."""
-    folder.mkdir(parents=True, exist_ok=True)
+def snapshot_tables(frame: pd.DataFrame, activities: pa.Table | None, cfg: Config, as_of: datetime,
+                    labels: dict[str, str]) -> tuple[dict, pa.Table, pa.Table | None]:
+    """What the online features need, from the feature frame (one row per lead known at ``as_of``) and the
+    canonical activities: (manifest, leads, activities)."""
     leads = pa.table({
         "lead_id": pa.array(frame["lead_id"].astype(str).to_numpy(), pa.string()),
         "created_ms": _ms(frame["created_at"]),
@@ -56,17 +56,16 @@ def save_snapshot(folder: Path, frame: pd.DataFrame, activities: pa.Table | None
         "won_ms": _ms(frame["won_at"]),
         "won_in_horizon": pa.array(frame["label"].fillna(0).to_numpy() == 1),
     })
-    _write(leads, folder / "leads.parquet")
+    acts = None
     if activities is not None and activities.num_rows:
-        known = pa.array(frame["lead_id"].astype(str).to_numpy(), pa.string())
         import pyarrow.compute as pc
 
+        known = pa.array(frame["lead_id"].astype(str).to_numpy(), pa.string())
         acts = activities.select(["lead_id", "type", "occurred_at"])
         acts = acts.filter(pc.and_(pc.is_in(acts["lead_id"], value_set=known),
                                    pc.less_equal(acts["occurred_at"], pa.scalar(pd.Timestamp(as_of), acts["occurred_at"].type))))
         acts = pa.table({"lead_id": acts["lead_id"], "type": acts["type"],
                          "occurred_ms": _ms(acts["occurred_at"].to_pandas())})
-        _write(acts, folder / "activities.parquet")
     types = {}  # activity type -> feature key, as build_features named them
     for f, text in labels.items():
         m = re.fullmatch(r"act_(.+)_(\d+)d", f)
@@ -75,7 +74,16 @@ def save_snapshot(folder: Path, frame: pd.DataFrame, activities: pa.Table | None
     manifest = {"as_of": pd.Timestamp(as_of).isoformat(), "horizon_days": cfg.label.horizon_days,
                 "prior_strength": cfg.features.prior_strength, "windows_days": sorted(set(cfg.features.windows_days)),
                 "timezone": cfg.data.timezone, "activity_types": types, "config_hash": cfg.digest(),
-                "has_activities": bool(activities is not None and activities.num_rows)}
+                "has_activities": acts is not None}
+    return manifest, leads, acts
+
+
+def save_snapshot(folder: Path, manifest: dict, leads: pa.Table, activities: pa.Table | None) -> Path:
+    """Files are replaced atomically, the manifest (which readers check first) last."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _write(leads, folder / "leads.parquet")
+    if activities is not None:
+        _write(activities, folder / "activities.parquet")
     tmp = folder / ".snapshot.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     tmp.replace(folder / "snapshot.json")
@@ -89,21 +97,25 @@ def _write(table: pa.Table, path: Path) -> None:
 
 
 class KeyCodes:
-    """Exact-match codes of keys: a dict for a handful of values (a request), pandas' hash table for many."""
+    """Exact-match codes of keys: a dict for a handful of values (a request), Arrow's hash table for many."""
 
     def __init__(self, keys):
-        self.index = pd.Index(keys, dtype=object)
-        self.lookup = {k: i for i, k in enumerate(self.index)}
+        self.arrow = keys if isinstance(keys, pa.Array) else pa.array(list(keys), pa.string())
+        self.lookup = {k: i for i, k in enumerate(self.arrow.to_pylist())}
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.arrow)
 
     def codes(self, values) -> np.ndarray:
+        """Code of each value, -1 for a missing or unknown one."""
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            found = pa.compute.index_in(values, value_set=self.arrow)
+            return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         values = np.asarray(values, dtype=object)
         if len(values) <= 64:
             get = self.lookup.get
-            return np.fromiter((get(v, -1) if v is not None and v == v else -1 for v in values), np.int64, len(values))
-        return self.index.get_indexer(values).astype(np.int64)
+            return np.fromiter((get(v, -1) if isinstance(v, str) else -1 for v in values), np.int64, len(values))
+        return self.codes(pa.array(values, pa.string(), from_pandas=True))
 
 
 @dataclass
@@ -113,75 +125,91 @@ class _Events:
     keys: KeyCodes
     composite: np.ndarray
 
+    def __post_init__(self):
+        # Where each key's events start: one lookup instead of a second binary search per query.
+        self.starts = np.searchsorted(self.composite, np.arange(len(self.keys) + 1, dtype=np.int64) << SHIFT)
+
+    def _position(self, codes: np.ndarray, t: np.ndarray, base: int) -> np.ndarray:
+        """Index of the first event of each code at or after t."""
+        needles = (np.maximum(codes, 0).astype(np.int64) << SHIFT) | np.minimum(np.maximum(t - base, 0), (1 << SHIFT) - 1)
+        if len(needles) < 4096:
+            return np.searchsorted(self.composite, needles, side="left")
+        order = np.argsort(needles, kind="stable")  # sorted needles let the search reuse its last bound
+        out = np.empty(len(needles), np.int64)
+        out[order] = np.searchsorted(self.composite, needles[order], side="left")
+        return out
+
     def count_before(self, codes: np.ndarray, t: np.ndarray, base: int) -> np.ndarray:
         """Events of each code strictly before t (codes < 0: unknown key -> 0)."""
-        c = np.maximum(codes, 0).astype(np.int64) << SHIFT
-        hi = np.searchsorted(self.composite, c | np.minimum(np.maximum(t - base, 0), (1 << SHIFT) - 1), side="left")
-        lo = np.searchsorted(self.composite, c, side="left")
-        return np.where(codes >= 0, hi - lo, 0)
+        hi = self._position(codes, t, base)
+        return np.where(codes >= 0, hi - self.starts[np.maximum(codes, 0)], 0)
 
     def last_before(self, codes: np.ndarray, t: np.ndarray, base: int) -> np.ndarray:
         """The latest event time (ms) strictly before t for each code, or int64 min."""
-        c = np.maximum(codes, 0).astype(np.int64) << SHIFT
-        idx = np.searchsorted(self.composite, c | np.minimum(np.maximum(t - base, 0), (1 << SHIFT) - 1), side="left") - 1
-        ok = (codes >= 0) & (idx >= 0)
+        idx = self._position(codes, t, base) - 1
+        ok = (codes >= 0) & (idx >= self.starts[np.maximum(codes, 0)])
         found = self.composite[np.maximum(idx, 0)]
-        ok &= (found >> SHIFT) == np.maximum(codes, 0)
         return np.where(ok, (found & ((1 << SHIFT) - 1)) + base, np.iinfo(np.int64).min)
 
 
-def _events(keys: np.ndarray, times: np.ndarray, base: int, index: KeyCodes | None = None) -> _Events:
-    ok = (pd.notna(keys)) & (times != np.iinfo(np.int64).min)
-    keys, times = keys[ok], times[ok]
-    index = index if index is not None else KeyCodes(pd.unique(keys))
-    codes = index.index.get_indexer(keys).astype(np.int64)
-    return _Events(index, np.sort((codes << SHIFT) | (times - base)))
+def _events(codes: np.ndarray, times: np.ndarray, base: int, keys: KeyCodes) -> _Events:
+    """``codes``: each event's key code (-1: no key); ``times``: ms (int64 min: no event)."""
+    ok = (codes >= 0) & (times != np.iinfo(np.int64).min)
+    return _Events(keys, np.sort((codes[ok].astype(np.int64) << SHIFT) | (times[ok] - base)))
+
+
+def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, KeyCodes]:
+    """Codes of a string column's values (nulls -1) and the distinct values, by Arrow's dictionary encoding."""
+    encoded = pa.compute.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), KeyCodes(encoded.dictionary)
 
 
 class OnlineFeatures:
-    """Loaded snapshot; ``build`` turns canonical lead rows into the batch feature columns."""
+    """A snapshot ready for lookups; ``build`` turns canonical lead rows into the model's feature columns.
+    Batch scoring and the real-time API both score through it."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    @classmethod
+    def load(cls, folder: Path) -> OnlineFeatures:
+        meta = json.loads((folder / "snapshot.json").read_text(encoding="utf-8"))
+        acts = folder / "activities.parquet"
+        activities = pq.read_table(acts) if meta.get("has_activities") and acts.is_file() else None
+        return cls(meta, pq.read_table(folder / "leads.parquet"), activities)
+
+    def __init__(self, meta: dict, leads_table: pa.Table, activities: pa.Table | None):
         self._mapped: dict[int, dict[str, str]] = {}
-        self.meta = json.loads((folder / "snapshot.json").read_text(encoding="utf-8"))
-        leads = pq.read_table(folder / "leads.parquet").to_pandas()
+        self.meta = meta
         self.as_of_ms = int(_ms([self.meta["as_of"]])[0])
         self.horizon_ms = int(self.meta["horizon_days"]) * DAY_MS
-        created = leads["created_ms"].to_numpy()
-        known = created[created != np.iinfo(np.int64).min]
-        self.base = int(known.min()) - 400 * DAY_MS if len(known) else 0
-        mature_ms = created + self.horizon_ms
-        won_ms = leads["won_ms"].to_numpy()
-        wih = leads["won_in_horizon"].to_numpy()
-        one = np.zeros(len(leads), object)
         never = np.iinfo(np.int64).min
-        self.all_mature = _events(one, mature_ms, self.base)
-        self.all_mature_wins = _events(one, np.where(wih, mature_ms, never), self.base, self.all_mature.keys)
+        created = leads_table["created_ms"].to_numpy()
+        known = created[created != never]
+        self.base = int(known.min()) - 400 * DAY_MS if len(known) else 0
+        mature_ms = np.where(created != never, created + self.horizon_ms, never)
+        won_ms = leads_table["won_ms"].to_numpy()
+        wih = leads_table["won_in_horizon"].to_numpy(zero_copy_only=False)
+        one, everything = np.zeros(len(created), np.int64), KeyCodes(pa.array(["all"]))
+        self.all_mature = _events(one, mature_ms, self.base, everything)
+        self.all_mature_wins = _events(one, np.where(wih, mature_ms, never), self.base, everything)
         self.history = {}
         for role in ROLES:
-            keys = leads[role].to_numpy(dtype=object)
-            leads_ev = _events(keys, created, self.base)
-            idx = leads_ev.keys
+            codes, keys = _encode(leads_table[role])
             self.history[role] = {
-                "leads": leads_ev,
-                "wins": _events(keys, won_ms, self.base, idx),
-                "mature": _events(keys, mature_ms, self.base, idx),
-                "mature_wins": _events(keys, np.where(wih, mature_ms, never), self.base, idx),
+                "leads": _events(codes, created, self.base, keys),
+                "wins": _events(codes, won_ms, self.base, keys),
+                "mature": _events(codes, mature_ms, self.base, keys),
+                "mature_wins": _events(codes, np.where(wih, mature_ms, never), self.base, keys),
             }
         self.windows = [int(w) for w in self.meta["windows_days"]]
         self.types = self.meta["activity_types"]
         self.activities = None
-        if self.meta.get("has_activities") and (folder / "activities.parquet").is_file():
-            acts = pq.read_table(folder / "activities.parquet").to_pandas()
-            lead_index = KeyCodes(leads["lead_id"].to_numpy(dtype=object))
-            ids = acts["lead_id"].to_numpy(dtype=object)
-            at = acts["occurred_ms"].to_numpy()
-            self.activities = {"any": _events(ids, at, self.base, lead_index)}
+        if activities is not None:
+            self.lead_index = KeyCodes(leads_table["lead_id"].combine_chunks())
+            ids = self.lead_index.codes(activities["lead_id"])
+            at = activities["occurred_ms"].to_numpy()
+            self.activities = {"any": _events(ids, at, self.base, self.lead_index)}
             for type_name, key in self.types.items():
-                mine = acts["type"].to_numpy(dtype=object) == type_name
-                self.activities[key] = _events(ids[mine], at[mine], self.base, lead_index)
-            self.lead_index = lead_index
+                mine = pa.compute.equal(activities["type"], type_name).fill_null(False).to_numpy(zero_copy_only=False)
+                self.activities[key] = _events(ids[mine], at[mine], self.base, self.lead_index)
 
     def build(self, leads, cfg: Config, feature_names: list[str]) -> dict[str, np.ndarray]:
         """``leads``: canonical columns (lead_id, created_at, campaign, source, account and the mapped columns

@@ -317,17 +317,6 @@ def serve(
         cfg = _load(config, home)
         if workers is not None:
             cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"workers": workers})})
-        _setup_logging()
-        import logging as _logging
-
-        access = _logging.getLogger("leadscore.api")
-        if not access.handlers:
-            handler = _logging.StreamHandler(sys.stderr)
-            handler.setFormatter(_logging.Formatter("%(message)s"))
-            access.addHandler(handler)
-            access.propagate = False
-        typer.echo(f"serving the champion of {cfg.home} on http://{host}:{port} (docs: http://{host}:{port}/docs)",
-                   err=True)
         run_server(cfg, host, port)
 
     _guard(body)

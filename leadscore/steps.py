@@ -183,7 +183,7 @@ def _write_evaluation(result, fs, cfg: Config, path: Path) -> Path:
 
     from models.evaluation import evaluation_charts, render_evaluation
 
-    booster = result.model.booster
+    booster = (result.model.evaluated or result.model).booster  # the model the page evaluates
     importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
     importance.index = [fs.labels.get(f, f) for f in importance.index]
     single = result.single_feature.assign(feature=[fs.labels.get(f, f) for f in result.single_feature["feature"]])
@@ -270,8 +270,8 @@ def _truth_metrics(cfg: Config, test_frame) -> dict[str, float]:
                          joined[ev.truth_probability].to_numpy())
 
 
-def _scored_frame(cfg: Config, home: Home, scored_at: datetime, rows: str):
-    """Every lead (``rows="all"``, for the campaign report) or the open ones, scored by the champion."""
+def _scored_frame(cfg: Config, home: Home, scored_at: datetime):
+    """Every lead scored by the champion, with what the campaign report groups and counts by."""
     from features.store import load_feature_set
     from serving.scorer import LeadScorer
 
@@ -279,29 +279,31 @@ def _scored_frame(cfg: Config, home: Home, scored_at: datetime, rows: str):
     scorer = LeadScorer.from_registry(home)
     scorer.check_schema(fs.categorical, fs.numeric)
     frame = fs.frame.to_pandas()
-    if rows == "open":
-        frame = frame[frame["is_open"]]
-    keep = ["campaign", "source", *cfg.data.leads.passthrough]
-    if rows == "all":
-        keep += ["created_at", "mature", "label", "is_open"]
+    keep = ["campaign", "source", *cfg.data.leads.passthrough, "created_at", "mature", "label", "is_open"]
     scores = scorer.score(frame, scored_at, reason_tiers=(), extra_columns=[c for c in keep if c in frame.columns])
     return scores, scorer, meta
 
 
-def routing_columns(cfg: Config, fs, frame):
-    """The export columns routing filters on, under their export names, row-aligned with ``frame``."""
+def _routing_columns(cfg: Config, raw, lead_ids):
+    """The export columns routing filters on, under their export names, in the order of ``lead_ids``."""
     import pandas as pd
 
     lc = cfg.data.leads
-    by_label = {label: col for col, label in fs.labels.items() if col in fs.features}
-    out = {}
-    for name in {c for q in cfg.routing.queues for c in q.where}:
-        role = next((r for r in ("campaign", "source", "account") if getattr(lc, r) == name), None)
-        col = role or (name if name in frame.columns else by_label.get(name))
-        if col is None or col not in frame.columns:
-            raise DataError(f"routing: column {name!r} is not in the scored leads; map it under data.leads.passthrough")
-        out[name] = frame[col].to_numpy()
-    return pd.DataFrame(out, index=frame.index)
+    canonical = {getattr(lc, role): role for role in ("campaign", "source", "account") if getattr(lc, role)}
+    names = sorted({c for q in cfg.routing.queues for c in q.where})
+    rows = raw.set_index("lead_id").loc[lead_ids]
+    return pd.DataFrame({n: rows[canonical.get(n, n)].to_numpy() for n in names})
+
+
+def _open_leads(home: Home, frame):
+    """The canonical rows (export fields) of the open leads."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ids = pa.array(frame.loc[frame["is_open"], "lead_id"].to_numpy(dtype=object), pa.string())
+    leads = pq.read_table(home.canonical / "leads.parquet")
+    return leads.filter(pc.is_in(leads["lead_id"], value_set=ids)).to_pandas()
 
 
 def _changed_since_last(home: Home, scorer, frame):
@@ -322,6 +324,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     """Score the open leads (no win or loss yet) with the champion, route them and publish them."""
     import pandas as pd
 
+    from features.online import OnlineFeatures, save_snapshot
     from features.store import load_feature_set
     from serving import ledger
     from serving.publish import frame_writers, publish_run
@@ -335,16 +338,20 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     scorer = LeadScorer.from_registry(home)
     scorer.check_schema(fs.categorical, fs.numeric)
     frame = fs.frame.to_pandas()
-    open_leads = frame[frame["is_open"]]
-    todo = _changed_since_last(home, scorer, open_leads) if since_last else open_leads
-    extra = [c for c in ("campaign", "source", *cfg.data.leads.passthrough) if c in todo.columns]
+    # The open leads' features come from the snapshot this run saves for the real-time API, through the same
+    # code the API uses: batch and real-time scores cannot drift apart. (A test checks that these features
+    # equal the training features of the same leads.)
+    snapshot = _snapshot(cfg, home, frame, meta, fs.labels)
+    online = OnlineFeatures(*snapshot)
+    raw = _open_leads(home, frame)
+    extra = [c for c in ("campaign", "source", *cfg.data.leads.passthrough) if c in raw.columns]
+    features = pd.DataFrame(online.build(raw, cfg, scorer.model.features))
+    features[extra] = raw[extra].to_numpy()
+    todo = _changed_since_last(home, scorer, features) if since_last else features
     scores = scorer.score(todo, scored_at, cfg.scoring.reason_tiers, extra_columns=extra)
 
-    # Routing needs the filter columns in the scores' (rank) order.
-    position = pd.Series(range(len(todo)), index=todo["lead_id"].to_numpy())
-    columns = routing_columns(cfg, fs, todo).iloc[position.loc[scores["lead_id"]].to_numpy()]
     routed_today = ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d"))
-    route, queues = route_leads(scores, columns.reset_index(drop=True), cfg.routing, routed_today)
+    route, queues = route_leads(scores, _routing_columns(cfg, raw, scores["lead_id"]), cfg.routing, routed_today)
     scores.insert(scores.columns.get_loc("reasons") + 1, "route", route)
 
     drift = _drift_report(cfg, scorer, frame, datetime.fromisoformat(meta["as_of"]), fs.labels)
@@ -353,8 +360,8 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
         "leads_in": leads["rows_in"],
         "quarantined": leads["quarantined"],
         "created_after_as_of": fs.counts.get("leads_after_as_of", 0),
-        "closed": int(len(frame) - len(open_leads)),
-        "unchanged_since_last": int(len(open_leads) - len(todo)),
+        "closed": int(len(frame) - len(features)),
+        "unchanged_since_last": int(len(features) - len(todo)),
         "scored": int(len(scores)),
     }
     manifest = {
@@ -379,7 +386,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
                "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
     folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs)
     ledger.append(home.ledger, run_id, scores)
-    _save_snapshot(cfg, home, frame, meta, fs.labels)
+    save_snapshot(home.snapshot, *snapshot)
     sql_rows = None
     if cfg.publish.sql_url:
         from serving.sql_sink import upsert_scores
@@ -392,9 +399,11 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
         log.info("score: %s open leads unchanged since their last score, not rescored", f"{rows['unchanged_since_last']:,}")
     log.info("score: routing\n%s", queues.to_string(index=False))
     names = [f["label"] for f in drift["features"] if f["drifted"]]
-    if names or drift.get("score_drifted"):
-        log.warning("score: drift above drift.psi_warn = %s: %s%s (see %s)", cfg.drift.psi_warn, ", ".join(names[:8]),
-                    f"; score PSI {drift['score_psi']:.3f}" if drift.get("score_drifted") else "", folder / "drift.json")
+    if drift.get("score_drifted"):
+        names.insert(0, f"the score (PSI {drift['score_psi']:.3f})")
+    if names:
+        log.warning("score: drift above drift.psi_warn = %s: %s (see %s)", cfg.drift.psi_warn, ", ".join(names[:8]),
+                    folder / "drift.json")
     if sql_rows is not None:
         log.info("score: %s rows upserted into table %s", f"{sql_rows:,}", cfg.publish.sql_table)
     return {"published": str(folder), "run_id": run_id, "leads_scored": len(scores),
@@ -403,15 +412,15 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
             "sql_rows": sql_rows}
 
 
-def _save_snapshot(cfg: Config, home: Home, frame, meta: dict, labels: dict[str, str]) -> None:
-    """The history the real-time API needs (features.online), saved with every scoring run."""
+def _snapshot(cfg: Config, home: Home, frame, meta: dict, labels: dict[str, str]):
+    """The history scoring needs (features.online): manifest, leads and activities tables."""
     import pyarrow.parquet as pq
 
-    from features.online import save_snapshot
+    from features.online import snapshot_tables
 
     acts = home.canonical / "activities.parquet"
     activities = pq.read_table(acts, columns=["lead_id", "type", "occurred_at"]) if acts.is_file() else None
-    save_snapshot(home.snapshot, frame, activities, cfg, datetime.fromisoformat(meta["as_of"]), labels)
+    return snapshot_tables(frame, activities, cfg, datetime.fromisoformat(meta["as_of"]), labels)
 
 
 def _drift_report(cfg: Config, scorer, frame, as_of: datetime, labels: dict[str, str]) -> dict:
@@ -423,8 +432,8 @@ def _drift_report(cfg: Config, scorer, frame, as_of: datetime, labels: dict[str,
         since = pd.Timestamp(as_of) - pd.Timedelta(days=cfg.drift.window_days)
         window = frame[frame["created_at"] >= since]
         what = f"leads created in the {cfg.drift.window_days} days before {as_of:%Y-%m-%d}"
-    else:
-        window, what = frame[frame["is_open"]], "open leads (the export has no creation time)"
+    else:  # all leads: the open ones alone are selected by their outcome
+        window, what = frame, "every lead (the export has no creation time)"
     psi = scorer.drift(window, scorer.model.probability(window) if len(window) else [])
     if psi is None:
         return {"available": False, "reason": "no recent leads, or the model was trained without a drift reference",
@@ -453,7 +462,7 @@ def report_step(cfg: Config, run_id: str) -> dict:
 
     home = _home(cfg)
     scored_at = datetime.now(timezone.utc).replace(microsecond=0)
-    scores, scorer, meta = _scored_frame(cfg, home, scored_at, rows="all")
+    scores, scorer, meta = _scored_frame(cfg, home, scored_at)
     as_of = pd.Timestamp(meta["as_of"])
     horizon = cfg.label.horizon_days
     tables = read_canonical(home.canonical, lazy=True)  # only the small campaigns table is read

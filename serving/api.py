@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,8 +83,8 @@ class ScoringService:
         stamp = self._snapshot_stamp()
         scorer = LeadScorer.from_registry(self.home)
         info = registry.model_summary(self.home)
-        return ServingState(scorer, OnlineFeatures(self.home.snapshot), {**info, "features": scorer.model.features},
-                            stamp)
+        return ServingState(scorer, OnlineFeatures.load(self.home.snapshot),
+                            {**info, "features": scorer.model.features}, stamp)
 
     def reload_if_changed(self) -> bool:
         """Load a new state when the champion alias moved or a new snapshot was saved; True if swapped."""
@@ -382,7 +383,9 @@ def serve(cfg: Config, host: str, port: int) -> None:
                             "in the X-API-Key header), or listen on 127.0.0.1")
     service = ScoringService(cfg)
     service.reload_if_changed()  # fail now, with a clear message, rather than on the first request
-    logging.getLogger("leadscore.api").setLevel(logging.INFO)
+    configure_access_log()
+    print(f"serving model version {service.state.scorer.model_version} from {cfg.home} on http://{host}:{port} with "
+          f"{cfg.api.workers} worker(s) (docs: http://{host}:{port}/docs)", file=sys.stderr, flush=True)
     options = {"host": host, "port": port, "access_log": False, "log_level": "warning", "http": "httptools",
                "loop": "uvloop"}
     if cfg.api.workers == 1:
@@ -407,6 +410,12 @@ def app_from_environment():
 
     cfg = load_config(os.environ[_CONFIG_ENV]).with_home(Path(os.environ[_HOME_ENV]))
     prepare_environment(Home(cfg.home))
+    configure_access_log()
+    return create_app(cfg, api_key=os.environ.get(API_KEY_ENV) or None)
+
+
+def configure_access_log() -> None:
+    """One JSON object per line on stderr, nothing else added."""
     access = logging.getLogger("leadscore.api")
     if not access.handlers:
         handler = logging.StreamHandler()
@@ -414,4 +423,3 @@ def app_from_environment():
         access.addHandler(handler)
         access.propagate = False
     access.setLevel(logging.INFO)
-    return create_app(cfg, api_key=os.environ.get(API_KEY_ENV) or None)

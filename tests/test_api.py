@@ -50,6 +50,29 @@ def _export_rows(cfg, ids):
     return raw[keep].to_dict("records")
 
 
+def test_snapshot_features_equal_the_training_features(served):
+    """Scoring (batch and API) builds features from the snapshot with numpy; training builds them in duckdb.
+    For every lead of the export, both give the same values."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from features.online import OnlineFeatures
+    from features.store import load_feature_set
+
+    home = Home(served.home)
+    fs, _ = load_feature_set(home.features_file)
+    want = fs.frame.to_pandas().set_index("lead_id")
+    raw = pq.read_table(home.canonical / "leads.parquet").to_pandas()
+    got = pd.DataFrame(OnlineFeatures.load(home.snapshot).build(raw, served, fs.features)).set_index("lead_id")
+    want = want.loc[got.index]
+    assert len(got) == len(want) == 30_000
+    for f in fs.categorical:
+        assert (got[f].astype("string").fillna("<NA>") == want[f].astype("string").fillna("<NA>")).all(), f
+    for f in fs.numeric:
+        np.testing.assert_allclose(got[f].to_numpy(float), want[f].to_numpy(float), rtol=1e-12, atol=1e-12,
+                                   equal_nan=True, err_msg=f)
+
+
 def test_api_and_batch_give_identical_scores(served, client):
     published = pd.read_parquet(read_latest(Home(served.home).scores) / "scores.parquet")
     # A mix: the best leads (with reasons) and a spread of the rest.
