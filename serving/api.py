@@ -62,7 +62,6 @@ class ScoringService:
         lc = cfg.data.leads
         roles = {"campaign": lc.campaign, "source": lc.source, "account": lc.account}
         self.roles = {k: v for k, v in roles.items() if v}
-        self.numeric = set(lc.numeric)
         self.text = [c for c in (*lc.categorical, *lc.passthrough) if c not in self.roles.values()]
         self.known_fields = {lc.id, *(f for f in (lc.created_at,) if f), *self.roles.values(), *lc.categorical,
                              *lc.numeric, *lc.passthrough}
