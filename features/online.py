@@ -176,7 +176,7 @@ class OnlineFeatures:
         return cls(meta, pq.read_table(folder / "leads.parquet"), activities)
 
     def __init__(self, meta: dict, leads_table: pa.Table, activities: pa.Table | None):
-        self._mapped: dict[int, dict[str, str]] = {}
+        self._mapped: tuple = (None, {}, [])  # (config, {feature: export column}, numeric features)
         self.meta = meta
         self.as_of_ms = int(_ms([self.meta["as_of"]])[0])
         self.horizon_ms = int(self.meta["horizon_days"]) * DAY_MS
@@ -224,9 +224,9 @@ class OnlineFeatures:
         for role in ("campaign", "source"):
             if getattr(lc, role):
                 out[f"{role}_name"] = col(role)
-        if id(cfg) not in self._mapped:
-            self._mapped[id(cfg)] = self._labels(cfg)
-        for f, label in self._mapped[id(cfg)].items():
+        if self._mapped[0] is not cfg:  # the config object is kept, so identity is a safe key
+            self._mapped = (cfg, self._labels(cfg), cfg_numeric_features(cfg))
+        for f, label in self._mapped[1].items():
             out[f] = col(label)
         if cfg.snapshot:  # a snapshot export has no creation times: no calendar, engagement or history features
             return self._finish(out, cfg, feature_names)
@@ -276,7 +276,7 @@ class OnlineFeatures:
         absent = [f for f in feature_names if f not in out]
         if absent:
             raise KeyError(f"the snapshot cannot build features {absent[:5]}")
-        for name in cfg_numeric_features(cfg):
+        for name in self._mapped[2]:
             out[name] = pd.to_numeric(pd.Series(out[name]), errors="coerce").to_numpy(np.float64)
         return out
 
@@ -298,13 +298,6 @@ class OnlineFeatures:
         return names
 
 
-_NUMERIC: dict[int, list[str]] = {}
-
-
 def cfg_numeric_features(cfg: Config) -> list[str]:
-    """Feature names of the mapped numeric columns (cached per config)."""
-    key = id(cfg)  # configs are frozen; one process holds a few
-    if key not in _NUMERIC:
-        names = OnlineFeatures._labels(cfg)
-        _NUMERIC[key] = [f for f, col in names.items() if col in cfg.data.leads.numeric]
-    return _NUMERIC[key]
+    """Feature names of the mapped numeric columns."""
+    return [f for f, col in OnlineFeatures._labels(cfg).items() if col in cfg.data.leads.numeric]

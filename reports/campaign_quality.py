@@ -78,7 +78,7 @@ def quality_table(scored: pd.DataFrame, by: str, costs: pd.DataFrame | None, as_
     bounds = {k: poisson_binomial_interval(grp.to_numpy()) for k, grp in g["p"]}
     out["expected_closes_low"] = [bounds[k][0] for k in out.index]
     out["expected_closes_high"] = [bounds[k][1] for k in out.index]
-    # The calibration check a marketer can read: did the matured leads close about as often as predicted?
+    # Expected vs actual on matured leads: did they close about as often as predicted?
     matured_bounds = {k: poisson_binomial_interval(grp.to_numpy()) for k, grp in df[df["mature"]].groupby("key")["p"]}
     low = pd.Series({k: b[0] for k, b in matured_bounds.items()}, dtype=float).reindex(out.index)
     high = pd.Series({k: b[1] for k, b in matured_bounds.items()}, dtype=float).reindex(out.index)
@@ -153,9 +153,10 @@ def summary_lines(campaigns: pd.DataFrame, previous: pd.DataFrame | None, previo
         lines.append(text)
     checked = campaigns["actual_within_interval"].dropna()
     if len(checked):
-        lines.append(f"Calibration check: on matured leads, actual closes fell inside the 90% interval of expected "
-                     f"closes for {int(checked.sum())} of {len(checked)} campaigns (about 90% is what a calibrated "
-                     "model gives).")
+        lines.append(f"Expected vs actual: on matured leads, actual closes fell inside the 90% interval of expected "
+                     f"closes for {int(checked.sum())} of {len(checked)} campaigns. The model in service learned "
+                     "from these outcomes, so this shows how well it fits them; its out-of-sample calibration is "
+                     "in the training run's evaluation report.")
     if previous is not None and previous_label:
         lines.append(_changes(campaigns, previous, previous_label))
     return lines
