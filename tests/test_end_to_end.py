@@ -63,6 +63,15 @@ def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_med
     quality = pd.read_csv(report / "campaign_quality.csv")
     assert quality["leads"].sum() == 30000
 
+    # The run left its Prefect artifacts (routing table, links to the files, drift, campaign summary) in the
+    # database of the Prefect server it used.
+    import sqlite3
+
+    with sqlite3.connect(home.prefect / "prefect.db") as db:
+        artifacts = dict(db.execute("SELECT key, data FROM artifact").fetchall())
+    assert {"leadscore-routing", "leadscore-scores", "leadscore-drift", "leadscore-campaign-quality"} <= set(artifacts)
+    assert "sdr-europe" in artifacts["leadscore-routing"] and "scores.csv" in artifacts["leadscore-scores"]
+
     # Scoring again publishes a new run and moves LATEST; the earlier run stays.
     again = _cli("score", "--config", str(cfg.source_file), env=env)
     assert again.returncode == 0, again.stderr[-3000:]
