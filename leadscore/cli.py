@@ -245,8 +245,8 @@ def deploy(
     serve: Annotated[bool, typer.Option("--serve", help="Also run the scheduled runs from this process "
                                         "(flow.serve) instead of leaving them to a worker.")] = False,
 ) -> None:
-    """Create the scheduled runs (retrain, score, campaign report; cron from [schedule]) on the Prefect server
-    named by PREFECT_API_URL."""
+    """Create the scheduled runs (retrain, score, campaign report; crons from the config's schedule section)
+    on the Prefect server named by PREFECT_API_URL."""
 
     def body():
         from flows import deployments
