@@ -222,16 +222,6 @@ class GuardMiddleware:
                                                   (b"server-timing", f"app;dur={elapsed:.3f}".encode())]}
             await send(message)
 
-        received = {"bytes": 0}
-
-        async def receive_limited():
-            message = await receive()
-            if message["type"] == "http.request":
-                received["bytes"] += len(message.get("body", b""))
-                if received["bytes"] > self.max_body:
-                    raise _TooLarge()
-            return message
-
         size = headers.get(b"content-length")
         try:
             if size is not None and (not size.isdigit() or int(size) > self.max_body):
@@ -239,10 +229,28 @@ class GuardMiddleware:
             elif path.startswith("/v1/") and self.api_key is not None and not secrets.compare_digest(
                     headers.get(b"x-api-key", b""), self.api_key):
                 await reply(401, "missing or wrong API key (header X-API-Key)", [(b"www-authenticate", b"API-Key")])
+            elif size is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+                # No declared length (a chunked upload): read it here, up to the limit, then hand it on.
+                chunks, total = [], 0
+                while True:
+                    message = await receive()
+                    chunks.append(message)
+                    if message["type"] != "http.request":
+                        break
+                    total += len(message.get("body", b""))
+                    if total > self.max_body or not message.get("more_body"):
+                        break
+                if total > self.max_body:
+                    await reply(413, f"request body larger than api.max_body_bytes = {self.max_body} bytes")
+                else:
+                    pending = iter(chunks)
+
+                    async def replay():
+                        return next(pending, None) or await receive()
+
+                    await self.app(scope, replay, send_wrapped)
             else:
-                await self.app(scope, receive_limited, send_wrapped)
-        except _TooLarge:
-            await reply(413, f"request body larger than api.max_body_bytes = {self.max_body} bytes")
+                await self.app(scope, receive, send_wrapped)
         except Exception as exc:  # never a traceback to the client
             log.error(json.dumps({"event": "error", "request_id": request_id, "path": path, "error": repr(exc)[:500]}))
             if status["code"] is None:
@@ -252,10 +260,6 @@ class GuardMiddleware:
                              "status": status["code"] or 500, "ms": round((time.perf_counter() - started) * 1000, 3),
                              "leads": (scope.get("state") or {}).get("leads"),
                              "client": scope["client"][0] if scope.get("client") else None}))
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _text(value: Value) -> str | None:

@@ -1,7 +1,7 @@
 """The real-time API: same scores as batch, auth, limits, field-level errors, no 5xx, hot reload under load."""
 
+import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -106,6 +106,12 @@ def test_auth_limits_and_field_errors(served, client):
     big = client.post("/v1/score", content=b'{"leads": [' + b"{}," * 200_000 + b"{}]}",
                       headers={"X-API-Key": KEY, "content-type": "application/json"})
     assert big.status_code == 413
+    chunked = client.post("/v1/score", content=iter([b'{"leads": [' + b"{}," * 100_000, b"{}" * 100_000 + b"]}"]),
+                          headers={"X-API-Key": KEY, "content-type": "application/json"})
+    assert chunked.status_code == 413  # no Content-Length: counted while read
+    small = client.post("/v1/score", content=iter([b'{"leads": [', json.dumps(lead).encode(), b"]}"]),
+                        headers={"X-API-Key": KEY, "content-type": "application/json"})
+    assert small.status_code == 200, small.text
 
     bad = client.post("/v1/score", headers={"X-API-Key": KEY}, json={"leads": [
         {**lead, "Employees": "many"}, {**lead, "Lead ID": " "}, {**lead, "Colour": "red"},
