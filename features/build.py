@@ -65,6 +65,20 @@ def slug(text: str) -> str:
     return s or "col"
 
 
+def attribute_features(lc) -> dict[str, str]:
+    """Feature name -> export column of the mapped categorical, then numeric, columns: a name no other column
+    has taken. Batch features (here) and online features (features.online) both name them with this."""
+    used = set(ID_COLUMNS) | set(OUTCOME_COLUMNS)
+    names = {}
+    for col in (*lc.categorical, *lc.numeric):
+        name, n = slug(col), 2
+        while name in used:
+            name, n = f"attr_{slug(col)}" if n == 2 else f"attr_{slug(col)}_{n}", n + 1
+        used.add(name)
+        names[name] = col
+    return names
+
+
 def build_features(tables: dict, cfg: Config, as_of: datetime, out: Path | None = None,
                    extra_metadata: dict | None = None, spill_dir: Path | None = None) -> FeatureSet:
     """Features and labels of every lead known at ``as_of``.
@@ -136,15 +150,6 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
     numeric: list[str] = []
     labels: dict[str, str] = {}
     joins: list[str] = []
-    used: set[str] = set(ID_COLUMNS) | set(OUTCOME_COLUMNS)
-
-    def name_for(text: str) -> str:
-        """A column name for ``text`` that no other column has taken."""
-        name, n = slug(text), 2
-        while name in used:
-            name, n = f"attr_{slug(text)}" if n == 2 else f"attr_{slug(text)}_{n}", n + 1
-        used.add(name)
-        return name
 
     # The lead's own attributes.
     for role in ("campaign", "source"):
@@ -152,15 +157,9 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
             selects.append(f"R.{role} AS {role}_name")
             categorical.append(f"{role}_name")
             labels[f"{role}_name"] = getattr(lc, role)
-    for col in lc.categorical:
-        f = name_for(col)
+    for f, col in attribute_features(lc).items():
         selects.append(f'R."{col}" AS {f}')
-        categorical.append(f)
-        labels[f] = col
-    for col in lc.numeric:
-        f = name_for(col)
-        selects.append(f'R."{col}" AS {f}')
-        numeric.append(f)
+        (numeric if col in lc.numeric else categorical).append(f)
         labels[f] = col
 
     # Calendar, in the configured time zone.

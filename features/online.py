@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 
+from features.build import attribute_features
 from leadscore.config import Config
 
 DAY_MS = 86_400_000
@@ -101,7 +102,13 @@ class KeyCodes:
 
     def __init__(self, keys):
         self.arrow = keys if isinstance(keys, pa.Array) else pa.array(list(keys), pa.string())
-        self.lookup = {k: i for i, k in enumerate(self.arrow.to_pylist())}
+        self._lookup: dict | None = None  # built on the first small request, never for a batch
+
+    @property
+    def lookup(self) -> dict:
+        if self._lookup is None:
+            self._lookup = {k: i for i, k in enumerate(self.arrow.to_pylist())}
+        return self._lookup
 
     def __len__(self) -> int:
         return len(self.arrow)
@@ -176,7 +183,7 @@ class OnlineFeatures:
         return cls(meta, pq.read_table(folder / "leads.parquet"), activities)
 
     def __init__(self, meta: dict, leads_table: pa.Table, activities: pa.Table | None):
-        self._mapped: tuple = (None, {}, [])  # (config, {feature: export column}, numeric features)
+        self._mapped: tuple = (None, {})  # (config, {feature: export column})
         self.meta = meta
         self.as_of_ms = int(_ms([self.meta["as_of"]])[0])
         self.horizon_ms = int(self.meta["horizon_days"]) * DAY_MS
@@ -225,11 +232,12 @@ class OnlineFeatures:
             if getattr(lc, role):
                 out[f"{role}_name"] = col(role)
         if self._mapped[0] is not cfg:  # the config object is kept, so identity is a safe key
-            self._mapped = (cfg, self._labels(cfg), cfg_numeric_features(cfg))
+            self._mapped = (cfg, attribute_features(lc))
         for f, label in self._mapped[1].items():
-            out[f] = col(label)
+            # Numbers as float64 (the ingest made them doubles; the API parsed them), text as objects.
+            out[f] = np.asarray(leads[label], dtype=np.float64) if label in lc.numeric else col(label)
         if cfg.snapshot:  # a snapshot export has no creation times: no calendar, engagement or history features
-            return self._finish(out, cfg, feature_names)
+            return self._finish(out, feature_names)
         t_known = np.minimum(t, self.as_of_ms + 1)  # outcomes are known up to as_of only
         if self.meta["timezone"] == "UTC":  # plain arithmetic; other zones have daylight saving
             local = t
@@ -270,34 +278,11 @@ class OnlineFeatures:
             out[f"{role}_prior_leads"] = np.where(missing, np.nan, n_leads)
             out[f"{role}_prior_wins"] = np.where(missing, np.nan, n_wins)
             out[f"{role}_win_rate"] = np.where(missing, np.nan, rate)
-        return self._finish(out, cfg, feature_names)
+        return self._finish(out, feature_names)
 
-    def _finish(self, out: dict, cfg: Config, feature_names: list[str]) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _finish(out: dict, feature_names: list[str]) -> dict[str, np.ndarray]:
         absent = [f for f in feature_names if f not in out]
         if absent:
             raise KeyError(f"the snapshot cannot build features {absent[:5]}")
-        for name in self._mapped[2]:
-            out[name] = pd.to_numeric(pd.Series(out[name]), errors="coerce").to_numpy(np.float64)
         return out
-
-    @staticmethod
-    def _labels(cfg: Config) -> dict[str, str]:
-        """Feature column -> export column for the mapped categorical and numeric columns (as build_features
-        names them)."""
-        from features.build import ID_COLUMNS, OUTCOME_COLUMNS, slug
-
-        lc = cfg.data.leads
-        used = set(ID_COLUMNS) | set(OUTCOME_COLUMNS)
-        names = {}
-        for col in (*lc.categorical, *lc.numeric):
-            name, n = slug(col), 2
-            while name in used:
-                name, n = f"attr_{slug(col)}" if n == 2 else f"attr_{slug(col)}_{n}", n + 1
-            used.add(name)
-            names[name] = col
-        return names
-
-
-def cfg_numeric_features(cfg: Config) -> list[str]:
-    """Feature names of the mapped numeric columns."""
-    return [f for f, col in OnlineFeatures._labels(cfg).items() if col in cfg.data.leads.numeric]

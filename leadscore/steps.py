@@ -226,12 +226,9 @@ def _champion_comparison(home: Home, fs, test_frame) -> tuple[float, float] | No
     # The registered champion was refit on every lead mature at its time, so it would have seen these test leads
     # and had more recent history than the new evaluated model. The fair comparison is between the two evaluated
     # models (same recipe shape: fitted without their validation and test leads), on leads neither has seen.
-    evaluated = getattr(champion, "evaluated", None)
-    if evaluated is not None:
-        seen_until = champion.evaluated_through
-        champion = evaluated
-    else:  # a model registered before refitting existed
-        seen_until = getattr(champion, "trained_through", None)
+    seen_until = None  # a model registered before refitting existed was fitted on its train slice only
+    if getattr(champion, "evaluated", None) is not None:
+        champion, seen_until = champion.evaluated, champion.evaluated_through
     if seen_until is not None:
         test_frame = test_frame[test_frame["created_at"] > seen_until]
         if len(test_frame) < MIN_COMPARED or test_frame["label"].nunique() < 2:
@@ -315,7 +312,7 @@ def _changed_since_last(home: Home, scorer, frame):
         return frame
     latest = seen.sort_values("scored_at").drop_duplicates("lead_id", keep="last").set_index("lead_id")
     before = latest.reindex(frame["lead_id"].to_numpy())
-    same = ((before["input_hash"].to_numpy() == scorer.input_hash(frame))
+    same = ((before["input_hash"].to_numpy() == frame["input_hash"].to_numpy())
             & (before["model_version"].to_numpy() == scorer.model_version))
     return frame[~same]
 
@@ -347,8 +344,9 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     extra = [c for c in ("campaign", "source", *cfg.data.leads.passthrough) if c in raw.columns]
     features = pd.DataFrame(online.build(raw, cfg, scorer.model.features))
     features[extra] = raw[extra].to_numpy()
+    features["input_hash"] = scorer.input_hash(features)  # for --since-last and the ledger, computed once
     todo = _changed_since_last(home, scorer, features) if since_last else features
-    scores = scorer.score(todo, scored_at, cfg.scoring.reason_tiers, extra_columns=extra)
+    scores = scorer.score(todo, scored_at, cfg.scoring.reason_tiers, extra_columns=[*extra, "input_hash"])
 
     routed_today = ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d"))
     route, queues = route_leads(scores, _routing_columns(cfg, raw, scores["lead_id"]), cfg.routing, routed_today)

@@ -72,8 +72,8 @@ class LeadModel(PythonModel):
         self.trained_through = None  # creation time of the newest lead it was fitted on (None: snapshot export)
         self.evaluated = None  # the same recipe fitted without the validation and test leads (see models.train)
         self.evaluated_through = None
-        self.attribution = None
-        if booster is not None:
+        self.attribution = None  # per-feature contributions, only needed (and built) to word reasons
+        if booster is not None and reasons is not None:
             from models.explain import PathAttribution
 
             self.attribution = PathAttribution(booster).fit()
@@ -115,10 +115,6 @@ class LeadModel(PythonModel):
                 reasons[rows] = self.explain_rows(x[rows], picked)
             out["reasons"] = reasons
         return out
-
-    def contributions(self, frame: pd.DataFrame) -> np.ndarray:
-        """Per-feature log-odds contributions (columns in ``features`` order); they sum to the raw score."""
-        return self.attribution.contributions(self.encoder.matrix(frame))
 
     def explain_rows(self, x: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
         from models.explain import top_reasons

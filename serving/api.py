@@ -175,9 +175,8 @@ class ScoringService:
         state = self.state  # this request's model and snapshot, whatever happens meanwhile
         now = datetime.now(timezone.utc)
         canon = self.canonical(leads, now)
-        model = state.scorer.model
-        columns = state.features.build(canon, self.cfg, model.features)
-        pred = model.predict_frame(columns, reason_tiers=tuple(self.cfg.scoring.reason_tiers))
+        columns = state.features.build(canon, self.cfg, state.scorer.model.features)
+        pred = state.scorer.predict(columns, self.cfg.scoring.reason_tiers)
         tiers = pred["tier"].to_numpy()
         route = first_matching_queue(tiers, canon, self.cfg.routing)
         reasons = pred["reasons"].to_numpy() if "reasons" in pred else np.full(len(tiers), None, dtype=object)

@@ -44,14 +44,19 @@ class LeadScorer:
         """A hash of each lead's model inputs: equal hashes and model version mean an equal score."""
         return pd.util.hash_pandas_object(frame[self.model.features], index=False).to_numpy().view(np.int64)
 
-    def score(self, frame: pd.DataFrame, scored_at: datetime, reason_tiers: tuple[str, ...] = ("A", "B"),
-              extra_columns: list[str] = ()) -> pd.DataFrame:
-        """Scores in the published layout, highest probability first (rank 1); ties ordered by lead_id."""
-        missing = [c for c in self.model.features if c not in frame.columns]
+    def predict(self, columns, reason_tiers: tuple[str, ...] = ("A", "B")) -> pd.DataFrame:
+        """probability, score, tier (and reasons for ``reason_tiers``) per row of a feature frame or a dict of
+        feature arrays; the batch and the real-time API both come through here."""
+        missing = [c for c in self.model.features if c not in columns]
         if missing:
             raise DataError(f"schema drift: model version {self.model_version} needs features {missing[:5]} "
                             "that are not in the leads given")
-        pred = self.model.predict_frame(frame, reason_tiers=tuple(reason_tiers))
+        return self.model.predict_frame(columns, reason_tiers=tuple(reason_tiers))
+
+    def score(self, frame: pd.DataFrame, scored_at: datetime, reason_tiers: tuple[str, ...] = ("A", "B"),
+              extra_columns: list[str] = ()) -> pd.DataFrame:
+        """Scores in the published layout, highest probability first (rank 1); ties ordered by lead_id."""
+        pred = self.predict(frame, reason_tiers)
         out = pd.DataFrame({"lead_id": frame["lead_id"].to_numpy()})
         out["probability"] = pred["probability"].to_numpy().round(6)
         out["score"] = pred["score"].to_numpy()
@@ -63,7 +68,6 @@ class LeadScorer:
         out["reasons"] = pred["reasons"].to_numpy() if "reasons" in pred else None
         out["model_version"] = self.model_version
         out["scored_at"] = pd.Timestamp(scored_at).tz_convert("UTC")  # scored_at must be timezone-aware
-        out["input_hash"] = self.input_hash(frame)
         for col in extra_columns:
             if col not in out.columns:
                 out[col] = frame[col].to_numpy()
