@@ -67,3 +67,39 @@ def medium_run(crm_medium, tmp_path_factory):
     fs = build_features(result.tables, cfg, result.as_of)
     trained = train_model(fs, cfg)
     return cfg, result, fs, trained
+
+
+XEDU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "xeducation.toml"
+
+
+def _origin_checkout() -> Path | None:
+    """The checkout this one was cloned from, if it is a local folder (``git clone . /tmp/fresh``)."""
+    import subprocess
+
+    try:
+        url = subprocess.run(["git", "config", "--get", "remote.origin.url"], cwd=XEDU_CONFIG.parent,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(url) if url and Path(url).is_dir() else None
+
+
+def xeducation_config():
+    """configs/xeducation.toml, reading the real dataset from ``shared/data`` beside this checkout (as in CI),
+    beside the checkout it was cloned from, or from $LEADSCORE_SHARED_DATA."""
+    from leadscore.config import load_config
+
+    cfg = load_config(XEDU_CONFIG)
+    name = cfg.data.leads.path.name
+    candidates = [cfg.data.leads.path]
+    if os.environ.get("LEADSCORE_SHARED_DATA"):
+        candidates.append(Path(os.environ["LEADSCORE_SHARED_DATA"]) / name)
+    origin = _origin_checkout()
+    if origin is not None:
+        candidates.append(origin.parent / "shared" / "data" / name)
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        pytest.skip(f"the X Education dataset {name} is not beside this checkout (../shared/data), beside the one it "
+                    "was cloned from, or in $LEADSCORE_SHARED_DATA")
+    leads = cfg.data.leads.model_copy(update={"path": found})
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"leads": leads})})

@@ -1,19 +1,15 @@
 """The leakage guard trips on columns set after the outcome, and only on those."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_config
+from conftest import make_config, xeducation_config
 from features.build import build_features
-from leadscore.config import load_config
 from leadscore.ingest import ingest
 from models.leakage import LeakageError, check_leakage, single_feature_report
 from models.train import train_model
 
-XEDU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "xeducation.toml"
 POST_CONTACT = ["Tags", "Lead Quality", "Last Activity", "Last Notable Activity", "Lead Profile", "Do Not Email"]
 
 
@@ -47,7 +43,7 @@ def test_honest_features_pass_and_the_strongest_are_reported(medium_run):
 
 
 def test_tags_is_caught_on_x_education():
-    cfg = load_config(XEDU_CONFIG)
+    cfg = xeducation_config()
     leads = cfg.data.leads.model_copy(update={"categorical": (*cfg.data.leads.categorical, *POST_CONTACT)})
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"leads": leads})})
     fs = _features(cfg)

@@ -1,18 +1,14 @@
 """The real X Education export, in snapshot mode, through every step."""
 
-from pathlib import Path
-
 import pandas as pd
 
+from conftest import xeducation_config
 from leadscore import steps
-from leadscore.config import load_config
 from leadscore.paths import Home, read_latest
-
-XEDU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "xeducation.toml"
 
 
 def test_x_education_runs_end_to_end(tmp_path):
-    cfg = load_config(XEDU_CONFIG).with_home(tmp_path / "home")
+    cfg = xeducation_config().with_home(tmp_path / "home")
     assert cfg.snapshot
     ingested = steps.ingest_step(cfg, "xe-1")
     assert ingested["counts"]["leads"] == {"rows_in": 9240, "kept": 9240, "quarantined": 0}
