@@ -23,14 +23,13 @@ import pyarrow as pa
 
 from features.pit import known_at
 from leadscore.config import Config
-from leadscore.duck import connect, literal, scalar, utc_timestamps
+from leadscore.contract import OUTCOME_COLUMNS, ROLE_COLUMNS, export_column
+from leadscore.duck import connect, ident, literal, scalar, utc_timestamps
 from leadscore.errors import DataError
 from leadscore.paths import default_spill_dir
 
 log = logging.getLogger("leadscore")
 
-ID_COLUMNS = ("lead_id", "created_at", "campaign", "source", "account")
-OUTCOME_COLUMNS = ("label", "mature", "is_open", "won_at")
 
 
 @dataclass
@@ -68,7 +67,7 @@ def slug(text: str) -> str:
 def attribute_features(lc) -> dict[str, str]:
     """Feature name -> export column of the mapped categorical, then numeric, columns: a name no other column
     has taken. Batch features (here) and online features (features.online) both name them with this."""
-    used = set(ID_COLUMNS) | set(OUTCOME_COLUMNS)
+    used = set(ROLE_COLUMNS) | set(OUTCOME_COLUMNS)
     names = {}
     for col in (*lc.categorical, *lc.numeric):
         name, n = slug(col), 2
@@ -158,7 +157,7 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
             categorical.append(f"{role}_name")
             labels[f"{role}_name"] = getattr(lc, role)
     for f, col in attribute_features(lc).items():
-        selects.append(f'R."{col}" AS {f}')
+        selects.append(f"R.{ident(export_column(col))} AS {f}")
         (numeric if col in lc.numeric else categorical).append(f)
         labels[f] = col
 
@@ -209,15 +208,14 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
         _history(con, cfg, selects, numeric, labels, joins)
 
     # The leads' own columns, keyed by qid, read once from the export.
-    wanted = {"lead_id", "created_at", "campaign", "source", "account", *lc.categorical, *lc.numeric, *lc.passthrough}
-    r_cols = ", ".join(f'r."{c}"' for c in leads_columns if c in wanted and c != "lead_id")
+    wanted = {*ROLE_COLUMNS, *(export_column(c) for c in (*lc.categorical, *lc.numeric, *lc.passthrough))}
+    r_cols = ", ".join(f"r.{ident(c)}" for c in leads_columns if c in wanted and c != "lead_id")
     con.execute(f"CREATE TEMP TABLE R AS SELECT L.qid, L.lead_id, {r_cols} FROM L JOIN raw_leads r USING (lead_id)")
 
     if not selects:
         raise DataError("data.leads: no features to learn from; map at least one categorical or numeric column "
                         "(or a campaign, source or created_at)")
-    meta = ["lead_id", "created_at", "campaign", "source", "account",
-            *[f'"{c}"' for c in lc.passthrough if c not in ID_COLUMNS and c in leads_columns]]
+    meta = [*ROLE_COLUMNS, *[ident(export_column(c)) for c in lc.passthrough if export_column(c) in leads_columns]]
     query = f"""
         SELECT {', '.join('R.' + c for c in meta)},
                CASE WHEN LO.won_in_horizon THEN 1 WHEN LO.mature THEN 0 END::TINYINT AS label,

@@ -5,6 +5,7 @@ their traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -92,12 +93,33 @@ def _run(step: str, fn, *args):
     """Run one flow with a timer; turn user errors into one line and exit code 2."""
     _setup_logging()
     log = logging.getLogger("leadscore")
-    if not os.environ.get("PREFECT_API_URL"):
-        log.info("starting %s (Prefect starts a temporary local server first; about 10 s)", step)
     started = time.perf_counter()
     result = fn(*args)
     log.info("%s finished in %.1f s", step, time.perf_counter() - started)
     return result
+
+
+# What a full disk or a missing permission looks like when it surfaces through a library.
+_DISK_FULL = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                       errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                       errno.EROFS: "read-only file system"}
+
+
+def environment_problem(exc: BaseException) -> str | None:
+    """A one-line description if ``exc`` (or what caused it) is a full disk or a refused permission: a problem
+    of the machine the user can fix, not a bug in leadscore."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+            where = f" writing {exc.filename}" if exc.filename else ""
+            return f"{_ENVIRONMENT_ERRNOS[exc.errno]}{where}; free some space or fix the permissions and run again"
+        text = str(exc)
+        if any(s in text for s in _DISK_FULL):
+            return ("no space left on the device (" + text.splitlines()[0][:200] + "); free some space and run again")
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _guard(body):
@@ -111,6 +133,13 @@ def _guard(body):
         _fail(message, code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as exc:
+        problem = environment_problem(exc)
+        if problem is None:
+            raise  # a bug: keep its traceback
+        traceback.clear_frames(exc.__traceback__)
+        del exc
+        _fail(problem, 2)
 
 
 def _print_outputs(cfg) -> None:
@@ -155,11 +184,23 @@ def _flow_command(config: Path, home: Path | None, step: str, flow_name: str, *,
 
     def body():
         cfg = _load(config, home)
-        import flows.pipeline as pipeline
-        from leadscore.paths import new_run_id
+        server = None
+        if not os.environ.get("PREFECT_API_URL"):  # Prefect reads it when imported: start the server first
+            from flows.server import start_temporary_server
+            from leadscore.paths import Home
 
-        args = ((cfg, new_run_id()) if run_id else (cfg,)) + extra
-        _run(step, getattr(pipeline, flow_name), *args)
+            _setup_logging()
+            logging.getLogger("leadscore").info("starting a temporary Prefect server for %s (about 10 s)", step)
+            server = start_temporary_server(Home(cfg.home).prefect)
+        try:
+            import flows.pipeline as pipeline
+            from leadscore.paths import new_run_id
+
+            args = ((cfg, new_run_id()) if run_id else (cfg,)) + extra
+            _run(step, getattr(pipeline, flow_name), *args)
+        finally:
+            if server is not None:
+                server.stop()
         if outputs:
             _print_outputs(cfg)
 

@@ -13,11 +13,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator,
+                      model_validator)
 
+from leadscore.contract import RESERVED_PUBLISHED, export_column
 from leadscore.errors import ConfigError
 
+UTC = timezone.utc
 NonEmpty = Annotated[str, Field(min_length=1)]
+# Numbers from TOML are numbers: `true` is not 1 and "0.5" is not 0.5 (lax parsing would take both silently).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
 
 
 def _check_zone(value: str) -> str:
@@ -38,11 +44,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_encoding(value: str | None) -> str | None:
+    import codecs
+
+    if value is None:
+        return None
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown encoding {value!r}; use e.g. 'utf-8', 'utf-8-sig', 'latin-1' or 'cp1252', "
+                         "or leave it out to detect") from None
+    return value
+
+
+def _check_delimiter(value: str | None) -> str | None:
+    if value is not None and (len(value) != 1 or value in "\"\r\n"):
+        raise ValueError("must be one character such as ',', ';', '\\t' or '|'")
+    return value
+
+
 class FileTable(_Section):
     path: Path
     format: Literal["auto", "csv", "parquet"] = "auto"
-    delimiter: str | None = None  # CSV only; None means detect
-    encoding: str | None = None  # CSV only; None means detect (UTF-8, UTF-8 with BOM, latin-1)
+    delimiter: Annotated[str | None, AfterValidator(_check_delimiter)] = None  # CSV only; None means detect
+    # CSV only; None means detect: UTF-8 (with or without BOM) if the whole file is valid UTF-8, else latin-1.
+    encoding: Annotated[str | None, AfterValidator(_check_encoding)] = None
+    # The decimal separator of numbers in text: "auto" is "," for a ";"-delimited file, else ".".
+    decimal: Literal["auto", ".", ","] = "auto"
 
 
 class LeadsTable(FileTable):
@@ -57,6 +85,23 @@ class LeadsTable(FileTable):
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     passthrough: tuple[str, ...] = ()
+
+    @field_validator("passthrough")
+    @classmethod
+    def _not_a_published_name(cls, value: tuple[str, ...], info) -> tuple[str, ...]:
+        roles = {info.data.get(r) for r in ("campaign", "source")}
+        for i, col in enumerate(value):
+            if col in RESERVED_PUBLISHED and col not in roles:
+                raise ValueError(f"[{i}] {col!r} is a column leadscore publishes itself "
+                                 f"({', '.join(sorted(RESERVED_PUBLISHED))}); leave it out or rename it in the export")
+        return value
+
+    def internal_column(self, name: str) -> str:
+        """Where a mapped export column lives in canonical tables: its role's column, else ``export:<name>``."""
+        for role in ("campaign", "source", "account"):
+            if getattr(self, role) == name:
+                return role
+        return export_column(name)
 
     def mapped_columns(self) -> set[str]:
         """Export columns a published score row can be filtered on (routing)."""
@@ -104,13 +149,15 @@ class CampaignsTable(FileTable):
 class DataConfig(_Section):
     as_of: datetime | None = None
     timezone: Zone = "UTC"  # how to read timestamps that carry no zone
-    max_quarantine_share: float = Field(0.05, ge=0, le=1)
+    # A timestamp before this is a placeholder (1900-01-01, 0001-01-01), not a date: its row is quarantined.
+    earliest: datetime = datetime(1990, 1, 1, tzinfo=UTC)
+    max_quarantine_share: Float = Field(0.05, ge=0, le=1)
     leads: LeadsTable
     outcomes: OutcomesTable | None = None
     activities: ActivitiesTable | None = None
     campaigns: CampaignsTable | None = None
 
-    @field_validator("as_of")
+    @field_validator("as_of", "earliest")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
@@ -125,7 +172,7 @@ class LabelConfig(_Section):
     lost_stages: tuple[str, ...] = ()
     # Stages that are neither won nor lost. If given, a stage outside all three lists is quarantined.
     other_stages: tuple[str, ...] | None = None
-    horizon_days: int = Field(90, gt=0, le=3650)
+    horizon_days: Int = Field(90, gt=0, le=3650)
 
     @model_validator(mode="after")
     def _disjoint(self) -> LabelConfig:
@@ -136,11 +183,11 @@ class LabelConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    windows_days: tuple[Annotated[int, Field(gt=0)], ...] = (7, 30, 90)
-    max_activity_types: int = Field(12, ge=0)
-    prior_strength: float = Field(20.0, gt=0)
+    windows_days: tuple[Annotated[Int, Field(gt=0)], ...] = (7, 30, 90)
+    max_activity_types: Int = Field(12, ge=0)
+    prior_strength: Float = Field(20.0, gt=0)
     # Leakage guard: a feature this predictive on its own stops training unless listed in allow_leaky.
-    max_single_auc: float = Field(0.95, gt=0.5, le=1.0)
+    max_single_auc: Float = Field(0.95, gt=0.5, le=1.0)
     allow_leaky: tuple[str, ...] = ()
     # Memory duckdb may use while building features; beyond it, it spills to home/tmp.
     memory_limit: str = Field("4GB", pattern=r"^\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$")
@@ -155,22 +202,22 @@ class EvaluationConfig(_Section):
 
 
 class TrainConfig(_Section):
-    seed: int = 42
-    num_threads: int = Field(0, ge=0)  # 0 lets LightGBM pick
-    valid_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    num_boost_round: int = Field(1000, gt=0)
-    learning_rate: float = Field(0.05, gt=0, le=1)
-    num_leaves: int = Field(31, ge=2)
-    min_child_samples: int = Field(50, ge=1)
-    early_stopping_rounds: int = Field(50, gt=0)
+    seed: Int = 42
+    num_threads: Int = Field(0, ge=0)  # 0 lets LightGBM pick
+    valid_fraction: Float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: Float = Field(0.15, gt=0, lt=0.5)
+    num_boost_round: Int = Field(1000, gt=0)
+    learning_rate: Float = Field(0.05, gt=0, le=1)
+    num_leaves: Int = Field(31, ge=2)
+    min_child_samples: Int = Field(50, ge=1)
+    early_stopping_rounds: Int = Field(50, gt=0)
 
 
 Tier = Literal["A", "B", "C", "D"]
 
 
 class ScoringConfig(_Section):
-    tier_shares: tuple[float, float, float] = (0.10, 0.20, 0.30)  # A, B, C; D is the rest
+    tier_shares: tuple[Float, Float, Float] = (0.10, 0.20, 0.30)  # A, B, C; D is the rest
     reason_tiers: tuple[Tier, ...] = ("A", "B")  # leads in these tiers get reasons (they cost a second pass)
 
     @field_validator("tier_shares")
@@ -182,21 +229,42 @@ class ScoringConfig(_Section):
 
 
 class GateConfig(_Section):
-    auc_tolerance: float = Field(0.005, ge=0, le=1)
-    max_ece: float = Field(0.03, gt=0, le=1)
+    auc_tolerance: Float = Field(0.005, ge=0, le=1)
+    max_ece: Float = Field(0.03, gt=0, le=1)
 
 
 class PublishConfig(_Section):
-    keep_runs: int = Field(30, ge=1)
+    keep_runs: Int = Field(30, ge=1)
     # Optional SQL sink (SQLAlchemy URL, e.g. sqlite:////srv/scores.db or postgresql://user@host/crm):
     # scores are upserted into `sql_table` keyed by lead_id, in one transaction.
     sql_url: str | None = None
     sql_table: str = Field("lead_scores", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+    @field_validator("sql_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        """Checked when the config loads, so a typo stops the run before anything is published."""
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            dialect = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError("not a SQLAlchemy URL such as 'sqlite:////srv/scores.db' or "
+                             "'postgresql://user@host/crm'") from None
+        if dialect not in SQL_DIALECTS:
+            raise ValueError(f"the {dialect} database has no upsert here; use one of {', '.join(SQL_DIALECTS)}")
+        return value
+
+
+SQL_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
+
 
 class QueueConfig(_Section):
     name: NonEmpty
-    capacity: int = Field(ge=0)  # leads per day
+    capacity: Int = Field(ge=0)  # leads per day
     tiers: tuple[Tier, ...] = ()  # empty: any tier
     where: dict[str, tuple[str, ...]] = {}  # export column (as mapped in data.leads) -> allowed values
 
@@ -224,17 +292,17 @@ class ReportConfig(_Section):
 
 
 class ApiConfig(_Section):
-    max_batch: int = Field(1000, ge=1, le=100_000)  # leads per request
-    max_body_bytes: int = Field(2_000_000, ge=1024)  # larger requests get 413
-    reload_seconds: float = Field(5.0, gt=0)  # how often the server checks whether the champion moved
-    workers: int = Field(2, ge=1, le=64)  # server processes, each with its own copy of the model; one per core
+    max_batch: Int = Field(1000, ge=1, le=100_000)  # leads per request
+    max_body_bytes: Int = Field(2_000_000, ge=1024)  # larger requests get 413
+    reload_seconds: Float = Field(5.0, gt=0)  # how often the server checks whether the champion moved
+    workers: Int = Field(2, ge=1, le=64)  # server processes, each with its own copy of the model; one per core
 
 
 class DriftConfig(_Section):
-    psi_warn: float = Field(0.2, gt=0)  # population stability index above which a feature is reported as drifted
+    psi_warn: Float = Field(0.2, gt=0)  # population stability index above which a feature is reported as drifted
     # The leads compared with the model's reference: every lead created in these last days before as_of
     # (open or not: the open leads alone are skewed towards leads that do not close).
-    window_days: int = Field(30, gt=0)
+    window_days: Int = Field(30, gt=0)
 
 
 def _check_cron(value: str) -> str:
@@ -314,7 +382,16 @@ class Config(_Section):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def with_home(self, home: Path) -> Config:
-        return self.model_copy(update={"home": home})
+        return self.model_copy(update={"home": check_home(home.resolve())})
+
+
+def check_home(home: Path) -> Path:
+    """MLflow's and Prefect's SQLite URLs cannot carry '?' or '#' in a path: they would open another file."""
+    bad = sorted({c for c in "?#" if c in str(home)})
+    if bad:
+        raise ConfigError(f"home: the path {home} contains {' and '.join(repr(c) for c in bad)}, which the SQLite URLs "
+                          "of MLflow and Prefect cannot hold; choose a folder without them")
+    return home
 
 
 def _resolve(base: Path, cfg: Config) -> Config:
@@ -333,7 +410,7 @@ def _resolve(base: Path, cfg: Config) -> Config:
             "campaigns": fix(cfg.data.campaigns),
         }
     )
-    home = cfg.home if cfg.home.is_absolute() else (base / cfg.home).resolve()
+    home = check_home(cfg.home if cfg.home.is_absolute() else (base / cfg.home).resolve())
     truth = cfg.evaluation.truth_path
     if truth is not None and not truth.is_absolute():
         cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"truth_path": (base / truth).resolve()})})
@@ -355,6 +432,9 @@ def _explain(err: ValidationError, path: Path) -> str:
             msg = msg.removeprefix("Value error, ")
             if "input" in item and not isinstance(item["input"], dict):
                 msg = f"{msg} (found {item['input']!r})"
+        if msg.startswith("[") and key:  # the validator named an item of a list: data.leads.passthrough[0]
+            index, _, msg = msg.partition("] ")
+            key, msg = f"{key}{index}]", msg
         problems.append(f"{key}: {msg}" if key else msg)
     return f"invalid config {path}: " + "; ".join(problems)
 

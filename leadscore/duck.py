@@ -27,6 +27,11 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def ident(name: str) -> str:
+    """A quoted SQL identifier (export columns may hold spaces, quotes and colons)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def scalar(con: duckdb.DuckDBPyConnection, sql: str):
     return con.execute(sql).fetchall()[0][0]
 

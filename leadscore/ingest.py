@@ -2,11 +2,13 @@
 
 This module is the only one that knows file formats and the config's column map. Every input row ends up
 either in a canonical table or in the quarantine with a reason; ``IngestResult.counts`` holds the
-accounting (rows in = kept + quarantined, per table) that goes into the run's manifest.
+accounting (rows in = kept + quarantined, per table) that goes into the run's manifest. Cells are read by
+the rules in :mod:`leadscore.cells` (the same rules the real-time API uses); a row is quarantined for the
+first check it fails, so the reason is always one sentence.
 
 Canonical tables (Arrow, timestamps UTC):
 - leads: lead_id, created_at, campaign, source, account, then the mapped categorical (string), numeric
-  (double) and passthrough (string) columns under their export names;
+  (double) and passthrough (string) columns as ``export:<name>`` (see :mod:`leadscore.contract`);
 - outcomes: lead_id, stage, occurred_at, amount;
 - activities: lead_id, type, occurred_at;
 - campaigns: campaign, cost, channel.
@@ -14,30 +16,47 @@ Canonical tables (Arrow, timestamps UTC):
 
 from __future__ import annotations
 
+import codecs
+import csv
 import difflib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from leadscore import cells
 from leadscore.config import Config, FileTable
-from leadscore.duck import connect, literal, utc_timestamps
+from leadscore.contract import export_column
 from leadscore.errors import DataError
-from leadscore.paths import Home
+from leadscore.paths import atomic_write
+from leadscore.spreadsheet import write_csv
 
 log = logging.getLogger("leadscore")
 
 
 @dataclass
+class Quarantined:
+    """Rejected rows as they were read, with their 1-based row number in the file and the reason."""
+
+    raw: pa.Table
+    rows: np.ndarray
+    reasons: pa.Array
+    malformed: pa.Table | None = None  # lines that could not be split into the header's fields: line, reason
+
+
+@dataclass
 class IngestResult:
     tables: dict[str, pa.Table]
-    quarantined: dict[str, pa.Table] = field(default_factory=dict)
+    quarantined: dict[str, Quarantined] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    files: dict[str, dict] = field(default_factory=dict)  # how each file was read (encoding, delimiter, ...)
     as_of: datetime | None = None
 
     def quarantine_share(self) -> float:
@@ -47,32 +66,45 @@ class IngestResult:
 
     def reasons(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for name, table in self.quarantined.items():
-            values, counts = _value_counts(table.column("reason"))
-            out[name] = dict(zip(values, counts))
+        for name, q in self.quarantined.items():
+            reasons = q.reasons if q.malformed is None else pa.concat_arrays([q.reasons, q.malformed["reason"]])
+            vc = reasons.value_counts()
+            out[name] = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
         return out
-
-
-def _value_counts(column: pa.ChunkedArray) -> tuple[list[str], list[int]]:
-    vc = column.value_counts()
-    return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
 
 
 # --- reading -----------------------------------------------------------------------------------------
 
-def _sniff(path: Path, table: FileTable) -> tuple[str, str]:
-    head = path.open("rb").read(65_536)
+def _first_invalid_utf8(path: Path) -> int | None:
+    """Byte offset of the first invalid UTF-8 sequence in the whole file, or None."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return offset + exc.start
+            offset += len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            return offset + exc.start
+    return None
+
+
+def _sniff(path: Path, table: FileTable, key: str) -> tuple[str, str]:
+    with path.open("rb") as fh:
+        head = fh.read(65_536)
     encoding = table.encoding
     if encoding is None:
-        if head.startswith(b"\xef\xbb\xbf"):
-            encoding = "utf-8-sig"
+        bad_at = _first_invalid_utf8(path)
+        if bad_at is None:
+            encoding = "utf-8-sig" if head.startswith(b"\xef\xbb\xbf") else "utf-8"
         else:
-            try:
-                head.decode("utf-8")
-                encoding = "utf-8"
-            except UnicodeDecodeError as exc:
-                # A cut in the middle of a multi-byte character at the end of the sample is still UTF-8.
-                encoding = "utf-8" if exc.start >= len(head) - 3 else "latin-1"
+            encoding = "latin-1"
+            log.warning("%s: %s is not valid UTF-8 (first at byte %s): read as latin-1; set %s.encoding if "
+                        "that is wrong", key, path.name, f"{bad_at:,}", key)
     delimiter = table.delimiter
     if delimiter is None:
         first = head.split(b"\n", 1)[0].decode("latin-1")
@@ -80,8 +112,19 @@ def _sniff(path: Path, table: FileTable) -> tuple[str, str]:
     return encoding, delimiter
 
 
-def read_export(table: FileTable, key: str) -> pa.Table:
-    """Read one export file as given. CSV cells stay text; parsing and checking happen in SQL."""
+def decimal_of(table: FileTable, delimiter: str | None) -> str:
+    """Exports delimited by ';' come from locales that write decimals with a comma."""
+    if table.decimal != "auto":
+        return table.decimal
+    return "," if delimiter == ";" else "."
+
+
+def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> tuple[pa.Table, dict]:
+    """Read one export file as given, and say how it was read. CSV cells stay text; the cell rules parse them.
+
+    A header that names a column twice is an error if the column is mapped (which one would be meant?);
+    otherwise the later copies are read as ``<name> (2)``, ``<name> (3)`` and the log says so. A line with more
+    or fewer fields than the header is quarantined as written (``info["malformed"]``), not read shifted."""
     path = table.path
     if not path.is_file():
         raise DataError(f"{key}.path: file {path} not found")
@@ -90,26 +133,65 @@ def read_export(table: FileTable, key: str) -> pa.Table:
         fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
     try:
         if fmt == "parquet":
-            return pq.read_table(path)
-        encoding, delimiter = _sniff(path, table)
-        names = _header_names(path, encoding, delimiter)
-        return pacsv.read_csv(
+            raw = pq.read_table(path)
+            _check_unique(raw.column_names, mapped, key, path)
+            return raw, {"format": "parquet"}
+        encoding, delimiter = _sniff(path, table, key)
+        names = _unique_names(_header_names(path, encoding, delimiter), mapped, key, path)
+        malformed: list[tuple[str, str]] = []
+
+        def skip(row) -> str:
+            malformed.append((row.text, f"{row.actual_columns} fields where the header has {row.expected_columns}"))
+            return "skip"
+
+        raw = pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(encoding=encoding.replace("-sig", ""), block_size=16 << 20),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            read_options=pacsv.ReadOptions(encoding=encoding.replace("-sig", ""), block_size=16 << 20,
+                                           column_names=names, skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
             ),
         )
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{key}.path: cannot read {path} as {fmt.upper()}: {str(exc).splitlines()[0]}") from None
+    info = {"format": "csv", "encoding": encoding, "delimiter": delimiter, "decimal": decimal_of(table, delimiter)}
+    if malformed:
+        log.warning("%s: %s lines of %s do not have the header's %d fields; they are quarantined as written",
+                    key, f"{len(malformed):,}", path.name, len(names))
+        info["malformed"] = malformed
+    return raw, info
 
 
 def _header_names(path: Path, encoding: str, delimiter: str) -> list[str]:
-    import csv
-
-    with path.open("r", encoding=encoding, newline="") as fh:
+    with path.open("r", encoding=encoding, newline="", errors="strict") as fh:
         return next(csv.reader(fh, delimiter=delimiter), [])
+
+
+def _check_unique(names: list[str], mapped: set[str], key: str, path: Path) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1} & set(mapped))
+    if twice:
+        where = {n: [i + 1 for i, m in enumerate(names) if m == n] for n in twice}
+        raise DataError(f"{key}.path: the header of {path.name} names column {twice[0]!r} more than once (columns "
+                        f"{', '.join(map(str, where[twice[0]]))}); rename one of them in the export")
+
+
+def _unique_names(names: list[str], mapped: set[str], key: str, path: Path) -> list[str]:
+    _check_unique(names, mapped, key, path)
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] == 1:
+            out.append(name)
+            continue
+        renamed = f"{name} ({seen[name]})"
+        while renamed in names or renamed in out:
+            renamed += "'"
+        log.warning("%s: %s names column %r more than once; copy %d is read as %r (not mapped, so not used)",
+                    key, path.name, name, seen[name], renamed)
+        out.append(renamed)
+    return out
 
 
 def _require_columns(raw: pa.Table, mapping: dict[str, str], key: str) -> None:
@@ -121,63 +203,137 @@ def _require_columns(raw: pa.Table, mapping: dict[str, str], key: str) -> None:
             raise DataError(f"{key}.{cfg_key}: column {column!r} not found in the export{hint}")
 
 
-# --- validating --------------------------------------------------------------------------------------
+# --- checking ----------------------------------------------------------------------------------------
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _text(col: str) -> str:
-    return f"NULLIF(TRIM(CAST({_q(col)} AS VARCHAR)), '')"
+Reason = str | Callable[[np.ndarray], list[str]]
 
 
-def _ts(col: str) -> str:
-    return f"TRY_CAST({_text(col)} AS TIMESTAMPTZ)"
+class Checks:
+    """Ordered row checks: each row is kept or quarantined for the first check it fails. Reasons are built for
+    the quarantined rows only."""
+
+    def __init__(self, n: int):
+        self.first = np.full(n, -1, np.int16)
+        self.reasons: list[Reason] = []
+
+    def add(self, failing: np.ndarray, reason: Reason) -> None:
+        self.first[(self.first < 0) & np.asarray(failing, bool)] = len(self.reasons)
+        self.reasons.append(reason)
+
+    @property
+    def passing(self) -> np.ndarray:
+        return self.first < 0
+
+    def texts(self) -> tuple[np.ndarray, pa.Array]:
+        rows = np.flatnonzero(self.first >= 0)
+        out = np.empty(len(rows), dtype=object)
+        which = self.first[rows]
+        for i, reason in enumerate(self.reasons):
+            here = which == i
+            if here.any():
+                out[here] = reason if isinstance(reason, str) else reason(rows[here])
+        return rows, pa.array(out, pa.string())
 
 
-def _num(col: str) -> str:
-    # Thousands separators are common in exports ("1,200"); anything else that is not a number is bad.
-    return f"TRY_CAST(REPLACE({_text(col)}, ',', '') AS DOUBLE)"
+class Reader:
+    """The cell rules with this run's settings (time zone, plausible dates), applied to one file's columns."""
+
+    def __init__(self, cfg: Config, now: datetime, raw: pa.Table, decimal: str):
+        self.zone = cfg.data.timezone
+        self.earliest = cfg.data.earliest
+        self.earliest_us = _us(cfg.data.earliest)
+        self.latest_us = _us(now + timedelta(days=1))
+        self.raw = raw
+        self.decimal = decimal
+
+    def text(self, col: str) -> pa.Array:
+        return cells.text(self.raw.column(col))
+
+    def shown(self, col: str) -> Callable[[np.ndarray], list[str]]:
+        """The cell as written, for a reason (cut, so a huge cell does not make a huge quarantine file)."""
+        def values(rows: np.ndarray) -> list[str]:
+            picked = cells.as_strings(self.raw.column(col).take(pa.array(rows)))
+            return [("" if v is None else v)[:200] for v in picked.to_pylist()]
+        return values
+
+    def add_timestamp(self, checks: Checks, col: str, required: bool = True) -> np.ndarray:
+        """Parse a timestamp column and add its checks (missing, unreadable, too early, in the future)."""
+        us, problem = cells.timestamp(self.raw.column(col), self.zone, self.earliest_us, self.latest_us)
+        missing = (us == np.iinfo(np.int64).min) & (problem == cells.OK)
+        if required:
+            checks.add(missing, f"missing {col}")
+        shown = self.shown(col)
+        checks.add(problem == cells.UNREADABLE, lambda rows: [f"unparseable {col}: {v}" for v in shown(rows)])
+        checks.add(problem == cells.TOO_EARLY, lambda rows: [
+            f"{col} {v} is before data.earliest ({self.earliest:%Y-%m-%d})" for v in shown(rows)])
+        checks.add(problem == cells.TOO_LATE, f"{col} in the future")
+        return us
+
+    def add_number(self, checks: Checks, col: str) -> pa.Array:
+        x, problem = cells.number(self.raw.column(col), self.decimal)
+        shown = self.shown(col)
+        checks.add(problem == cells.UNREADABLE, lambda rows: [f"non-numeric {col}: {v}" for v in shown(rows)])
+        return x
 
 
-def _split(con: duckdb.DuckDBPyConnection, raw: pa.Table, select: str, reason: str) -> tuple[pa.Table, pa.Table]:
-    """Run one validation query: rows with a NULL reason are kept, the others are quarantined as read."""
-    con.register("raw_in", raw.append_column("_row", pa.array(range(1, raw.num_rows + 1), pa.int64())))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS SELECT *, {reason} AS reason FROM raw_in")
-    kept = con.sql(f"SELECT {select} FROM checked WHERE reason IS NULL ORDER BY _row").to_arrow_table()
-    bad = con.sql("SELECT * FROM checked WHERE reason IS NOT NULL ORDER BY _row").to_arrow_table()
-    con.unregister("raw_in")
-    con.execute("DROP TABLE checked")
-    return kept, bad
+def _us(t: datetime) -> int:
+    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
-def _first_of(checks: list[tuple[str, str]]) -> str:
-    """A CASE expression giving the first failing check's reason, or NULL."""
-    whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
-    return f"CASE {whens} ELSE NULL END"
+def _later_duplicates(keys: pa.Array, candidates: np.ndarray) -> np.ndarray:
+    """Rows among ``candidates`` whose key an earlier candidate row already has (the first one is kept)."""
+    idx = np.flatnonzero(candidates)
+    out = np.zeros(len(candidates), bool)
+    if len(idx) == 0:
+        return out
+    codes = pc.dictionary_encode(keys.take(pa.array(idx))).indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    repeat = np.empty(len(idx), bool)
+    repeat[order] = np.r_[False, codes[order][1:] == codes[order][:-1]]
+    out[idx[repeat]] = True
+    return out
+
+
+def _null_of(kind: pa.DataType, n: int) -> pa.Array:
+    return pa.nulls(n, kind)
 
 
 def ingest(cfg: Config, now: datetime | None = None) -> IngestResult:
     """Read, check and canonicalize every mapped export. ``now`` bounds what counts as a future date."""
     now = now or datetime.now(timezone.utc)
-    con = connect(cfg.data.timezone, Home(cfg.home).root / "tmp" / "duckdb")
-    try:
-        future = (now + timedelta(days=1)).isoformat()
-        result = IngestResult(tables={})
-        for read_table in (_leads, _outcomes, _activities, _campaigns):
-            read_table(con, cfg, future, result)
-    finally:
-        con.close()
-    for name, table in result.tables.items():
-        result.tables[name] = utc_timestamps(table)
+    result = IngestResult(tables={})
+    leads = _leads(cfg, now, result)
+    _outcomes(cfg, now, result, leads)
+    _activities(cfg, now, result, leads)
+    _campaigns(cfg, now, result)
     # A snapshot export may carry no timestamp at all: then it is as of now.
-    result.as_of = cfg.data.as_of or _latest(result.tables) or now.replace(microsecond=0)
+    if result.tables["leads"].num_rows:
+        result.as_of = cfg.data.as_of or _latest(result.tables) or now.replace(microsecond=0)
     return result
 
 
-def _leads(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: IngestResult) -> None:
+def _record(result: IngestResult, name: str, raw: pa.Table, checks: Checks, kept_columns: dict[str, pa.Array],
+            info: dict) -> pa.Table:
+    keep = pa.array(checks.passing)
+    kept = pa.table(kept_columns).filter(keep)
+    rows, reasons = checks.texts()
+    lines = info.pop("malformed", [])
+    malformed = pa.table({"line": [t for t, _ in lines], "reason": [r for _, r in lines]},
+                         schema=pa.schema([("line", pa.string()), ("reason", pa.string())])) if lines else None
+    result.tables[name] = kept
+    if len(rows) or lines:
+        result.quarantined[name] = Quarantined(raw.take(pa.array(rows, pa.int64())), rows + 1, reasons, malformed)
+    rows_in = raw.num_rows + len(lines)
+    result.counts[name] = {"rows_in": rows_in, "kept": kept.num_rows, "quarantined": len(rows) + len(lines)}
+    result.files[name] = {**info, "malformed_lines": len(lines)} if lines else info
+    if kept.num_rows + len(rows) + len(lines) != rows_in:  # a bug, not a user error: keep the traceback
+        raise AssertionError(f"{name}: {rows_in} rows in, {kept.num_rows} kept + {len(rows)} quarantined")
+    return kept
+
+
+def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
     lc = cfg.data.leads
-    raw = read_export(lc, "data.leads")
     roles = {"id": lc.id}
     for role in ("created_at", "label", "campaign", "source", "account"):
         if getattr(lc, role):
@@ -185,40 +341,47 @@ def _leads(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: Ing
     attrs = {f"categorical[{i}]": c for i, c in enumerate(lc.categorical)}
     attrs |= {f"numeric[{i}]": c for i, c in enumerate(lc.numeric)}
     attrs |= {f"passthrough[{i}]": c for i, c in enumerate(lc.passthrough)}
+    raw, info = read_export(lc, "data.leads", set(roles.values()) | set(attrs.values()))
     _require_columns(raw, roles | attrs, "data.leads")
-    checks = [(f"{_text(lc.id)} IS NULL", literal("missing lead id"))]
-    if lc.created_at:
-        checks += [
-            (f"{_text(lc.created_at)} IS NULL", literal(f"missing {lc.created_at}")),
-            (f"{_ts(lc.created_at)} IS NULL", f"'unparseable {lc.created_at}: ' || {_text(lc.created_at)}"),
-            (f"{_ts(lc.created_at)} > TIMESTAMPTZ {literal(future)}", literal(f"{lc.created_at} in the future")),
-        ]
-    for col in lc.numeric:
-        checks.append((f"{_text(col)} IS NOT NULL AND {_num(col)} IS NULL",
-                       f"'non-numeric {col}: ' || {_text(col)}"))
-    # A repeated id keeps its first valid row; the later ones are quarantined.
-    dup = (f"ROW_NUMBER() OVER (PARTITION BY {_text(lc.id)}, ({_first_of(checks)}) IS NULL ORDER BY _row) > 1 "
-           f"AND ({_first_of(checks)}) IS NULL")
-    checks.append((dup, literal("duplicate lead id (first row kept)")))
-    cols = [f"{_text(lc.id)} AS lead_id",
-            f"{_ts(lc.created_at)} AS created_at" if lc.created_at else "CAST(NULL AS TIMESTAMPTZ) AS created_at"]
+    n = raw.num_rows
+    read = Reader(cfg, now, raw, info.get("decimal", decimal_of(lc, None)))
+    checks = Checks(n)
+    lead_id = read.text(lc.id)
+    checks.add(lead_id.is_null().to_numpy(zero_copy_only=False), "missing lead id")
+    created = read.add_timestamp(checks, lc.created_at) if lc.created_at else np.full(n, np.iinfo(np.int64).min)
+    numbers = {c: read.add_number(checks, c) for c in lc.numeric}
+    checks.add(_later_duplicates(lead_id, checks.passing), "duplicate lead id (first row kept)")
+
+    columns: dict[str, pa.Array] = {"lead_id": lead_id, "created_at": cells.to_timestamp_array(created)}
     if lc.label:
         # Snapshot exports: 1 for a positive value, 0 for any other value, NULL (unknown) for an empty cell.
-        positive = ", ".join(literal(v.strip().lower()) for v in lc.positive)
-        cols.append(f"CASE WHEN {_text(lc.label)} IS NULL THEN NULL "
-                    f"WHEN LOWER({_text(lc.label)}) IN ({positive}) THEN 1 ELSE 0 END::TINYINT AS outcome_label")
+        label = read.text(lc.label)
+        positive = pc.is_in(pc.utf8_lower(label), value_set=pa.array([v.strip().lower() for v in lc.positive]))
+        columns["outcome_label"] = pc.if_else(label.is_null(), pa.scalar(None, pa.int8()),
+                                              pc.if_else(positive, 1, 0).cast(pa.int8()))
     for role in ("campaign", "source", "account"):
         col = getattr(lc, role)
-        cols.append(f"{_text(col)} AS {role}" if col else f"CAST(NULL AS VARCHAR) AS {role}")
-    cols += [f"{_text(c)} AS {_q(c)}" for c in (*lc.categorical, *lc.passthrough) if c not in roles.values()]
-    cols += [f"{_num(c)} AS {_q(c)}" for c in lc.numeric]
-    leads, bad = _split(con, raw, ", ".join(cols), _first_of(checks))
-    _record(result, "leads", raw.num_rows, leads, bad)
+        columns[role] = read.text(col) if col else _null_of(pa.string(), n)
+    for c in (*lc.categorical, *lc.passthrough):
+        columns.setdefault(export_column(c), read.text(c))
+    for c in lc.numeric:
+        columns[export_column(c)] = numbers[c]
+    return _record(result, "leads", raw, checks, columns, info)
 
-    con.register("kept_leads", leads)
+
+def _known_leads(leads: pa.Table, lead_id: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """For each event row: is its lead known, and that lead's created_at (microseconds; int64 min if unknown)."""
+    never = np.iinfo(np.int64).min
+    found = pc.index_in(lead_id, value_set=leads["lead_id"].combine_chunks(), skip_nulls=True)
+    known = found.is_valid().to_numpy(zero_copy_only=False)
+    if not len(leads):
+        return known, np.full(len(known), never)
+    index = found.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    created = leads["created_at"].cast(pa.int64()).fill_null(never).to_numpy(zero_copy_only=False)
+    return known, np.where(known, created[index], never)
 
 
-def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: IngestResult) -> None:
+def _outcomes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table) -> None:
     """Stage changes; a snapshot export has none."""
     oc = cfg.data.outcomes
     if oc is None:
@@ -226,86 +389,71 @@ def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: 
             "lead_id": pa.array([], pa.string()), "stage": pa.array([], pa.string()),
             "occurred_at": pa.array([], pa.timestamp("us", "UTC")), "amount": pa.array([], pa.float64())})
         return
-    raw = read_export(oc, "data.outcomes")
     mapping = {"lead_id": oc.lead_id, "stage": oc.stage, "occurred_at": oc.occurred_at}
     if oc.amount:
         mapping["amount"] = oc.amount
+    raw, info = read_export(oc, "data.outcomes", set(mapping.values()))
     _require_columns(raw, mapping, "data.outcomes")
-    checks = _event_checks(oc.lead_id, oc.occurred_at, future, "outcome")
-    checks.insert(1, (f"{_text(oc.stage)} IS NULL", literal(f"missing {oc.stage}")))
+    read = Reader(cfg, now, raw, info.get("decimal", decimal_of(oc, None)))
+    checks = Checks(raw.num_rows)
+    lead_id, stage = read.text(oc.lead_id), read.text(oc.stage)
+    checks.add(lead_id.is_null().to_numpy(zero_copy_only=False), "missing lead id")
+    checks.add(stage.is_null().to_numpy(zero_copy_only=False), f"missing {oc.stage}")
     if cfg.label.other_stages is not None:
-        known = ", ".join(literal(x) for x in (*cfg.label.won_stages, *cfg.label.lost_stages, *cfg.label.other_stages))
-        checks.insert(2, (f"{_text(oc.stage)} NOT IN ({known})", f"'unknown {oc.stage}: ' || {_text(oc.stage)}"))
-    checks.append((f"{_ts(oc.occurred_at)} < (SELECT created_at FROM kept_leads k WHERE k.lead_id = {_text(oc.lead_id)})",
-                   literal(f"{oc.occurred_at} before the lead was created")))
-    if oc.amount:
-        checks.append((f"{_text(oc.amount)} IS NOT NULL AND {_num(oc.amount)} IS NULL",
-                       f"'non-numeric {oc.amount}: ' || {_text(oc.amount)}"))
-    cols = [f"{_text(oc.lead_id)} AS lead_id", f"{_text(oc.stage)} AS stage", f"{_ts(oc.occurred_at)} AS occurred_at",
-            (f"{_num(oc.amount)} AS amount" if oc.amount else "CAST(NULL AS DOUBLE) AS amount")]
-    outcomes, bad = _split(con, raw, ", ".join(cols), _first_of(checks))
-    _record(result, "outcomes", raw.num_rows, outcomes, bad)
+        known = pa.array([*cfg.label.won_stages, *cfg.label.lost_stages, *cfg.label.other_stages], pa.string())
+        unknown = pc.invert(pc.is_in(stage, value_set=known)).to_numpy(zero_copy_only=False)
+        shown = read.shown(oc.stage)
+        checks.add(unknown, lambda rows: [f"unknown {oc.stage}: {v}" for v in shown(rows)])
+    at = read.add_timestamp(checks, oc.occurred_at)
+    known_lead, created = _known_leads(leads, lead_id)
+    checks.add(~known_lead, "outcome for an unknown lead")
+    checks.add(known_lead & (created != np.iinfo(np.int64).min) & (at < created),
+               f"{oc.occurred_at} before the lead was created")
+    amount = read.add_number(checks, oc.amount) if oc.amount else _null_of(pa.float64(), raw.num_rows)
+    _record(result, "outcomes", raw, checks, {"lead_id": lead_id, "stage": stage,
+                                              "occurred_at": cells.to_timestamp_array(at), "amount": amount}, info)
 
 
-def _activities(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: IngestResult) -> None:
+def _activities(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table) -> None:
     ac = cfg.data.activities
-    if ac is not None:
-        raw = read_export(ac, "data.activities")
-        _require_columns(raw, {"lead_id": ac.lead_id, "type": ac.type, "occurred_at": ac.occurred_at}, "data.activities")
-        checks = _event_checks(ac.lead_id, ac.occurred_at, future, "activity")
-        checks.insert(1, (f"{_text(ac.type)} IS NULL", literal(f"missing {ac.type}")))
-        cols = [f"{_text(ac.lead_id)} AS lead_id", f"{_text(ac.type)} AS type", f"{_ts(ac.occurred_at)} AS occurred_at"]
-        activities, bad = _split(con, raw, ", ".join(cols), _first_of(checks))
-        _record(result, "activities", raw.num_rows, activities, bad)
-    else:
+    if ac is None:
         result.tables["activities"] = pa.table({"lead_id": pa.array([], pa.string()), "type": pa.array([], pa.string()),
                                                 "occurred_at": pa.array([], pa.timestamp("us", "UTC"))})
+        return
+    mapping = {"lead_id": ac.lead_id, "type": ac.type, "occurred_at": ac.occurred_at}
+    raw, info = read_export(ac, "data.activities", set(mapping.values()))
+    _require_columns(raw, mapping, "data.activities")
+    read = Reader(cfg, now, raw, info.get("decimal", decimal_of(ac, None)))
+    checks = Checks(raw.num_rows)
+    lead_id, kind = read.text(ac.lead_id), read.text(ac.type)
+    checks.add(lead_id.is_null().to_numpy(zero_copy_only=False), "missing lead id")
+    checks.add(kind.is_null().to_numpy(zero_copy_only=False), f"missing {ac.type}")
+    at = read.add_timestamp(checks, ac.occurred_at)
+    checks.add(~_known_leads(leads, lead_id)[0], "activity for an unknown lead")
+    _record(result, "activities", raw, checks,
+            {"lead_id": lead_id, "type": kind, "occurred_at": cells.to_timestamp_array(at)}, info)
 
 
-def _campaigns(con: duckdb.DuckDBPyConnection, cfg: Config, future: str, result: IngestResult) -> None:
+def _campaigns(cfg: Config, now: datetime, result: IngestResult) -> None:
     cc = cfg.data.campaigns
-    if cc is not None:
-        raw = read_export(cc, "data.campaigns")
-        mapping = {"campaign": cc.campaign, "cost": cc.cost}
-        if cc.channel:
-            mapping["channel"] = cc.channel
-        _require_columns(raw, mapping, "data.campaigns")
-        checks = [
-            (f"{_text(cc.campaign)} IS NULL", literal("missing campaign")),
-            (f"{_text(cc.cost)} IS NOT NULL AND {_num(cc.cost)} IS NULL", f"'non-numeric {cc.cost}: ' || {_text(cc.cost)}"),
-        ]
-        checks.append((f"ROW_NUMBER() OVER (PARTITION BY {_text(cc.campaign)}, ({_first_of(checks)}) IS NULL ORDER BY _row) > 1 "
-                       f"AND ({_first_of(checks)}) IS NULL", literal("duplicate campaign (first row kept)")))
-        cols = [f"{_text(cc.campaign)} AS campaign", f"{_num(cc.cost)} AS cost",
-                (f"{_text(cc.channel)} AS channel" if cc.channel else "CAST(NULL AS VARCHAR) AS channel")]
-        campaigns, bad = _split(con, raw, ", ".join(cols), _first_of(checks))
-        _record(result, "campaigns", raw.num_rows, campaigns, bad)
-
-
-def _event_checks(lead_col: str, at_col: str, future: str, what: str) -> list[tuple[str, str]]:
-    return [
-        (f"{_text(lead_col)} IS NULL", literal("missing lead id")),
-        (f"{_text(at_col)} IS NULL", literal(f"missing {at_col}")),
-        (f"{_ts(at_col)} IS NULL", f"'unparseable {at_col}: ' || {_text(at_col)}"),
-        (f"{_ts(at_col)} > TIMESTAMPTZ {literal(future)}", literal(f"{at_col} in the future")),
-        (f"{_text(lead_col)} NOT IN (SELECT lead_id FROM kept_leads)", literal(f"{what} for an unknown lead")),
-    ]
-
-
-def _record(result: IngestResult, name: str, rows_in: int, kept: pa.Table, bad: pa.Table) -> None:
-    result.tables[name] = kept
-    if bad.num_rows:
-        result.quarantined[name] = bad
-    result.counts[name] = {"rows_in": rows_in, "kept": kept.num_rows, "quarantined": bad.num_rows}
-    if kept.num_rows + bad.num_rows != rows_in:  # a bug, not a user error: keep the traceback
-        raise AssertionError(f"{name}: {rows_in} rows in, {kept.num_rows} kept + {bad.num_rows} quarantined")
+    if cc is None:
+        return
+    mapping = {"campaign": cc.campaign, "cost": cc.cost}
+    if cc.channel:
+        mapping["channel"] = cc.channel
+    raw, info = read_export(cc, "data.campaigns", set(mapping.values()))
+    _require_columns(raw, mapping, "data.campaigns")
+    read = Reader(cfg, now, raw, info.get("decimal", decimal_of(cc, None)))
+    checks = Checks(raw.num_rows)
+    campaign = read.text(cc.campaign)
+    checks.add(campaign.is_null().to_numpy(zero_copy_only=False), "missing campaign")
+    cost = read.add_number(checks, cc.cost)
+    checks.add(_later_duplicates(campaign, checks.passing), "duplicate campaign (first row kept)")
+    channel = read.text(cc.channel) if cc.channel else _null_of(pa.string(), raw.num_rows)
+    _record(result, "campaigns", raw, checks, {"campaign": campaign, "cost": cost, "channel": channel}, info)
 
 
 def _latest(tables: dict[str, pa.Table]) -> datetime | None:
-    import pyarrow.compute as pc
-
-    if tables["leads"].num_rows == 0:
-        raise DataError("data.leads: no usable lead rows after validation; see the quarantine files")
     found = []
     for name, col in (("leads", "created_at"), ("outcomes", "occurred_at"), ("activities", "occurred_at")):
         table = tables.get(name)
@@ -320,9 +468,8 @@ def _latest(tables: dict[str, pa.Table]) -> datetime | None:
 def write_canonical(result: IngestResult, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in result.tables.items():
-        tmp = folder / f".{name}.parquet.tmp"
-        pq.write_table(table, tmp)
-        tmp.replace(folder / f"{name}.parquet")
+        with atomic_write(folder / f"{name}.parquet") as tmp:
+            pq.write_table(table, tmp)
 
 
 def read_canonical(folder: Path, lazy: bool = False) -> dict:
@@ -337,13 +484,27 @@ def read_canonical(folder: Path, lazy: bool = False) -> dict:
 
 
 def write_quarantine(result: IngestResult, folder: Path) -> dict[str, Path]:
+    """One CSV per table: the row's number among the rows read, the row as read, and the reason; lines that
+    could not be split into fields go to ``<table>.malformed.csv`` as written. Safe for spreadsheets."""
     written = {}
-    for name, table in result.quarantined.items():
-        folder.mkdir(parents=True, exist_ok=True)
+    for name, q in result.quarantined.items():
+        if q.malformed is not None:
+            write_csv(q.malformed, folder / f"{name}.malformed.csv")
+            written[f"{name}.malformed"] = folder / f"{name}.malformed.csv"
+        if not len(q.rows):
+            continue
+        names = q.raw.column_names
+        row_col = _free_name("source_row", names)
+        reason_col = _free_name("reason", names)
+        out = pa.table([pa.array(q.rows, pa.int64()), *[cells.as_strings(c) for c in q.raw.columns], q.reasons],
+                       names=[row_col, *names, reason_col])
         path = folder / f"{name}.csv"
-        cols = [c for c in table.column_names if c not in ("_row", "reason")]
-        out = table.select(["_row", *cols, "reason"]).rename_columns(["source_row", *cols, "reason"])
-        out = pa.table([c.cast(pa.string()) if not pa.types.is_string(c.type) else c for c in out.columns], names=out.column_names)
-        pacsv.write_csv(out, path)
+        write_csv(out, path)
         written[name] = path
     return written
+
+
+def _free_name(name: str, taken: list[str]) -> str:
+    while name in taken:
+        name = f"leadscore_{name}"
+    return name

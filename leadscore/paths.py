@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from leadscore.errors import ConfigError
+
+TEMP_SUFFIXES = (".tmp", ".partial")  # names of things being written: `.<name>.<random>.tmp`, `.<run>.partial`
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,42 @@ class Home:
     def runs(self) -> Path:
         return self.root / "runs"
 
+    @property
+    def spill(self) -> Path:
+        """Where duckdb may spill while building features."""
+        return self.root / "tmp" / "duckdb"
+
     def ensure(self) -> Home:
-        for path in (self.root, self.data, self.canonical, self.artifacts, self.prefect, self.published):
-            path.mkdir(parents=True, exist_ok=True)
+        """Create the folders; a home that is a file or cannot be written is a config mistake, said in one line."""
+        path = self.root
+        try:
+            for path in (self.root, self.data, self.canonical, self.artifacts, self.prefect, self.published):
+                path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(f"home: {path} is a file, not a folder; point home (or --home) at a folder") from None
+        except OSError as exc:
+            raise ConfigError(f"home: cannot create {path}: {exc.strerror}; point home (or --home) at a folder "
+                              "you can write") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise ConfigError(f"home: {self.root} is not writable; point home (or --home) at a folder you can write")
         return self
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove what a killed run left half-written: temporary files and unfinished run folders, and duckdb's
+        spill files. Called under the home's lock, when no other run can be writing them."""
+        removed = []
+        for folder in (self.data, self.published, self.root / "serving", self.ledger, self.quarantine, self.runs):
+            if not folder.is_dir():
+                continue
+            for path in folder.rglob(".*"):
+                if path.name.endswith(TEMP_SUFFIXES):
+                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+                    removed.append(path)
+        if self.spill.is_dir():
+            for path in self.spill.iterdir():
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -94,11 +131,24 @@ def read_latest(folder: Path) -> Path | None:
     return folder / name if name else None
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside the target, then rename, so readers see the old or the new file, never half of one."""
+@contextmanager
+def atomic_write(path: Path) -> Iterator[Path]:
+    """The one way leadscore writes a file: the caller writes the temporary path this yields, beside the target;
+    on success it replaces the target in one rename (readers see the old file or the new one, never half of
+    one), on failure it is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def default_spill_dir() -> Path:
@@ -112,7 +162,8 @@ def default_spill_dir() -> Path:
 def one_run_at_a_time(home: Home) -> Iterator[None]:
     """Hold ``home/.lock`` for a whole pipeline run: scheduled runs that meet (score and report at 06:00) or a
     hand-started run during a scheduled one would otherwise rewrite the same canonical tables. The operating
-    system drops the lock if the process dies."""
+    system drops the lock if the process dies; whoever takes it next removes what that process left
+    half-written (no other run can be writing it then)."""
     import fcntl
 
     home.root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +173,10 @@ def one_run_at_a_time(home: Home) -> Iterator[None]:
         except BlockingIOError:
             logging.getLogger("leadscore").info("waiting for another leadscore run in %s to finish", home.root)
             fcntl.flock(fh, fcntl.LOCK_EX)
+        stale = home.remove_stale_temporaries()
+        if stale:
+            logging.getLogger("leadscore").info("removed %d temporary files an interrupted run left in %s",
+                                                len(stale), home.root)
         try:
             yield
         finally:

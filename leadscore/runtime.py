@@ -28,3 +28,28 @@ def prepare_environment(home: Home) -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     for noisy in ("mlflow", "alembic", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """End this process when the process that started it ends, even by ``kill -9``: on Linux the kernel sends
+    SIGTERM (``PR_SET_PDEATHSIG``); everywhere a watchdog thread checks the parent every second as well."""
+    import signal
+    import threading
+    import time
+
+    expected = parent_pid or os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the watchdog alone
+    if os.getppid() != expected:  # the parent died before the signal was armed
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == expected:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="leadscore-parent-watch", daemon=True).start()

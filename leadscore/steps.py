@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from leadscore.config import Config
+from leadscore.contract import export_column, export_name
 from leadscore.errors import DataError
-from leadscore.paths import Home
+from leadscore.paths import Home, write_text_atomic
 
 log = logging.getLogger("leadscore")
 
@@ -59,26 +60,44 @@ def ingest_step(cfg: Config, run_id: str) -> dict:
     share = result.quarantine_share()
     summary = {
         "run_id": run_id,
-        "as_of": result.as_of.isoformat(),
+        "as_of": result.as_of.isoformat() if result.as_of else None,
         "counts": result.counts,
+        "files": result.files,
         "quarantine_reasons": result.reasons(),
         "quarantine_files": {k: str(v) for k, v in written.items()},
         "quarantined_share": round(share, 6),
         "data_fingerprint": data_fingerprint(_input_paths(cfg)),
         "config_hash": cfg.digest(),
     }
+    leads = result.counts["leads"]
+    if leads["kept"] == 0:
+        raise DataError(f"data.leads: none of the {leads['rows_in']:,} lead rows can be used"
+                        + (f" ({_common_reasons(result)}); see {written['leads']} for each row and its reason"
+                           if "leads" in written else ": the file has no rows"))
     if share > cfg.data.max_quarantine_share:
         raise DataError(
             f"{share:.1%} of input rows were quarantined, more than data.max_quarantine_share = "
-            f"{cfg.data.max_quarantine_share:.1%}; see {quarantine_dir} for each row and its reason"
+            f"{cfg.data.max_quarantine_share:.1%}; see {quarantine_dir} for each row and its reason "
+            f"({_common_reasons(result)})"
         )
     write_canonical(result, home.canonical)
-    (home.canonical / "manifest.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_text_atomic(home.canonical / "manifest.json", json.dumps(summary, indent=2))
     kept = result.counts["leads"]["kept"]
     bad = sum(c["quarantined"] for c in result.counts.values())
     log.info("ingest: %s leads kept, %s rows quarantined%s", f"{kept:,}", f"{bad:,}",
              f" (see {quarantine_dir})" if bad else "")
     return summary
+
+
+def _common_reasons(result, top: int = 3) -> str:
+    """The commonest kinds of reason ("non-numeric Employees", without the values), for a one-line error."""
+    kinds: dict[str, int] = {}
+    for table, reasons in result.reasons().items():
+        for reason, n in reasons.items():
+            kind = f"{table}: {reason.split(': ', 1)[0]}"
+            kinds[kind] = kinds.get(kind, 0) + n
+    best = sorted(kinds.items(), key=lambda kv: -kv[1])[:top]
+    return "most often " + "; ".join(f"{k} ({n:,})" for k, n in best)
 
 
 def read_ingest_manifest(home: Home) -> dict:
@@ -97,7 +116,7 @@ def features_step(cfg: Config) -> dict:
     as_of = datetime.fromisoformat(manifest["as_of"])
     fs = build_features(read_canonical(home.canonical, lazy=True), cfg, as_of, out=home.features_file,
                         extra_metadata={"as_of": as_of.isoformat(), "config_hash": cfg.digest()},
-                        spill_dir=home.root / "tmp" / "duckdb")
+                        spill_dir=home.spill)
     c = fs.counts
     if fs.mode == "snapshot":
         log.info("features: snapshot export (outcome from data.leads.label): random stratified split, "
@@ -276,7 +295,7 @@ def _scored_frame(cfg: Config, home: Home, scored_at: datetime):
     scorer = LeadScorer.from_registry(home)
     scorer.check_schema(fs.categorical, fs.numeric)
     frame = fs.frame.to_pandas()
-    keep = ["campaign", "source", *cfg.data.leads.passthrough, "created_at", "mature", "label", "is_open"]
+    keep = ["campaign", "source", "created_at", "mature", "label", "is_open"]
     scores = scorer.score(frame, scored_at, reason_tiers=(), extra_columns=[c for c in keep if c in frame.columns])
     return scores, scorer, meta
 
@@ -285,11 +304,9 @@ def _routing_columns(cfg: Config, raw, lead_ids):
     """The export columns routing filters on, under their export names, in the order of ``lead_ids``."""
     import pandas as pd
 
-    lc = cfg.data.leads
-    canonical = {getattr(lc, role): role for role in ("campaign", "source", "account") if getattr(lc, role)}
     names = sorted({c for q in cfg.routing.queues for c in q.where})
     rows = raw.set_index("lead_id").loc[lead_ids]
-    return pd.DataFrame({n: rows[canonical.get(n, n)].to_numpy() for n in names})
+    return pd.DataFrame({n: rows[cfg.data.leads.internal_column(n)].to_numpy() for n in names})
 
 
 def _open_leads(home: Home, frame):
@@ -324,11 +341,19 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     from features.online import OnlineFeatures, save_snapshot
     from features.store import load_feature_set
     from serving import ledger
-    from serving.publish import frame_writers, publish_run
+    from serving.publish import frame_writers, publish_run, reconcile_scores
     from serving.routing import route_leads
     from serving.scorer import LeadScorer
 
     home = _home(cfg)
+    mended = reconcile_scores(home.scores, home.ledger)
+    if any(mended.values()):
+        log.warning("score: an earlier run was stopped while publishing; mended: %s",
+                    ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in mended.items() if v))
+    if cfg.publish.sql_url:
+        from serving.sql_sink import check_connection
+
+        check_connection(cfg.publish.sql_url)  # before anything is published
     scored_at = datetime.now(timezone.utc).replace(microsecond=0)
     ingest = read_ingest_manifest(home)
     fs, meta = load_feature_set(home.features_file)
@@ -341,7 +366,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     snapshot = _snapshot(cfg, home, frame, meta, fs.labels)
     online = OnlineFeatures(*snapshot)
     raw = _open_leads(home, frame)
-    extra = [c for c in ("campaign", "source", *cfg.data.leads.passthrough) if c in raw.columns]
+    extra = [c for c in ("campaign", "source", *map(export_column, cfg.data.leads.passthrough)) if c in raw.columns]
     features = pd.DataFrame(online.build(raw, cfg, scorer.model.features))
     features[extra] = raw[extra].to_numpy()
     features["input_hash"] = scorer.input_hash(features)  # for --since-last and the ledger, computed once
@@ -366,6 +391,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
         "kind": "scores",
         "model_name": "lead-quality",
         "model_version": scorer.model_version,
+        "model_sha256": scorer.model_sha256,
         "config_hash": cfg.digest(),
         "data_fingerprint": ingest["data_fingerprint"],
         "as_of": meta["as_of"],
@@ -379,11 +405,13 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
         "input_rows": ingest["counts"],
         "quarantine_files": ingest["quarantine_files"],
     }
-    published = scores.drop(columns=["input_hash"])
+    published = scores.drop(columns=["input_hash"]).rename(columns=export_name)
     writers = {**frame_writers(published, "scores"), **frame_writers(queues, "routing", parquet=False),
                "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
-    folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs)
-    ledger.append(home.ledger, run_id, scores)
+    pending = []  # the ledger holds this run's rows before LATEST names it, so no reader sees unrecorded scores
+    folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs,
+                         before_latest=lambda _: pending.append(ledger.append(home.ledger, run_id, scores)))
+    ledger.commit(pending[0])
     save_snapshot(home.snapshot, *snapshot)
     sql_rows = None
     if cfg.publish.sql_url:

@@ -6,12 +6,13 @@ Aliases (``champion``, ``challenger``), never stages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from leadscore.errors import ModelNotFoundError
+from leadscore.errors import LeadscoreError, ModelNotFoundError
 from leadscore.paths import Home
 
 MODEL_NAME = "lead-quality"
@@ -28,6 +29,29 @@ class ModelRef:
     name: str
     version: str
     run_id: str
+    sha256: str | None = None  # of the model's files, recorded at registration and checked at load
+
+
+class ModelIntegrityError(LeadscoreError):
+    """The files of a registered model are not the ones that were registered, or cannot be loaded."""
+
+
+def _artifact_dir(client, model_id: str) -> Path:
+    from urllib.parse import unquote, urlparse
+
+    location = client.get_logged_model(model_id).artifact_location
+    return Path(unquote(urlparse(location).path)) if location.startswith("file:") else Path(location)
+
+
+def files_sha256(folder: Path) -> str:
+    """One sha256 over every file of a logged model (names and bytes, in name order)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def _client(home: Home):
@@ -84,10 +108,11 @@ def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, ar
             pip_requirements=PIP_REQUIREMENTS,
         )
     _ensure_registered_model(client)
+    sha = files_sha256(_artifact_dir(client, info.model_id))
     version_tags = {k: tags[k] for k in ("git_sha", "config_hash", "data_fingerprint") if k in tags}
     mv = client.create_model_version(MODEL_NAME, source=info.model_uri, run_id=run.info.run_id,
-                                     model_id=info.model_id, tags=version_tags)
-    return ModelRef(MODEL_NAME, str(mv.version), run.info.run_id)
+                                     model_id=info.model_id, tags={**version_tags, "model_sha256": sha})
+    return ModelRef(MODEL_NAME, str(mv.version), run.info.run_id, sha)
 
 
 def _project_run_id(client) -> str | None:
@@ -131,8 +156,20 @@ def load_model(home: Home, alias: str = CHAMPION):
             hint = ("the promotion gate kept the trained version as challenger (see `leadscore models`); "
                     "improve it, or promote it by hand with `leadscore promote VERSION`")
         raise ModelNotFoundError(f"no model '{MODEL_NAME}@{alias}' in {home.mlflow_db}; {hint}") from None
-    loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{alias}")
-    return loaded.unwrap_python_model(), ModelRef(MODEL_NAME, str(mv.version), mv.run_id)
+    folder = _artifact_dir(client, mv.model_id) if mv.model_id else None
+    expected = (mv.tags or {}).get("model_sha256")
+    if expected and folder is not None:  # versions registered before hashes were recorded are loaded as they are
+        found = files_sha256(folder) if folder.is_dir() else "missing"
+        if found != expected:
+            raise ModelIntegrityError(
+                f"the files of model version {mv.version} in {folder} are not the ones registered (sha256 "
+                f"{found[:12]}, registered {expected[:12]}); restore them, promote another version or retrain")
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{alias}")
+    except Exception as exc:  # unpickling a damaged file can raise nearly anything
+        raise ModelIntegrityError(f"cannot load model version {mv.version} from {folder}: "
+                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return loaded.unwrap_python_model(), ModelRef(MODEL_NAME, str(mv.version), mv.run_id, expected)
 
 
 def model_summary(home: Home, alias: str = CHAMPION) -> dict[str, object]:
@@ -185,8 +222,6 @@ def promote(home: Home, version: str, reason: str, who: str) -> str | None:
 
 def rollback(home: Home, reason: str, who: str) -> tuple[str, str]:
     """Give the champion alias back to the version the current champion replaced. Returns (from, to)."""
-    from leadscore.errors import LeadscoreError
-
     _, client = _client(home)
     current = champion_version(home)
     if current is None:

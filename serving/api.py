@@ -21,9 +21,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
+from leadscore import cells
 from leadscore.config import Config
+from leadscore.contract import export_column
 from leadscore.errors import LeadscoreError
 from leadscore.paths import Home
 
@@ -65,6 +67,8 @@ class ScoringService:
         self.text = [c for c in (*lc.categorical, *lc.passthrough) if c not in self.roles.values()]
         self.known_fields = {lc.id, *(f for f in (lc.created_at,) if f), *self.roles.values(), *lc.categorical,
                              *lc.numeric, *lc.passthrough}
+        earliest = cfg.data.earliest
+        self.earliest_us = int(earliest.timestamp()) * 1_000_000 + earliest.microsecond
 
     # -- state ------------------------------------------------------------------------------------------
     def _snapshot_stamp(self) -> float:
@@ -116,58 +120,71 @@ class ScoringService:
 
     # -- scoring ----------------------------------------------------------------------------------------
     def canonical(self, leads: list[dict[str, Value]], now: datetime) -> dict[str, np.ndarray]:
-        """The export's fields -> canonical columns, with the ingest's rules (trimmed text, empty = missing,
-        numbers with thousands separators, naive times in data.timezone). Every problem is reported with its
-        lead and field."""
+        """The export's fields -> canonical columns, by the cell rules ingest uses (leadscore.cells), one
+        field at a time over the whole request. Every problem is reported with its lead and field."""
         lc, errors = self.cfg.data.leads, []
         n = len(leads)
-        out: dict[str, np.ndarray] = {}
         for i, lead in enumerate(leads):
-            unknown = sorted(set(lead) - self.known_fields)
-            for name in unknown:
-                errors.append(_error(i, name, "unknown field; the config maps: " + ", ".join(sorted(self.known_fields)),
-                                     "extra_forbidden"))
-        ids = [_text(lead.get(lc.id)) for lead in leads]
-        for i, v in enumerate(ids):
-            if v is None:
-                errors.append(_error(i, lc.id, "is required (the lead's id)", "missing"))
-        out["lead_id"] = np.array(ids, dtype=object)
-        for role, name in self.roles.items():
-            out[role] = np.array([_text(lead.get(name)) for lead in leads], dtype=object)
+            for name in lead:
+                if name not in self.known_fields:
+                    errors.append(_error(i, name, "unknown field; the config maps: " + ", ".join(sorted(self.known_fields)),
+                                         "extra_forbidden"))
+        out: dict[str, np.ndarray] = {}
+        ids = cells.text(self._strings(leads, lc.id, errors))
+        for i in np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False)):
+            errors.append(_error(int(i), lc.id, "is required (the lead's id)", "missing"))
+        out["lead_id"] = ids.to_numpy(zero_copy_only=False).astype(object)
         for role in ("campaign", "source", "account"):
-            out.setdefault(role, np.full(n, None, dtype=object))
+            name = self.roles.get(role)
+            out[role] = (cells.text(self._strings(leads, name, errors)).to_numpy(zero_copy_only=False).astype(object)
+                         if name else np.full(n, None, dtype=object))
         for name in self.text:
-            out[name] = np.array([_text(lead.get(name)) for lead in leads], dtype=object)
+            out[export_column(name)] = cells.text(self._strings(leads, name, errors)).to_numpy(
+                zero_copy_only=False).astype(object)
+        decimal = lc.decimal if lc.decimal != "auto" else "."
         for name in lc.numeric:
-            values = np.full(n, np.nan)
-            for i, lead in enumerate(leads):
-                raw = lead.get(name)
-                if isinstance(raw, bool):
-                    errors.append(_error(i, name, "must be a number", "float_parsing"))
-                elif isinstance(raw, (int, float)):
-                    values[i] = float(raw)
-                elif _text(raw) is not None:
-                    try:
-                        values[i] = float(_text(raw).replace(",", ""))
-                    except ValueError:
-                        errors.append(_error(i, name, f"must be a number; found {raw!r}", "float_parsing"))
-            out[name] = values
+            raw = self._strings(leads, name, errors, numbers=True)
+            values, problem = cells.number(raw, decimal)
+            for i in np.flatnonzero(problem != cells.OK):
+                errors.append(_error(int(i), name, f"must be a number; found {leads[i].get(name)!r}", "float_parsing"))
+            out[export_column(name)] = values.to_numpy(zero_copy_only=False).astype(np.float64)
         if not self.cfg.snapshot:
-            stamps = np.empty(n, np.int64)
-            zone = self.cfg.data.timezone
-            for i, lead in enumerate(leads):
-                raw = _text(lead.get(lc.created_at)) if lc.created_at else None
-                try:
-                    ts = pd.Timestamp(raw) if raw is not None else pd.Timestamp(now)
-                    ts = ts.tz_localize(zone) if ts.tzinfo is None else ts
-                    stamps[i] = ts.value // 1_000_000  # .value is nanoseconds since the epoch (UTC)
-                except (ValueError, TypeError):
-                    errors.append(_error(i, lc.created_at, f"must be a date-time such as 2026-05-01T09:30:00Z; "
-                                                           f"found {raw!r}", "datetime_parsing"))
-            out["created_at"] = stamps
+            raw = self._strings(leads, lc.created_at, errors) if lc.created_at else pa.nulls(n, pa.string())
+            latest = int(now.timestamp()) * 1_000_000 + 86_400_000_000
+            us, problem = cells.timestamp(raw, self.cfg.data.timezone, self.earliest_us, latest)
+            for i in np.flatnonzero(problem != cells.OK):
+                found = leads[i].get(lc.created_at)
+                msg = {cells.UNREADABLE: f"must be a date-time such as 2026-05-01T09:30:00Z; found {found!r}",
+                       cells.TOO_EARLY: f"is before data.earliest ({self.cfg.data.earliest:%Y-%m-%d}); found {found!r}",
+                       cells.TOO_LATE: f"is in the future; found {found!r}"}[int(problem[i])]
+                errors.append(_error(int(i), lc.created_at, msg, "datetime_parsing"))
+            never = np.iinfo(np.int64).min
+            out["created_at"] = np.where(us == never, int(now.timestamp() * 1_000_000), us)  # missing: now
         if errors:
             raise FieldErrors(errors)
         return out
+
+    @staticmethod
+    def _strings(leads: list[dict[str, Value]], name: str | None, errors: list, numbers: bool = False) -> pa.Array:
+        """One field of every lead as a string array for the cell rules; JSON numbers by their text (which
+        Python writes exactly), NaN as missing. A value that is no valid Unicode, or a true/false where a
+        number belongs, is an error of that lead and field."""
+        values = []
+        for i, lead in enumerate(leads):
+            v = lead.get(name) if name else None
+            if isinstance(v, bool) and numbers:
+                errors.append(_error(i, name, "must be a number", "float_parsing"))
+                v = None
+            elif isinstance(v, float) and v != v:
+                v = None
+            elif v is not None and not isinstance(v, str):
+                v = str(v)
+            values.append(v)
+        ok = cells.valid_utf8(values)
+        for i in np.flatnonzero(~ok):
+            errors.append(_error(int(i), name, "must be valid Unicode text (it holds a lone surrogate)", "string_type"))
+            values[i] = None
+        return pa.array(values, pa.string())
 
     def score(self, leads: list[dict[str, Value]]) -> dict:
         from serving.routing import first_matching_queue
@@ -178,7 +195,9 @@ class ScoringService:
         columns = state.features.build(canon, self.cfg, state.scorer.model.features)
         pred = state.scorer.predict(columns, self.cfg.scoring.reason_tiers)
         tiers = pred["tier"].to_numpy()
-        route = first_matching_queue(tiers, canon, self.cfg.routing)
+        lc = self.cfg.data.leads
+        route = first_matching_queue(tiers, {c: canon[lc.internal_column(c)] for q in self.cfg.routing.queues
+                                             for c in q.where}, self.cfg.routing)
         reasons = pred["reasons"].to_numpy() if "reasons" in pred else np.full(len(tiers), None, dtype=object)
         prob = pred["probability"].to_numpy().round(6)
         results = [{"lead_id": lid, "probability": float(p), "score": int(s), "tier": str(t),
@@ -261,14 +280,11 @@ class GuardMiddleware:
                              "client": scope["client"][0] if scope.get("client") else None}))
 
 
-def _text(value: Value) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip() if not isinstance(value, float) or not np.isnan(value) else ""
-    return text or None
-
-
 def _error(i: int, name: str | None, msg: str, kind: str) -> dict:
+    """One problem of one lead. A field name that is no valid Unicode is shown with its escapes, so the
+    answer itself can be encoded."""
+    if isinstance(name, str) and not cells.valid_utf8([name])[0]:
+        name, msg = name.encode("utf-8", "backslashreplace").decode("utf-8"), "field name is not valid Unicode"
     return {"loc": ["body", "leads", i, name], "msg": msg, "type": kind}
 
 

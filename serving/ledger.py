@@ -7,7 +7,6 @@ a day's routing and a lead's history are a filtered read, and old days can be ar
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import pandas as pd
@@ -15,21 +14,54 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from leadscore.paths import atomic_write
+
 COLUMNS = ["lead_id", "probability", "score", "tier", "route", "reasons", "model_version", "scored_at", "run_id",
            "input_hash"]
 
 
+PENDING = ".pending"  # a run's rows, written before its publication became LATEST
+
+
 def append(ledger: Path, run_id: str, scores: pd.DataFrame) -> Path:
-    """Write this run's rows as one new file (temp name, then rename: readers never see half a file)."""
+    """Write this run's rows as one new file, pending (hidden: readers skip it) until :func:`commit`."""
     day = pd.Timestamp(scores["scored_at"].iloc[0]).strftime("%Y-%m-%d") if len(scores) else "empty"
-    folder = ledger / f"scored_date={day}"
-    folder.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(scores.assign(run_id=run_id)[COLUMNS], preserve_index=False)
-    final = folder / f"{run_id}.parquet"
-    tmp = folder / f".{run_id}.{secrets.token_hex(4)}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, final)
+    pending = ledger / f"scored_date={day}" / f".{run_id}.parquet{PENDING}"
+    with atomic_write(pending) as tmp:
+        pq.write_table(table, tmp)
+    return pending
+
+
+def commit(pending: Path) -> Path:
+    final = pending.with_name(pending.name.removeprefix(".").removesuffix(PENDING))
+    os.replace(pending, final)
     return final
+
+
+def reconcile(ledger: Path, published_run: str | None) -> tuple[list[str], list[str]]:
+    """After a kill: commit the pending rows of the run that LATEST names (it was published), drop the others
+    (their run never became LATEST). Returns (committed, dropped) run ids."""
+    committed, dropped = [], []
+    if not ledger.is_dir():
+        return committed, dropped
+    for pending in sorted(ledger.glob(f"scored_date=*/.*.parquet{PENDING}")):
+        run_id = pending.name.removeprefix(".").removesuffix(f".parquet{PENDING}")
+        if run_id == published_run:
+            commit(pending)
+            committed.append(run_id)
+        else:
+            pending.unlink()
+            dropped.append(run_id)
+    return committed, dropped
+
+
+def recorded_runs(ledger: Path) -> set[str]:
+    """Every run the ledger holds rows of (pending ones included)."""
+    if not ledger.is_dir():
+        return set()
+    return {p.name.removeprefix(".").removesuffix(PENDING).removesuffix(".parquet")
+            for p in ledger.glob("scored_date=*/*") if p.name.endswith((".parquet", PENDING))}
 
 
 def _dataset(ledger: Path) -> ds.Dataset | None:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from leadscore.paths import write_text_atomic
+from leadscore.paths import read_latest, write_text_atomic
+from leadscore.spreadsheet import write_csv
 
 Writer = Callable[[Path], None]
 
@@ -31,8 +31,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def publish_run(root: Path, run_id: str, writers: dict[str, Writer], manifest: dict, keep_runs: int) -> Path:
-    """Write ``root/<run_id>/`` with the given files plus ``manifest.json``, then point ``root/LATEST`` at it."""
+def publish_run(root: Path, run_id: str, writers: dict[str, Writer], manifest: dict, keep_runs: int,
+                before_latest: Callable[[Path], None] | None = None) -> Path:
+    """Write ``root/<run_id>/`` with the given files plus ``manifest.json``, then point ``root/LATEST`` at it.
+
+    ``before_latest`` runs between the two (the score ledger is written there), so nothing a reader can see
+    through LATEST is missing from the records kept beside it."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / run_id
     tmp = root / f".{run_id}.partial"
@@ -51,9 +55,35 @@ def publish_run(root: Path, run_id: str, writers: dict[str, Writer], manifest: d
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if before_latest is not None:
+        before_latest(final)
     write_text_atomic(root / "LATEST", run_id + "\n")
     prune_runs(root, keep_runs)
     return final
+
+
+def unpublished_runs(root: Path, recorded: set[str]) -> list[str]:
+    """Run folders a killed run left behind: not the one LATEST names, and not in ``recorded`` (the runs the
+    ledger holds). LATEST never named them, so no reader ever saw them."""
+    if not root.is_dir():
+        return []
+    latest = read_latest(root)
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and (latest is None or p.name != latest.name) and p.name not in recorded)
+
+
+def reconcile_scores(scores_root: Path, ledger_root: Path) -> dict[str, list[str]]:
+    """Make the ledger and the published scores agree again after a run was killed mid-publication: pending
+    ledger rows of the run LATEST names are kept, other pending rows dropped, and run folders that never
+    became LATEST removed."""
+    from serving import ledger
+
+    latest = read_latest(scores_root)
+    committed, dropped = ledger.reconcile(ledger_root, latest.name if latest else None)
+    orphans = unpublished_runs(scores_root, ledger.recorded_runs(ledger_root))
+    for name in orphans:
+        shutil.rmtree(scores_root / name, ignore_errors=True)
+    return {"ledger_committed": committed, "ledger_dropped": dropped, "runs_removed": orphans}
 
 
 def prune_runs(root: Path, keep_runs: int) -> list[str]:
@@ -75,23 +105,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def frame_writers(frame: pd.DataFrame, stem: str, csv: bool = True, parquet: bool = True) -> dict[str, Writer]:
-    """Writers for one frame as CSV (via Arrow, fast) and Parquet."""
+    """Writers for one frame as CSV (spreadsheet-safe, see leadscore.spreadsheet) and Parquet (values as they are)."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     writers: dict[str, Writer] = {}
     if csv:
-        writers[f"{stem}.csv"] = lambda path: pacsv.write_csv(_csv_ready(table), path)
+        writers[f"{stem}.csv"] = lambda path: write_csv(table, path)
     if parquet:
         writers[f"{stem}.parquet"] = lambda path: pq.write_table(table, path)
     return writers
-
-
-def _csv_ready(table: pa.Table) -> pa.Table:
-    """ISO 8601 timestamps with a Z, which spreadsheets and pandas both read."""
-    import pyarrow.compute as pc
-
-    cols = []
-    for col in table.columns:
-        if pa.types.is_timestamp(col.type):
-            col = pc.strftime(col.cast(pa.timestamp("s", "UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ")
-        cols.append(col)
-    return pa.table(cols, names=table.column_names)

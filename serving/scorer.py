@@ -9,21 +9,20 @@ import pandas as pd
 
 from leadscore.errors import DataError
 
-# The published layout's first columns (route is added by routing, passthrough columns follow).
-SCORE_COLUMNS = ["lead_id", "probability", "score", "tier", "rank", "reasons", "model_version", "scored_at"]
 
 
 class LeadScorer:
-    def __init__(self, model, model_version: str):
+    def __init__(self, model, model_version: str, model_sha256: str | None = None):
         self.model = model
         self.model_version = str(model_version)
+        self.model_sha256 = model_sha256  # of the registered files, checked when they were loaded
 
     @classmethod
     def from_registry(cls, home, alias: str = "champion") -> LeadScorer:
         from models.registry import load_model
 
         model, ref = load_model(home, alias)
-        return cls(model, ref.version)
+        return cls(model, ref.version, ref.sha256)
 
     def check_schema(self, categorical: list[str], numeric: list[str]) -> None:
         """Schema drift stops scoring: a feature the model needs is gone, or changed between text and number."""

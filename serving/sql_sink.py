@@ -41,6 +41,21 @@ def _upsert_statement(dialect: str, table):
                                       set_={c: stmt.excluded[c] for c in COLUMNS if c != "lead_id"})
 
 
+def check_connection(url: str) -> None:
+    """Connect once before a run publishes anything, so an unreachable database stops it with nothing changed."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (ArgumentError, ImportError, SQLAlchemyError) as exc:
+        raise DataError(f"publish.sql_url: cannot connect to {url!r} ({str(exc).splitlines()[0]}); nothing was "
+                        "published") from None
+    engine.dispose()
+
+
 def upsert_scores(url: str, table_name: str, scores: pd.DataFrame, run_id: str) -> int:
     """Insert new leads and update known ones; returns the rows written."""
     from sqlalchemy import MetaData, create_engine

@@ -20,8 +20,9 @@ def _tables(leads, outcomes, activities=()):
         "leads": pa.table({
             "lead_id": [r[0] for r in leads], "created_at": pa.array([r[1] for r in leads], ts),
             "campaign": [r[2] for r in leads], "source": ["Web"] * len(leads), "account": [r[3] for r in leads],
-            "Country": ["US"] * len(leads), "Industry": ["Retail"] * len(leads), "Job Level": ["VP"] * len(leads),
-            "Employees": [100.0] * len(leads), "Owner": ["Ann"] * len(leads),
+            "export:Country": ["US"] * len(leads), "export:Industry": ["Retail"] * len(leads),
+            "export:Job Level": ["VP"] * len(leads), "export:Employees": [100.0] * len(leads),
+            "export:Owner": ["Ann"] * len(leads),
         }),
         "outcomes": pa.table({"lead_id": [r[0] for r in outcomes], "stage": [r[1] for r in outcomes],
                               "occurred_at": pa.array([r[2] for r in outcomes], ts),

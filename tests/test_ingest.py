@@ -115,7 +115,7 @@ def test_every_row_is_kept_or_quarantined_with_a_reason(tmp_path):
 
     # Values are parsed: thousands separators, offsets to UTC.
     leads = result.tables["leads"].to_pandas().set_index("lead_id")
-    assert leads.loc["L2", "Employees"] == 1200
+    assert leads.loc["L2", "export:Employees"] == 1200
     assert str(leads.loc["L7", "created_at"]) == "2025-02-01 06:00:00+00:00"
     assert str(result.tables["leads"].schema.field("created_at").type) == "timestamp[us, tz=UTC]"
 
@@ -133,7 +133,7 @@ def test_latin1_semicolon_and_bom_tab_are_detected(tmp_path):
     (tmp_path / "stages.csv").write_bytes("\ufeffLead ID\tStage\tStage Date\tAmount\nL1\tClosed Won\t2025-02-01\t\n".encode())
     cfg_text = CONFIG.split("[data.activities]")[0] + "[label]\nwon_stages = [\"Closed Won\"]\n"
     result = ingest(_cfg(tmp_path, cfg_text))
-    assert result.tables["leads"].to_pandas().loc[0, "Country"] == "España"
+    assert result.tables["leads"].to_pandas().loc[0, "export:Country"] == "España"
     assert result.tables["outcomes"].num_rows == 1
 
 
@@ -145,7 +145,7 @@ def test_parquet_export(tmp_path):
     cfg_text = CONFIG.replace('path = "leads.csv"', 'path = "leads.parquet"').split("[data.activities]")[0]
     result = ingest(_cfg(tmp_path, cfg_text + "[label]\nwon_stages = [\"Closed Won\"]\n"))
     assert result.counts["leads"] == {"rows_in": 2, "kept": 2, "quarantined": 0}
-    assert result.tables["leads"]["Employees"].to_pylist() == [10.0, None]
+    assert result.tables["leads"]["export:Employees"].to_pylist() == [10.0, None]
 
 
 def test_missing_column_names_the_key_and_suggests(tmp_path):
