@@ -65,6 +65,7 @@ class TemporaryServer:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        _drain_prefect()
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -79,6 +80,21 @@ class TemporaryServer:
             return "no log"
         errors = [l for l in lines if "Error" in l or "error" in l]
         return (errors or lines or ["no output"])[-1].strip()[:300]
+
+
+def _drain_prefect() -> None:
+    """Send what Prefect still holds (logs, events) while its server is up; it would try at exit otherwise,
+    and print that it could not."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=5)
+        except Exception:  # noqa: BLE001 - a failed flush must not hide the run's own outcome
+            pass
 
 
 def start_temporary_server(prefect_home: Path) -> TemporaryServer:

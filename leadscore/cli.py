@@ -76,6 +76,9 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+_HOME_IN_USE: list = [None]  # the home of the command being run, for explaining a full disk
+
+
 def _load(config: Path, home: Path | None):
     from leadscore.config import load_config
     from leadscore.paths import Home
@@ -85,6 +88,7 @@ def _load(config: Path, home: Path | None):
     override = home or (Path(os.environ["LEADSCORE_HOME"]) if os.environ.get("LEADSCORE_HOME") else None)
     if override is not None:
         cfg = cfg.with_home(override.resolve())
+    _HOME_IN_USE[0] = Home(cfg.home)
     prepare_environment(Home(cfg.home))
     return cfg
 
@@ -101,9 +105,12 @@ def _run(step: str, fn, *args):
 
 # What a full disk or a missing permission looks like when it surfaces through a library.
 _DISK_FULL = ("No space left on device", "database or disk is full", "Disk quota exceeded")
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                       errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-                       errno.EROFS: "read-only file system"}
+_FULL = "free some space and run again"
+_REFUSED = "fix the permissions and run again"
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC: ("no space left on the device", _FULL), errno.EDQUOT: ("disk quota exceeded", _FULL),
+                       errno.EFBIG: ("file too large for this system's limits", _FULL),
+                       errno.EACCES: ("permission denied", _REFUSED), errno.EPERM: ("operation not permitted", _REFUSED),
+                       errno.EROFS: ("read-only file system", _REFUSED)}
 
 
 def environment_problem(exc: BaseException) -> str | None:
@@ -113,13 +120,27 @@ def environment_problem(exc: BaseException) -> str | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
-            where = f" writing {exc.filename}" if exc.filename else ""
-            return f"{_ENVIRONMENT_ERRNOS[exc.errno]}{where}; free some space or fix the permissions and run again"
+            what, advice = _ENVIRONMENT_ERRNOS[exc.errno]
+            where = f" at {exc.filename}" if exc.filename else ""
+            return f"{what}{where}; {advice}"
         text = str(exc)
         if any(s in text for s in _DISK_FULL):
-            return ("no space left on the device (" + text.splitlines()[0][:200] + "); free some space and run again")
+            return f"no space left on the device ({text.splitlines()[0][:200]}); {_FULL}"
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def low_space(home) -> str | None:
+    """When the home's device is nearly full, any failure is most likely that (a database that runs out of
+    space mid-run fails in its own words, and cannot even log why)."""
+    if home is None:
+        return None
+    from leadscore.runtime import free_bytes, min_free_bytes
+
+    free = free_bytes(home)
+    if free is None or free >= max(min_free_bytes(), 4_000_000):
+        return None
+    return f"only {free / 1e6:.1f} MB free on the device holding {home.root}, which is most likely why; {_FULL}"
 
 
 def _guard(body):
@@ -127,16 +148,20 @@ def _guard(body):
         return body()
     except LeadscoreError as exc:
         message, code = str(exc), exc.exit_code
+        space = low_space(_HOME_IN_USE[0])
         # Frames kept alive by the traceback pin native objects (duckdb) past interpreter shutdown.
         traceback.clear_frames(exc.__traceback__)
         del exc
-        _fail(message, code)
+        _fail(f"{message} ({space})" if space and "MB free" not in message else message, code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as exc:
         problem = environment_problem(exc)
         if problem is None:
-            raise  # a bug: keep its traceback
+            space = low_space(_HOME_IN_USE[0])
+            if space is None:
+                raise  # a bug: keep its traceback
+            problem = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}; {space}"
         traceback.clear_frames(exc.__traceback__)
         del exc
         _fail(problem, 2)

@@ -67,7 +67,7 @@ class IngestResult:
     def reasons(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for name, q in self.quarantined.items():
-            reasons = q.reasons if q.malformed is None else pa.concat_arrays([q.reasons, q.malformed["reason"]])
+            reasons = q.reasons if q.malformed is None else pa.concat_arrays([q.reasons, q.malformed["reason"].combine_chunks()])
             vc = reasons.value_counts()
             out[name] = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
         return out
@@ -93,23 +93,49 @@ def _first_invalid_utf8(path: Path) -> int | None:
     return None
 
 
-def _sniff(path: Path, table: FileTable, key: str) -> tuple[str, str]:
+def _sniff(path: Path, table: FileTable) -> tuple[str, str]:
+    """(encoding, delimiter). Without a configured encoding: "utf-8" (or "utf-8-sig") if the whole file is valid
+    UTF-8, else "cells": each cell is read as UTF-8 where it is valid and as Windows-1252 where it is not, so
+    one stray byte never changes how the other cells read (a whole latin-1 file reads right too)."""
     with path.open("rb") as fh:
         head = fh.read(65_536)
     encoding = table.encoding
     if encoding is None:
-        bad_at = _first_invalid_utf8(path)
-        if bad_at is None:
+        if _first_invalid_utf8(path) is None:
             encoding = "utf-8-sig" if head.startswith(b"\xef\xbb\xbf") else "utf-8"
         else:
-            encoding = "latin-1"
-            log.warning("%s: %s is not valid UTF-8 (first at byte %s): read as latin-1; set %s.encoding if "
-                        "that is wrong", key, path.name, f"{bad_at:,}", key)
+            encoding = "cells"
     delimiter = table.delimiter
     if delimiter is None:
         first = head.split(b"\n", 1)[0].decode("latin-1")
         delimiter = max([",", ";", "\t", "|"], key=first.count)
     return encoding, delimiter
+
+
+def _decode(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            return value.decode("cp1252")
+        except UnicodeDecodeError:
+            return value.decode("latin-1")  # the five bytes Windows-1252 leaves undefined
+
+
+def _decode_cells(column: pa.ChunkedArray) -> tuple[pa.Array, int]:
+    """A column read as latin-1 (every byte one character, nothing lost) back to the text each cell meant (see
+    :func:`_sniff`). Only cells with non-ASCII bytes are looked at. Returns the text and how many cells were not
+    UTF-8."""
+    values = column.combine_chunks()
+    odd = np.flatnonzero(pc.invert(pc.string_is_ascii(values)).fill_null(False).to_numpy(zero_copy_only=False))
+    if not len(odd):
+        return values, 0
+    raw = [v.encode("latin-1") for v in values.take(pa.array(odd)).to_pylist()]
+    decoded = [_decode(b) for b in raw]
+    fixed = sum(1 for b, d in zip(raw, decoded) if d.encode("utf-8") != b)
+    text = values.to_numpy(zero_copy_only=False).astype(object)
+    text[odd] = decoded
+    return pa.array(text, pa.string()), fixed
 
 
 def decimal_of(table: FileTable, delimiter: str | None) -> str:
@@ -136,8 +162,9 @@ def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> t
             raw = pq.read_table(path)
             _check_unique(raw.column_names, mapped, key, path)
             return raw, {"format": "parquet"}
-        encoding, delimiter = _sniff(path, table, key)
+        encoding, delimiter = _sniff(path, table)
         names = _unique_names(_header_names(path, encoding, delimiter), mapped, key, path)
+
         malformed: list[tuple[str, str]] = []
 
         def skip(row) -> str:
@@ -146,13 +173,21 @@ def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> t
 
         raw = pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(encoding=encoding.replace("-sig", ""), block_size=16 << 20,
-                                           column_names=names, skip_rows=1),
+            read_options=pacsv.ReadOptions(encoding="latin-1" if encoding == "cells" else encoding.replace("-sig", ""),
+                                           block_size=16 << 20, column_names=names, skip_rows=1),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
             ),
         )
+        if encoding == "cells":
+            decoded = [_decode_cells(c) for c in raw.columns]
+            raw = pa.table([d for d, _ in decoded], names=names)
+            malformed = [(_decode(text.encode("latin-1")), why) for text, why in malformed]
+            fixed = sum(n for _, n in decoded)
+            encoding = f"utf-8, {fixed:,} cells windows-1252"
+            log.warning("%s: %s is not all UTF-8: %s cells read as Windows-1252 (set %s.encoding if the whole file "
+                        "has another encoding)", key, path.name, f"{fixed:,}", key)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{key}.path: cannot read {path} as {fmt.upper()}: {str(exc).splitlines()[0]}") from None
     info = {"format": "csv", "encoding": encoding, "delimiter": delimiter, "decimal": decimal_of(table, delimiter)}
@@ -164,8 +199,12 @@ def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> t
 
 
 def _header_names(path: Path, encoding: str, delimiter: str) -> list[str]:
-    with path.open("r", encoding=encoding, newline="", errors="strict") as fh:
-        return next(csv.reader(fh, delimiter=delimiter), [])
+    if encoding != "cells":
+        with path.open("r", encoding=encoding, newline="", errors="strict") as fh:
+            return next(csv.reader(fh, delimiter=delimiter), [])
+    with path.open("r", encoding="utf-8", newline="", errors="surrogateescape") as fh:
+        names = next(csv.reader(fh, delimiter=delimiter), [])
+    return [_decode(n.encode("utf-8", "surrogateescape")) for n in names]
 
 
 def _check_unique(names: list[str], mapped: set[str], key: str, path: Path) -> None:

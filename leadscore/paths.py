@@ -141,9 +141,19 @@ def atomic_write(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise with_filename(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def with_filename(exc: OSError, path: Path) -> OSError:
+    """The same error, naming ``path`` if it named no file (pyarrow's and duckdb's write errors do not)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, os.strerror(exc.errno), str(path))
 
 
 def write_text_atomic(path: Path, text: str) -> None:

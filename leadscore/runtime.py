@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from leadscore.errors import LeadscoreError
 from leadscore.paths import Home
 
 
@@ -16,6 +17,7 @@ def prepare_environment(home: Home) -> None:
     database lives in ``home/prefect``.
     """
     home.ensure()
+    check_free_space(home)
     os.environ["PREFECT_HOME"] = str(home.prefect)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -28,6 +30,28 @@ def prepare_environment(home: Home) -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     for noisy in ("mlflow", "alembic", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def min_free_bytes() -> int:
+    """The free space a run needs on the device holding its home (LEADSCORE_MIN_FREE_MB, default 64 MB): below
+    it, databases fail half-way (Prefect's answers HTTP 500 and cannot even log why)."""
+    return int(float(os.environ.get("LEADSCORE_MIN_FREE_MB", "64")) * 1_000_000)
+
+
+def free_bytes(home: Home) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(home.root).free
+    except OSError:
+        return None
+
+
+def check_free_space(home: Home) -> None:
+    free = free_bytes(home)
+    if free is not None and free < min_free_bytes():
+        raise LeadscoreError(f"only {free / 1e6:.1f} MB free on the device holding {home.root}; a run needs at least "
+                             f"{min_free_bytes() / 1e6:.0f} MB (LEADSCORE_MIN_FREE_MB): free some space and run again")
 
 
 def die_with_parent(parent_pid: int | None = None) -> None:

@@ -17,7 +17,10 @@ import pyarrow.csv as pacsv
 
 from leadscore.paths import atomic_write
 
-FORMULA_START = r"^(?:[\t\r]|[\s\x{3000}]*[=+\-@\x{ff1d}\x{ff0b}\x{ff0d}\x{ff20}])"
+# Leading white space and control characters first: a spreadsheet may skip them before it sees the "=". Escapes
+# that Arrow's RE2 and Python's re read alike, and literal characters beyond Latin-1.
+FORMULA_START = (r"^(?:[\t\r]|[\x00-\x20\x7f\x85\xa0" + "\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+                 + r"]*[=+\-@" + "\uff1d\uff0b\uff0d\uff20" + "])")
 
 
 def neutralise(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

@@ -37,16 +37,22 @@ class ModelIntegrityError(LeadscoreError):
 
 
 def _artifact_dir(client, model_id: str) -> Path:
+    """The folder of a logged model's files. (A version's ``model_id`` reads back as None from the sqlite
+    store; its ``source``, ``models:/<model id>``, holds it.)"""
     from urllib.parse import unquote, urlparse
 
     location = client.get_logged_model(model_id).artifact_location
     return Path(unquote(urlparse(location).path)) if location.startswith("file:") else Path(location)
 
 
+# Written by MLflow into a model's folder after it was logged (on its first load), so not part of its identity.
+LATER_FILES = frozenset({"registered_model_meta"})
+
+
 def files_sha256(folder: Path) -> str:
     """One sha256 over every file of a logged model (names and bytes, in name order)."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in LATER_FILES):
         h.update(str(path.relative_to(folder)).encode())
         with path.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
@@ -156,9 +162,9 @@ def load_model(home: Home, alias: str = CHAMPION):
             hint = ("the promotion gate kept the trained version as challenger (see `leadscore models`); "
                     "improve it, or promote it by hand with `leadscore promote VERSION`")
         raise ModelNotFoundError(f"no model '{MODEL_NAME}@{alias}' in {home.mlflow_db}; {hint}") from None
-    folder = _artifact_dir(client, mv.model_id) if mv.model_id else None
+    folder = _artifact_dir(client, mv.model_id or mv.source.removeprefix("models:/"))
     expected = (mv.tags or {}).get("model_sha256")
-    if expected and folder is not None:  # versions registered before hashes were recorded are loaded as they are
+    if expected:  # versions registered before hashes were recorded are loaded as they are
         found = files_sha256(folder) if folder.is_dir() else "missing"
         if found != expected:
             raise ModelIntegrityError(

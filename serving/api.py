@@ -424,8 +424,9 @@ def app_from_environment():
     from pathlib import Path
 
     from leadscore.config import load_config
-    from leadscore.runtime import prepare_environment
+    from leadscore.runtime import die_with_parent, prepare_environment
 
+    die_with_parent()  # a worker must not outlive `leadscore serve`, even after kill -9
     cfg = load_config(os.environ[_CONFIG_ENV]).with_home(Path(os.environ[_HOME_ENV]))
     prepare_environment(Home(cfg.home))
     configure_access_log()

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from leadscore.paths import read_latest, write_text_atomic
+from leadscore.paths import read_latest, with_filename, write_text_atomic
 from leadscore.spreadsheet import write_csv
 
 Writer = Callable[[Path], None]
@@ -46,7 +46,10 @@ def publish_run(root: Path, run_id: str, writers: dict[str, Writer], manifest: d
     try:
         files = {}
         for name, write in writers.items():
-            write(tmp / name)
+            try:
+                write(tmp / name)
+            except OSError as exc:
+                raise with_filename(exc, final / name) from exc
             files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
         body = {**manifest, "run_id": run_id, "files": files}
         (tmp / "manifest.json").write_text(json.dumps(body, indent=2, default=str), encoding="utf-8")

@@ -30,10 +30,11 @@ max_ece = 0.1
 """
 
 
-def make_config(export: Path, home: Path, extra: str = "") -> Config:
-    """The demo config for ``export``, single-threaded for tests, plus any extra TOML."""
+def make_config(export: Path, home: Path, extra: str = "", path: Path | None = None) -> Config:
+    """The demo config for ``export``, single-threaded for tests, plus any extra TOML (written to ``path``,
+    by default beside ``home``)."""
     text = demo_config_text(export, home) + TEST_SETTINGS + extra
-    path = home.parent / f"{home.name}.toml"
+    path = path or home.parent / f"{home.name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return parse_config(text, path)
