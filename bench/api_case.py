@@ -43,7 +43,7 @@ def main() -> int:
 
     port, key = _free_port(), "bench-key"
     env = {**os.environ, "LEADSCORE_API_KEY": key}
-    server = subprocess.Popen([sys.executable, "-m", "leadscore", "serve", "--config", str(args.config),
+    server = subprocess.Popen([str(Path(sys.executable).with_name("leadscore")), "serve", "--config", str(args.config),
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

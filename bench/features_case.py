@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 
 
 def prepare(leads: int, folder: Path) -> None:
+    from ingest.canonical import ingest, write_canonical
+    from ingest.synthetic import demo_config_text, generate_crm
+
     from leadscore.config import parse_config
-    from leadscore.ingest import ingest, write_canonical
-    from leadscore.synthetic import demo_config_text, generate_crm
 
     export = folder / "export"
     export.mkdir(parents=True, exist_ok=True)
@@ -40,9 +41,10 @@ def prepare(leads: int, folder: Path) -> None:
 def measure(folder: Path) -> None:
     from datetime import datetime
 
+    from ingest.canonical import read_canonical
+
     from features.build import build_features
     from leadscore.config import load_config
-    from leadscore.ingest import read_canonical
 
     cfg = load_config(folder / "leadscore.toml")
     start = time.perf_counter()

@@ -12,13 +12,12 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work"
-CLI = [sys.executable, "-m", "leadscore"]
+CLI = [str(Path(sys.executable).with_name("leadscore"))]
 
 
 def measure(name: str, cmd: list[str], target_s: float | None = None, target_mb: float | None = None) -> dict:

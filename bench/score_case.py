@@ -26,9 +26,10 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 
-    from leadscore import steps
+    from ingest.synthetic import FILES, demo_config_text
+
+    from flows import steps
     from leadscore.config import load_config
-    from leadscore.synthetic import FILES, demo_config_text
 
     shutil.rmtree(args.dir, ignore_errors=True)
     args.dir.mkdir(parents=True)

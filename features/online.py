@@ -1,47 +1,50 @@
-"""Features for leads that arrive one at a time (the real-time API), from a snapshot saved by the last scoring run.
+"""Features of leads scored one at a time or in batch, from a snapshot saved by the last scoring run: the array
+rendering of the feature table (:mod:`features.definitions`).
 
-The snapshot holds the event times that the batch features count (each campaign's, source's and account's
-leads, wins and matured leads; each known lead's activities), so a lead's features here are the batch
-features' definitions evaluated with sorted arrays and binary search instead of SQL:
+The snapshot holds the event times the table counts (each lead's creation and first win, with its campaign,
+source and account; each known lead's activities) and the table itself, so a lead's features here are the
+same definitions the batch SQL renders, evaluated with :class:`features.pit.EventIndex` (binary search under
+the same strictly-before rule) instead of SQL. An unknown campaign or account has no history (its win rate is
+the smoothed prior); a lead the snapshot does not know has no activities. Outcomes are known up to the
+snapshot's ``as_of``: for a lead created later, matured leads are counted as of ``as_of``.
 
-- the point-in-time rule of ``features.pit.known_at``: an event counts if it happened strictly before the
-  lead's ``created_at``; a trailing window of ``w`` days holds events at or after ``created_at - w days``;
-- a NULL campaign/source/account gives NULL counts; an unknown one gives zero leads and wins, and a win rate
-  equal to the smoothed prior;
-- outcomes are only known up to the snapshot's ``as_of``: for a lead created later, matured leads are
-  counted as of ``as_of``.
-
-Times are int64 microseconds since 1970 (UTC), the batch's own resolution. ``tests/test_api.py`` checks that these features and the scores
-built on them equal the batch ones for the same leads.
+Times are int64 microseconds since 1970 (UTC), the batch's own resolution. Batch scoring and the real-time
+API both build features here; tests compare them with the training features and with a plain loop.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 (pa.compute)
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from features.build import attribute_features
+from features.definitions import (
+    CAPPED_AT_AS_OF,
+    ROLES,
+    Calendar,
+    Column,
+    Count,
+    DaysSince,
+    Feature,
+    SmoothedRate,
+    from_json,
+)
+from features.pit import NEVER, EventIndex, KeyCodes, event_index
 from leadscore.config import Config
-from leadscore.contract import export_column
 from leadscore.errors import DataError
 from leadscore.paths import atomic_write, write_text_atomic
 
 DAY_US = 86_400_000_000
-NEVER = np.iinfo(np.int64).min  # "no time": a missing timestamp, or no event
-ROLES = ("campaign", "source", "account")
-SNAPSHOT_FORMAT = 2  # times in microseconds; 1 (before) held milliseconds packed beside the key
+SNAPSHOT_FORMAT = 3  # 3: the feature table travels in the snapshot; 2 and before: names parsed from labels
 
 
-def _us(values) -> np.ndarray:
+def to_us(values) -> np.ndarray:
     """Timestamps to int64 microseconds since 1970 (UTC); missing -> NEVER. Arrow, pandas or int64 input."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         if pa.types.is_integer(values.type):
@@ -50,38 +53,30 @@ def _us(values) -> np.ndarray:
     values = np.asarray(values) if not isinstance(values, pd.Series) else values
     if isinstance(values, np.ndarray) and values.dtype == np.int64:
         return values
-    return _us(pa.array(pd.Series(values), from_pandas=True))
+    return to_us(pa.array(pd.Series(values), from_pandas=True))
 
 
 def snapshot_tables(frame: pd.DataFrame, activities: pa.Table | None, cfg: Config, as_of: datetime,
-                    labels: dict[str, str]) -> tuple[dict, pa.Table, pa.Table | None]:
-    """What the online features need, from the feature frame (one row per lead known at ``as_of``) and the
-    canonical activities: (manifest, leads, activities)."""
+                    definitions: list[dict]) -> tuple[dict, pa.Table, pa.Table | None]:
+    """What the online features need, from the feature frame (one row per lead known at ``as_of``), the
+    canonical activities and the feature table: (manifest, leads, activities)."""
     leads = pa.table({
         "lead_id": pa.array(frame["lead_id"].astype(str).to_numpy(), pa.string()),
-        "created_us": _us(frame["created_at"]),
+        "created_us": to_us(frame["created_at"]),
         **{role: pa.Array.from_pandas(frame[role].astype("string")).cast(pa.string()) for role in ROLES},
-        "won_us": _us(frame["won_at"]),
+        "won_us": to_us(frame["won_at"]),
         "won_in_horizon": pa.array(frame["label"].fillna(0).to_numpy() == 1),
     })
     acts = None
     if activities is not None and activities.num_rows:
-        import pyarrow.compute as pc
-
         known = pa.array(frame["lead_id"].astype(str).to_numpy(), pa.string())
         acts = activities.select(["lead_id", "type", "occurred_at"])
         acts = acts.filter(pc.and_(pc.is_in(acts["lead_id"], value_set=known),
                                    pc.less_equal(acts["occurred_at"], pa.scalar(pd.Timestamp(as_of), acts["occurred_at"].type))))
-        acts = pa.table({"lead_id": acts["lead_id"], "type": acts["type"], "occurred_us": _us(acts["occurred_at"])})
-    types = {}  # activity type -> feature key, as build_features named them
-    for f, text in labels.items():
-        m = re.fullmatch(r"act_(.+)_(\d+)d", f)
-        if m and m.group(1) != "any":
-            types[text.rsplit(" in the ", 1)[0]] = m.group(1)
+        acts = pa.table({"lead_id": acts["lead_id"], "type": acts["type"], "occurred_us": to_us(acts["occurred_at"])})
     manifest = {"format": SNAPSHOT_FORMAT, "as_of": pd.Timestamp(as_of).isoformat(),
-                "horizon_days": cfg.label.horizon_days, "prior_strength": cfg.features.prior_strength,
-                "windows_days": sorted(set(cfg.features.windows_days)), "timezone": cfg.data.timezone,
-                "activity_types": types, "config_hash": cfg.digest(), "has_activities": acts is not None}
+                "horizon_days": cfg.label.horizon_days, "timezone": cfg.data.timezone, "features": definitions,
+                "config_hash": cfg.digest(), "has_activities": acts is not None}
     return manifest, leads, acts
 
 
@@ -97,93 +92,26 @@ def save_snapshot(folder: Path, manifest: dict, leads: pa.Table, activities: pa.
     return folder
 
 
-class KeyCodes:
-    """Exact-match codes of keys: a dict for a handful of values (a request), Arrow's hash table for many."""
-
-    def __init__(self, keys):
-        self.arrow = keys if isinstance(keys, pa.Array) else pa.array(list(keys), pa.string())
-        self._lookup: dict | None = None  # built on the first small request, never for a batch
-
-    @property
-    def lookup(self) -> dict:
-        if self._lookup is None:
-            self._lookup = {k: i for i, k in enumerate(self.arrow.to_pylist())}
-        return self._lookup
-
-    def __len__(self) -> int:
-        return len(self.arrow)
-
-    def codes(self, values) -> np.ndarray:
-        """Code of each value, -1 for a missing or unknown one."""
-        if isinstance(values, (pa.Array, pa.ChunkedArray)):
-            found = pa.compute.index_in(values, value_set=self.arrow)
-            return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        values = np.asarray(values, dtype=object)
-        if len(values) <= 64:
-            get = self.lookup.get
-            return np.fromiter((get(v, -1) if isinstance(v, str) else -1 for v in values), np.int64, len(values))
-        return self.codes(pa.array(values, pa.string(), from_pandas=True))
-
-
-@dataclass
-class _Events:
-    """One event stream, for counting by binary search: events sorted by (key code, time), each as one int64,
-    ``code * width + rank of its time among the stream's distinct times``. Ranks, not times, so that no time
-    range can overflow the key (``width`` is the number of distinct times plus one)."""
-
-    keys: KeyCodes
-    times: np.ndarray  # the stream's distinct event times, sorted (microseconds)
-    composite: np.ndarray
-
-    def __post_init__(self):
-        self.width = len(self.times) + 1
-        if (len(self.keys) + 1) * self.width >= 1 << 62:
-            raise OverflowError("too many keys and distinct times for one event stream")
-        # Where each key's events start: one lookup instead of a second binary search per query.
-        self.starts = np.searchsorted(self.composite, np.arange(len(self.keys) + 1, dtype=np.int64) * self.width)
-
-    def _position(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Index of the first event of each code at or after t."""
-        needles = np.maximum(codes, 0).astype(np.int64) * self.width + np.searchsorted(self.times, t, side="left")
-        if len(needles) < 4096:
-            return np.searchsorted(self.composite, needles, side="left")
-        order = np.argsort(needles, kind="stable")  # sorted needles let the search reuse its last bound
-        out = np.empty(len(needles), np.int64)
-        out[order] = np.searchsorted(self.composite, needles[order], side="left")
-        return out
-
-    def count_before(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Events of each code strictly before t (codes < 0: unknown key -> 0)."""
-        hi = self._position(codes, t)
-        return np.where(codes >= 0, hi - self.starts[np.maximum(codes, 0)], 0)
-
-    def last_before(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """The latest event time strictly before t for each code, or NEVER."""
-        idx = self._position(codes, t) - 1
-        ok = (codes >= 0) & (idx >= self.starts[np.maximum(codes, 0)])
-        if not len(self.composite):
-            return np.full(len(idx), NEVER)
-        rank = self.composite[np.maximum(idx, 0)] % self.width
-        return np.where(ok, self.times[np.minimum(rank, len(self.times) - 1)], NEVER)
-
-
-def _events(codes: np.ndarray, times: np.ndarray, keys: KeyCodes) -> _Events:
-    """``codes``: each event's key code (-1: no key); ``times``: microseconds (NEVER: no event)."""
-    ok = (codes >= 0) & (times != NEVER)
-    distinct = np.unique(times[ok])
-    rank = np.searchsorted(distinct, times[ok])
-    return _Events(keys, distinct, np.sort(codes[ok].astype(np.int64) * (len(distinct) + 1) + rank))
-
-
 def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, KeyCodes]:
     """Codes of a string column's values (nulls -1) and the distinct values, by Arrow's dictionary encoding."""
-    encoded = pa.compute.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
     return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), KeyCodes(encoded.dictionary)
 
 
+def calendar(t: np.ndarray, zone: str) -> dict[str, np.ndarray]:
+    """Weekday (ISO, 1 = Monday), hour and month of each instant, on the wall clock of ``zone``."""
+    local = t
+    if zone != "UTC":  # daylight saving: Arrow's zone rules
+        zoned = pa.array(t, pa.int64()).cast(pa.timestamp("us", zone))
+        local = pc.local_timestamp(zoned).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    days = local // DAY_US
+    return {"weekday": ((days + 3) % 7 + 1).astype(np.float64),  # 1970-01-01 was a Thursday (4)
+            "hour": ((local // 3_600_000_000) % 24).astype(np.float64),
+            "month": (local.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64) % 12 + 1).astype(np.float64)}
+
+
 class OnlineFeatures:
-    """A snapshot ready for lookups; ``build`` turns canonical lead rows into the model's feature columns.
-    Batch scoring and the real-time API both score through it."""
+    """A snapshot ready for lookups; :meth:`build` renders its feature table for given leads."""
 
     @classmethod
     def load(cls, folder: Path) -> OnlineFeatures:
@@ -196,101 +124,107 @@ class OnlineFeatures:
         return cls(meta, pq.read_table(folder / "leads.parquet"), activities)
 
     def __init__(self, meta: dict, leads_table: pa.Table, activities: pa.Table | None):
-        self._mapped: tuple = (None, {})  # (config, {feature: export column})
         self.meta = meta
-        self.as_of_us = int(_us(pa.array([pd.Timestamp(self.meta["as_of"])]))[0])
-        self.horizon_us = int(self.meta["horizon_days"]) * DAY_US
-        created = _us(leads_table["created_us"])
-        mature_us = np.where(created != NEVER, created + self.horizon_us, NEVER)
-        won_us = _us(leads_table["won_us"])
-        wih = leads_table["won_in_horizon"].to_numpy(zero_copy_only=False)
-        one, everything = np.zeros(len(created), np.int64), KeyCodes(pa.array(["all"]))
-        self.all_mature = _events(one, mature_us, everything)
-        self.all_mature_wins = _events(one, np.where(wih, mature_us, NEVER), everything)
-        self.history = {}
-        for role in ROLES:
-            codes, keys = _encode(leads_table[role])
-            self.history[role] = {
-                "leads": _events(codes, created, keys),
-                "wins": _events(codes, won_us, keys),
-                "mature": _events(codes, mature_us, keys),
-                "mature_wins": _events(codes, np.where(wih, mature_us, NEVER), keys),
-            }
-        self.windows = [int(w) for w in self.meta["windows_days"]]
-        self.types = self.meta["activity_types"]
-        self.activities = None
-        if activities is not None:
-            self.lead_index = KeyCodes(leads_table["lead_id"].combine_chunks())
-            ids = self.lead_index.codes(activities["lead_id"])
-            at = _us(activities["occurred_us"])
-            self.activities = {"any": _events(ids, at, self.lead_index)}
-            for type_name, key in self.types.items():
-                mine = pa.compute.equal(activities["type"], type_name).fill_null(False).to_numpy(zero_copy_only=False)
-                self.activities[key] = _events(ids[mine], at[mine], self.lead_index)
+        self.table: list[Feature] = from_json(meta["features"])
+        self.as_of_us = int(to_us(pa.array([pd.Timestamp(meta["as_of"])]))[0])
+        created = to_us(leads_table["created_us"])
+        mature = np.where(created != NEVER, created + int(meta["horizon_days"]) * DAY_US, NEVER)
+        won = leads_table["won_in_horizon"].to_numpy(zero_copy_only=False)
+        self.streams = {"leads": created, "wins": to_us(leads_table["won_us"]), "matured": mature,
+                        "matured_wins": np.where(won, mature, NEVER)}
+        self.keys = {role: _encode(leads_table[role]) for role in ROLES}
+        self.keys["all"] = (np.zeros(len(created), np.int64), KeyCodes(pa.array(["all"])))
+        self.lead_index = KeyCodes(leads_table["lead_id"].combine_chunks())
+        self.activities = activities
+        self._index: dict[tuple, EventIndex] = {}
+        for f in self.table:  # every index the table needs, built once per snapshot
+            for need in _needs(f.source):
+                self.index(*need)
+
+    def index(self, stream: str, key: str, level: str | None = None) -> EventIndex:
+        """The events of ``stream`` by ``key`` (activities: of type ``level`` only, if given)."""
+        if (stream, key, level) not in self._index:
+            if stream == "activities":
+                acts = self.activities
+                codes = self.lead_index.codes(acts["lead_id"]) if acts is not None else np.empty(0, np.int64)
+                at = to_us(acts["occurred_us"]) if acts is not None else np.empty(0, np.int64)
+                if level is not None and acts is not None:
+                    mine = pc.equal(acts["type"], level).fill_null(False).to_numpy(zero_copy_only=False)
+                    codes, at = codes[mine], at[mine]
+                self._index[(stream, key, level)] = event_index(codes, at, self.lead_index)
+            else:
+                codes, keys = self.keys[key]
+                self._index[(stream, key, level)] = event_index(codes, self.streams[stream], keys)
+        return self._index[(stream, key, level)]
 
     def build(self, leads, cfg: Config, feature_names: list[str]) -> dict[str, np.ndarray]:
         """``leads``: canonical columns (lead_id, created_at, campaign, source, account and the mapped columns as
         ``export:<name>``), as a frame or a dict of arrays (``created_at`` may be int64 microseconds).
-        Returns columns as arrays: lead_id plus every feature in ``feature_names``."""
-        lc = cfg.data.leads
-        col = lambda name: np.asarray(leads[name], dtype=object)  # noqa: E731
-        out = {"lead_id": col("lead_id").astype(str)}
-        for role in ("campaign", "source"):
-            if getattr(lc, role):
-                out[f"{role}_name"] = col(role)
-        if self._mapped[0] is not cfg:  # the config object is kept, so identity is a safe key
-            self._mapped = (cfg, attribute_features(lc))
-        for f, label in self._mapped[1].items():
-            # Numbers as float64 (the ingest made them doubles; the API parsed them), text as objects.
-            name = export_column(label)
-            out[f] = np.asarray(leads[name], dtype=np.float64) if label in lc.numeric else col(name)
-        if cfg.snapshot:  # a snapshot export has no creation times: no calendar, engagement or history features
-            return self._finish(out, feature_names)
-        t = _us(leads["created_at"])
+        Returns columns as arrays: lead_id plus every feature of the table."""
+        n = len(leads["lead_id"])
+        out = {"lead_id": np.asarray(leads["lead_id"], dtype=object).astype(str)}
+        t = to_us(leads["created_at"]) if not cfg.snapshot else np.full(n, NEVER)
         t_known = np.minimum(t, self.as_of_us + 1)  # outcomes are known up to as_of only
-        local = t
-        if self.meta["timezone"] != "UTC":  # wall-clock time in the configured zone (daylight saving included)
-            zoned = pa.array(t, pa.int64()).cast(pa.timestamp("us", self.meta["timezone"]))
-            local = pa.compute.local_timestamp(zoned).cast(pa.int64()).to_numpy(zero_copy_only=False)
-        days = local // DAY_US
-        out["created_weekday"] = ((days + 3) % 7 + 1).astype(np.float64)  # 1970-01-01 was a Thursday (4)
-        out["created_hour"] = ((local // 3_600_000_000) % 24).astype(np.float64)
-        out["created_month"] = (local.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64) % 12 + 1).astype(np.float64)
-        if self.activities is not None:
-            codes = self.lead_index.codes(out["lead_id"])
-            for key, ev in self.activities.items():
-                total = ev.count_before(codes, t)
-                for w in self.windows:
-                    out[f"act_{key}_{w}d"] = (total - ev.count_before(codes, t - w * DAY_US)).astype(np.float64)
-            last = self.activities["any"].last_before(codes, t)
-            # DATE_DIFF('second', ...) in the batch: whole seconds
-            out["days_since_last_activity"] = np.where(last == NEVER, np.nan,
-                                                       (t // 1_000_000 - last // 1_000_000) / 86400.0)
-        zero = np.zeros(len(t), np.int64)
-        den = self.all_mature.count_before(zero, t_known)
-        num = self.all_mature_wins.count_before(zero, t_known)
-        prior = np.where(den > 0, num / np.maximum(den, 1), np.nan)
-        m = float(self.meta["prior_strength"])
-        for role in ROLES:
-            if not getattr(lc, role):
+        local = calendar(t, self.meta["timezone"]) if any(isinstance(f.source, Calendar) for f in self.table) else {}
+        codes: dict[str, np.ndarray] = {}
+        missing: dict[str, np.ndarray] = {}
+        for f in self.table:
+            s = f.source
+            if isinstance(s, Column):
+                values = leads[s.column]
+                out[f.name] = (np.asarray(values, dtype=np.float64) if f.kind == "numeric"
+                               else np.asarray(values, dtype=object))
                 continue
-            keys = col(role)
-            h = self.history[role]
-            missing = pd.isna(keys)
-            codes = h["leads"].keys.codes(np.where(missing, None, keys))
-            n_leads = h["leads"].count_before(codes, t).astype(np.float64)
-            n_wins = h["wins"].count_before(codes, t).astype(np.float64)
-            n_mat = h["mature"].count_before(codes, t_known)
-            n_mwin = h["mature_wins"].count_before(codes, t_known)
-            rate = (n_mwin + m * prior) / (n_mat + m)
-            out[f"{role}_prior_leads"] = np.where(missing, np.nan, n_leads)
-            out[f"{role}_prior_wins"] = np.where(missing, np.nan, n_wins)
-            out[f"{role}_win_rate"] = np.where(missing, np.nan, rate)
-        return self._finish(out, feature_names)
-
-    @staticmethod
-    def _finish(out: dict, feature_names: list[str]) -> dict[str, np.ndarray]:
-        absent = [f for f in feature_names if f not in out]
-        if absent:
-            raise KeyError(f"the snapshot cannot build features {absent[:5]}")
+            if isinstance(s, Calendar):
+                out[f.name] = local[s.part]
+                continue
+            if s.key not in codes:
+                codes[s.key], missing[s.key] = self._codes(leads, s.key)
+            c, absent = codes[s.key], missing[s.key]
+            if isinstance(s, Count):
+                index = self.index(s.stream, s.key, s.level)
+                when = t_known if s.stream in CAPPED_AT_AS_OF else t
+                value = index.count_before(c, when).astype(np.float64)
+                if s.window_days:
+                    value = value - index.count_before(c, when - s.window_days * DAY_US)
+            elif isinstance(s, DaysSince):
+                last = self.index(s.stream, s.key).last_before(c, t)
+                # DATE_DIFF('second', ...) in the batch: whole seconds
+                value = np.where(last == NEVER, np.nan, (t // 1_000_000 - last // 1_000_000) / 86400.0)
+            else:
+                value = self._smoothed_rate(s, c, t_known)
+            out[f.name] = np.where(absent, np.nan, value)
+        absent_names = [f for f in feature_names if f not in out]
+        if absent_names:
+            raise KeyError(f"the snapshot cannot build features {absent_names[:5]}")
         return out
+
+    def _codes(self, leads, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each lead's code for ``key`` (the lead itself or a role) and whether its key is missing (a lead with no
+        campaign has no campaign history: NaN, not zero)."""
+        if key == "lead":
+            return self.lead_index.codes(out_ids := np.asarray(leads["lead_id"], dtype=object).astype(str)), \
+                np.zeros(len(out_ids), bool)
+        values = np.asarray(leads[key], dtype=object)
+        absent = pd.isna(values)
+        return self.keys[key][1].codes(np.where(absent, None, values)), absent
+
+    def _smoothed_rate(self, s: SmoothedRate, codes: np.ndarray, t_known: np.ndarray) -> np.ndarray:
+        zero = np.zeros(len(codes), np.int64)
+        den = self.index("matured", "all").count_before(zero, t_known)
+        num = self.index("matured_wins", "all").count_before(zero, t_known)
+        prior = np.where(den > 0, num / np.maximum(den, 1), np.nan)
+        trials = self.index("matured", s.key).count_before(codes, t_known)
+        wins = self.index("matured_wins", s.key).count_before(codes, t_known)
+        return (wins + s.strength * prior) / (trials + s.strength)
+
+
+def _needs(s) -> list[tuple]:
+    if isinstance(s, Count):
+        return [(s.stream, s.key, s.level)]
+    if isinstance(s, DaysSince):
+        return [(s.stream, s.key, None)]
+    if isinstance(s, SmoothedRate):
+        return [("matured", "all", None), ("matured_wins", "all", None), ("matured", s.key, None),
+                ("matured_wins", s.key, None)]
+    return []

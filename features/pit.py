@@ -1,16 +1,25 @@
-"""What was known at time t: the one point-in-time function every history feature goes through.
+"""What was known at time t: the one point-in-time module every history feature goes through.
 
 The rule: an event is known at ``t`` if it happened strictly before ``t``. An event at exactly the same
 instant as a lead is *not* before it (a web visit logged in the same second as the sign-up, or another lead
 arriving in the same second, is not history for that lead). A trailing window of ``w`` days holds the known
 events with ``t - w days <= occurred_at``.
+
+Three plans apply the rule, and tests hold each to a plain loop, ties included: two in SQL for the batch
+(:func:`known_at`) and one over sorted arrays for scoring and the API (:class:`EventIndex`).
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+NEVER = np.iinfo(np.int64).min  # "no time": a missing timestamp, or no event
 
 _names = itertools.count()
 
@@ -115,3 +124,83 @@ def _by_asof(con, queries: str, events: str, keys: list[str], windows: tuple[int
         con.execute(f"DROP TABLE {part}")
     con.execute(f"DROP TABLE {cum}")
     return out
+
+
+# --- the array plan ------------------------------------------------------------------------------------
+
+class KeyCodes:
+    """Exact-match codes of keys: a dict for a handful of values (a request), Arrow's hash table for many."""
+
+    def __init__(self, keys):
+        self.arrow = keys if isinstance(keys, pa.Array) else pa.array(list(keys), pa.string())
+        self._lookup: dict | None = None  # built on the first small request, never for a batch
+
+    @property
+    def lookup(self) -> dict:
+        if self._lookup is None:
+            self._lookup = {k: i for i, k in enumerate(self.arrow.to_pylist())}
+        return self._lookup
+
+    def __len__(self) -> int:
+        return len(self.arrow)
+
+    def codes(self, values) -> np.ndarray:
+        """Code of each value, -1 for a missing or unknown one."""
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            found = pc.index_in(values, value_set=self.arrow)
+            return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        values = np.asarray(values, dtype=object)
+        if len(values) <= 64:
+            get = self.lookup.get
+            return np.fromiter((get(v, -1) if isinstance(v, str) else -1 for v in values), np.int64, len(values))
+        return self.codes(pa.array(values, pa.string(), from_pandas=True))
+
+
+@dataclass
+class EventIndex:
+    """One event stream, for counting by binary search: events sorted by (key code, time), each as one int64,
+    ``code * width + rank of its time among the stream's distinct times``. Ranks, not times, so that no time
+    range can overflow the key (``width`` is the number of distinct times plus one)."""
+
+    keys: KeyCodes
+    times: np.ndarray  # the stream's distinct event times, sorted (microseconds)
+    composite: np.ndarray
+
+    def __post_init__(self):
+        self.width = len(self.times) + 1
+        if (len(self.keys) + 1) * self.width >= 1 << 62:
+            raise OverflowError("too many keys and distinct times for one event stream")
+        # Where each key's events start: one lookup instead of a second binary search per query.
+        self.starts = np.searchsorted(self.composite, np.arange(len(self.keys) + 1, dtype=np.int64) * self.width)
+
+    def _position(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Index of the first event of each code at or after t."""
+        needles = np.maximum(codes, 0).astype(np.int64) * self.width + np.searchsorted(self.times, t, side="left")
+        if len(needles) < 4096:
+            return np.searchsorted(self.composite, needles, side="left")
+        order = np.argsort(needles, kind="stable")  # sorted needles let the search reuse its last bound
+        out = np.empty(len(needles), np.int64)
+        out[order] = np.searchsorted(self.composite, needles[order], side="left")
+        return out
+
+    def count_before(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Events of each code strictly before t (codes < 0: unknown key -> 0)."""
+        hi = self._position(codes, t)
+        return np.where(codes >= 0, hi - self.starts[np.maximum(codes, 0)], 0)
+
+    def last_before(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The latest event time strictly before t for each code, or NEVER."""
+        idx = self._position(codes, t) - 1
+        ok = (codes >= 0) & (idx >= self.starts[np.maximum(codes, 0)])
+        if not len(self.composite):
+            return np.full(len(idx), NEVER)
+        rank = self.composite[np.maximum(idx, 0)] % self.width
+        return np.where(ok, self.times[np.minimum(rank, len(self.times) - 1)], NEVER)
+
+
+def event_index(codes: np.ndarray, times: np.ndarray, keys: KeyCodes) -> EventIndex:
+    """``codes``: each event's key code (-1: no key); ``times``: microseconds (NEVER: no event)."""
+    ok = (codes >= 0) & (times != NEVER)
+    distinct = np.unique(times[ok])
+    rank = np.searchsorted(distinct, times[ok])
+    return EventIndex(keys, distinct, np.sort(codes[ok].astype(np.int64) * (len(distinct) + 1) + rank))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from features.build import METADATA_KEY, FeatureSet
+from leadscore.contract import METADATA_KEY, FeatureSet
 from leadscore.errors import DataError
+from leadscore.paths import atomic_write
 
 _KEY = METADATA_KEY.encode()
 
@@ -16,10 +17,8 @@ _KEY = METADATA_KEY.encode()
 def save_feature_set(fs: FeatureSet, path: Path, extra: dict | None = None) -> None:
     meta = fs.metadata(extra)
     table = fs.frame.replace_schema_metadata({**(fs.frame.schema.metadata or {}), _KEY: json.dumps(meta).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def load_feature_set(path: Path) -> tuple[FeatureSet, dict]:
@@ -30,5 +29,6 @@ def load_feature_set(path: Path) -> tuple[FeatureSet, dict]:
     if "categorical" not in meta:
         raise DataError(f"{path} was not written by leadscore features; run `leadscore features --config FILE`")
     fs = FeatureSet(frame=table, categorical=meta["categorical"], numeric=meta["numeric"],
-                    labels=meta.get("labels", {}), counts=meta.get("counts", {}), mode=meta.get("mode", "events"))
+                    labels=meta.get("labels", {}), counts=meta.get("counts", {}), mode=meta.get("mode", "events"),
+                    definitions=meta.get("definitions", []))
     return fs, meta

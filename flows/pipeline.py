@@ -1,12 +1,17 @@
-"""Prefect flows: thin tables of contents over the plain step functions in ``leadscore.steps``."""
+"""Prefect flows: thin tables of contents over the plain step functions in ``flows.steps``.
+
+One flow function runs steps in order while it holds the home's lock (runs in one home take turns); each CLI
+command and each schedule is a named variant of it, so a run reads as itself in Prefect's UI.
+"""
 
 from __future__ import annotations
 
 from prefect import flow, task
 
-from leadscore import steps
-from leadscore.config import Config
-from leadscore.paths import Home, new_run_id, one_run_at_a_time
+from flows import steps
+from flows.steps import STEPS
+from leadscore.config import Config, load_config
+from leadscore.paths import new_run_id, one_run_at_a_time
 
 
 @task(name="ingest")
@@ -15,8 +20,8 @@ def ingest_task(cfg: Config, run_id: str) -> dict:
 
 
 @task(name="features")
-def features_task(cfg: Config) -> dict:
-    return steps.features_step(cfg)
+def features_task(cfg: Config, run_id: str) -> dict:
+    return steps.features_step(cfg, run_id)
 
 
 @task(name="train")
@@ -29,6 +34,53 @@ def score_task(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     summary = steps.score_step(cfg, run_id, since_last)
     _score_artifacts(summary)
     return summary
+
+
+@task(name="report")
+def report_task(cfg: Config, run_id: str) -> dict:
+    summary = steps.report_step(cfg, run_id)
+    _report_artifact(summary)
+    return summary
+
+
+TASKS = {"ingest": ingest_task, "features": features_task, "train": train_task, "score": score_task,
+         "report": report_task}
+
+
+@flow(name="leadscore-run")
+def run_flow(cfg: Config, run_id: str, names: tuple[str, ...] = STEPS, since_last: bool = False) -> dict:
+    """The named steps in order (by default the whole pipeline: ingest -> features -> train -> score -> report)."""
+    with one_run_at_a_time(cfg.paths):
+        return {name: (TASKS[name](cfg, run_id, since_last) if name == "score" else TASKS[name](cfg, run_id))
+                for name in names}
+
+
+# One variant per CLI command, named after it.
+COMMANDS = {name: run_flow.with_options(name=f"leadscore-{name}") for name in STEPS}
+
+
+def _scheduled(config: str, home: str | None, names: tuple[str, ...], since_last: bool = False) -> dict:
+    # Deployment parameters are plain JSON, so scheduled runs take the config's path and load it here.
+    return run_flow.fn(load_config(config, home), new_run_id(), names, since_last)
+
+
+# Scheduled runs (deployments made by `leadscore deploy` or prefect.yaml); each ingests the export afresh.
+@flow(name="leadscore-retrain")
+def retrain_flow(config: str, home: str | None = None) -> dict:
+    """Scheduled retraining: ingest -> features -> train; the gate decides whether the new model is champion."""
+    return _scheduled(config, home, ("ingest", "features", "train"))
+
+
+@flow(name="leadscore-rescore")
+def rescore_flow(config: str, home: str | None = None, since_last: bool = False) -> dict:
+    """Scheduled scoring: ingest -> features -> score with the current champion."""
+    return _scheduled(config, home, ("ingest", "features", "score"), since_last)
+
+
+@flow(name="leadscore-campaign-report")
+def campaign_report_flow(config: str, home: str | None = None) -> dict:
+    """Scheduled campaign report: ingest -> features -> report."""
+    return _scheduled(config, home, ("ingest", "features", "report"))
 
 
 def _score_artifacts(summary: dict) -> None:
@@ -51,13 +103,6 @@ def _score_artifacts(summary: dict) -> None:
             description=f"Population stability index vs the model's reference (warn above {drift['psi_warn']})")
 
 
-@task(name="report")
-def report_task(cfg: Config, run_id: str) -> dict:
-    summary = steps.report_step(cfg, run_id)
-    _report_artifact(summary)
-    return summary
-
-
 def _report_artifact(summary: dict) -> None:
     """The report's summary and its top campaigns as a Prefect markdown artifact."""
     from prefect.artifacts import create_markdown_artifact
@@ -72,84 +117,3 @@ def _report_artifact(summary: dict) -> None:
     create_markdown_artifact(key="leadscore-campaign-quality", description="Campaign lead quality", markdown=(
         f"### Campaign lead quality {summary['run_id']}\n\n{lines}\n\n{table}\n\n"
         f"Report: file://{summary['published']}/index.html\n"))
-
-
-@flow(name="leadscore-ingest")
-def ingest_flow(cfg: Config, run_id: str) -> dict:
-    with one_run_at_a_time(Home(cfg.home)):
-        return ingest_task(cfg, run_id)
-
-
-@flow(name="leadscore-features")
-def features_flow(cfg: Config) -> dict:
-    with one_run_at_a_time(Home(cfg.home)):
-        return features_task(cfg)
-
-
-@flow(name="leadscore-train")
-def train_flow(cfg: Config, run_id: str) -> dict:
-    with one_run_at_a_time(Home(cfg.home)):
-        return train_task(cfg, run_id)
-
-
-@flow(name="leadscore-score")
-def score_flow(cfg: Config, run_id: str, since_last: bool = False) -> dict:
-    with one_run_at_a_time(Home(cfg.home)):
-        return score_task(cfg, run_id, since_last)
-
-
-@flow(name="leadscore-report")
-def report_flow(cfg: Config, run_id: str) -> dict:
-    with one_run_at_a_time(Home(cfg.home)):
-        return report_task(cfg, run_id)
-
-
-@flow(name="leadscore-run")
-def run_flow(cfg: Config, run_id: str) -> dict:
-    """The whole pipeline: ingest -> features -> train -> score -> report."""
-    with one_run_at_a_time(Home(cfg.home)):
-        return {
-            "ingest": ingest_task(cfg, run_id),
-            "features": features_task(cfg),
-            "train": train_task(cfg, run_id),
-            "score": score_task(cfg, run_id),
-            "report": report_task(cfg, run_id),
-        }
-
-
-# Scheduled runs (deployments made by `leadscore deploy` or prefect.yaml). Parameters must be plain JSON, so
-# these take the config's path; each run ingests the export afresh before its own step.
-
-
-def _config_for_run(config: str, home: str | None):
-    from pathlib import Path
-
-    from leadscore.config import load_config
-
-    cfg = load_config(config)
-    return cfg.with_home(Path(home).resolve()) if home else cfg
-
-
-@flow(name="leadscore-retrain")
-def retrain_flow(config: str, home: str | None = None) -> dict:
-    """Scheduled retraining: ingest -> features -> train; the gate decides whether the new model is champion."""
-    cfg, run_id = _config_for_run(config, home), new_run_id()
-    with one_run_at_a_time(Home(cfg.home)):
-        return {"ingest": ingest_task(cfg, run_id), "features": features_task(cfg), "train": train_task(cfg, run_id)}
-
-
-@flow(name="leadscore-rescore")
-def rescore_flow(config: str, home: str | None = None, since_last: bool = False) -> dict:
-    """Scheduled scoring: ingest -> features -> score with the current champion."""
-    cfg, run_id = _config_for_run(config, home), new_run_id()
-    with one_run_at_a_time(Home(cfg.home)):
-        return {"ingest": ingest_task(cfg, run_id), "features": features_task(cfg),
-                "score": score_task(cfg, run_id, since_last)}
-
-
-@flow(name="leadscore-campaign-report")
-def campaign_report_flow(config: str, home: str | None = None) -> dict:
-    """Scheduled campaign report: ingest -> features -> report."""
-    cfg, run_id = _config_for_run(config, home), new_run_id()
-    with one_run_at_a_time(Home(cfg.home)):
-        return {"ingest": ingest_task(cfg, run_id), "features": features_task(cfg), "report": report_task(cfg, run_id)}

@@ -13,11 +13,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from leadscore.contract import RESERVED_PUBLISHED, export_column
 from leadscore.errors import ConfigError
+from leadscore.paths import Home
 
 UTC = timezone.utc
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -381,8 +390,17 @@ class Config(_Section):
         payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    @property
+    def paths(self) -> Home:
+        """Where this config's runs, models and published files live."""
+        return Home(self.home)
+
+    def input_paths(self) -> list[Path]:
+        d = self.data
+        return [t.path for t in (d.leads, d.outcomes, d.activities, d.campaigns) if t is not None]
+
     def with_home(self, home: Path) -> Config:
-        return self.model_copy(update={"home": check_home(home.resolve())})
+        return self.model_copy(update={"home": check_home(Path(home).resolve())})
 
 
 def check_home(home: Path) -> Path:
@@ -452,7 +470,9 @@ def parse_config(text: str, source: Path) -> Config:
     return cfg.model_copy(update={"source_file": source.resolve()})
 
 
-def load_config(path: Path | str) -> Config:
+def load_config(path: Path | str, home: Path | str | None = None) -> Config:
+    """The config file as one frozen object. ``home`` overrides the file's home (``--home``, LEADSCORE_HOME or
+    a deployment's parameter): this is the one place an override is applied."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; pass --config with the path to your leadscore TOML file")
@@ -460,4 +480,5 @@ def load_config(path: Path | str) -> Config:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from None
-    return parse_config(text, path)
+    cfg = parse_config(text, path)
+    return cfg.with_home(Path(home)) if home else cfg

@@ -8,6 +8,10 @@ its own name back, where the config has checked that it cannot collide.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
 EXPORT_PREFIX = "export:"
 
 # Role columns of the canonical leads table and of the feature frame.
@@ -28,3 +32,31 @@ def export_column(name: str) -> str:
 def export_name(column: str) -> str:
     """The export's own name of an internal column (the inverse of :func:`export_column`)."""
     return column.removeprefix(EXPORT_PREFIX)
+
+
+@dataclass
+class FeatureSet:
+    """The frame (one row per lead) and which of its columns are model features.
+
+    ``frame`` is None when the features were written straight to a Parquet file (large exports).
+    """
+
+    frame: pa.Table | None
+    categorical: list[str]
+    numeric: list[str]
+    labels: dict[str, str] = field(default_factory=dict)  # feature -> words a person reads
+    counts: dict[str, int] = field(default_factory=dict)
+    mode: str = "events"  # "snapshot": outcome from a label column, random split, no history features
+    definitions: list[dict] = field(default_factory=list)  # the feature table (features.definitions), as JSON
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+    def metadata(self, extra: dict | None = None) -> dict:
+        """What a reader of the saved frame needs to know besides its columns."""
+        return {"categorical": self.categorical, "numeric": self.numeric, "labels": self.labels,
+                "counts": self.counts, "mode": self.mode, "definitions": self.definitions, **(extra or {})}
+
+
+METADATA_KEY = "leadscore.features"

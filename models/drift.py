@@ -72,3 +72,32 @@ class DriftReference:
         p = np.asarray(probability, np.float64)
         out["score"] = psi(self.shares_["score"], self._numeric_shares(p, self.edges_["score"]))
         return out
+
+
+def is_trend(feature: str) -> bool:
+    """Calendar months and running counts (earlier leads, earlier wins) move with time by construction."""
+    return feature == "created_month" or feature.endswith(("_prior_leads", "_prior_wins"))
+
+
+def drift_report(model, frame: pd.DataFrame, as_of, labels: dict[str, str], window_days: int, psi_warn: float) -> dict:
+    """PSI of the newest arrivals (the last ``window_days``) against the model's reference. Trend features are
+    reported, never warned about."""
+    if "created_at" in frame.columns and frame["created_at"].notna().any():
+        since = pd.Timestamp(as_of) - pd.Timedelta(days=window_days)
+        window = frame[frame["created_at"] >= since]
+        what = f"leads created in the {window_days} days before {pd.Timestamp(as_of):%Y-%m-%d}"
+    else:  # all leads: the open ones alone are selected by their outcome
+        window, what = frame, "every lead (the export has no creation time)"
+    reference = getattr(model, "reference", None)
+    if reference is None or len(window) == 0:
+        return {"available": False, "reason": "no recent leads, or the model was trained without a drift reference",
+                "features": []}
+    psi_by = reference.compare(window, model.probability(window))
+    features = sorted(({"feature": f, "label": labels.get(f, f), "psi": round(v, 4), "trend": is_trend(f),
+                        "drifted": v > psi_warn and not is_trend(f)} for f, v in psi_by.items() if f != "score"),
+                      key=lambda r: -r["psi"])
+    return {"available": True, "psi_warn": psi_warn, "compared": what, "compared_rows": int(len(window)),
+            "reference": "validation and test leads of the model version (the newest leads with known outcomes)",
+            "reference_rows": int(getattr(reference, "rows_", 0)),
+            "score_psi": round(psi_by["score"], 4), "score_drifted": psi_by["score"] > psi_warn,
+            "max_feature_psi": max((f["psi"] for f in features if not f["trend"]), default=0.0), "features": features}

@@ -145,3 +145,35 @@ def render_evaluation(title: str, subtitle: str, comparison: dict[str, dict[str,
 <h2>Strongest single features (ROC AUC on the training leads)</h2>
 <table><thead><tr><th>feature</th><th>ROC AUC</th></tr></thead><tbody>{singles}</tbody></table>"""
     return page(title, subtitle, body)
+
+
+COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("log_loss", "log loss"), ("brier", "Brier"),
+            ("ece", "ECE"), ("lift_top_decile", "lift@10%"), ("tier_a_win_share", "wins in A"))
+
+
+def comparison_table(rows: dict[str, dict[str, float]]) -> str:
+    """A short fixed-width table: one line per model, the metrics a reader compares."""
+    head = f"{'':<12}" + "".join(f"{label:>11}" for _, label in COMPARED)
+    lines = [head] + [f"{name:<12}" + "".join(f"{m.get(key, float('nan')):>11.4f}" for key, _ in COMPARED)
+                      for name, m in rows.items()]
+    return "\n".join(lines)
+
+
+def evaluation_report(result, fs, horizon_days: int) -> tuple[str, dict[str, str]]:
+    """The evaluation page of a training run and each of its charts as a standalone SVG (name -> svg)."""
+    booster = (result.model.evaluated or result.model).booster  # the model the page evaluates
+    importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
+    importance.index = [fs.labels.get(f, f) for f in importance.index]
+    single = result.single_feature.assign(feature=[fs.labels.get(f, f) for f in result.single_feature["feature"]])
+    tf = result.test_frame
+    if fs.mode == "snapshot":
+        what = f"{len(tf):,} test leads (random stratified split of a snapshot export); outcome: the label column."
+    else:
+        what = (f"{len(tf):,} test leads, the newest mature ones (created {tf['created_at'].min():%Y-%m-%d} to "
+                f"{tf['created_at'].max():%Y-%m-%d}); outcome: a win within {horizon_days} days.")
+    y, tiers = tf["label"].to_numpy(), tf["tier"].to_numpy()
+    charts = evaluation_charts(y, {"model": tf["probability"].to_numpy(), **result.baseline_probability}, tiers,
+                               importance)
+    page_html = render_evaluation("Lead-quality model: evaluation", what, {"model": result.metrics, **result.baselines},
+                                  y, charts, tiers, single)
+    return page_html, charts

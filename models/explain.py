@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from models.threads import threads_for
+
 WEEKDAYS = np.array(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"])
 MONTHS = np.array(["January", "February", "March", "April", "May", "June", "July", "August", "September",
                    "October", "November", "December"])
@@ -63,8 +65,6 @@ class PathAttribution:
 
     def contributions(self, x: pd.DataFrame) -> np.ndarray:
         from scipy import sparse
-
-        from models.lead_model import threads_for
 
         leaves = np.asarray(self.booster.predict(x, pred_leaf=True, **threads_for(len(x))), np.int64).reshape(len(x), -1)
         n, trees = leaves.shape

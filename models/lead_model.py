@@ -7,6 +7,8 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from models.encoding import FeatureEncoder
+from models.explain import top_reasons
+from models.threads import threads_for
 
 TIERS = np.array(["A", "B", "C", "D"])
 
@@ -46,37 +48,29 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def threads_for(rows: int) -> dict:
-    """One thread for small inputs: starting OpenMP threads (which then spin, waiting for more work) costs far
-    more than predicting a few hundred leads, and steals the core a server's next request needs."""
-    return {"num_threads": 1} if rows < 20_000 else {}
-
-
 def score_from_probability(p: np.ndarray) -> np.ndarray:
     """Score 1-99: the probability in percent, so a score of 20 means about one in five closes."""
     return np.clip(np.rint(p * 100), 1, 99).astype(np.int64)
 
 
 class LeadModel(PythonModel):
-    """Feature frame in, probability / score / tier out. Fitted parts are passed in; nothing is learned here."""
+    """Feature frame in, probability / score / tier out. Every part is fitted elsewhere (models.train) and
+    passed in; the constructor only keeps them, and nothing is learned or attached later."""
 
     def __init__(self, encoder: FeatureEncoder, booster, calibrator: Calibrator, tier_cutoffs: list[float],
-                 feature_labels: dict[str, str] | None = None, reasons=None, reference=None):
+                 feature_labels: dict[str, str] | None = None, reasons=None, attribution=None, reference=None,
+                 trained_through=None, evaluated: LeadModel | None = None, evaluated_through=None):
         self.encoder = encoder
         self.booster = booster
         self.calibrator = calibrator
         self.tier_cutoffs = list(tier_cutoffs)  # probability thresholds for A, B, C (descending)
         self.feature_labels = dict(feature_labels or {})
         self.reasons = reasons  # models.explain.ReasonBook, fitted on the training leads
+        self.attribution = attribution  # models.explain.PathAttribution of the booster, needed to word reasons
         self.reference = reference  # models.drift.DriftReference, fitted on the validation and test leads
-        self.trained_through = None  # creation time of the newest lead it was fitted on (None: snapshot export)
-        self.evaluated = None  # the same recipe fitted without the validation and test leads (see models.train)
-        self.evaluated_through = None
-        self.attribution = None  # per-feature contributions, only needed (and built) to word reasons
-        if booster is not None and reasons is not None:
-            from models.explain import PathAttribution
-
-            self.attribution = PathAttribution(booster).fit()
+        self.trained_through = trained_through  # creation time of the newest lead it was fitted on (None: snapshot)
+        self.evaluated = evaluated  # the same recipe fitted without the validation and test leads (see models.train)
+        self.evaluated_through = evaluated_through
 
     @property
     def features(self) -> list[str]:
@@ -117,8 +111,6 @@ class LeadModel(PythonModel):
         return out
 
     def explain_rows(self, x: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
-        from models.explain import top_reasons
-
         return top_reasons(self.attribution.contributions(x), frame, self.features, self.reasons)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002

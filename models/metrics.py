@@ -22,7 +22,12 @@ def ece_noise_floor(p: np.ndarray, bins: int = 10) -> float:
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        log_loss,
+        roc_auc_score,
+    )
 
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
@@ -50,3 +55,15 @@ def truth_metrics(label: np.ndarray, p: np.ndarray, true_p: np.ndarray) -> dict[
         "roc_auc_truth": float(roc_auc_score(label, true_p)),
         "mean_abs_error_truth": float(np.mean(np.abs(p - true_p))),
     }
+
+
+def against_truth(test_frame, truth, truth_id: str, truth_probability: str) -> dict[str, float]:
+    """Truth metrics of the test leads (``lead_id``, ``label``, ``probability``) against a truth table (synthetic
+    data only); every test lead must have a row."""
+    from leadscore.errors import DataError
+
+    joined = test_frame.merge(truth, left_on="lead_id", right_on=truth_id, how="inner")
+    if len(joined) < len(test_frame):
+        raise DataError(f"evaluation.truth_path: {len(test_frame) - len(joined)} test leads have no row in the truth file")
+    return truth_metrics(joined["label"].to_numpy(), joined["probability"].to_numpy(),
+                         joined[truth_probability].to_numpy())

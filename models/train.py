@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.build import FeatureSet
 from leadscore.config import Config
+from leadscore.contract import FeatureSet
 from leadscore.errors import DataError
 from models.baselines import LogisticBaseline, NaiveBayesBaseline
 from models.drift import DriftReference
 from models.encoding import FeatureEncoder
-from models.explain import ReasonBook
+from models.explain import PathAttribution, ReasonBook
 from models.lead_model import Calibrator, LeadModel
 from models.leakage import check_leakage, single_feature_report
 from models.metrics import classification_metrics
@@ -139,15 +139,18 @@ def train_model(fs: FeatureSet, cfg: Config) -> TrainResult:
     final = lgb.train(params, lgb.Dataset(final_encoder.transform(data), y_all.to_numpy(),
                                           categorical_feature=fs.categorical), num_boost_round=rounds)
     reasons = ReasonBook(fs.categorical, fs.numeric, fs.labels, cfg.features.prior_strength).fit(data, y_all.to_numpy())
-    model = LeadModel(final_encoder, final, calibrator, cutoffs, fs.labels, reasons=reasons)
     recent = pd.concat([parts["valid"], parts["test"]])
-    model.reference = DriftReference(fs.categorical, fs.numeric).fit(recent, model.probability(recent))
-    model.trained_through = None if fs.mode == "snapshot" else pd.Timestamp(data["created_at"].max())
+    p_recent = LeadModel(final_encoder, final, calibrator, cutoffs).probability(recent)
+    snapshot = fs.mode == "snapshot"
     # The evaluated model travels along: the next training run's gate compares recipes fitted on similar
     # history (this one against the next one's evaluated model) on leads neither has seen.
-    model.evaluated = evaluated
-    model.evaluated_through = (None if fs.mode == "snapshot"
-                               else pd.Timestamp(pd.concat([parts["train"], parts["valid"]])["created_at"].max()))
+    model = LeadModel(final_encoder, final, calibrator, cutoffs, fs.labels, reasons=reasons,
+                      attribution=PathAttribution(final).fit(),
+                      reference=DriftReference(fs.categorical, fs.numeric).fit(recent, p_recent),
+                      trained_through=None if snapshot else pd.Timestamp(data["created_at"].max()),
+                      evaluated=evaluated,
+                      evaluated_through=None if snapshot else pd.Timestamp(
+                          pd.concat([parts["train"], parts["valid"]])["created_at"].max()))
 
     metrics = classification_metrics(y["test"], p_test)
     metrics["valid_roc_auc"] = classification_metrics(y["valid"], p_valid)["roc_auc"]

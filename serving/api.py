@@ -27,7 +27,6 @@ from leadscore import cells
 from leadscore.config import Config
 from leadscore.contract import export_column
 from leadscore.errors import LeadscoreError
-from leadscore.paths import Home
 
 log = logging.getLogger("leadscore.api")
 API_KEY_ENV = "LEADSCORE_API_KEY"
@@ -57,7 +56,7 @@ class FieldErrors(Exception):
 class ScoringService:
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.home = Home(cfg.home)
+        self.home = cfg.paths
         self.state: ServingState | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -421,14 +420,12 @@ _CONFIG_ENV, _HOME_ENV = "LEADSCORE_SERVE_CONFIG", "LEADSCORE_SERVE_HOME"
 
 def app_from_environment():
     """The app of one worker process, for ``api.workers`` > 1."""
-    from pathlib import Path
-
     from leadscore.config import load_config
     from leadscore.runtime import die_with_parent, prepare_environment
 
     die_with_parent()  # a worker must not outlive `leadscore serve`, even after kill -9
-    cfg = load_config(os.environ[_CONFIG_ENV]).with_home(Path(os.environ[_HOME_ENV]))
-    prepare_environment(Home(cfg.home))
+    cfg = load_config(os.environ[_CONFIG_ENV], home=os.environ[_HOME_ENV])
+    prepare_environment(cfg.paths)
     configure_access_log()
     return create_app(cfg, api_key=os.environ.get(API_KEY_ENV) or None)
 

@@ -90,3 +90,15 @@ def routed_on(ledger: Path, day: str) -> pd.DataFrame:
 def lead_history(ledger: Path, lead_id: str) -> pd.DataFrame:
     rows = read(ledger, ds.field("lead_id") == lead_id)
     return rows.sort_values(["scored_at", "run_id"]).reset_index(drop=True)
+
+
+def changed_since(seen: pd.DataFrame, frame: pd.DataFrame, model_version: str) -> pd.DataFrame:
+    """Rows of ``frame`` whose inputs (``input_hash``) or model differ from their latest row in ``seen`` (the
+    ledger's lead_id, input_hash, model_version, scored_at), or that have none."""
+    if seen.empty:
+        return frame
+    latest = seen.sort_values("scored_at").drop_duplicates("lead_id", keep="last").set_index("lead_id")
+    before = latest.reindex(frame["lead_id"].to_numpy())
+    same = ((before["input_hash"].to_numpy() == frame["input_hash"].to_numpy())
+            & (before["model_version"].to_numpy() == model_version))
+    return frame[~same]

@@ -72,3 +72,11 @@ def first_matching_queue(tier: np.ndarray, columns, routing: RoutingConfig) -> n
             match &= np.isin(np.asarray(columns[col], dtype=object), list(allowed))
         route[match], free[match] = queue.name, False
     return route
+
+
+def routing_columns(routing: RoutingConfig, lc, raw: pd.DataFrame, lead_ids) -> pd.DataFrame:
+    """The export columns the queues filter on, under their export names, in the order of ``lead_ids``
+    (``raw``: canonical lead rows; ``lc``: the config's data.leads)."""
+    rows = raw.set_index("lead_id").loc[lead_ids]
+    names = sorted({c for q in routing.queues for c in q.where})
+    return pd.DataFrame({n: rows[lc.internal_column(n)].to_numpy() for n in names})

@@ -10,7 +10,6 @@ import pandas as pd
 from leadscore.errors import DataError
 
 
-
 class LeadScorer:
     def __init__(self, model, model_version: str, model_sha256: str | None = None):
         self.model = model

@@ -1,10 +1,13 @@
 """The real X Education export, in snapshot mode, through every step."""
 
 import pandas as pd
-
+import pytest
 from conftest import xeducation_config
-from leadscore import steps
+
+from flows import steps
 from leadscore.paths import Home, read_latest
+
+pytestmark = pytest.mark.slow
 
 
 def test_x_education_runs_end_to_end(tmp_path):

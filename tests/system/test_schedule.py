@@ -10,13 +10,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import make_config
+
 from leadscore.paths import Home
 from models import registry
 
+pytestmark = pytest.mark.slow
+
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -62,20 +64,25 @@ def prefect_server(tmp_path_factory):
 
 
 def test_prefect_yaml_matches_the_config_defaults():
-    from leadscore.config import ScheduleConfig
-
     import yaml
+
+    from leadscore.config import ScheduleConfig
 
     doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     crons = {d["name"]: d["schedules"][0]["cron"] for d in doc["deployments"]}
     defaults = ScheduleConfig()
     assert crons == {"retrain": defaults.retrain, "score": defaults.score, "report": defaults.report}
+    import importlib
+
+    from flows import pipeline
+    from flows.deployments import SCHEDULED
+
+    # Each entrypoint is the very flow `leadscore deploy` schedules under that name.
     for d in doc["deployments"]:
         module, _, name = d["entrypoint"].partition(":")
-        import importlib
-
         flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
-        assert d["parameters"]["config"] and hasattr(flow, "to_deployment")
+        assert flow is getattr(pipeline, dict(SCHEDULED)[d["name"]]), d["name"]
+        assert d["parameters"]["config"] == ".leadscore/demo.toml"
 
 
 def test_a_scheduled_retrain_runs_on_a_real_prefect_server(prefect_server, crm_small, tmp_path):

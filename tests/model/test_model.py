@@ -9,6 +9,8 @@ from models.lead_model import score_from_probability
 from models.metrics import expected_calibration_error
 from models.train import tier_cutoffs, time_forward_split
 
+pytestmark = pytest.mark.slow
+
 
 def _with_truth(trained, crm):
     truth = pd.read_csv(crm / "truth.csv")
@@ -79,56 +81,62 @@ def test_a_hotter_lead_scores_higher(medium_run):
 
 
 def test_large_generator_run_matches_the_truth(tmp_path):
-    """400,000 generator leads (over 50,000 time-forward test leads): the evaluated model's test ROC AUC within
-    0.02 of the true probabilities' ROC AUC on the same leads, probabilities near the truth; and the registered
-    model (refit on every mature lead), tested forward on over 50,000 leads it never saw, has ECE <= 0.02 against
-    their realized outcomes.
+    """520,000 generator leads, trained once on the export cut 150 days before its end. The evaluated model, on
+    its own 50,000+ time-forward test leads: ROC AUC within 0.02 of the true probabilities' on the same leads, and
+    probabilities near the truth. The registered model (refit on every lead mature at the cut), scored forward on
+    the 50,000+ leads it never saw whose outcomes the full export knows: ECE <= 0.02 against those outcomes.
 
     The evaluated model alone (fitted on the oldest 70 % of mature leads) reaches ECE 0.020-0.021 on its test
     leads: it underestimates the newest ones, which is what the refit repairs."""
     from datetime import timedelta
 
-    from models.metrics import expected_calibration_error
     import pyarrow.parquet as pq
-
     from conftest import make_config
+
     from features.build import build_features
-    from leadscore.ingest import ingest
-    from leadscore.steps import _truth_metrics
-    from leadscore.synthetic import generate_crm
+    from ingest.canonical import ingest
+    from ingest.synthetic import generate_crm
+    from models.metrics import against_truth, expected_calibration_error
     from models.train import train_model
 
-    crm = generate_crm(400_000, seed=5)
+    crm = generate_crm(520_000, seed=5)
     export = tmp_path / "crm"
     export.mkdir()
-    for name, file in (("leads", "leads"), ("activities", "activities"), ("opportunities", "opportunities"),
-                       ("campaigns", "campaigns")):
-        pq.write_table(getattr(crm, name), export / f"{file}.parquet")
-    pq.write_table(crm.truth, export / "truth.parquet")
-    crm.truth.to_pandas().to_csv(export / "truth.csv", index=False)
+    for name in ("leads", "activities", "opportunities", "campaigns"):
+        pq.write_table(getattr(crm, name), export / f"{name}.parquet")
+    truth = crm.truth.to_pandas()
     del crm
     cfg = make_config(export, tmp_path / "home")
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={
-        t: getattr(cfg.data, t).model_copy(update={"path": getattr(cfg.data, t).path.with_suffix(".parquet")})
-        for t in ("leads", "outcomes", "activities", "campaigns")})})
+    cfg = cfg.model_copy(update={
+        "train": cfg.train.model_copy(update={"num_threads": 2}),  # nothing else runs beside this test
+        "data": cfg.data.model_copy(update={
+            t: getattr(cfg.data, t).model_copy(update={"path": getattr(cfg.data, t).path.with_suffix(".parquet")})
+            for t in ("leads", "outcomes", "activities", "campaigns")})})
     result = ingest(cfg)
-    trained = train_model(build_features(result.tables, cfg, result.as_of), cfg)
-    truth = _truth_metrics(cfg, trained.test_frame)
+    trained = train_model(build_features(result.tables, cfg, result.as_of - timedelta(days=150)), cfg)
+    on_test = against_truth(trained.test_frame, truth, "Lead ID", "true_probability")
     assert trained.split_counts["test_leads"] >= 50_000
-    assert trained.metrics["roc_auc"] >= truth["roc_auc_truth"] - 0.02, (trained.metrics["roc_auc"], truth)
+    assert trained.metrics["roc_auc"] >= on_test["roc_auc_truth"] - 0.02, (trained.metrics["roc_auc"], on_test)
     assert trained.metrics["ece"] <= 0.03, trained.metrics["ece"]
-    assert truth["mean_abs_error_truth"] < 0.05  # 0.044 here; 0.031 on the 100k demo
+    assert on_test["mean_abs_error_truth"] < 0.05
 
-    # Forward: the export cut 150 days earlier; the registered model scores the leads that arrived after its
-    # training data ended and whose outcomes the real export date knows.
-    model = train_model(build_features(result.tables, cfg, result.as_of - timedelta(days=150)), cfg).model
+    # Forward: the leads that arrived after the model's training data ended, whose outcomes the real export
+    # date knows.
+    model = trained.model
     full = build_features(result.tables, cfg, result.as_of).frame.to_pandas()
     unseen = full[(full["created_at"] > model.trained_through) & full["mature"]]
     assert len(unseen) >= 50_000
     p = model.probability(unseen)
     forward_ece = expected_calibration_error(unseen["label"].to_numpy(), p)
-    forward = _truth_metrics(cfg, unseen[["lead_id", "label"]].assign(probability=p))
-    print(f"forward test on {len(unseen):,} leads: ECE {forward_ece:.4f}, mean |p - true p| "
-          f"{forward['mean_abs_error_truth']:.4f}, evaluated model's test ECE {trained.metrics['ece']:.4f}")
+    forward = against_truth(unseen[["lead_id", "label"]].assign(probability=p), truth, "Lead ID", "true_probability")
+    # The same leads scored by the evaluated model, which never saw the newest 30 % of known outcomes.
+    p_evaluated = model.evaluated.probability(unseen)
+    evaluated_ece = expected_calibration_error(unseen["label"].to_numpy(), p_evaluated)
+    evaluated = against_truth(unseen[["lead_id", "label"]].assign(probability=p_evaluated), truth, "Lead ID",
+                              "true_probability")
+    print(f"forward test on {len(unseen):,} leads: registered model ECE {forward_ece:.4f}, mean |p - true p| "
+          f"{forward['mean_abs_error_truth']:.4f}; evaluated model {evaluated_ece:.4f}, "
+          f"{evaluated['mean_abs_error_truth']:.4f}; evaluated model's test ECE {trained.metrics['ece']:.4f} on "
+          f"{trained.split_counts['test_leads']:,} leads")
     assert forward_ece <= 0.02, forward_ece
-    assert forward["mean_abs_error_truth"] < truth["mean_abs_error_truth"]
+    assert forward_ece < evaluated_ece and forward["mean_abs_error_truth"] < evaluated["mean_abs_error_truth"]

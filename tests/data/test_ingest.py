@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ingest.canonical import ingest, write_quarantine
 from leadscore.config import parse_config
 from leadscore.errors import DataError
-from leadscore.ingest import ingest, write_quarantine
 
 CONFIG = """
 [data.leads]
@@ -170,7 +170,7 @@ def test_unknown_stage_is_quarantined_when_stages_are_listed(tmp_path):
 
 
 def test_too_much_quarantine_fails_the_step_and_says_where(tmp_path):
-    from leadscore.steps import ingest_step
+    from flows.steps import ingest_step
 
     _write(tmp_path, {"leads.csv": LEADS, "stages.csv": STAGES, "activities.csv": ACTIVITIES, "campaigns.csv": CAMPAIGNS})
     cfg = _cfg(tmp_path, 'home = "home"\n' + CONFIG)

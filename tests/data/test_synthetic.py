@@ -1,7 +1,13 @@
 import numpy as np
 import pyarrow.compute as pc
 
-from leadscore.synthetic import END, HORIZON_DAYS, MIN_WIN_LAG_DAYS, generate_crm, write_crm
+from ingest.synthetic import (
+    END,
+    HORIZON_DAYS,
+    MIN_WIN_LAG_DAYS,
+    generate_crm,
+    write_crm,
+)
 
 
 def test_same_seed_gives_identical_files(tmp_path):

@@ -3,19 +3,21 @@
 import json
 import os
 import subprocess
-import sys
 
 import pandas as pd
+import pytest
+from conftest import LEADSCORE, make_config
 
-from conftest import make_config
 from leadscore.paths import Home, read_latest
 from models import registry
+
+pytestmark = pytest.mark.slow
 
 COLUMNS = ["lead_id", "probability", "score", "tier", "rank", "reasons", "route", "model_version", "scored_at"]
 
 
 def _cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "leadscore", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([LEADSCORE, *args], capture_output=True, text=True, env=env,
                           timeout=600)
 
 
@@ -26,6 +28,8 @@ def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_med
     done = _cli("run", "--config", str(cfg.source_file), env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+    # The run used the temporary server leadscore starts (which dies with it), not one Prefect started itself.
+    assert "starting a temporary Prefect server" in done.stderr and "Stopping temporary server" not in done.stderr
     assert "scores" in done.stdout and "mlflow ui" in done.stdout
 
     home = Home(home_dir)

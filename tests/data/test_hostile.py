@@ -13,22 +13,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import CLEAN_LEADS, loose, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_config
 from features.online import OnlineFeatures
 from features.store import load_feature_set
-from leadscore import cells, steps
-from leadscore.cli import environment_problem
+from flows import steps
+from leadscore import cells
 from leadscore.config import parse_config
 from leadscore.errors import LeadscoreError
-from leadscore.ingest import ingest
 from leadscore.paths import Home, one_run_at_a_time, read_latest
+from leadscore.problems import environment_problem
 from leadscore.spreadsheet import FORMULA_START
 from models import registry
-
-CLEAN_LEADS = 2_000
 
 
 def outcome(fn, *args) -> tuple[int, str]:
@@ -82,37 +80,14 @@ def write_rows(path: Path, header: list[str], rows: list[list[str]], delimiter: 
     path.write_bytes(buffer.getvalue().encode(encoding, errors="replace"))
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A small clean export with a champion model, and the features of its leads (the baseline)."""
-    from leadscore.synthetic import generate_crm, write_crm
-
-    export = tmp_path_factory.mktemp("hostile_clean")
-    write_crm(generate_crm(CLEAN_LEADS, seed=21), export)
-    home = tmp_path_factory.mktemp("hostile") / "home"
-    cfg = make_config(export, home, extra=loose(), path=export.parent / "clean.toml")
-    steps.ingest_step(cfg, "base")
-    steps.features_step(cfg)
-    trained = steps.train_step(cfg, "base")
-    if not trained["promoted"]:  # a small export: the gate may prefer a baseline; these tests need a champion
-        registry.promote(Home(home), trained["model_version"], "hostile-input tests", "tests")
-    fs, _ = load_feature_set(Home(home).features_file)
-    return cfg, export, fs.frame.to_pandas().set_index("lead_id")
-
-
-def loose(data: str = "") -> str:
-    """Hostile exports may hold more bad rows than the 5 % default allows."""
-    return f"\n[data]\nmax_quarantine_share = 0.5\n{data}\n"
-
-
-def hostile_config(base, export: Path, extra: str = "", data: str = ""):
+def hostile_config(small_champion, export: Path, extra: str = "", data: str = ""):
     """A config for ``export`` in the shared home (its champion scores every case)."""
-    cfg, _, _ = base
+    cfg, _, _ = small_champion
     return make_config(export, cfg.home, extra=loose(data) + extra, path=export.parent / f"{export.name}.toml")
 
 
-def copy_export(base, tmp_path: Path) -> Path:
-    _, export, _ = base
+def copy_export(small_champion, tmp_path: Path) -> Path:
+    _, export, _ = small_champion
     out = tmp_path / "export"
     shutil.copytree(export, out)
     return out
@@ -140,14 +115,14 @@ def assert_online_equals_batch(cfg) -> None:
 
 # ------------------------------------------------------------------------------------- findings, one by one
 
-def test_1_an_old_date_is_quarantined_and_changes_no_other_score(base, tmp_path):
-    _, _, clean = base
-    export = copy_export(base, tmp_path)
+def test_1_an_old_date_is_quarantined_and_changes_no_other_score(small_champion, tmp_path):
+    _, _, clean = small_champion
+    export = copy_export(small_champion, tmp_path)
     header, rows = read_rows(export / "leads.csv")
     for i, when in enumerate(("1900-01-01 00:00:00", "0001-01-01", "1677-09-21", "9999-12-31")):
         rows.append([f"OLD{i}", when, *rows[0][2:]])
     write_rows(export / "leads.csv", header, rows)
-    cfg = hostile_config(base, export)
+    cfg = hostile_config(small_champion, export)
     summary = steps.ingest_step(cfg, "old-date")
     assert summary["quarantine_reasons"]["leads"] == {
         "Created Date 1900-01-01 00:00:00 is before data.earliest (1990-01-01)": 1,
@@ -163,7 +138,8 @@ def test_1_an_old_date_is_quarantined_and_changes_no_other_score(base, tmp_path)
 
 def test_1_event_counts_hold_for_any_time_range():
     """The online features' event index against a plain count, with times from year 1 to year 9999."""
-    from features.online import KeyCodes, _events
+    from features.pit import KeyCodes
+    from features.pit import event_index as _events
 
     rng = np.random.default_rng(0)
     span = np.array([-62_135_596_800, 253_402_300_799]) * 1_000_000  # 0001-01-01 .. 9999-12-31, microseconds
@@ -179,8 +155,8 @@ def test_1_event_counts_hold_for_any_time_range():
     assert (events.last_before(q_codes, q_times) == last).all()
 
 
-def test_2_infinite_numbers_are_quarantined_and_training_runs(base, tmp_path):
-    export = copy_export(base, tmp_path)
+def test_2_infinite_numbers_are_quarantined_and_training_runs(small_champion, tmp_path):
+    export = copy_export(small_champion, tmp_path)
     header, rows = read_rows(export / "leads.csv")
     col = header.index("Employees")
     for i, value in enumerate(("inf", "-Infinity", "1e400", "NaN")):
@@ -188,7 +164,7 @@ def test_2_infinite_numbers_are_quarantined_and_training_runs(base, tmp_path):
         row[0], row[col] = f"INF{i}", value
         rows.append(row)
     write_rows(export / "leads.csv", header, rows)
-    cfg = hostile_config(base, export)
+    cfg = hostile_config(small_champion, export)
     summary = steps.ingest_step(cfg, "inf")
     reasons = summary["quarantine_reasons"]["leads"]
     assert {r for r in reasons if r.startswith("non-numeric Employees")} == {
@@ -199,12 +175,12 @@ def test_2_infinite_numbers_are_quarantined_and_training_runs(base, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def api_client(base):
+def api_client(small_champion):
     from fastapi.testclient import TestClient
 
     from serving.api import create_app
 
-    cfg, _, _ = base
+    cfg, _, _ = small_champion
     steps.ingest_step(cfg, "api")
     steps.features_step(cfg)
     steps.score_step(cfg, "api")
@@ -230,12 +206,12 @@ def test_3_the_api_answers_422_not_500_for_odd_dates_and_lone_surrogates(api_cli
     assert api_client.post("/v1/score", json={"leads": [LEAD]}).status_code == 200
 
 
-def test_3_api_and_ingest_read_dates_alike(base, tmp_path):
+def test_3_api_and_ingest_read_dates_alike(small_champion, tmp_path):
     """The same strings through a CSV export and through the API: accepted alike, the same instant (a time in
     a daylight-saving gap or overlap included)."""
     from serving.api import FieldErrors, ScoringService
 
-    cfg = hostile_config(base, base[1], data='timezone = "Europe/Berlin"')
+    cfg = hostile_config(small_champion, small_champion[1], data='timezone = "Europe/Berlin"')
     service = ScoringService(cfg)
     now = pd.Timestamp("2026-11-30T12:00:00Z").to_pydatetime()
     for when in ("2026-03-29 02:30:00", "2026-10-25 02:30:00", "2026-06-29T10:00:00+02:00", "2026-06-29",
@@ -252,8 +228,8 @@ def cells_us(day: str) -> int:
     return int(pd.Timestamp(day, tz="UTC").value // 1000)
 
 
-def test_4_no_published_csv_cell_is_a_formula(base, tmp_path):
-    export = copy_export(base, tmp_path)
+def test_4_no_published_csv_cell_is_a_formula(small_champion, tmp_path):
+    export = copy_export(small_champion, tmp_path)
     header, rows = read_rows(export / "leads.csv")
     owner, campaign = header.index("Owner"), header.index("Campaign")
     evil = ['=HYPERLINK("http://evil.example","click")', "=cmd|' /C calc'!A0", "+1+2", "-3+4", "@SUM(A1)", "\t=1"]
@@ -262,7 +238,7 @@ def test_4_no_published_csv_cell_is_a_formula(base, tmp_path):
         rows[-1 - i][campaign] = value
     rows[-1][0] = '=HYPERLINK("http://evil.example")'
     write_rows(export / "leads.csv", header, rows)
-    cfg = hostile_config(base, export, extra='\n[scoring]\nreason_tiers = ["A", "B", "C", "D"]\n')
+    cfg = hostile_config(small_champion, export, extra='\n[scoring]\nreason_tiers = ["A", "B", "C", "D"]\n')
     for step, args in ((steps.ingest_step, (cfg, "evil")), (steps.features_step, (cfg,)),
                        (steps.score_step, (cfg, "evil")), (steps.report_step, (cfg, "evil"))):
         assert outcome(step, *args) == (0, "")
@@ -276,12 +252,12 @@ def test_4_no_published_csv_cell_is_a_formula(base, tmp_path):
     assert shown["reasons"].str.startswith(("'+ ", "'- ")).sum() == (published["reasons"].fillna("") != "").sum() > 0
 
 
-def test_6_config_and_home_mistakes_are_one_line(base, tmp_path):
+def test_6_config_and_home_mistakes_are_one_line(small_champion, tmp_path):
     from typer.testing import CliRunner
 
-    from leadscore.cli import app
+    from flows.cli import app
 
-    cfg = base[0]
+    cfg = small_champion[0]
     text = cfg.source_file.read_text()
     cases = {
         "encoding": (text.replace('id = "Lead ID"', 'id = "Lead ID"\nencoding = "klingon"', 1), "data.leads.encoding"),
@@ -308,8 +284,8 @@ def test_6_config_and_home_mistakes_are_one_line(base, tmp_path):
         assert expected in result.output and "Traceback" not in result.output, (name, result.output)
 
 
-def test_6_a_damaged_or_replaced_model_file_is_named(base, tmp_path):
-    cfg = base[0]
+def test_6_a_damaged_or_replaced_model_file_is_named(small_champion, tmp_path):
+    cfg = small_champion[0]
     home = Home(cfg.home)
     version = registry.champion_version(home)
     _, client = registry._client(home)
@@ -337,11 +313,11 @@ def test_6_disk_full_and_refused_writes_are_one_line():
     assert environment_problem(ValueError("a bug")) is None  # real bugs keep their traceback
 
 
-def test_7_a_kill_between_publishing_and_the_ledger_is_mended(base):
+def test_7_a_kill_between_publishing_and_the_ledger_is_mended(small_champion):
     from serving import ledger
     from serving.publish import publish_run, reconcile_scores
 
-    cfg = base[0]
+    cfg = small_champion[0]
     home = Home(cfg.home)
     steps.ingest_step(cfg, "k0")
     steps.features_step(cfg)
@@ -368,8 +344,8 @@ def test_7_a_kill_between_publishing_and_the_ledger_is_mended(base):
     assert not (home.scores / ".k3.partial").exists() and not (home.ledger / ".left.tmp").exists()
 
 
-def test_8_an_unreachable_sql_sink_stops_scoring_before_anything_is_published(base, tmp_path):
-    cfg = base[0]
+def test_8_an_unreachable_sql_sink_stops_scoring_before_anything_is_published(small_champion, tmp_path):
+    cfg = small_champion[0]
     home = Home(cfg.home)
     steps.score_step(cfg, "sql0")
     before = read_latest(home.scores)
@@ -380,9 +356,9 @@ def test_8_an_unreachable_sql_sink_stops_scoring_before_anything_is_published(ba
     assert read_latest(home.scores) == before
 
 
-def test_9_quiet_surprises_are_said(base, tmp_path, caplog):
-    _, _, clean = base
-    export = copy_export(base, tmp_path)
+def test_9_quiet_surprises_are_said(small_champion, tmp_path, caplog):
+    _, _, clean = small_champion
+    export = copy_export(small_champion, tmp_path)
     header, rows = read_rows(export / "leads.csv")
     # A duplicate of an unmapped column, a column named like a canonical one, a stray latin-1 byte far past
     # the first 64 KiB, and a semicolon export with decimal commas.
@@ -397,13 +373,13 @@ def test_9_quiet_surprises_are_said(base, tmp_path, caplog):
     for r in camp_rows:
         r[cost] = r[cost].replace(".", ",")
     write_rows(export / "campaigns.csv", camp_header, camp_rows, delimiter=";")
-    cfg = hostile_config(base, export)
+    cfg = hostile_config(small_champion, export)
     summary = steps.ingest_step(cfg, "quiet")
     assert summary["counts"]["leads"]["quarantined"] == 0 and summary["counts"]["campaigns"]["quarantined"] == 0
     assert summary["files"]["leads"]["encoding"] == "utf-8, 1 cells windows-1252"
     assert "names column 'Lead Status' more than once" in caplog.text
     costs = pq.read_table(Home(cfg.home).canonical / "campaigns.parquet")["cost"].to_pylist()
-    assert costs == [float(r[cost]) for r in read_rows(base[1] / "campaigns.csv")[1]]  # 23487,09 is 23487.09
+    assert costs == [float(r[cost]) for r in read_rows(small_champion[1] / "campaigns.csv")[1]]  # 23487,09 is 23487.09
     steps.features_step(cfg)
     got = features_of(cfg)
     pd.testing.assert_frame_equal(got.drop(columns=["export:Owner"], errors="ignore"),
@@ -500,17 +476,17 @@ def _with_header_trick(header, rows, trick):
 
 
 @pytest.fixture(scope="module")
-def base_rows(base):
-    _, export, _ = base
+def base_rows(small_champion):
+    _, export, _ = small_champion
     return (read_rows(export / "leads.csv"), read_rows(export / "activities.csv"),
             read_rows(export / "opportunities.csv"))
 
 
-def test_bad_rows_are_quarantined_and_change_nothing_else(base, base_rows, tmp_path_factory):
+def test_bad_rows_are_quarantined_and_change_nothing_else(small_champion, base_rows, tmp_path_factory):
     """Whatever bad rows an export carries, and however it is written: every row is kept or quarantined,
     every bad row is quarantined, clean rows keep exactly their features, scoring ends with exit 0 or 2 (never
     a traceback), and no published or quarantined CSV cell is a formula."""
-    _, export, clean = base
+    _, export, clean = small_champion
     (lh, lr), (ah, ar), (oh, orows) = base_rows
     runs = iter(range(1_000_000))
 
@@ -526,7 +502,7 @@ def test_bad_rows_are_quarantined_and_change_nothing_else(base, base_rows, tmp_p
         write_rows(folder / "leads.csv", h, rows, delimiter, encoding, malformed)
         write_rows(folder / "activities.csv", ah, ar + acts)
         write_rows(folder / "opportunities.csv", oh, orows + stages)
-        cfg = hostile_config(base, folder)
+        cfg = hostile_config(small_champion, folder)
         code, message = outcome(steps.ingest_step, cfg, run)
         assert code == 0, message
         manifest = json.loads((Home(cfg.home).canonical / "manifest.json").read_text())
@@ -558,8 +534,8 @@ def valid_hostile_lead(draw, header, template, i):
     return [row[h] for h in header]
 
 
-def test_valid_hostile_cells_are_kept_and_published_safely(base, base_rows, tmp_path_factory):
-    _, export, _ = base
+def test_valid_hostile_cells_are_kept_and_published_safely(small_champion, base_rows, tmp_path_factory):
+    _, export, _ = small_champion
     (lh, lr), _, _ = base_rows
     runs = iter(range(1_000_000))
 
@@ -571,7 +547,7 @@ def test_valid_hostile_cells_are_kept_and_published_safely(base, base_rows, tmp_
         for name in ("activities.csv", "opportunities.csv", "campaigns.csv", "truth.csv"):
             shutil.copy(export / name, folder / name)
         write_rows(folder / "leads.csv", lh, lr + list(leads))
-        cfg = hostile_config(base, folder)
+        cfg = hostile_config(small_champion, folder)
         run = f"valid{next(runs)}"
         for step, args in ((steps.ingest_step, (cfg, run)), (steps.features_step, (cfg,)),
                            (steps.score_step, (cfg, run))):
@@ -604,157 +580,3 @@ def test_api_fuzz_with_hostile_cells(api_client):
     check()
 
 
-# ------------------------------------------------------------------------------------- crashes and full disks
-
-def _cli(args, env, **kw):
-    import subprocess
-    import sys
-
-    return subprocess.Popen([sys.executable, "-m", "leadscore", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, **kw)
-
-
-def _plain_env():
-    import os
-
-    return {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _alive(pids: list[int]) -> list[int]:
-    living = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            living.append(pid)
-    return living
-
-
-def _check_published(home: Home) -> None:
-    """LATEST names a complete run whose files match the manifest's sha256."""
-    import hashlib
-
-    latest = read_latest(home.scores)
-    assert latest is not None and latest.is_dir()
-    manifest = json.loads((latest / "manifest.json").read_text())
-    for name, meta in manifest["files"].items():
-        assert hashlib.sha256((latest / name).read_bytes()).hexdigest() == meta["sha256"], name
-
-
-def test_kill_9_at_random_points_of_score_leaves_no_process_and_a_consistent_ledger(base):
-    import random
-    import time
-
-    from serving import ledger
-
-    cfg = base[0]
-    home = Home(cfg.home)
-    steps.ingest_step(cfg, "kill")
-    steps.features_step(cfg)
-    env = _plain_env()
-    started = time.monotonic()
-    first = _cli(["score", "--config", str(cfg.source_file)], env)
-    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
-    duration = time.monotonic() - started
-    seed = random.randrange(1_000_000)
-    rng = random.Random(seed)
-    for _ in range(3):
-        delay = rng.uniform(0.3, duration)
-        run = _cli(["score", "--config", str(cfg.source_file)], env)
-        time.sleep(delay)
-        family = _descendants(run.pid)
-        run.kill()
-        run.wait()
-        deadline = time.monotonic() + 15
-        while _alive(family) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _alive(family), f"seed {seed}: killed after {delay:.1f} s, still running: {_alive(family)}"
-        _check_published(home)
-    last = _cli(["score", "--config", str(cfg.source_file)], env)
-    assert last.wait(timeout=300) == 0, last.stderr.read()[-2000:]
-    _check_published(home)
-    left = [p for folder in (home.data, home.published, home.ledger, home.root / "serving")
-            for p in folder.rglob(".*") if p.name.endswith((".tmp", ".partial", ledger.PENDING))]
-    assert left == [], f"seed {seed}: {left}"
-    runs = {p.name for p in home.scores.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    assert runs <= ledger.recorded_runs(home.ledger), f"seed {seed}: published runs the ledger never saw"
-
-
-DISK_SCRIPT = """set -e
-mount -t tmpfs -o size={size}k tmpfs {disk}
-cp -a {home} {disk}/home
-rm -rf {disk}/home/prefect
-free=$(df -k {disk} | tail -1 | awk '{{print $4}}')
-dd if=/dev/zero of={disk}/filler bs=1k count=$((free - {leave})) 2>/dev/null
-run() {{  # floor, then the Prefect API to use ("" = the run's own temporary server)
-  PREFECT_API_URL=$2 LEADSCORE_MIN_FREE_MB=$1 {python} -m leadscore score --config {config} --home {disk}/home \\
-      > {out}/stdout.$1 2> {out}/stderr.$1 && echo 0 > {out}/code.$1 || echo $? > {out}/code.$1
-}}
-run 0 {api}
-run 64 ""
-cat {disk}/home/published/scores/LATEST > {out}/latest
-ls -a {disk}/home/published/scores > {out}/runs
-umount {disk} 2>/dev/null || true
-"""
-
-
-def test_a_full_disk_is_one_line_and_publishes_nothing(base, tmp_path):
-    """On a real file system that fills up. With the free-space floor off, the write that fails is named in
-    one line (Prefect's database lives elsewhere here, so the first write to fail is leadscore's own); with it
-    on, the run refuses to start. Either way exit code 2, no traceback, LATEST unchanged."""
-    import os
-    import subprocess
-    import sys
-
-    from flows.server import TemporaryServer
-
-    cfg = base[0]
-    home = Home(cfg.home)
-    steps.score_step(cfg, "before-full")
-    before = read_latest(home.scores).name
-    used = sum(p.stat().st_size for p in home.root.rglob("*") if p.is_file() and "prefect" not in p.parts) // 1024
-    (tmp_path / "disk").mkdir()
-    server = TemporaryServer(tmp_path / "prefect", timeout=90)
-    env = {**_plain_env(), "PREFECT_HOME": str(tmp_path / "prefect")}
-    old = os.environ.copy()
-    os.environ.update(env)
-    try:
-        api = server.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-    script = DISK_SCRIPT.format(size=used + 16_000, disk=tmp_path / "disk", home=home.root, leave=100, api=api,
-                                python=sys.executable, config=cfg.source_file, out=tmp_path)
-    # Mounting needs root; elsewhere a user namespace gives a private root that may mount a tmpfs.
-    command = ["sh", "-c", script] if os.geteuid() == 0 else ["unshare", "-rm", "sh", "-c", script]
-    try:
-        done = subprocess.run(command, env=_plain_env(), capture_output=True, text=True, timeout=300)
-    finally:
-        server.stop()
-    assert done.returncode == 0, done.stderr
-    for floor, expected in (("0", f"no space left on the device at {tmp_path / 'disk'}"),
-                            ("64", "MB free on the device holding")):
-        stderr = (tmp_path / f"stderr.{floor}").read_text()
-        assert (tmp_path / f"code.{floor}").read_text().strip() == "2", stderr
-        assert expected in stderr and "Traceback" not in stderr, stderr
-        assert len([line for line in stderr.splitlines() if line.startswith("error:")]) == 1
-    assert (tmp_path / "latest").read_text().strip() == before
-    assert [n for n in (tmp_path / "runs").read_text().split() if n.startswith(".") and n not in (".", "..")] == []

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-
 from conftest import make_config
+
 from features.build import build_features
-from leadscore.ingest import ingest
+from ingest.canonical import ingest
 
 UTC = timezone.utc
 

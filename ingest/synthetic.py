@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from leadscore.paths import atomic_write
+
 START = np.datetime64("2024-07-01T00:00:00", "s")
 END = np.datetime64("2026-06-30T00:00:00", "s")  # the export date: nothing later is in the files
 HORIZON_DAYS = 90
@@ -281,9 +283,8 @@ def write_crm(crm: GeneratedCRM, out: Path) -> dict[str, Path]:
             columns.append(col)
         table = pa.table(columns, names=table.column_names)
         path = out / filename
-        tmp = path.with_suffix(".csv.tmp")
-        pacsv.write_csv(table, tmp, write_options=pacsv.WriteOptions(quoting_style="needed"))
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            pacsv.write_csv(table, tmp, write_options=pacsv.WriteOptions(quoting_style="needed"))
         written[name] = path
     return written
 

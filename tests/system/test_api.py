@@ -3,21 +3,22 @@
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 
 import pandas as pd
 import pytest
 import schemathesis
+from conftest import LEADSCORE, make_config
 from fastapi.testclient import TestClient
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-from conftest import make_config
-from leadscore import steps
+from flows import steps
 from leadscore.paths import Home, read_latest
 from models import registry
 from serving.api import ScoringService, create_app
+
+pytestmark = pytest.mark.slow
 
 KEY = "test-key-123"
 
@@ -191,6 +192,6 @@ def test_reload_under_load_loses_no_request(served, crm_medium, tmp_path):
 
 def test_serve_refuses_a_public_address_without_a_key(served):
     env = {k: v for k, v in os.environ.items() if k != "LEADSCORE_API_KEY"}
-    done = subprocess.run([sys.executable, "-m", "leadscore", "serve", "--config", str(served.source_file),
+    done = subprocess.run([LEADSCORE, "serve", "--config", str(served.source_file),
                            "--host", "0.0.0.0", "--port", "8799"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2 and "LEADSCORE_API_KEY" in done.stderr and "Traceback" not in done.stderr

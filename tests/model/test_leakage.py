@@ -3,12 +3,14 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import make_config, xeducation_config
+
 from features.build import build_features
-from leadscore.ingest import ingest
+from ingest.canonical import ingest
 from models.leakage import LeakageError, check_leakage, single_feature_report
 from models.train import train_model
+
+pytestmark = pytest.mark.slow
 
 POST_CONTACT = ["Tags", "Lead Quality", "Last Activity", "Last Notable Activity", "Lead Profile", "Do Not Email"]
 

@@ -5,13 +5,13 @@ import sys
 
 from typer.testing import CliRunner
 
-from leadscore.cli import app
+from flows.cli import app
 
 runner = CliRunner()
 
 
 def test_help_does_not_import_heavy_libraries():
-    code = ("import sys; from leadscore.cli import app; "
+    code = ("import sys; from flows.cli import app; "
             "heavy = [m for m in ('prefect', 'mlflow', 'lightgbm', 'pandas', 'duckdb', 'sklearn') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,163 @@
+"""The feature table: every feature the model sees, defined once.
+
+A feature is a name, the words a person reads about it, and a source saying what it is computed from. The
+batch build (:mod:`features.build`: duckdb SQL over every lead, for training) and the online build
+(:mod:`features.online`: arrays over the snapshot a scoring run saves, for batch scoring and the API) both
+render this table and name no feature of their own; what "known at time t" means for either is
+:mod:`features.pit`'s. Tests compare both renderings with a plain loop over the definitions.
+
+Sources:
+
+- ``Column``: a lead's own column, as exported (a mapped attribute, or its campaign's or source's name).
+- ``Calendar``: the weekday (ISO, 1 = Monday), hour or month of ``created_at`` in ``data.timezone``.
+- ``Count``: events of a stream with the lead's key, known strictly before its ``created_at``; with a window of
+  ``w`` days, those at or after ``created_at - w days``; with a level, only activities of that type.
+- ``DaysSince``: days (whole seconds / 86,400) from the latest such event to ``created_at``.
+- ``SmoothedRate``: ``(matured wins + m * overall matured win rate) / (matured leads + m)`` of the lead's key,
+  counting leads whose horizon had passed before ``created_at``; a key with few leads is pulled toward the
+  overall rate, so a new campaign is not judged on three leads.
+
+Streams: ``activities`` (key: the lead), ``leads`` (each lead's ``created_at``), ``wins`` (its first win),
+``matured`` (``created_at + horizon``) and ``matured_wins`` (the same, for leads won within the horizon).
+Outcomes are known up to ``as_of`` only: the matured streams are cut there for leads created later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from leadscore.config import Config, LeadsTable
+from leadscore.contract import OUTCOME_COLUMNS, ROLE_COLUMNS
+
+ROLES = ("campaign", "source", "account")
+CALENDAR = (("weekday", "weekday of sign-up"), ("hour", "hour of sign-up"), ("month", "month of sign-up"))
+CAPPED_AT_AS_OF = ("matured", "matured_wins")  # their events can lie after as_of, where nothing is known yet
+
+
+@dataclass(frozen=True)
+class Column:
+    column: str  # the canonical column: a role ("campaign") or "export:<name>"
+
+
+@dataclass(frozen=True)
+class Calendar:
+    part: Literal["weekday", "hour", "month"]
+
+
+@dataclass(frozen=True)
+class Count:
+    stream: Literal["activities", "leads", "wins"]
+    key: str  # "lead" or a role
+    window_days: int | None = None
+    level: str | None = None  # activities of this type only
+
+
+@dataclass(frozen=True)
+class DaysSince:
+    stream: Literal["activities"]
+    key: str
+
+
+@dataclass(frozen=True)
+class SmoothedRate:
+    key: str  # a role
+    strength: float
+
+
+Source = Column | Calendar | Count | DaysSince | SmoothedRate
+SOURCES = {cls.__name__: cls for cls in (Column, Calendar, Count, DaysSince, SmoothedRate)}
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: Literal["categorical", "numeric"]
+    words: str
+    source: Source
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "words": self.words,
+                "source": {"type": type(self.source).__name__, **asdict(self.source)}}
+
+    @staticmethod
+    def from_json(d: dict) -> Feature:
+        source = dict(d["source"])
+        return Feature(d["name"], d["kind"], d["words"], SOURCES[source.pop("type")](**source))
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
+    return s or "col"
+
+
+def attribute_features(lc: LeadsTable) -> dict[str, str]:
+    """Feature name -> export column of the mapped categorical, then numeric, columns: a name no other column
+    has taken."""
+    used = set(ROLE_COLUMNS) | set(OUTCOME_COLUMNS)
+    names = {}
+    for col in (*lc.categorical, *lc.numeric):
+        name, n = slug(col), 2
+        while name in used:
+            name, n = f"attr_{slug(col)}" if n == 2 else f"attr_{slug(col)}_{n}", n + 1
+        used.add(name)
+        names[name] = col
+    return names
+
+
+def activity_keys(types: list[str]) -> list[str]:
+    """The key of each activity type in feature names: its slug, made unique ("E-mail open" and "email open"
+    slug alike; "any" stands for every type)."""
+    keys: list[str] = []
+    for t in types:
+        key, n = slug(t), 2
+        while key in keys or key == "any":
+            key, n = f"{slug(t)}_{n}", n + 1
+        keys.append(key)
+    return keys
+
+
+def feature_table(cfg: Config, activity_types: list[str] | None) -> list[Feature]:
+    """Every feature of this config, in the frame's order. ``activity_types``: the types engagement is counted
+    for (the most frequent ones in the data; None: the export has no activities)."""
+    lc = cfg.data.leads
+    table: list[Feature] = []
+    for role in ("campaign", "source"):
+        if getattr(lc, role):
+            table.append(Feature(f"{role}_name", "categorical", getattr(lc, role), Column(role)))
+    for name, col in attribute_features(lc).items():
+        kind = "numeric" if col in lc.numeric else "categorical"
+        table.append(Feature(name, kind, col, Column(lc.internal_column(col))))
+    if not lc.created_at:  # a snapshot export: no time, so no calendar, engagement or history
+        return table
+    for part, words in CALENDAR:
+        table.append(Feature(f"created_{part}", "numeric", words, Calendar(part)))
+    if activity_types is not None:
+        windows = sorted(set(cfg.features.windows_days))
+        levels = [(None, "any", "activity"), *zip(activity_types, activity_keys(activity_types), activity_types)]
+        for level, key, text in levels:
+            for w in windows:
+                table.append(Feature(f"act_{key}_{w}d", "numeric", f"{text} in the {w} days before sign-up",
+                                     Count("activities", "lead", w, level)))
+        table.append(Feature("days_since_last_activity", "numeric", "days since the last activity before sign-up",
+                             DaysSince("activities", "lead")))
+    if not cfg.snapshot:
+        m = float(cfg.features.prior_strength)
+        for role in ROLES:
+            if not getattr(lc, role):
+                continue
+            table += [
+                Feature(f"{role}_prior_leads", "numeric", f"earlier leads from this {role}", Count("leads", role)),
+                Feature(f"{role}_prior_wins", "numeric", f"earlier wins from this {role}", Count("wins", role)),
+                Feature(f"{role}_win_rate", "numeric", f"win rate of this {role} (smoothed)", SmoothedRate(role, m)),
+            ]
+    return table
+
+
+def to_json(table: list[Feature]) -> list[dict]:
+    return [f.to_json() for f in table]
+
+
+def from_json(rows: list[dict]) -> list[Feature]:
+    return [Feature.from_json(r) for r in rows]

@@ -1,0 +1,285 @@
+"""The pipeline's steps: what each reads under ``home``, which stage functions it calls in what order, and what
+it writes. No domain logic lives here (that is the stages'); Prefect flows (``flows.pipeline``) and the CLI
+only call these, and tests call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from leadscore.config import Config
+from leadscore.errors import DataError
+from leadscore.paths import Home, read_latest, write_text_atomic
+from leadscore.runinfo import data_fingerprint, git_sha
+
+log = logging.getLogger("leadscore")
+
+STEPS = ("ingest", "features", "train", "score", "report")  # the whole pipeline, in order
+
+
+def read_ingest_manifest(home: Home) -> dict:
+    path = home.canonical / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"no ingested data in {home.canonical}; run `leadscore ingest --config FILE` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def ingest_step(cfg: Config, run_id: str) -> dict:
+    """Export files -> canonical Parquet tables + quarantine; fails if too much was quarantined."""
+    from ingest.canonical import check_usable, ingest, write_canonical, write_quarantine
+
+    home = cfg.paths.ensure()
+    result = ingest(cfg)
+    quarantine_dir = home.quarantine / run_id
+    written = write_quarantine(result, quarantine_dir)
+    summary = {
+        "run_id": run_id, "as_of": result.as_of.isoformat() if result.as_of else None, "counts": result.counts,
+        "files": result.files, "quarantine_reasons": result.reasons(),
+        "quarantine_files": {k: str(v) for k, v in written.items()},
+        "quarantined_share": round(result.quarantine_share(), 6),
+        "data_fingerprint": data_fingerprint(cfg.input_paths()), "config_hash": cfg.digest(),
+    }
+    check_usable(result, cfg, written, quarantine_dir)
+    write_canonical(result, home.canonical)
+    write_text_atomic(home.canonical / "manifest.json", json.dumps(summary, indent=2))
+    bad = sum(c["quarantined"] for c in result.counts.values())
+    log.info("ingest: %s leads kept, %s rows quarantined%s", f"{result.counts['leads']['kept']:,}", f"{bad:,}",
+             f" (see {quarantine_dir})" if bad else "")
+    return summary
+
+
+def features_step(cfg: Config, run_id: str | None = None) -> dict:
+    from features.build import build_features
+    from ingest.canonical import read_canonical
+
+    home = cfg.paths.ensure()
+    as_of = datetime.fromisoformat(read_ingest_manifest(home)["as_of"])
+    fs = build_features(read_canonical(home.canonical, lazy=True), cfg, as_of, out=home.features_file,
+                        extra_metadata={"as_of": as_of.isoformat(), "config_hash": cfg.digest()}, spill_dir=home.spill)
+    c = fs.counts
+    if fs.mode == "snapshot":
+        log.info("features: snapshot export (outcome from data.leads.label): random stratified split, "
+                 "no history or engagement features")
+    log.info("features: %d features for %s leads (%s positive, %s negative, %s immature, %s open)",
+             len(fs.features), f"{c['leads']:,}", f"{c['positive']:,}", f"{c['negative']:,}", f"{c['immature']:,}",
+             f"{c['open']:,}")
+    return {"as_of": as_of.isoformat(), "features": fs.features, "counts": fs.counts}
+
+
+def train_step(cfg: Config, run_id: str) -> dict:
+    from features.store import load_feature_set
+    from models import registry
+    from models.compare import compare_with_champion
+    from models.evaluation import comparison_table, evaluation_report
+    from models.gate import decide
+    from models.metrics import against_truth
+    from models.train import train_model
+
+    home = cfg.paths.ensure()
+    fs, meta = load_feature_set(home.features_file)
+    ingest = read_ingest_manifest(home)
+    result = train_model(fs, cfg)
+    truth = _read_truth(cfg)
+    if truth is not None:
+        result.metrics.update(against_truth(result.test_frame, truth, cfg.evaluation.truth_id,
+                                            cfg.evaluation.truth_probability))
+    for name, metrics in result.baselines.items():
+        result.metrics.update({f"baseline_{name}_{k}": v for k, v in metrics.items() if k != "base_rate"})
+    result.split_counts.update({f"labels_{k}": v for k, v in fs.counts.items()})
+    tags = {"leadscore_run_id": run_id, "git_sha": git_sha(), "config_hash": cfg.digest(),
+            "data_fingerprint": ingest["data_fingerprint"], "as_of": meta["as_of"],
+            "horizon_days": str(cfg.label.horizon_days), "features": json.dumps(fs.features),
+            "label_counts": json.dumps(fs.counts)}
+    run_dir = home.runs / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result.single_feature.to_csv(run_dir / "single_feature_auc.csv", index=False)
+    page, charts = evaluation_report(result, fs, cfg.label.horizon_days)
+    (run_dir / "plots").mkdir(exist_ok=True)
+    for name, svg in charts.items():  # each chart also stands alone, as an MLflow artifact
+        write_text_atomic(run_dir / "plots" / f"{name}.svg", svg)
+    write_text_atomic(run_dir / "evaluation.html", page)
+    ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}",
+                                    artifacts={"leakage": run_dir / "single_feature_auc.csv",
+                                               "evaluation": run_dir / "evaluation.html", "plots": run_dir / "plots"})
+    registry.set_alias(home, ref.version, registry.CHALLENGER)
+    compared = None
+    if registry.champion_version(home) is not None:
+        champion, champion_ref = registry.load_model(home)
+        compared = compare_with_champion(champion, champion_ref.version, fs.frame, result.test_frame)
+    champion_auc = compared[0] if compared else None
+    gate_metrics = {**result.metrics, "roc_auc": compared[1]} if compared else result.metrics
+    decision = decide(gate_metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece,
+                      {name: m["roc_auc"] for name, m in result.baselines.items()})
+    registry.tag_version(home, ref.version, {"gate": "passed" if decision.promote else "refused: " + "; ".join(decision.reasons)})
+    top = ", ".join(f"{fs.labels.get(r.feature, r.feature)} {r.auc:.3f}" for r in result.single_feature.head(5).itertuples())
+    log.info("train: strongest single features (ROC AUC): %s", top)
+    m = result.metrics
+    if "roc_auc_truth" in m:
+        log.info("train: ROC AUC of the true probabilities on the same test leads: %.3f", m["roc_auc_truth"])
+    log.info("train: model version %s against the baselines on the same %s test leads:\n%s", ref.version,
+             f"{result.split_counts['test_leads']:,}", comparison_table({"model": m, **result.baselines}))
+    if decision.promote:
+        against = (f"ROC AUC {compared[1]:.3f} vs the champion's {champion_auc:.3f} on the same leads" if compared
+                   else "judged against the baselines")
+        previous = registry.promote(home, ref.version, reason=f"passed the gate ({against})", who="leadscore train")
+        log.info("train: version %s is champion%s", ref.version, f" (was version {previous})" if previous else "")
+    else:
+        log.warning("train: version %s stays challenger: %s", ref.version, "; ".join(decision.reasons))
+    log.info("train: evaluation report %s", run_dir / "evaluation.html")
+    return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
+            "evaluation": str(run_dir / "evaluation.html"), "promoted": decision.promote,
+            "gate_reasons": decision.reasons, "champion_auc": champion_auc,
+            "compared_auc": compared[1] if compared else None}
+
+
+def _read_truth(cfg: Config) -> pd.DataFrame | None:
+    """The known truth of a synthetic export (evaluation.truth_path), or None."""
+    ev = cfg.evaluation
+    if ev.truth_path is None:
+        return None
+    import pyarrow.csv as pacsv
+
+    if not ev.truth_path.is_file():
+        raise DataError(f"evaluation.truth_path: file {ev.truth_path} not found")
+    return pacsv.read_csv(ev.truth_path, convert_options=pacsv.ConvertOptions(
+        include_columns=[ev.truth_id, ev.truth_probability], column_types={ev.truth_id: "string"})).to_pandas()
+
+
+def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
+    """Score the open leads (no win or loss yet) with the champion, route them and publish them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from features.online import OnlineFeatures, save_snapshot, snapshot_tables
+    from features.store import load_feature_set
+    from models.drift import drift_report
+    from serving import ledger
+    from serving.publish import frame_writers, publish_run, reconcile_scores
+    from serving.scorer import LeadScorer
+    from serving.scoring import score_open_leads, scores_manifest
+
+    home = cfg.paths.ensure()
+    mended = reconcile_scores(home.scores, home.ledger)
+    if any(mended.values()):
+        log.warning("score: an earlier run was stopped while publishing; mended: %s",
+                    ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in mended.items() if v))
+    if cfg.publish.sql_url:
+        from serving.sql_sink import check_connection
+
+        check_connection(cfg.publish.sql_url)  # before anything is published
+    scored_at = datetime.now(timezone.utc).replace(microsecond=0)
+    ingest = read_ingest_manifest(home)
+    fs, meta = load_feature_set(home.features_file)
+    scorer = LeadScorer.from_registry(home)
+    scorer.check_schema(fs.categorical, fs.numeric)
+    frame = fs.frame.to_pandas()
+    as_of = datetime.fromisoformat(meta["as_of"])
+    acts = home.canonical / "activities.parquet"
+    activities = pq.read_table(acts, columns=["lead_id", "type", "occurred_at"]) if acts.is_file() else None
+    snapshot = snapshot_tables(frame, activities, cfg, as_of, fs.definitions)
+    leads = pq.read_table(home.canonical / "leads.parquet")
+    open_ids = pa.array(frame.loc[frame["is_open"], "lead_id"].to_numpy(dtype=object), pa.string())
+    open_leads = leads.filter(pc.is_in(leads["lead_id"], value_set=open_ids)).to_pandas()
+    seen = (ledger.read(home.ledger, columns=["lead_id", "input_hash", "model_version", "scored_at"])
+            if since_last else None)
+    run = score_open_leads(scorer, OnlineFeatures(*snapshot), open_leads, cfg, scored_at, seen,
+                           ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d")))
+    drift = drift_report(scorer.model, frame, as_of, fs.labels, cfg.drift.window_days, cfg.drift.psi_warn)
+    manifest = scores_manifest(run, scorer, cfg, ingest, fs.counts, meta["as_of"], scored_at, since_last, drift)
+    published = run.scores.drop(columns=["input_hash"])
+    writers = {**frame_writers(published, "scores"), **frame_writers(run.queues, "routing", parquet=False),
+               "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
+    pending = []  # the ledger holds this run's rows before LATEST names it, so no reader sees unrecorded scores
+    folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs,
+                         before_latest=lambda _: pending.append(ledger.append(home.ledger, run_id, run.scores)))
+    ledger.commit(pending[0])
+    save_snapshot(home.snapshot, *snapshot)
+    sql_rows = None
+    if cfg.publish.sql_url:
+        from serving.sql_sink import upsert_scores
+
+        sql_rows = upsert_scores(cfg.publish.sql_url, cfg.publish.sql_table, published, run_id)
+
+    rows = manifest["rows"]
+    what = "changed or new open leads" if since_last else "open leads"
+    log.info("score: %s %s scored with model version %s -> %s", f"{rows['scored']:,}", what, scorer.model_version, folder)
+    if since_last:
+        log.info("score: %s open leads unchanged since their last score, not rescored", f"{rows['unchanged_since_last']:,}")
+    log.info("score: routing\n%s", run.queues.to_string(index=False))
+    names = [f["label"] for f in drift["features"] if f["drifted"]]
+    if drift.get("score_drifted"):
+        names.insert(0, f"the score (PSI {drift['score_psi']:.3f})")
+    if names:
+        log.warning("score: drift above drift.psi_warn = %s: %s (see %s)", cfg.drift.psi_warn, ", ".join(names[:8]),
+                    folder / "drift.json")
+    if sql_rows is not None:
+        log.info("score: %s rows upserted into table %s", f"{sql_rows:,}", cfg.publish.sql_table)
+    return {"published": str(folder), "run_id": run_id, "leads_scored": rows["scored"],
+            "model_version": scorer.model_version, "rows": rows, "queues": manifest["queues"],
+            "tiers": manifest["tiers"], "drift": drift, "files": sorted(writers) + ["manifest.json"],
+            "sql_rows": sql_rows}
+
+
+def report_step(cfg: Config, run_id: str) -> dict:
+    """Campaign and source lead quality over every lead, published beside the scores."""
+    from features.store import load_feature_set
+    from ingest.canonical import read_canonical
+    from reports.report import campaign_report
+    from serving.publish import frame_writers, publish_run
+    from serving.scorer import LeadScorer
+
+    home = cfg.paths.ensure()
+    fs, meta = load_feature_set(home.features_file)
+    scorer = LeadScorer.from_registry(home)
+    scorer.check_schema(fs.categorical, fs.numeric)
+    frame = fs.frame.to_pandas()
+    keep = [c for c in ("campaign", "source", "created_at", "mature", "label", "is_open") if c in frame.columns]
+    scores = scorer.score(frame, datetime.now(timezone.utc).replace(microsecond=0), reason_tiers=(),
+                          extra_columns=keep)
+    tables = read_canonical(home.canonical, lazy=True)  # only the small campaigns table is read
+    costs = tables["campaigns"].to_table().to_pandas() if "campaigns" in tables else None
+    before = read_latest(home.campaign_reports)
+    previous = None
+    if before is not None and (before / "campaign_quality.csv").is_file():
+        previous = pd.read_csv(before / "campaign_quality.csv", dtype={"campaign": str})
+    report = campaign_report(scores, costs, previous, before.name if before else None, cfg,
+                             pd.Timestamp(meta["as_of"]), scorer.model_version)
+    writers = {
+        **frame_writers(report.campaigns, "campaign_quality", parquet=False),
+        **frame_writers(report.sources, "source_quality", parquet=False),
+        **frame_writers(report.trend, "weekly_trend", parquet=False),
+        "index.html": lambda path: path.write_text(report.page, encoding="utf-8"),
+    }
+    manifest = {"kind": "campaign_quality", "model_version": scorer.model_version, "as_of": meta["as_of"],
+                "attribution": cfg.report.attribution, "leads": len(scores), "campaigns": len(report.campaigns),
+                "sources": len(report.sources), "summary": report.summary}
+    folder = publish_run(home.campaign_reports, run_id, writers, manifest, cfg.publish.keep_runs)
+    log.info("report: %d campaigns, %d sources -> %s", len(report.campaigns), len(report.sources), folder / "index.html")
+    for line in report.summary:
+        log.info("report: %s", line)
+    top = report.campaigns.head(10)[["campaign", "leads", "expected_closes", "expected_closes_low",
+                                     "expected_closes_high", "actual_closes", "cost_per_expected_close", "early_read"]]
+    return {"published": str(folder), "run_id": run_id, "campaigns": len(report.campaigns), "summary": report.summary,
+            "top": top.astype(object).where(top.notna(), None).to_dict("records")}
+
+
+def summarize_outputs(cfg: Config) -> dict[str, str]:
+    """Where a user finds every output of the last run."""
+    home = cfg.paths
+    scores = read_latest(home.scores)
+    report = read_latest(home.campaign_reports)
+    return {
+        "scores": str(scores / "scores.csv") if scores else "(none yet)",
+        "manifest": str(scores / "manifest.json") if scores else "(none yet)",
+        "campaign report": str(report / "index.html") if report else "(none yet)",
+        "quarantine": str(home.quarantine),
+        "mlflow db": str(home.mlflow_db),
+        "mlflow ui": f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {home.tracking_uri} --port 5000",
+    }

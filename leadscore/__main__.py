@@ -1,3 +1,0 @@
-from leadscore.cli import main
-
-main()

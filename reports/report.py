@@ -1,0 +1,46 @@
+"""The campaign report of one run: the tables, the page and its summary, from every lead's score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from leadscore.config import Config
+from reports.campaign_page import render_report
+from reports.campaign_quality import quality_table, summary_lines, weekly_trend
+
+
+@dataclass
+class CampaignReport:
+    campaigns: pd.DataFrame
+    sources: pd.DataFrame
+    trend: pd.DataFrame  # dimension, name, week, leads, mean_probability
+    page: str
+    summary: list[str]
+
+
+def campaign_report(scores: pd.DataFrame, costs: pd.DataFrame | None, previous: pd.DataFrame | None,
+                    previous_label: str | None, cfg: Config, as_of: pd.Timestamp, model_version: str) -> CampaignReport:
+    """``scores``: every lead with campaign, source, probability, tier, created_at, mature, label, is_open.
+    ``previous``: the last report's campaign table, for what changed since."""
+    horizon = cfg.label.horizon_days
+    campaigns = quality_table(scores, "campaign", costs, as_of, horizon)
+    sources = quality_table(scores, "source", None, as_of, horizon)
+    campaign_trend = weekly_trend(scores, "campaign", as_of)
+    source_trend = weekly_trend(scores, "source", as_of)
+    summary = summary_lines(campaigns, previous, previous_label)
+    notes = (f"Attribution: {cfg.report.attribution.replace('_', ' ')} (a lead belongs to the campaign in its "
+             f"{cfg.data.leads.campaign or 'campaign'!r} column). Expected closes are sums of calibrated probabilities "
+             f"of a win within {horizon} days, with a 90% interval (exact Poisson-binomial up to 2,000 leads, normal "
+             "approximation above). Actual closes count matured leads only (created at least "
+             f"{horizon} days before {as_of:%Y-%m-%d}) and are compared with the expected closes of those same leads. "
+             "The early read compares campaigns whose leads are mostly still open with the average lead: flagged when "
+             "the difference is larger than chance in the outcomes would give (90%). Cost per expected close uses "
+             "the campaign's total cost from the campaigns table.")
+    page = render_report(campaigns, sources, campaign_trend, source_trend, summary, "Campaign lead quality",
+                         f"{len(scores):,} leads as of {as_of:%Y-%m-%d}, model version {model_version}.", notes)
+    trend = pd.concat([campaign_trend.rename(columns={"campaign": "name"}).assign(dimension="campaign"),
+                       source_trend.rename(columns={"source": "name"}).assign(dimension="source")])
+    return CampaignReport(campaigns, sources, trend[["dimension", "name", "week", "leads", "mean_probability"]],
+                          page, summary)

@@ -1,0 +1,99 @@
+"""Campaign tables: intervals, early read, summary, the page (pure functions on small frames)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.campaign_page import render_report
+from reports.campaign_quality import (
+    QUALITY_COLUMNS,
+    poisson_binomial_interval,
+    quality_table,
+    summary_lines,
+    weekly_trend,
+)
+
+AS_OF = pd.Timestamp("2026-06-30", tz="UTC")
+
+
+def _scored():
+    return pd.DataFrame({
+        "campaign": ["A", "A", "A", "B", "B", "New"],
+        "source": ["Web"] * 6,
+        "probability": [0.5, 0.2, 0.1, 0.3, 0.3, 0.6],
+        "tier": ["A", "C", "D", "B", "B", "A"],
+        "mature": [True, True, False, True, False, False],
+        "label": [1, 0, np.nan, 1, np.nan, np.nan],
+        "is_open": [False, True, True, False, True, True],
+        "created_at": pd.to_datetime(["2026-01-05", "2026-02-01", "2026-06-01", "2026-01-10", "2026-06-10",
+                                      "2026-06-20"], utc=True),
+    })
+
+
+def test_quality_table_adds_up():
+    costs = pd.DataFrame({"campaign": ["A", "B"], "cost": [80.0, 60.0]})
+    t = quality_table(_scored(), "campaign", costs, AS_OF, 90).set_index("campaign")
+    assert list(t.columns) == QUALITY_COLUMNS
+    assert t.loc["A", "leads"] == 3 and t.loc["A", "matured_leads"] == 2 and t.loc["A", "open_leads"] == 2
+    assert t.loc["A", "expected_closes"] == pytest.approx(0.8)
+    assert t.loc["A", "expected_closes_matured"] == pytest.approx(0.7)
+    assert t.loc["A", "actual_closes"] == 1  # the immature lead does not count, won or not
+    assert t.loc["A", "cost_per_expected_close"] == pytest.approx(100.0)
+    assert t.loc["A", "tier_a_share"] + t.loc["A", "tier_c_share"] + t.loc["A", "tier_d_share"] == pytest.approx(1)
+    # A campaign with no matured leads: no actual rate, an early read, and weeks until its outcomes are known.
+    assert pd.isna(t.loc["New", "actual_closes"]) and pd.isna(t.loc["New", "cost"])
+    # One lead at 0.6 against an average of 1/3: z = (0.6 - 1/3) / sqrt(1/3 * 2/3) = 0.57, too little to tell.
+    assert t.loc["New", "early_read"] == "no clear difference yet" and t.loc["New", "early_read_z"] == 0.57
+    assert t.loc["New", "weeks_until_outcomes"] == 12  # created 10 days before as_of, 90-day horizon
+    assert pd.isna(t.loc["A", "early_read"])  # mostly matured: no early read
+    assert t["leads"].sum() == 6 and t["expected_closes"].sum() == pytest.approx(_scored()["probability"].sum())
+
+
+def test_poisson_binomial_interval_is_exact_for_small_groups_and_normal_for_large():
+    rng = np.random.default_rng(1)
+    p = rng.beta(2, 8, 300)
+    lo, hi = poisson_binomial_interval(p)
+    draws = (rng.random((20_000, len(p))) < p).sum(axis=1)
+    assert np.mean(draws < lo) <= 0.05 + 0.01 and np.mean(draws > hi) <= 0.05 + 0.01
+    assert np.mean((draws >= lo) & (draws <= hi)) >= 0.88
+    big = rng.beta(2, 8, 5000)
+    lo, hi = poisson_binomial_interval(big)
+    sd = np.sqrt(np.sum(big * (1 - big)))
+    assert lo == pytest.approx(big.sum() - 1.645 * sd, rel=1e-3) and hi == pytest.approx(big.sum() + 1.645 * sd, rel=1e-3)
+
+
+def test_early_read_flags_a_clearly_better_new_campaign():
+    n = 600
+    rng = np.random.default_rng(2)
+    old = pd.DataFrame({"campaign": rng.choice(["X", "Y", "Z"], n), "probability": rng.beta(2, 10, n),
+                        "mature": True, "is_open": False, "label": 0.0,
+                        "created_at": pd.Timestamp("2025-06-01", tz="UTC")})
+    new = pd.DataFrame({"campaign": "Launch", "probability": rng.beta(6, 10, 200), "mature": False,
+                        "is_open": True, "label": np.nan, "created_at": pd.Timestamp("2026-06-15", tz="UTC")})
+    scored = pd.concat([old, new], ignore_index=True).assign(source="Web", tier="B")
+    t = quality_table(scored, "campaign", None, AS_OF, 90).set_index("campaign")
+    assert t.loc["Launch", "early_read"] == "better than average" and t.loc["Launch", "early_read_z"] > 1.645
+    assert t.loc["Launch", "weeks_until_outcomes"] == 11
+    lines = summary_lines(t.reset_index(), None, None)
+    assert any("Launch looks better than average" in line for line in lines)
+
+
+def test_summary_says_what_changed_since_the_previous_report():
+    costs = pd.DataFrame({"campaign": ["A", "B"], "cost": [80.0, 60.0]})
+    now = quality_table(_scored(), "campaign", costs, AS_OF, 90)
+    before = now[now["campaign"] != "New"].assign(mean_probability=lambda d: d["mean_probability"] - 0.05)
+    lines = summary_lines(now, before, "20260601T000000Z-abc")
+    assert any(line.startswith("Since the previous report (20260601T000000Z-abc): new campaigns: New") for line in lines)
+
+
+def test_page_is_self_contained_with_every_chart():
+    scored = _scored()
+    costs = pd.DataFrame({"campaign": ["A", "B"], "cost": [10.0, 20.0]})
+    camp = quality_table(scored, "campaign", costs, AS_OF, 90)
+    page = render_report(camp, quality_table(scored, "source", None, AS_OF, 90),
+                         weekly_trend(scored, "campaign", AS_OF), weekly_trend(scored, "source", AS_OF),
+                         ["line one"], "Campaign lead quality", "test", "notes")
+    for name in ("cost", "calibration", "tiers", "trend_leads", "trend_probability", "trend_sources"):
+        assert f'data-chart="{name}"' in page
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
+    assert "<script" not in page

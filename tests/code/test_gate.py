@@ -1,0 +1,37 @@
+"""The promotion gate's rules and the calibration noise it allows for."""
+
+import numpy as np
+import pytest
+
+from models.gate import decide
+
+
+def test_gate_rules():
+    good = {"roc_auc": 0.80, "ece": 0.01}
+    assert decide(good, None, 0.005, 0.03).promote
+    assert decide(good, None, 0.005, 0.03, {"logistic": 0.79, "naive_bayes": 0.7}).promote
+    first_but_worse = decide(good, None, 0.005, 0.03, {"logistic": 0.82})
+    assert not first_but_worse.promote and "does not beat the logistic baseline's 0.8200" in first_but_worse.reasons[0]
+    # Against a champion, the baselines do not matter any more.
+    assert decide(good, 0.80, 0.005, 0.03, {"logistic": 0.82}).promote
+    assert decide(good, 0.804, 0.005, 0.03).promote
+    refused = decide(good, 0.81, 0.005, 0.03)
+    assert not refused.promote and "below the champion's 0.8100" in refused.reasons[0]
+    assert "gate.max_ece" in decide({"roc_auc": 0.9, "ece": 0.05}, None, 0.005, 0.03).reasons[0]
+    # The calibration limit allows for the ECE a calibrated model shows by chance on that many test leads.
+    assert decide({"roc_auc": 0.9, "ece": 0.04, "ece_noise": 0.015}, None, 0.005, 0.03).promote
+    assert not decide({"roc_auc": 0.9, "ece": 0.05, "ece_noise": 0.015}, None, 0.005, 0.03).promote
+
+
+def test_ece_noise_floor_matches_simulation():
+    from models.metrics import ece_noise_floor, expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    for n in (600, 5000):
+        p = rng.beta(1.5, 6, n)
+        simulated = np.mean([expected_calibration_error((rng.random(n) < p).astype(int), p) for _ in range(300)])
+        assert ece_noise_floor(p) == pytest.approx(simulated, rel=0.1)
+    # A miscalibrated model's ECE stands well above the floor.
+    p = rng.beta(1.5, 6, 5000)
+    y = (rng.random(5000) < np.clip(p * 1.5, 0, 1)).astype(int)
+    assert expected_calibration_error(y, p) > 4 * ece_noise_floor(p)
