@@ -203,8 +203,8 @@ class OnlineFeatures:
         """Each lead's code for ``key`` (the lead itself or a role) and whether its key is missing (a lead with no
         campaign has no campaign history: NaN, not zero)."""
         if key == "lead":
-            return self.lead_index.codes(out_ids := np.asarray(leads["lead_id"], dtype=object).astype(str)), \
-                np.zeros(len(out_ids), bool)
+            ids = np.asarray(leads["lead_id"], dtype=object).astype(str)
+            return self.lead_index.codes(ids), np.zeros(len(ids), bool)
         values = np.asarray(leads[key], dtype=object)
         absent = pd.isna(values)
         return self.keys[key][1].codes(np.where(absent, None, values)), absent
