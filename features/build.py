@@ -33,7 +33,7 @@ from features.definitions import (
 from features.pit import known_at
 from leadscore.config import Config
 from leadscore.contract import METADATA_KEY, ROLE_COLUMNS, FeatureSet, export_column
-from leadscore.duck import connect, ident, literal, scalar, utc_timestamps
+from leadscore.duck import connect, days, ident, literal, scalar, utc_timestamps
 from leadscore.errors import DataError
 from leadscore.paths import atomic_write, default_spill_dir
 
@@ -153,8 +153,8 @@ def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
     con.execute(
         f"""CREATE TEMP TABLE LO AS
         SELECT qid, created_at, campaign_k, source_k, account_k, O.won_at,
-               L.created_at + INTERVAL {horizon} DAY <= (SELECT t FROM cutoff) AS mature,
-               O.won_at IS NOT NULL AND O.won_at < L.created_at + INTERVAL {horizon} DAY AS won_in_horizon,
+               L.created_at + {days(horizon)} <= (SELECT t FROM cutoff) AS mature,
+               O.won_at IS NOT NULL AND O.won_at < L.created_at + {days(horizon)} AS won_in_horizon,
                O.won_at IS NULL AND O.lost_at IS NULL AS is_open
         FROM L LEFT JOIN O USING (lead_id)"""
     )
@@ -205,8 +205,8 @@ def _overall_rate(con, cfg: Config) -> None:
     pulled toward)."""
     horizon = int(cfg.label.horizon_days)
     con.execute("CREATE TEMP VIEW Q_all AS SELECT qid, 1 AS g, created_at AS at FROM L")
-    con.execute(f"CREATE TEMP VIEW E_mature_all AS SELECT 1 AS g, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO")
-    con.execute(f"CREATE TEMP VIEW E_mwins_all AS SELECT 1 AS g, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO WHERE won_in_horizon")
+    con.execute(f"CREATE TEMP VIEW E_mature_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO")
+    con.execute(f"CREATE TEMP VIEW E_mwins_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
     den = known_at(con, "Q_all", "E_mature_all", ["g"])
     num = known_at(con, "Q_all", "E_mwins_all", ["g"])
     con.execute(f"""CREATE TEMP TABLE prior AS SELECT qid, CASE WHEN d.n_all > 0 THEN n.n_all / d.n_all END AS p
@@ -225,8 +225,8 @@ def _history(con, cfg: Config, role: str, strength: float | None) -> None:
     wins_out = known_at(con, f"Q_{role}", f"E_wins_{role}", [k])
     rate, joins = "NULL", ""
     if strength is not None:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mat_{role} AS SELECT {k}, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mwin_{role} AS SELECT {k}, created_at + INTERVAL {horizon} DAY AS occurred_at FROM LO WHERE won_in_horizon")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mat_{role} AS SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mwin_{role} AS SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
         mat_out = known_at(con, f"Q_{role}", f"E_mat_{role}", [k])
         mwin_out = known_at(con, f"Q_{role}", f"E_mwin_{role}", [k])
         m = float(strength)

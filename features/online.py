@@ -35,12 +35,13 @@ from features.definitions import (
     SmoothedRate,
     from_json,
 )
-from features.pit import NEVER, EventIndex, KeyCodes, event_index
+from features.pit import NEVER, EventIndex, KeyCodes, Timeline, event_index
+from leadscore.cells import US_PER_DAY
 from leadscore.config import Config
 from leadscore.errors import DataError
 from leadscore.paths import atomic_write, write_text_atomic
 
-DAY_US = 86_400_000_000
+DAY_US = US_PER_DAY
 SNAPSHOT_FORMAT = 3  # 3: the feature table travels in the snapshot; 2 and before: names parsed from labels
 
 
@@ -57,9 +58,10 @@ def to_us(values) -> np.ndarray:
 
 
 def snapshot_tables(frame: pd.DataFrame, activities: pa.Table | None, cfg: Config, as_of: datetime,
-                    definitions: list[dict]) -> tuple[dict, pa.Table, pa.Table | None]:
+                    definitions: list[dict], decimal: str = ".") -> tuple[dict, pa.Table, pa.Table | None]:
     """What the online features need, from the feature frame (one row per lead known at ``as_of``), the
-    canonical activities and the feature table: (manifest, leads, activities)."""
+    canonical activities and the feature table: (manifest, leads, activities). ``decimal``: how the export wrote
+    numbers as text, so the API reads a number sent as text as ingest read it."""
     leads = pa.table({
         "lead_id": pa.array(frame["lead_id"].astype(str).to_numpy(), pa.string()),
         "created_us": to_us(frame["created_at"]),
@@ -76,6 +78,7 @@ def snapshot_tables(frame: pd.DataFrame, activities: pa.Table | None, cfg: Confi
         acts = pa.table({"lead_id": acts["lead_id"], "type": acts["type"], "occurred_us": to_us(acts["occurred_at"])})
     manifest = {"format": SNAPSHOT_FORMAT, "as_of": pd.Timestamp(as_of).isoformat(),
                 "horizon_days": cfg.label.horizon_days, "timezone": cfg.data.timezone, "features": definitions,
+                "decimal": decimal,
                 "config_hash": cfg.digest(), "has_activities": acts is not None}
     return manifest, leads, acts
 
@@ -135,26 +138,40 @@ class OnlineFeatures:
         self.keys = {role: _encode(leads_table[role]) for role in ROLES}
         self.keys["all"] = (np.zeros(len(created), np.int64), KeyCodes(pa.array(["all"])))
         self.lead_index = KeyCodes(leads_table["lead_id"].combine_chunks())
-        self.activities = activities
+        if activities is not None:  # each activity's lead code and type code, computed once
+            self.streams["activities"] = to_us(activities["occurred_us"])
+            self.activity_leads = self.lead_index.codes(activities["lead_id"])
+            types = pc.dictionary_encode(activities["type"].combine_chunks())
+            self.activity_types = KeyCodes(types.dictionary)
+            self.activity_type_codes = types.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        self._timelines: dict[str, tuple[Timeline, np.ndarray]] = {}
         self._index: dict[tuple, EventIndex] = {}
         for f in self.table:  # every index the table needs, built once per snapshot
             for need in _needs(f.source):
                 self.index(*need)
 
+    def timeline(self, stream: str) -> tuple[Timeline, np.ndarray]:
+        """The stream's time line and each event's rank on it, shared by all of the stream's indexes."""
+        if stream not in self._timelines:
+            times = self.streams.get(stream, np.empty(0, np.int64))
+            line = Timeline(times)
+            self._timelines[stream] = (line, line.rank(times))
+        return self._timelines[stream]
+
     def index(self, stream: str, key: str, level: str | None = None) -> EventIndex:
         """The events of ``stream`` by ``key`` (activities: of type ``level`` only, if given)."""
         if (stream, key, level) not in self._index:
+            line, ranks = self.timeline(stream)
+            times = self.streams.get(stream, np.empty(0, np.int64))
             if stream == "activities":
-                acts = self.activities
-                codes = self.lead_index.codes(acts["lead_id"]) if acts is not None else np.empty(0, np.int64)
-                at = to_us(acts["occurred_us"]) if acts is not None else np.empty(0, np.int64)
-                if level is not None and acts is not None:
-                    mine = pc.equal(acts["type"], level).fill_null(False).to_numpy(zero_copy_only=False)
-                    codes, at = codes[mine], at[mine]
-                self._index[(stream, key, level)] = event_index(codes, at, self.lead_index)
+                codes = self.activity_leads if "activities" in self.streams else np.empty(0, np.int64)
+                if level is not None and len(codes):
+                    mine = self.activity_type_codes == self.activity_types.codes([level])[0]
+                    codes = np.where(mine, codes, -1)
+                self._index[(stream, key, level)] = event_index(codes, times, self.lead_index, line, ranks)
             else:
                 codes, keys = self.keys[key]
-                self._index[(stream, key, level)] = event_index(codes, self.streams[stream], keys)
+                self._index[(stream, key, level)] = event_index(codes, times, keys, line, ranks)
         return self._index[(stream, key, level)]
 
     def build(self, leads, cfg: Config, feature_names: list[str]) -> dict[str, np.ndarray]:
@@ -163,11 +180,19 @@ class OnlineFeatures:
         Returns columns as arrays: lead_id plus every feature of the table."""
         n = len(leads["lead_id"])
         out = {"lead_id": np.asarray(leads["lead_id"], dtype=object).astype(str)}
-        t = to_us(leads["created_at"]) if not cfg.snapshot else np.full(n, NEVER)
+        t = to_us(leads["created_at"]) if cfg.data.leads.created_at else np.full(n, NEVER)
         t_known = np.minimum(t, self.as_of_us + 1)  # outcomes are known up to as_of only
         local = calendar(t, self.meta["timezone"]) if any(isinstance(f.source, Calendar) for f in self.table) else {}
         codes: dict[str, np.ndarray] = {}
         missing: dict[str, np.ndarray] = {}
+        ranks: dict[tuple, np.ndarray] = {}
+
+        def rank(stream: str, when: np.ndarray, shift: int = 0) -> np.ndarray:
+            capped = stream in CAPPED_AT_AS_OF
+            if (stream, capped, shift) not in ranks:
+                ranks[(stream, capped, shift)] = self.timeline(stream)[0].rank(when - shift)
+            return ranks[(stream, capped, shift)]
+
         for f in self.table:
             s = f.source
             if isinstance(s, Column):
@@ -184,9 +209,10 @@ class OnlineFeatures:
             if isinstance(s, Count):
                 index = self.index(s.stream, s.key, s.level)
                 when = t_known if s.stream in CAPPED_AT_AS_OF else t
-                value = index.count_before(c, when).astype(np.float64)
+                value = index.count_before(c, when, rank(s.stream, when)).astype(np.float64)
                 if s.window_days:
-                    value = value - index.count_before(c, when - s.window_days * DAY_US)
+                    shift = s.window_days * DAY_US
+                    value = value - index.count_before(c, when - shift, rank(s.stream, when, shift))
             elif isinstance(s, DaysSince):
                 last = self.index(s.stream, s.key).last_before(c, t)
                 # DATE_DIFF('second', ...) in the batch: whole seconds

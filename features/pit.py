@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from leadscore.duck import days
+
 NEVER = np.iinfo(np.int64).min  # "no time": a missing timestamp, or no event
 
 _names = itertools.count()
@@ -73,7 +75,7 @@ def _by_join(con, queries: str, events: str, keys: list[str], windows: tuple[int
         cols.append(f"CASE WHEN {not_null} THEN COUNT(e.occurred_at) FILTER (WHERE {cond}) END AS n_all{suffix}")
         for w in windows:
             cols.append(f"CASE WHEN {not_null} THEN COUNT(e.occurred_at) FILTER "
-                        f"(WHERE {cond} AND e.occurred_at >= q.at - INTERVAL {int(w)} DAY) END AS n_{w}d{suffix}")
+                        f"(WHERE {cond} AND e.occurred_at >= q.at - {days(w)}) END AS n_{w}d{suffix}")
     if last:
         cols.append("MAX(e.occurred_at) AS last_at")
     out = _name("pit_out")
@@ -101,7 +103,7 @@ def _by_asof(con, queries: str, events: str, keys: list[str], windows: tuple[int
     parts = []
     for offset in (0, *windows):
         part = _name("pit_part")
-        shift = f" - INTERVAL {int(offset)} DAY" if offset else ""
+        shift = f" - {days(offset)}" if offset else ""
         con.execute(
             f"""CREATE TEMP TABLE {part} AS
             SELECT q.qid,
@@ -156,26 +158,40 @@ class KeyCodes:
         return self.codes(pa.array(values, pa.string(), from_pandas=True))
 
 
+class Timeline:
+    """The event times of one stream, sorted (microseconds): every index of the stream (per key, per activity
+    type) ranks its events and its queries against the same times, sorted once. An event's rank is how many
+    events came strictly before it (ties share one), so an event is before ``t`` exactly when its rank is below
+    ``t``'s."""
+
+    def __init__(self, times: np.ndarray):
+        self.times = np.sort(times[times != NEVER])
+
+    def rank(self, t: np.ndarray) -> np.ndarray:
+        """How many events lie strictly before each t."""
+        return np.searchsorted(self.times, t, side="left")
+
+
 @dataclass
 class EventIndex:
     """One event stream, for counting by binary search: events sorted by (key code, time), each as one int64,
-    ``code * width + rank of its time among the stream's distinct times``. Ranks, not times, so that no time
-    range can overflow the key (``width`` is the number of distinct times plus one)."""
+    ``code * width + rank of its time on the stream's time line``. Ranks, not times, so that no time range can
+    overflow the key (``width`` is the number of times on the line plus one)."""
 
     keys: KeyCodes
-    times: np.ndarray  # the stream's distinct event times, sorted (microseconds)
+    timeline: Timeline
     composite: np.ndarray
 
     def __post_init__(self):
-        self.width = len(self.times) + 1
+        self.width = len(self.timeline.times) + 1
         if (len(self.keys) + 1) * self.width >= 1 << 62:
             raise OverflowError("too many keys and distinct times for one event stream")
         # Where each key's events start: one lookup instead of a second binary search per query.
         self.starts = np.searchsorted(self.composite, np.arange(len(self.keys) + 1, dtype=np.int64) * self.width)
 
-    def _position(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Index of the first event of each code at or after t."""
-        needles = np.maximum(codes, 0).astype(np.int64) * self.width + np.searchsorted(self.times, t, side="left")
+    def _position(self, codes: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Index of the first event of each code at or after the time of the given rank."""
+        needles = np.maximum(codes, 0).astype(np.int64) * self.width + rank
         if len(needles) < 4096:
             return np.searchsorted(self.composite, needles, side="left")
         order = np.argsort(needles, kind="stable")  # sorted needles let the search reuse its last bound
@@ -183,24 +199,28 @@ class EventIndex:
         out[order] = np.searchsorted(self.composite, needles[order], side="left")
         return out
 
-    def count_before(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Events of each code strictly before t (codes < 0: unknown key -> 0)."""
-        hi = self._position(codes, t)
+    def count_before(self, codes: np.ndarray, t: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:
+        """Events of each code strictly before t (codes < 0: unknown key -> 0). ``rank``: t's rank on the time
+        line, if the caller has it already (several indexes of one stream share it)."""
+        hi = self._position(codes, self.timeline.rank(t) if rank is None else rank)
         return np.where(codes >= 0, hi - self.starts[np.maximum(codes, 0)], 0)
 
     def last_before(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
         """The latest event time strictly before t for each code, or NEVER."""
-        idx = self._position(codes, t) - 1
+        idx = self._position(codes, self.timeline.rank(t)) - 1
         ok = (codes >= 0) & (idx >= self.starts[np.maximum(codes, 0)])
         if not len(self.composite):
             return np.full(len(idx), NEVER)
         rank = self.composite[np.maximum(idx, 0)] % self.width
-        return np.where(ok, self.times[np.minimum(rank, len(self.times) - 1)], NEVER)
+        times = self.timeline.times
+        return np.where(ok, times[np.minimum(rank, len(times) - 1)], NEVER)
 
 
-def event_index(codes: np.ndarray, times: np.ndarray, keys: KeyCodes) -> EventIndex:
-    """``codes``: each event's key code (-1: no key); ``times``: microseconds (NEVER: no event)."""
+def event_index(codes: np.ndarray, times: np.ndarray, keys: KeyCodes, timeline: Timeline | None = None,
+                ranks: np.ndarray | None = None) -> EventIndex:
+    """``codes``: each event's key code (-1: no key); ``times``: microseconds (NEVER: no event). ``timeline``
+    and ``ranks`` (each event's rank on it), when several indexes share a stream's time line."""
+    timeline = timeline or Timeline(times)
     ok = (codes >= 0) & (times != NEVER)
-    distinct = np.unique(times[ok])
-    rank = np.searchsorted(distinct, times[ok])
-    return EventIndex(keys, distinct, np.sort(codes[ok].astype(np.int64) * (len(distinct) + 1) + rank))
+    rank = (ranks if ranks is not None else timeline.rank(times))[ok]
+    return EventIndex(keys, timeline, np.sort(codes[ok].astype(np.int64) * (len(timeline.times) + 1) + rank))

@@ -85,6 +85,7 @@ def command(fn):
     def run(*args, **kwargs):
         from leadscore.problems import user_message
 
+        _home_in_use[0] = None
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -224,8 +225,12 @@ def demo(
     from ingest.synthetic import FILES, demo_config_text, generate_crm, write_crm
     from leadscore.paths import write_text_atomic
 
+    from leadscore.config import check_home
+    from leadscore.paths import Home
+
     _setup_logging()
-    root = (home_override(home) or Path(".leadscore")).resolve()
+    root = check_home((home_override(home) or Path(".leadscore")).resolve())
+    _home_in_use[0] = Home(root).ensure()
     export = root / "data" / f"synthetic-{leads}-{seed}"
     if not all((export / f).is_file() for f in FILES.values()):
         started = time.perf_counter()

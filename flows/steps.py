@@ -18,6 +18,7 @@ from leadscore.config import Config
 from leadscore.errors import DataError
 from leadscore.paths import Home, read_latest, write_text_atomic
 from leadscore.runinfo import data_fingerprint, git_sha
+from leadscore.spreadsheet import write_csv
 
 log = logging.getLogger("leadscore")
 
@@ -99,7 +100,7 @@ def train_step(cfg: Config, run_id: str) -> dict:
             "label_counts": json.dumps(fs.counts)}
     run_dir = home.runs / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    result.single_feature.to_csv(run_dir / "single_feature_auc.csv", index=False)
+    write_csv(result.single_feature, run_dir / "single_feature_auc.csv")
     page, charts = evaluation_report(result, fs, cfg.label.horizon_days)
     (run_dir / "plots").mkdir(exist_ok=True)
     for name, svg in charts.items():  # each chart also stands alone, as an MLflow artifact
@@ -183,7 +184,8 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     as_of = datetime.fromisoformat(meta["as_of"])
     acts = home.canonical / "activities.parquet"
     activities = pq.read_table(acts, columns=["lead_id", "type", "occurred_at"]) if acts.is_file() else None
-    snapshot = snapshot_tables(frame, activities, cfg, as_of, fs.definitions)
+    decimal = ingest["files"].get("leads", {}).get("decimal", ".")
+    snapshot = snapshot_tables(frame, activities, cfg, as_of, fs.definitions, decimal)
     leads = pq.read_table(home.canonical / "leads.parquet")
     open_ids = pa.array(frame.loc[frame["is_open"], "lead_id"].to_numpy(dtype=object), pa.string())
     open_leads = leads.filter(pc.is_in(leads["lead_id"], value_set=open_ids)).to_pandas()
@@ -246,13 +248,15 @@ def report_step(cfg: Config, run_id: str) -> dict:
     tables = read_canonical(home.canonical, lazy=True)  # only the small campaigns table is read
     costs = tables["campaigns"].to_table().to_pandas() if "campaigns" in tables else None
     before = read_latest(home.campaign_reports)
-    previous = None
-    if before is not None and (before / "campaign_quality.csv").is_file():
+    previous = None  # the values as they are: the CSV's text cells may start with an apostrophe (spreadsheets)
+    if before is not None and (before / "campaign_quality.parquet").is_file():
+        previous = pd.read_parquet(before / "campaign_quality.parquet")
+    elif before is not None and (before / "campaign_quality.csv").is_file():
         previous = pd.read_csv(before / "campaign_quality.csv", dtype={"campaign": str})
     report = campaign_report(scores, costs, previous, before.name if before else None, cfg,
                              pd.Timestamp(meta["as_of"]), scorer.model_version)
     writers = {
-        **frame_writers(report.campaigns, "campaign_quality", parquet=False),
+        **frame_writers(report.campaigns, "campaign_quality"),
         **frame_writers(report.sources, "source_quality", parquet=False),
         **frame_writers(report.trend, "weekly_trend", parquet=False),
         "index.html": lambda path: path.write_text(report.page, encoding="utf-8"),

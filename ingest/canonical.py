@@ -108,8 +108,8 @@ class Reader:
     def __init__(self, cfg: Config, now: datetime, raw: pa.Table, decimal: str):
         self.zone = cfg.data.timezone
         self.earliest = cfg.data.earliest
-        self.earliest_us = _us(cfg.data.earliest)
-        self.latest_us = _us(now + timedelta(days=1))
+        self.earliest_us = cells.us_of(cfg.data.earliest)
+        self.latest_us = cells.us_of(now + timedelta(days=1))
         self.raw = raw
         self.decimal = decimal
 
@@ -141,11 +141,6 @@ class Reader:
         shown = self.shown(col)
         checks.add(problem == cells.UNREADABLE, lambda rows: [f"non-numeric {col}: {v}" for v in shown(rows)])
         return x
-
-
-def _us(t: datetime) -> int:
-    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-    return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
 def _later_duplicates(keys: pa.Array, candidates: np.ndarray) -> np.ndarray:
@@ -335,9 +330,10 @@ def check_usable(result: IngestResult, cfg: Config, written: dict[str, Path], qu
     bad rows; the message names the quarantine files and the commonest reasons."""
     leads = result.counts["leads"]
     if leads["kept"] == 0:
+        where = written.get("leads") or written.get("leads.malformed")
         raise DataError(f"data.leads: none of the {leads['rows_in']:,} lead rows can be used"
-                        + (f" ({common_reasons(result)}); see {written['leads']} for each row and its reason"
-                           if "leads" in written else ": the file has no rows"))
+                        + (f" ({common_reasons(result)}); see {where} for each row and its reason"
+                           if where else ": the file has no rows"))
     share = result.quarantine_share()
     if share > cfg.data.max_quarantine_share:
         raise DataError(

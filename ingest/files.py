@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from leadscore import cells
 from leadscore.config import FileTable
 from leadscore.errors import DataError
 
@@ -85,10 +86,7 @@ def _decode_cells(column: pa.ChunkedArray) -> tuple[pa.Array, int]:
 
 
 def decimal_of(table: FileTable, delimiter: str | None) -> str:
-    """Exports delimited by ';' come from locales that write decimals with a comma."""
-    if table.decimal != "auto":
-        return table.decimal
-    return "," if delimiter == ";" else "."
+    return cells.decimal_for(table.decimal, delimiter)
 
 
 def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> tuple[pa.Table, dict]:

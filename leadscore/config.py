@@ -59,10 +59,12 @@ def _check_encoding(value: str | None) -> str | None:
     if value is None:
         return None
     try:
-        codecs.lookup(value)
+        text = codecs.lookup(value)._is_text_encoding  # "hex" or "rot13" are codecs, but not of text files
     except LookupError:
+        text = False
+    if not text:
         raise ValueError(f"unknown encoding {value!r}; use e.g. 'utf-8', 'utf-8-sig', 'latin-1' or 'cp1252', "
-                         "or leave it out to detect") from None
+                         "or leave it out to detect")
     return value
 
 

@@ -27,6 +27,12 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def days(n: int) -> str:
+    """An interval of ``n`` days of 24 hours. duckdb adds ``INTERVAL n DAY`` on the local calendar of the session's
+    time zone (a day across a clock change is 23 or 25 hours), which the array plans and the tests do not."""
+    return f"INTERVAL ({int(n)} * 24) HOUR"
+
+
 def ident(name: str) -> str:
     """A quoted SQL identifier (export columns may hold spaces, quotes and colons)."""
     return '"' + name.replace('"', '""') + '"'

@@ -20,7 +20,9 @@ _REFUSED = "fix the permissions and run again"
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC: ("no space left on the device", _FULL), errno.EDQUOT: ("disk quota exceeded", _FULL),
                        errno.EFBIG: ("file too large for this system's limits", _FULL),
                        errno.EACCES: ("permission denied", _REFUSED), errno.EPERM: ("operation not permitted", _REFUSED),
-                       errno.EROFS: ("read-only file system", _REFUSED)}
+                       errno.EROFS: ("read-only file system", _REFUSED),
+                       errno.ENOTDIR: ("a file stands where a folder was expected", "choose another path"),
+                       errno.EISDIR: ("a folder stands where a file was expected", "choose another path")}
 
 
 def environment_problem(exc: BaseException) -> str | None:

@@ -164,18 +164,18 @@ def load_model(home: Home, alias: str = CHAMPION):
         raise ModelNotFoundError(f"no model '{MODEL_NAME}@{alias}' in {home.mlflow_db}; {hint}") from None
     folder = _artifact_dir(client, mv.model_id or mv.source.removeprefix("models:/"))
     expected = (mv.tags or {}).get("model_sha256")
-    if expected:  # versions registered before hashes were recorded are loaded as they are
-        found = files_sha256(folder) if folder.is_dir() else "missing"
+    found = files_sha256(folder) if folder.is_dir() else "missing"
+    if expected:  # a version registered before hashes were recorded is loaded as it is, its hash taken now
         if found != expected:
             raise ModelIntegrityError(
                 f"the files of model version {mv.version} in {folder} are not the ones registered (sha256 "
                 f"{found[:12]}, registered {expected[:12]}); restore them, promote another version or retrain")
-    try:
-        loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{alias}")
+    try:  # by version: the alias may move meanwhile, and this is the version whose files were checked
+        loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{mv.version}")
     except Exception as exc:  # unpickling a damaged file can raise nearly anything
         raise ModelIntegrityError(f"cannot load model version {mv.version} from {folder}: "
                                   f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    return loaded.unwrap_python_model(), ModelRef(MODEL_NAME, str(mv.version), mv.run_id, expected)
+    return loaded.unwrap_python_model(), ModelRef(MODEL_NAME, str(mv.version), mv.run_id, expected or found)
 
 
 def model_summary(home: Home, alias: str = CHAMPION) -> dict[str, object]:

@@ -66,8 +66,7 @@ class ScoringService:
         self.text = [c for c in (*lc.categorical, *lc.passthrough) if c not in self.roles.values()]
         self.known_fields = {lc.id, *(f for f in (lc.created_at,) if f), *self.roles.values(), *lc.categorical,
                              *lc.numeric, *lc.passthrough}
-        earliest = cfg.data.earliest
-        self.earliest_us = int(earliest.timestamp()) * 1_000_000 + earliest.microsecond
+        self.earliest_us = cells.us_of(cfg.data.earliest)
 
     # -- state ------------------------------------------------------------------------------------------
     def _snapshot_stamp(self) -> float:
@@ -118,10 +117,12 @@ class ScoringService:
         self._stop.set()
 
     # -- scoring ----------------------------------------------------------------------------------------
-    def canonical(self, leads: list[dict[str, Value]], now: datetime) -> dict[str, np.ndarray]:
+    def canonical(self, leads: list[dict[str, Value]], now: datetime, decimal: str | None = None) -> dict[str, np.ndarray]:
         """The export's fields -> canonical columns, by the cell rules ingest uses (leadscore.cells), one
-        field at a time over the whole request. Every problem is reported with its lead and field."""
+        field at a time over the whole request. ``decimal``: how the export wrote numbers as text (saved with the
+        snapshot by the scoring run); JSON numbers are numbers. Every problem is reported with its lead and field."""
         lc, errors = self.cfg.data.leads, []
+        decimal = decimal or cells.decimal_for(lc.decimal, lc.delimiter)
         n = len(leads)
         for i, lead in enumerate(leads):
             for name in lead:
@@ -140,41 +141,45 @@ class ScoringService:
         for name in self.text:
             out[export_column(name)] = cells.text(self._strings(leads, name, errors)).to_numpy(
                 zero_copy_only=False).astype(object)
-        decimal = lc.decimal if lc.decimal != "auto" else "."
         for name in lc.numeric:
-            raw = self._strings(leads, name, errors, numbers=True)
-            values, problem = cells.number(raw, decimal)
+            typed = np.array([float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                              for v in (lead.get(name) for lead in leads)])
+            is_typed = np.array([isinstance(lead.get(name), (int, float)) and not isinstance(lead.get(name), bool)
+                                 for lead in leads], bool)
+            typed_values, typed_problem = cells.number(pa.array(typed, pa.float64()))
+            text_values, text_problem = cells.number(self._strings(leads, name, errors, numbers=True), decimal)
+            problem = np.where(is_typed, typed_problem, text_problem)
             for i in np.flatnonzero(problem != cells.OK):
                 errors.append(_error(int(i), name, f"must be a number; found {leads[i].get(name)!r}", "float_parsing"))
-            out[export_column(name)] = values.to_numpy(zero_copy_only=False).astype(np.float64)
-        if not self.cfg.snapshot:
-            raw = self._strings(leads, lc.created_at, errors) if lc.created_at else pa.nulls(n, pa.string())
-            latest = int(now.timestamp()) * 1_000_000 + 86_400_000_000
-            us, problem = cells.timestamp(raw, self.cfg.data.timezone, self.earliest_us, latest)
+            out[export_column(name)] = np.where(is_typed, typed_values.to_numpy(zero_copy_only=False),
+                                                text_values.to_numpy(zero_copy_only=False)).astype(np.float64)
+        if lc.created_at:
+            raw = self._strings(leads, lc.created_at, errors)
+            us, problem = cells.timestamp(raw, self.cfg.data.timezone, self.earliest_us,
+                                          cells.us_of(now) + cells.US_PER_DAY)
             for i in np.flatnonzero(problem != cells.OK):
                 found = leads[i].get(lc.created_at)
                 msg = {cells.UNREADABLE: f"must be a date-time such as 2026-05-01T09:30:00Z; found {found!r}",
                        cells.TOO_EARLY: f"is before data.earliest ({self.cfg.data.earliest:%Y-%m-%d}); found {found!r}",
                        cells.TOO_LATE: f"is in the future; found {found!r}"}[int(problem[i])]
                 errors.append(_error(int(i), lc.created_at, msg, "datetime_parsing"))
-            never = np.iinfo(np.int64).min
-            out["created_at"] = np.where(us == never, int(now.timestamp() * 1_000_000), us)  # missing: now
+            out["created_at"] = np.where(us == np.iinfo(np.int64).min, cells.us_of(now), us)  # missing: now
         if errors:
             raise FieldErrors(errors)
         return out
 
     @staticmethod
-    def _strings(leads: list[dict[str, Value]], name: str | None, errors: list, numbers: bool = False) -> pa.Array:
-        """One field of every lead as a string array for the cell rules; JSON numbers by their text (which
-        Python writes exactly), NaN as missing. A value that is no valid Unicode, or a true/false where a
-        number belongs, is an error of that lead and field."""
+    def _strings(leads: list[dict[str, Value]], name: str | None, errors: list, numbers: bool = False) -> list:
+        """One field of every lead as text for the cell rules (JSON numbers by their text; with
+        ``numbers``, JSON numbers are left out: they are read as numbers). NaN is missing. A value that is no valid
+        Unicode, or a true/false where a number belongs, is an error of that lead and field."""
         values = []
         for i, lead in enumerate(leads):
             v = lead.get(name) if name else None
             if isinstance(v, bool) and numbers:
                 errors.append(_error(i, name, "must be a number", "float_parsing"))
                 v = None
-            elif isinstance(v, float) and v != v:
+            elif isinstance(v, float) and v != v or numbers and isinstance(v, (int, float)):
                 v = None
             elif v is not None and not isinstance(v, str):
                 v = str(v)
@@ -183,14 +188,14 @@ class ScoringService:
         for i in np.flatnonzero(~ok):
             errors.append(_error(int(i), name, "must be valid Unicode text (it holds a lone surrogate)", "string_type"))
             values[i] = None
-        return pa.array(values, pa.string())
+        return values
 
     def score(self, leads: list[dict[str, Value]]) -> dict:
         from serving.routing import first_matching_queue
 
         state = self.state  # this request's model and snapshot, whatever happens meanwhile
         now = datetime.now(timezone.utc)
-        canon = self.canonical(leads, now)
+        canon = self.canonical(leads, now, state.features.meta.get("decimal"))
         columns = state.features.build(canon, self.cfg, state.scorer.model.features)
         pred = state.scorer.predict(columns, self.cfg.scoring.reason_tiers)
         tiers = pred["tier"].to_numpy()

@@ -65,14 +65,15 @@ def publish_run(root: Path, run_id: str, writers: dict[str, Writer], manifest: d
     return final
 
 
-def unpublished_runs(root: Path, recorded: set[str]) -> list[str]:
-    """Run folders a killed run left behind: not the one LATEST names, and not in ``recorded`` (the runs the
-    ledger holds). LATEST never named them, so no reader ever saw them."""
-    if not root.is_dir():
+def unpublished_runs(root: Path) -> list[str]:
+    """Run folders a killed run left behind: completed after LATEST last moved, yet not the one it names, so no
+    reader ever saw them. (Older folders are earlier runs; without LATEST nothing is judged.)"""
+    pointer = root / "LATEST"
+    if not pointer.is_file():
         return []
-    latest = read_latest(root)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and (latest is None or p.name != latest.name) and p.name not in recorded)
+    latest, moved = pointer.read_text(encoding="utf-8").strip(), pointer.stat().st_mtime
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != latest
+                  and (p / "manifest.json").is_file() and (p / "manifest.json").stat().st_mtime > moved)
 
 
 def reconcile_scores(scores_root: Path, ledger_root: Path) -> dict[str, list[str]]:
@@ -83,7 +84,7 @@ def reconcile_scores(scores_root: Path, ledger_root: Path) -> dict[str, list[str
 
     latest = read_latest(scores_root)
     committed, dropped = ledger.reconcile(ledger_root, latest.name if latest else None)
-    orphans = unpublished_runs(scores_root, ledger.recorded_runs(ledger_root))
+    orphans = unpublished_runs(scores_root)
     for name in orphans:
         shutil.rmtree(scores_root / name, ignore_errors=True)
     return {"ledger_committed": committed, "ledger_dropped": dropped, "runs_removed": orphans}

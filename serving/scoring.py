@@ -28,8 +28,10 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
     saves, so batch and real-time scores cannot differ). With ``seen`` (the ledger's last inputs per lead), only
     leads whose inputs or model changed are scored. Routing respects today's earlier routes."""
     features = pd.DataFrame(online.build(open_leads, cfg, scorer.model.features))
-    extra = [c for c in ("campaign", "source", *map(export_column, cfg.data.leads.passthrough))
-             if c in open_leads.columns]
+    # A passthrough named "campaign" or "source" is that role's own column (the config allows no other), which is
+    # published anyway.
+    passthrough = [export_column(c) for c in cfg.data.leads.passthrough if c not in ("campaign", "source")]
+    extra = [c for c in ("campaign", "source", *passthrough) if c in open_leads.columns]
     features[extra] = open_leads[extra].to_numpy()
     features["input_hash"] = scorer.input_hash(features)  # for --since-last and the ledger, computed once
     todo = changed_since(seen, features, scorer.model_version) if seen is not None else features

@@ -41,6 +41,16 @@ def _upsert_statement(dialect: str, table):
                                       set_={c: stmt.excluded[c] for c in COLUMNS if c != "lead_id"})
 
 
+def _shown(url: str) -> str:
+    """The URL without its password, fit for a message or a log."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - the config checked it; never show a password however it fails
+        return "(the configured URL)"
+
+
 def check_connection(url: str) -> None:
     """Connect once before a run publishes anything, so an unreachable database stops it with nothing changed."""
     from sqlalchemy import create_engine, text
@@ -51,8 +61,8 @@ def check_connection(url: str) -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except (ArgumentError, ImportError, SQLAlchemyError) as exc:
-        raise DataError(f"publish.sql_url: cannot connect to {url!r} ({str(exc).splitlines()[0]}); nothing was "
-                        "published") from None
+        raise DataError(f"publish.sql_url: cannot connect to {_shown(url)!r} ({str(exc).splitlines()[0]}); nothing "
+                        "was published") from None
     engine.dispose()
 
 
@@ -64,7 +74,7 @@ def upsert_scores(url: str, table_name: str, scores: pd.DataFrame, run_id: str) 
     try:
         engine = create_engine(url)
     except (ArgumentError, ImportError) as exc:
-        raise DataError(f"publish.sql_url: cannot use {url!r}: {exc}") from None
+        raise DataError(f"publish.sql_url: cannot use {_shown(url)!r}: {exc}") from None
     table = _table(table_name, MetaData())
     frame = scores.assign(run_id=run_id)[list(COLUMNS)]
     frame = frame.astype({"probability": float, "score": int, "rank": int, "reasons": object})

@@ -157,3 +157,14 @@ def small_champion(tmp_path_factory):
         registry.promote(Home(home), trained["model_version"], "hostile-input tests", "tests")
     fs, _ = load_feature_set(Home(home).features_file)
     return cfg, export, fs.frame.to_pandas().set_index("lead_id")
+
+
+def copy_home(cfg: Config, export: Path, folder: Path, extra: str = "") -> Config:
+    """A config for ``export`` whose home is a fresh copy of ``cfg``'s (its trained champion included), so a test
+    can ingest, score and publish without touching what other tests see. The model's files stay where they
+    are (the copied registry points at them)."""
+    import shutil
+
+    home = folder / "home"
+    shutil.copytree(cfg.home, home, ignore=shutil.ignore_patterns("prefect"))
+    return make_config(export, home, extra=extra, path=folder / f"{export.name}-{folder.name}.toml")

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from features.build import build_features
@@ -157,8 +157,24 @@ def assert_same(got: pd.DataFrame, want: pd.DataFrame, table, what: str) -> None
             assert a == b, f"{what}: {f.name}"
 
 
+def _at(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+# Days are 24 hours on every path. Where a clock change lies inside a window or a horizon, a calendar day would be
+# 23 hours: an activity exactly a day (or three) before a lead just after New York's spring change...
+ACROSS_NEW_YORK = ([(_at(178), "C1", None, "A1", "US", 10.0), (_at(180), "C1", None, "A1", "US", 10.0)], [],
+                   [(0, "Visit", -24, 0), (0, "Mail", -72, 0), (1, "Visit", -26, 0)], "America/New_York")
+# ... and a lead that matures across Berlin's change: 5 days of 24 hours after it, not 5 days less an hour.
+ACROSS_BERLIN = ([(_at(24 * 25 + 10), "C1", None, "A1", "DE", 10.0),
+                  (_at(24 * 30 + 9) + timedelta(microseconds=500_000), "C1", None, "A1", "DE", 10.0),
+                  (_at(24 * 30 + 10), "C1", None, "A2", "DE", 10.0)], [(0, "Won", 30)], [], "Europe/Berlin")
+
+
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(case=exports())
+@example(case=ACROSS_NEW_YORK)
+@example(case=ACROSS_BERLIN)
 def test_batch_and_online_features_equal_the_plain_loop_in_every_time_zone(case):
     leads, outcomes, activities, zone = case
     cfg = parse_config(CONFIG.format(zone=zone, horizon=HORIZON), Path("/cfg/leadscore.toml"))

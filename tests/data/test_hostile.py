@@ -13,13 +13,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import CLEAN_LEADS, loose, make_config
+from conftest import CLEAN_LEADS, copy_home, loose, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.online import OnlineFeatures
 from features.store import load_feature_set
 from flows import steps
+from ingest.canonical import ingest
 from leadscore import cells
 from leadscore.config import parse_config
 from leadscore.errors import LeadscoreError
@@ -80,10 +81,16 @@ def write_rows(path: Path, header: list[str], rows: list[list[str]], delimiter: 
     path.write_bytes(buffer.getvalue().encode(encoding, errors="replace"))
 
 
-def hostile_config(small_champion, export: Path, extra: str = "", data: str = ""):
-    """A config for ``export`` in the shared home (its champion scores every case)."""
-    cfg, _, _ = small_champion
-    return make_config(export, cfg.home, extra=loose(data) + extra, path=export.parent / f"{export.name}.toml")
+@pytest.fixture
+def home(small_champion, tmp_path):
+    """This test's own copy of the small champion's home: what it ingests and publishes no other test sees."""
+    cfg = copy_home(small_champion[0], small_champion[1], tmp_path / "own")
+    return cfg.home
+
+
+def hostile_config(home: Path, export: Path, extra: str = "", data: str = ""):
+    """A config for ``export`` in ``home`` (whose champion scores every case)."""
+    return make_config(export, home, extra=loose(data) + extra, path=export.parent / f"{export.name}.toml")
 
 
 def copy_export(small_champion, tmp_path: Path) -> Path:
@@ -115,14 +122,14 @@ def assert_online_equals_batch(cfg) -> None:
 
 # ------------------------------------------------------------------------------------- findings, one by one
 
-def test_1_an_old_date_is_quarantined_and_changes_no_other_score(small_champion, tmp_path):
+def test_1_an_old_date_is_quarantined_and_changes_no_other_score(small_champion, home, tmp_path):
     _, _, clean = small_champion
     export = copy_export(small_champion, tmp_path)
     header, rows = read_rows(export / "leads.csv")
     for i, when in enumerate(("1900-01-01 00:00:00", "0001-01-01", "1677-09-21", "9999-12-31")):
         rows.append([f"OLD{i}", when, *rows[0][2:]])
     write_rows(export / "leads.csv", header, rows)
-    cfg = hostile_config(small_champion, export)
+    cfg = hostile_config(home, export)
     summary = steps.ingest_step(cfg, "old-date")
     assert summary["quarantine_reasons"]["leads"] == {
         "Created Date 1900-01-01 00:00:00 is before data.earliest (1990-01-01)": 1,
@@ -155,7 +162,7 @@ def test_1_event_counts_hold_for_any_time_range():
     assert (events.last_before(q_codes, q_times) == last).all()
 
 
-def test_2_infinite_numbers_are_quarantined_and_training_runs(small_champion, tmp_path):
+def test_2_infinite_numbers_are_quarantined_and_training_runs(small_champion, home, tmp_path):
     export = copy_export(small_champion, tmp_path)
     header, rows = read_rows(export / "leads.csv")
     col = header.index("Employees")
@@ -164,7 +171,7 @@ def test_2_infinite_numbers_are_quarantined_and_training_runs(small_champion, tm
         row[0], row[col] = f"INF{i}", value
         rows.append(row)
     write_rows(export / "leads.csv", header, rows)
-    cfg = hostile_config(small_champion, export)
+    cfg = hostile_config(home, export)
     summary = steps.ingest_step(cfg, "inf")
     reasons = summary["quarantine_reasons"]["leads"]
     assert {r for r in reasons if r.startswith("non-numeric Employees")} == {
@@ -175,12 +182,12 @@ def test_2_infinite_numbers_are_quarantined_and_training_runs(small_champion, tm
 
 
 @pytest.fixture(scope="module")
-def api_client(small_champion):
+def api_client(small_champion, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from serving.api import create_app
 
-    cfg, _, _ = small_champion
+    cfg = copy_home(small_champion[0], small_champion[1], tmp_path_factory.mktemp("api"))
     steps.ingest_step(cfg, "api")
     steps.features_step(cfg)
     steps.score_step(cfg, "api")
@@ -206,29 +213,31 @@ def test_3_the_api_answers_422_not_500_for_odd_dates_and_lone_surrogates(api_cli
     assert api_client.post("/v1/score", json={"leads": [LEAD]}).status_code == 200
 
 
-def test_3_api_and_ingest_read_dates_alike(small_champion, tmp_path):
-    """The same strings through a CSV export and through the API: accepted alike, the same instant (a time in
-    a daylight-saving gap or overlap included)."""
+def test_3_api_and_ingest_read_dates_alike(small_champion, home, tmp_path):
+    """The same strings in a CSV export through ingest and in API requests: kept or refused alike, and the same
+    instant when kept (a time in a daylight-saving gap or overlap included)."""
     from serving.api import FieldErrors, ScoringService
 
-    cfg = hostile_config(small_champion, small_champion[1], data='timezone = "Europe/Berlin"')
-    service = ScoringService(cfg)
+    whens = ["2026-03-29 02:30:00", "2026-10-25 02:30:00", "2026-06-29T10:00:00+02:00", "2026-06-29", "29/06/2026",
+             "NaT", "2026-06-29 10:00:00 UTC", "1989-12-31 23:59:59", "2024-01-01+99", "2026-06-29T10:00+12:75"]
+    export = copy_export(small_champion, tmp_path)
+    header, rows = read_rows(export / "leads.csv")
+    write_rows(export / "leads.csv", header, rows + [[f"D{i}", when, *rows[0][2:]] for i, when in enumerate(whens)])
+    cfg = hostile_config(home, export, data='timezone = "Europe/Berlin"')
     now = pd.Timestamp("2026-11-30T12:00:00Z").to_pydatetime()
-    for when in ("2026-03-29 02:30:00", "2026-10-25 02:30:00", "2026-06-29T10:00:00+02:00", "2026-06-29",
-                 "29/06/2026", "NaT", "2026-06-29 10:00:00 UTC", "1989-12-31 23:59:59"):
+    kept = ingest(cfg, now).tables["leads"].to_pandas().set_index("lead_id")["created_at"]
+    service = ScoringService(cfg)
+    for i, when in enumerate(whens):
         try:
-            api = int(service.canonical([{**LEAD, "Created Date": when}], now)["created_at"][0])
+            api = pd.Timestamp(int(service.canonical([{**LEAD, "Created Date": when}], now)["created_at"][0]),
+                               unit="us", tz="UTC")
         except FieldErrors:
             api = None
-        us, problem = cells.timestamp(pa.array([when]), "Europe/Berlin", cells_us("1990-01-01"), cells_us("2026-12-01"))
-        assert api == (int(us[0]) if problem[0] == cells.OK else None), when
+        assert api == kept.get(f"D{i}"), when
+    assert kept.index.str.startswith("D").sum() == 5  # the gap, the overlap, an offset, a date, a UTC suffix
 
 
-def cells_us(day: str) -> int:
-    return int(pd.Timestamp(day, tz="UTC").value // 1000)
-
-
-def test_4_no_published_csv_cell_is_a_formula(small_champion, tmp_path):
+def test_4_no_published_csv_cell_is_a_formula(small_champion, home, tmp_path):
     export = copy_export(small_champion, tmp_path)
     header, rows = read_rows(export / "leads.csv")
     owner, campaign = header.index("Owner"), header.index("Campaign")
@@ -238,7 +247,7 @@ def test_4_no_published_csv_cell_is_a_formula(small_champion, tmp_path):
         rows[-1 - i][campaign] = value
     rows[-1][0] = '=HYPERLINK("http://evil.example")'
     write_rows(export / "leads.csv", header, rows)
-    cfg = hostile_config(small_champion, export, extra='\n[scoring]\nreason_tiers = ["A", "B", "C", "D"]\n')
+    cfg = hostile_config(home, export, extra='\n[scoring]\nreason_tiers = ["A", "B", "C", "D"]\n')
     for step, args in ((steps.ingest_step, (cfg, "evil")), (steps.features_step, (cfg,)),
                        (steps.score_step, (cfg, "evil")), (steps.report_step, (cfg, "evil"))):
         assert outcome(step, *args) == (0, "")
@@ -285,7 +294,7 @@ def test_6_config_and_home_mistakes_are_one_line(small_champion, tmp_path):
 
 
 def test_6_a_damaged_or_replaced_model_file_is_named(small_champion, tmp_path):
-    cfg = small_champion[0]
+    cfg = copy_home(small_champion[0], small_champion[1], tmp_path)
     home = Home(cfg.home)
     version = registry.champion_version(home)
     _, client = registry._client(home)
@@ -313,11 +322,11 @@ def test_6_disk_full_and_refused_writes_are_one_line():
     assert environment_problem(ValueError("a bug")) is None  # real bugs keep their traceback
 
 
-def test_7_a_kill_between_publishing_and_the_ledger_is_mended(small_champion):
+def test_7_a_kill_between_publishing_and_the_ledger_is_mended(small_champion, tmp_path):
     from serving import ledger
     from serving.publish import publish_run, reconcile_scores
 
-    cfg = small_champion[0]
+    cfg = copy_home(small_champion[0], small_champion[1], tmp_path)
     home = Home(cfg.home)
     steps.ingest_step(cfg, "k0")
     steps.features_step(cfg)
@@ -325,27 +334,33 @@ def test_7_a_kill_between_publishing_and_the_ledger_is_mended(small_champion):
     before = read_latest(home.scores).name
     scores = ledger.run_rows(home.ledger, before)
 
-    # Killed after the ledger rows were written and before LATEST moved: the run never became visible.
+    # Killed after the ledger rows were written and before LATEST moved: the run never became visible. The next
+    # run mends that before it publishes anything.
     def killed(_):
         ledger.append(home.ledger, "k1", scores)
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         publish_run(home.scores, "k1", {}, {}, 30, before_latest=killed)
-    # Killed after LATEST moved and before the ledger file was committed: the run is visible.
-    pending = []
-    publish_run(home.scores, "k2", {}, {}, 30, before_latest=lambda _: pending.append(ledger.append(home.ledger, "k2", scores)))
+    assert reconcile_scores(home.scores, home.ledger) == {"ledger_committed": [], "ledger_dropped": ["k1"],
+                                                          "runs_removed": ["k1"]}
+    assert ledger.run_rows(home.ledger, "k1").empty and read_latest(home.scores).name == before
+    # Killed after LATEST moved and before the ledger file was committed: the run is visible, its rows are kept.
+    publish_run(home.scores, "k2", {}, {}, 30, before_latest=lambda _: ledger.append(home.ledger, "k2", scores))
+    assert reconcile_scores(home.scores, home.ledger) == {"ledger_committed": ["k2"], "ledger_dropped": [],
+                                                          "runs_removed": []}
+    assert len(ledger.run_rows(home.ledger, "k2")) == len(scores)
+    assert (home.scores / before).is_dir()  # an earlier run is never taken for a half-published one
     (home.scores / ".k3.partial").mkdir()
     (home.ledger / ".left.tmp").write_text("half")
-    mended = reconcile_scores(home.scores, home.ledger)
-    assert mended == {"ledger_committed": ["k2"], "ledger_dropped": ["k1"], "runs_removed": ["k1"]}
-    assert len(ledger.run_rows(home.ledger, "k2")) == len(scores) and ledger.run_rows(home.ledger, "k1").empty
     with one_run_at_a_time(home):
         pass
     assert not (home.scores / ".k3.partial").exists() and not (home.ledger / ".left.tmp").exists()
 
 
 def test_8_an_unreachable_sql_sink_stops_scoring_before_anything_is_published(small_champion, tmp_path):
-    cfg = small_champion[0]
+    cfg = copy_home(small_champion[0], small_champion[1], tmp_path)
+    steps.ingest_step(cfg, "sql")
+    steps.features_step(cfg)
     home = Home(cfg.home)
     steps.score_step(cfg, "sql0")
     before = read_latest(home.scores)
@@ -356,7 +371,7 @@ def test_8_an_unreachable_sql_sink_stops_scoring_before_anything_is_published(sm
     assert read_latest(home.scores) == before
 
 
-def test_9_quiet_surprises_are_said(small_champion, tmp_path, caplog):
+def test_9_quiet_surprises_are_said(small_champion, home, tmp_path, caplog):
     _, _, clean = small_champion
     export = copy_export(small_champion, tmp_path)
     header, rows = read_rows(export / "leads.csv")
@@ -373,7 +388,7 @@ def test_9_quiet_surprises_are_said(small_champion, tmp_path, caplog):
     for r in camp_rows:
         r[cost] = r[cost].replace(".", ",")
     write_rows(export / "campaigns.csv", camp_header, camp_rows, delimiter=";")
-    cfg = hostile_config(small_champion, export)
+    cfg = hostile_config(home, export)
     summary = steps.ingest_step(cfg, "quiet")
     assert summary["counts"]["leads"]["quarantined"] == 0 and summary["counts"]["campaigns"]["quarantined"] == 0
     assert summary["files"]["leads"]["encoding"] == "utf-8, 1 cells windows-1252"
@@ -482,7 +497,7 @@ def base_rows(small_champion):
             read_rows(export / "opportunities.csv"))
 
 
-def test_bad_rows_are_quarantined_and_change_nothing_else(small_champion, base_rows, tmp_path_factory):
+def test_bad_rows_are_quarantined_and_change_nothing_else(small_champion, home, base_rows, tmp_path_factory):
     """Whatever bad rows an export carries, and however it is written: every row is kept or quarantined,
     every bad row is quarantined, clean rows keep exactly their features, scoring ends with exit 0 or 2 (never
     a traceback), and no published or quarantined CSV cell is a formula."""
@@ -502,7 +517,7 @@ def test_bad_rows_are_quarantined_and_change_nothing_else(small_champion, base_r
         write_rows(folder / "leads.csv", h, rows, delimiter, encoding, malformed)
         write_rows(folder / "activities.csv", ah, ar + acts)
         write_rows(folder / "opportunities.csv", oh, orows + stages)
-        cfg = hostile_config(small_champion, folder)
+        cfg = hostile_config(home, folder)
         code, message = outcome(steps.ingest_step, cfg, run)
         assert code == 0, message
         manifest = json.loads((Home(cfg.home).canonical / "manifest.json").read_text())
@@ -534,7 +549,7 @@ def valid_hostile_lead(draw, header, template, i):
     return [row[h] for h in header]
 
 
-def test_valid_hostile_cells_are_kept_and_published_safely(small_champion, base_rows, tmp_path_factory):
+def test_valid_hostile_cells_are_kept_and_published_safely(small_champion, home, base_rows, tmp_path_factory):
     _, export, _ = small_champion
     (lh, lr), _, _ = base_rows
     runs = iter(range(1_000_000))
@@ -547,17 +562,17 @@ def test_valid_hostile_cells_are_kept_and_published_safely(small_champion, base_
         for name in ("activities.csv", "opportunities.csv", "campaigns.csv", "truth.csv"):
             shutil.copy(export / name, folder / name)
         write_rows(folder / "leads.csv", lh, lr + list(leads))
-        cfg = hostile_config(small_champion, folder)
+        cfg = hostile_config(home, folder)
         run = f"valid{next(runs)}"
         for step, args in ((steps.ingest_step, (cfg, run)), (steps.features_step, (cfg,)),
                            (steps.score_step, (cfg, run))):
             code, message = outcome(step, *args)
             assert code == 0, message
-        home = Home(cfg.home)
-        published = pd.read_parquet(read_latest(home.scores) / "scores.parquet")
+        paths = Home(cfg.home)
+        published = pd.read_parquet(read_latest(paths.scores) / "scores.parquet")
         text = [cells.text(pa.array([r[0]])).to_pylist()[0] for r in leads]
         assert set(text) <= set(published["lead_id"])  # kept, open, scored, with their id exactly
-        assert executable_cells(read_latest(home.scores)) == []
+        assert executable_cells(read_latest(paths.scores)) == []
         assert_online_equals_batch(cfg)
 
     check()

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import LEADSCORE
+from conftest import LEADSCORE, copy_home
 
 from flows import steps
 from leadscore.paths import Home, read_latest
@@ -65,13 +65,13 @@ def _check_published(home: Home) -> None:
         assert hashlib.sha256((latest / name).read_bytes()).hexdigest() == meta["sha256"], name
 
 
-def test_kill_9_at_random_points_of_score_leaves_no_process_and_a_consistent_ledger(small_champion):
+def test_kill_9_at_random_points_of_score_leaves_no_process_and_a_consistent_ledger(small_champion, tmp_path):
     import random
     import time
 
     from serving import ledger
 
-    cfg = small_champion[0]
+    cfg = copy_home(small_champion[0], small_champion[1], tmp_path)
     home = Home(cfg.home)
     steps.ingest_step(cfg, "kill")
     steps.features_step(cfg)
@@ -131,8 +131,10 @@ def test_a_full_disk_is_one_line_and_publishes_nothing(small_champion, tmp_path)
 
     from flows.server import TemporaryServer
 
-    cfg = small_champion[0]
+    cfg = copy_home(small_champion[0], small_champion[1], tmp_path / "copy")
     home = Home(cfg.home)
+    steps.ingest_step(cfg, "before-full")
+    steps.features_step(cfg)
     steps.score_step(cfg, "before-full")
     before = read_latest(home.scores).name
     used = sum(p.stat().st_size for p in home.root.rglob("*") if p.is_file() and "prefect" not in p.parts) // 1024

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_config
+from conftest import copy_home, make_config
 from typer.testing import CliRunner
 
 from flows import steps
@@ -19,18 +19,24 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def scored_home(crm_medium, tmp_path_factory):
-    export = tmp_path_factory.mktemp("scoring_export")
-    for f in crm_medium.iterdir():
-        shutil.copy(f, export / f.name)
-    root = tmp_path_factory.mktemp("scoring") / "home"
-    sql = root.parent / "scores.db"
-    # The demo config's queues: sdr-europe 150, sdr-americas 200, sdr-global 250 a day, tiers A and B.
-    cfg = make_config(export, root, extra=f'\n[publish]\nsql_url = "sqlite:///{sql}"\n')
+def trained_home(crm_medium, tmp_path_factory):
+    """30,000 leads ingested, featurized and trained once; tests work on copies (see ``scored_home``)."""
+    cfg = make_config(crm_medium, tmp_path_factory.mktemp("scoring") / "home")
     steps.ingest_step(cfg, "r0")
     steps.features_step(cfg)
     trained = steps.train_step(cfg, "r0")
     assert trained["promoted"], trained["gate_reasons"]
+    return cfg
+
+
+@pytest.fixture
+def scored_home(trained_home, crm_medium, tmp_path):
+    """This test's own export and home (with the champion), and its own SQL database: tests that rewrite the
+    export or count published scores see nothing of each other."""
+    export = tmp_path / "export"
+    shutil.copytree(crm_medium, export)
+    # The demo config's queues: sdr-europe 150, sdr-americas 200, sdr-global 250 a day, tiers A and B.
+    cfg = copy_home(trained_home, export, tmp_path, extra=f'\n[publish]\nsql_url = "sqlite:///{tmp_path}/scores.db"\n')
     return cfg, export
 
 
