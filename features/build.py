@@ -1,13 +1,18 @@
-"""Features and labels from canonical tables, as known when each lead arrived: the batch rendering of the feature
-table (:mod:`features.definitions`) in duckdb SQL.
+"""Features and labels from canonical tables, as known at a moment: the batch rendering of the feature tables
+(:mod:`features.definitions`) in duckdb SQL.
 
 Pure: canonical tables and ``as_of`` in, a frame out. Nothing dated after ``as_of`` is visible, and every
-history feature goes through :func:`features.pit.known_at` at the lead's own ``created_at``. The same code
-serves training (mature leads) and the campaign report (every lead).
+history feature goes through :func:`features.pit.known_at` at its row's own moment. Three kinds of rows:
 
-Labels. A lead is positive if it reached a won stage within ``horizon_days`` of ``created_at`` (and by
-``as_of``). It is *mature* once ``created_at + horizon <= as_of``: only mature leads train and evaluate
-models. A young lead that has not won is not a negative; it is immature and only scored.
+- :func:`build_features`: each lead at its arrival (``created_at``), with the fit label. A lead is positive if
+  it reached a won stage within ``horizon_days`` of ``created_at`` (and by ``as_of``); it is *mature* once
+  ``created_at + horizon <= as_of``. Only mature leads train and evaluate the fit model; a young lead that has
+  not won is not a negative.
+- :func:`build_landmarks`: each lead still open (no win, no loss) at ages ``label.landmarks_days`` after it
+  arrived, with the label "won in the ``horizon_days`` from then": the rows the model of a win from now on
+  learns from (landmarking, van Houwelingen 2007). Only landmarks whose window has closed by ``as_of`` are
+  built. Negatives are sampled (``train.max_landmark_rows``) and carry weights that undo the sampling.
+- :func:`build_at`: given leads at given moments (a test, or a check against the online rendering).
 """
 
 from __future__ import annotations
@@ -18,18 +23,10 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
-from features.definitions import (
-    ROLES,
-    Calendar,
-    Column,
-    Count,
-    DaysSince,
-    Feature,
-    SmoothedRate,
-    feature_table,
-    to_json,
-)
+from features.definitions import (ROLES, Age, Calendar, Column, Count, DaysSince, Feature, SmoothedRate,
+                                  feature_table, now_table, to_json)
 from features.pit import known_at
 from leadscore.config import Config
 from leadscore.contract import METADATA_KEY, ROLE_COLUMNS, FeatureSet, export_column
@@ -40,31 +37,137 @@ from leadscore.paths import atomic_write, default_spill_dir
 log = logging.getLogger("leadscore")
 
 CALENDAR_SQL = {"weekday": "isodow", "hour": "hour", "month": "month"}
+MAX_STAGES = 8  # stages short of a decision counted for the model of a win from now on
 
 
 def build_features(tables: dict, cfg: Config, as_of: datetime, out: Path | None = None,
                    extra_metadata: dict | None = None, spill_dir: Path | None = None) -> FeatureSet:
-    """Features and labels of every lead known at ``as_of``.
+    """Features and the fit label of every lead known at ``as_of``, at its arrival.
 
     ``tables`` are Arrow tables or datasets (a dataset is scanned lazily, so large exports need not fit in
     memory twice). With ``out``, the frame is written to that Parquet file by duckdb and not returned, which
     keeps the peak memory of large runs bounded by ``features.memory_limit`` (duckdb spills to ``spill_dir``).
     """
-    con = connect(cfg.data.timezone, spill_dir or default_spill_dir(), cfg.features.memory_limit)
-    try:
-        return _build(con, tables, cfg, as_of, out, extra_metadata)
-    finally:
-        con.close()
+    with _session(tables, cfg, as_of, spill_dir) as con:
+        con.execute("CREATE TEMP TABLE Q AS SELECT qid, qid AS k, created_at, created_at AS at, campaign_k, "
+                    "source_k, account_k FROM L")
+        table = feature_table(cfg, _activity_types(con, cfg, tables))
+        if not table:
+            raise DataError("data.leads: no features to learn from; map at least one categorical or numeric column "
+                            "(or a campaign, source or created_at)")
+        selects, joins = _render(con, table, cfg)
+        meta = _lead_columns(con, cfg)
+        query = f"""
+            SELECT {', '.join('R.' + c for c in meta)},
+                   CASE WHEN LO.won_in_horizon THEN 1 WHEN LO.mature THEN 0 END::TINYINT AS label,
+                   LO.mature, LO.is_open, LO.won_at,
+                   {', '.join(selects)}
+            FROM Q JOIN LO USING (qid) JOIN R USING (k) {' '.join(joins)}
+            ORDER BY Q.qid"""
+        c = con.execute(
+            "SELECT COUNT(*) FILTER (WHERE won_in_horizon), COUNT(*) FILTER (WHERE mature AND NOT won_in_horizon), "
+            "COUNT(*) FILTER (WHERE NOT mature AND NOT won_in_horizon), COUNT(*) FILTER (WHERE is_open) FROM LO"
+        ).fetchall()[0]
+        n_leads = scalar(con, "SELECT COUNT(*) FROM L")
+        counts = {"leads": int(n_leads), "leads_after_as_of": int(scalar(con, "SELECT COUNT(*) FROM raw_leads") - n_leads),
+                  "positive": int(c[0]), "negative": int(c[1]), "immature": int(c[2]), "open": int(c[3])}
+        return _finish(con, query, table, cfg, counts, out, extra_metadata)
 
 
-def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: datetime, out: Path | None,
-           extra_metadata: dict | None) -> FeatureSet:
-    lc, fc = cfg.data.leads, cfg.features
+def build_landmarks(tables: dict, cfg: Config, as_of: datetime, out: Path | None = None,
+                    extra_metadata: dict | None = None, spill_dir: Path | None = None) -> FeatureSet:
+    """Landmark rows: each lead still open at each age in ``label.landmarks_days`` whose window of
+    ``horizon_days`` has closed by ``as_of``, with what was known then and whether it was won in that window."""
+    horizon = int(cfg.label.horizon_days)
+    with _session(tables, cfg, as_of, spill_dir) as con:
+        ages = ", ".join(f"({int(a)})" for a in sorted(set(cfg.label.landmarks_days)))
+        # Open at the landmark: no win and no loss strictly before it (a decision known at as_of).
+        con.execute(
+            f"""CREATE TEMP TABLE LM0 AS
+            WITH rows AS (
+                SELECT L.qid AS k, L.lead_id, L.created_at, a.days AS landmark_days,
+                       L.created_at + INTERVAL (a.days * 24) HOUR AS at, LO.won_at, LO.lost_at,
+                       L.campaign_k, L.source_k, L.account_k
+                FROM L JOIN LO USING (qid) CROSS JOIN (VALUES {ages}) a(days))
+            SELECT * EXCLUDE (won_at, lost_at),
+                   (r.won_at IS NOT NULL AND r.won_at < r.at + {days(horizon)})::TINYINT AS label
+            FROM rows r
+            WHERE r.at + {days(horizon)} <= (SELECT t FROM cutoff)
+              AND (r.won_at IS NULL OR r.won_at >= r.at) AND (r.lost_at IS NULL OR r.lost_at >= r.at)"""
+        )
+        total, positive = con.execute("SELECT COUNT(*), SUM(label) FROM LM0").fetchall()[0]
+        positive = int(positive or 0)
+        negative = int(total) - positive
+        cap = cfg.train.max_landmark_rows
+        # Wins are rare and carry most of the information: all kept up to half the rows, the rest of the rows
+        # sampled from the others. By a hash of (lead, age), so a rerun keeps the same rows; weights undo it.
+        pos_rate = min(1.0, cap / 2 / max(positive, 1))
+        rate = min(1.0, max(cap - positive * pos_rate, 1) / max(negative, 1))
+        pos_cut, cut = int(pos_rate * 1_000_003), int(rate * 1_000_003)
+        con.execute(
+            f"""CREATE TEMP TABLE Q AS
+            SELECT (ROW_NUMBER() OVER (ORDER BY m.at, m.lead_id, m.landmark_days) - 1)::BIGINT AS qid, m.*,
+                   (CASE WHEN m.label = 1 THEN {1.0 / pos_rate} ELSE {1.0 / rate} END)::DOUBLE AS weight
+            FROM LM0 m
+            WHERE hash(m.lead_id, m.landmark_days) % 1000003 < (CASE WHEN m.label = 1 THEN {pos_cut} ELSE {cut} END)"""
+        )
+        table = now_table(cfg, _activity_types(con, cfg, tables), _stages(con, cfg, tables))
+        selects, joins = _render(con, table, cfg)
+        meta = _lead_columns(con, cfg)
+        query = f"""
+            SELECT {', '.join('R.' + c for c in meta)}, Q.landmark_days, Q.at, Q.label, Q.weight,
+                   {', '.join(selects)}
+            FROM Q JOIN R USING (k) {' '.join(joins)}
+            ORDER BY Q.qid"""
+        counts = {"rows": int(scalar(con, "SELECT COUNT(*) FROM Q")), "candidate_rows": int(total),
+                  "positive": positive, "negative": negative, "negative_sample_rate": round(rate, 6),
+                  "positive_sample_rate": round(pos_rate, 6)}
+        return _finish(con, query, table, cfg, counts, out, extra_metadata, mode="landmarks")
+
+
+def build_at(tables: dict, cfg: Config, as_of: datetime, moments: pa.Table, spill_dir: Path | None = None) -> FeatureSet:
+    """The now-table of given leads at given moments (``moments``: lead_id, at)."""
+    with _session(tables, cfg, as_of, spill_dir) as con:
+        con.register("moments", moments)
+        con.execute(
+            """CREATE TEMP TABLE Q AS
+            SELECT (ROW_NUMBER() OVER (ORDER BY m.at, m.lead_id) - 1)::BIGINT AS qid, L.qid AS k, L.lead_id,
+                   L.created_at, m.at AS at, L.campaign_k, L.source_k, L.account_k
+            FROM moments m JOIN L USING (lead_id)"""
+        )
+        table = now_table(cfg, _activity_types(con, cfg, tables), _stages(con, cfg, tables))
+        selects, joins = _render(con, table, cfg)
+        query = f"""SELECT Q.lead_id, Q.at, {', '.join(selects)} FROM Q JOIN R USING (k) {' '.join(joins)}
+                    ORDER BY Q.qid"""
+        return _finish(con, query, table, cfg, {}, None, None, mode="moments")
+
+
+class _session:
+    """A duckdb connection with the canonical tables registered and the leads (L), their outcomes (LO), their
+    activities (A) and stage changes (S) as known at ``as_of``."""
+
+    def __init__(self, tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | None):
+        self.con = connect(cfg.data.timezone, spill_dir or default_spill_dir(), cfg.features.memory_limit)
+        self.tables, self.cfg, self.as_of = tables, cfg, as_of
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        try:
+            _prepare(self.con, self.tables, self.cfg, self.as_of)
+        except BaseException:
+            self.con.close()
+            raise
+        return self.con
+
+    def __exit__(self, *exc) -> None:
+        self.con.close()
+
+
+def _prepare(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: datetime) -> None:
+    lc = cfg.data.leads
     for name, table in tables.items():
         con.register(f"raw_{name}", table)
     leads_columns = [r[0] for r in con.execute("DESCRIBE raw_leads").fetchall()]
     con.execute("CREATE TEMP TABLE cutoff AS SELECT CAST(? AS TIMESTAMPTZ) AS t", [as_of])
-
     # Leads known at as_of, narrow, with integer keys (joins and sorts on integers are several times faster).
     known = "created_at <= (SELECT t FROM cutoff)" if lc.created_at else "TRUE"
     ranks = ", ".join(f"CASE WHEN {r} IS NOT NULL THEN DENSE_RANK() OVER (ORDER BY {r}) END AS {r}_k" for r in ROLES)
@@ -74,48 +177,58 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
                {"outcome_label," if "outcome_label" in leads_columns else ""} {ranks}
         FROM raw_leads WHERE {known}"""
     )
-    n_leads = scalar(con, "SELECT COUNT(*) FROM L")
-    n_later = scalar(con, "SELECT COUNT(*) FROM raw_leads") - n_leads
     _outcomes(con, cfg)
+    # The leads' own columns, keyed by their qid (k), read once from the export.
+    wanted = {*ROLE_COLUMNS, *(export_column(c) for c in (*lc.categorical, *lc.numeric, *lc.passthrough))}
+    r_cols = ", ".join(f"r.{ident(c)}" for c in leads_columns if c in wanted and c != "lead_id")
+    con.execute(f"CREATE TEMP TABLE R AS SELECT L.qid AS k, L.lead_id, {r_cols} FROM L JOIN raw_leads r USING (lead_id)")
+    con.execute("CREATE TEMP TABLE lead_columns AS SELECT ? AS names", [json.dumps(leads_columns)])
 
-    types = None
-    if lc.created_at and "activities" in tables and scalar(con, "SELECT COUNT(*) FROM raw_activities") > 0:
+
+def _lead_columns(con, cfg: Config) -> list[str]:
+    leads_columns = json.loads(scalar(con, "SELECT names FROM lead_columns"))
+    return [*ROLE_COLUMNS, *[ident(export_column(c)) for c in cfg.data.leads.passthrough
+                             if export_column(c) in leads_columns]]
+
+
+def _activity_types(con, cfg: Config, tables: dict) -> list[str] | None:
+    """The most frequent activity types (A: each lead's activities by as_of); None without activities."""
+    if not cfg.data.leads.created_at or "activities" not in tables \
+            or scalar(con, "SELECT COUNT(*) FROM raw_activities") == 0:
+        return None
+    if not scalar(con, "SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'A'"):
         con.execute(
             """CREATE TEMP TABLE A AS
             SELECT L.qid AS k, a.type, a.occurred_at FROM raw_activities a JOIN L USING (lead_id)
             WHERE a.occurred_at <= (SELECT t FROM cutoff)"""
         )
-        types = [r[0] for r in con.execute(
-            "SELECT type FROM A GROUP BY type ORDER BY COUNT(*) DESC, type LIMIT ?", [fc.max_activity_types]
-        ).fetchall()]
-    table = feature_table(cfg, types)
-    if not table:
-        raise DataError("data.leads: no features to learn from; map at least one categorical or numeric column "
-                        "(or a campaign, source or created_at)")
-    selects, joins = _render(con, table, cfg)
+    return [r[0] for r in con.execute(
+        "SELECT type FROM A GROUP BY type ORDER BY COUNT(*) DESC, type LIMIT ?", [cfg.features.max_activity_types]
+    ).fetchall()]
 
-    # The leads' own columns, keyed by qid, read once from the export.
-    wanted = {*ROLE_COLUMNS, *(export_column(c) for c in (*lc.categorical, *lc.numeric, *lc.passthrough))}
-    r_cols = ", ".join(f"r.{ident(c)}" for c in leads_columns if c in wanted and c != "lead_id")
-    con.execute(f"CREATE TEMP TABLE R AS SELECT L.qid, L.lead_id, {r_cols} FROM L JOIN raw_leads r USING (lead_id)")
 
-    meta = [*ROLE_COLUMNS, *[ident(export_column(c)) for c in lc.passthrough if export_column(c) in leads_columns]]
-    query = f"""
-        SELECT {', '.join('R.' + c for c in meta)},
-               CASE WHEN LO.won_in_horizon THEN 1 WHEN LO.mature THEN 0 END::TINYINT AS label,
-               LO.mature, LO.is_open, LO.won_at,
-               {', '.join(selects)}
-        FROM L JOIN LO USING (qid) JOIN R USING (qid) {' '.join(joins)}
-        ORDER BY L.qid"""
-    c = con.execute(
-        "SELECT COUNT(*) FILTER (WHERE won_in_horizon), COUNT(*) FILTER (WHERE mature AND NOT won_in_horizon), "
-        "COUNT(*) FILTER (WHERE NOT mature AND NOT won_in_horizon), COUNT(*) FILTER (WHERE is_open) FROM LO"
-    ).fetchall()[0]
-    counts = {"leads": int(n_leads), "leads_after_as_of": int(n_later), "positive": int(c[0]),
-              "negative": int(c[1]), "immature": int(c[2]), "open": int(c[3])}
+def _stages(con, cfg: Config, tables: dict) -> list[str]:
+    """The stages short of a decision (S: each lead's changes to them by as_of): the configured other_stages, or
+    the most frequent ones seen."""
+    if cfg.snapshot or "outcomes" not in tables:
+        return []
+    decided = ", ".join(literal(s) for s in (*cfg.label.won_stages, *cfg.label.lost_stages)) or "NULL"
+    con.execute(
+        f"""CREATE TEMP TABLE S AS
+        SELECT L.qid AS k, o.stage AS type, o.occurred_at FROM raw_outcomes o JOIN L USING (lead_id)
+        WHERE o.occurred_at <= (SELECT t FROM cutoff) AND o.stage NOT IN ({decided})"""
+    )
+    if cfg.label.other_stages:
+        return list(cfg.label.other_stages)[:MAX_STAGES]
+    return [r[0] for r in con.execute("SELECT type FROM S GROUP BY type ORDER BY COUNT(*) DESC, type LIMIT ?",
+                                      [MAX_STAGES]).fetchall()]
+
+
+def _finish(con, query: str, table: list[Feature], cfg: Config, counts: dict, out: Path | None,
+            extra_metadata: dict | None, mode: str | None = None) -> FeatureSet:
     fs = FeatureSet(frame=None, categorical=[f.name for f in table if f.kind == "categorical"],
                     numeric=[f.name for f in table if f.kind == "numeric"], labels={f.name: f.words for f in table},
-                    counts=counts, mode="snapshot" if cfg.snapshot else "events", definitions=to_json(table))
+                    counts=counts, mode=mode or ("snapshot" if cfg.snapshot else "events"), definitions=to_json(table))
     if out is None:
         fs.frame = utc_timestamps(con.sql(query).to_arrow_table())
         return fs
@@ -128,12 +241,13 @@ def _build(con: duckdb.DuckDBPyConnection, tables: dict, cfg: Config, as_of: dat
 
 
 def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
-    """LO: each lead's outcome as known at as_of (won_at, mature, won_in_horizon, is_open)."""
+    """LO: each lead's outcome as known at as_of (won_at, lost_at, mature, won_in_horizon, is_open)."""
     if cfg.snapshot:
         # The export's label column is the outcome: known where filled in; a positive lead is no longer open.
         con.execute(
             """CREATE TEMP TABLE LO AS
-            SELECT qid, CAST(NULL AS TIMESTAMPTZ) AS won_at, outcome_label IS NOT NULL AS mature,
+            SELECT qid, created_at, campaign_k, source_k, account_k, CAST(NULL AS TIMESTAMPTZ) AS won_at,
+                   CAST(NULL AS TIMESTAMPTZ) AS lost_at, outcome_label IS NOT NULL AS mature,
                    COALESCE(outcome_label = 1, FALSE) AS won_in_horizon,
                    COALESCE(outcome_label <> 1, TRUE) AS is_open
             FROM L"""
@@ -152,7 +266,7 @@ def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
     )
     con.execute(
         f"""CREATE TEMP TABLE LO AS
-        SELECT qid, created_at, campaign_k, source_k, account_k, O.won_at,
+        SELECT qid, created_at, campaign_k, source_k, account_k, O.won_at, O.lost_at,
                L.created_at + {days(horizon)} <= (SELECT t FROM cutoff) AS mature,
                O.won_at IS NOT NULL AND O.won_at < L.created_at + {days(horizon)} AS won_in_horizon,
                O.won_at IS NULL AND O.lost_at IS NULL AS is_open
@@ -161,19 +275,23 @@ def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
 
 
 def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config) -> tuple[list[str], list[str]]:
-    """One SQL expression per feature, over the point-in-time counts the table needs (one call of
-    :func:`known_at` per stream and key)."""
+    """One SQL expression per feature of ``table`` for each query row of Q (qid; k, the lead; its created_at;
+    ``at``, the moment; its role keys), over the point-in-time counts the table needs: one call of
+    :func:`known_at` per stream and key."""
     selects, joins = [], []
-    activity = [f.source for f in table if isinstance(f.source, (Count, DaysSince)) and f.source.key == "lead"]
-    levels: list[str] = []
-    if activity:
-        windows = tuple(sorted({s.window_days for s in activity if isinstance(s, Count) and s.window_days}))
-        levels = list(dict.fromkeys(s.level for s in activity if isinstance(s, Count) and s.level is not None))
-        con.execute("CREATE TEMP VIEW Q_self AS SELECT qid, qid AS k, created_at AS at FROM L")
-        # One pass over the activities: each lead's own events, counted in total and per type.
-        counted = known_at(con, "Q_self", "A", ["k"], windows, last=any(isinstance(s, DaysSince) for s in activity),
-                           few_per_key=True, by="type", levels=levels)
-        joins.append(f"LEFT JOIN {counted} USING (qid)")
+    counted, levels = {}, {}
+    for stream, events in (("activities", "A"), ("stages", "S")):
+        mine = [f.source for f in table if isinstance(f.source, (Count, DaysSince)) and f.source.stream == stream]
+        if not mine:
+            continue
+        windows = tuple(sorted({s.window_days for s in mine if isinstance(s, Count) and s.window_days}))
+        levels[stream] = list(dict.fromkeys(s.level for s in mine if s.level is not None))
+        con.execute(f"CREATE OR REPLACE TEMP VIEW Q_{stream} AS SELECT qid, k, Q.at AS at FROM Q")
+        # One pass over the lead's own events, counted in total and per type.
+        counted[stream] = known_at(con, f"Q_{stream}", events, ["k"], windows,
+                                   last=any(isinstance(s, DaysSince) for s in mine), few_per_key=True, by="type",
+                                   levels=levels[stream])
+        joins.append(f"LEFT JOIN {counted[stream]} USING (qid)")
     rates = {f.source.key: f.source.strength for f in table if isinstance(f.source, SmoothedRate)}
     if rates:
         _overall_rate(con, cfg)
@@ -186,12 +304,14 @@ def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config) -
         if isinstance(s, Column):
             expr = f"R.{ident(s.column)}"
         elif isinstance(s, Calendar):
-            expr = f"DATE_PART('{CALENDAR_SQL[s.part]}', L.created_at)::DOUBLE"
-        elif isinstance(s, Count) and s.key == "lead":
-            suffix = "" if s.level is None else f"_{levels.index(s.level)}"
-            expr = f"{counted}.n_{s.window_days}d{suffix}::DOUBLE"
-        elif isinstance(s, DaysSince):
-            expr = f"DATE_DIFF('second', {counted}.last_at, L.created_at) / 86400.0"
+            expr = f"DATE_PART('{CALENDAR_SQL[s.part]}', Q.created_at)::DOUBLE"
+        elif isinstance(s, Age):
+            expr = "DATE_DIFF('second', Q.created_at, Q.at) / 86400.0"
+        elif isinstance(s, (Count, DaysSince)) and s.key == "lead":
+            out, lv = counted[s.stream], levels[s.stream]
+            suffix = "" if s.level is None else f"_{lv.index(s.level)}"
+            expr = (f"{out}.n_{s.window_days}d{suffix}::DOUBLE" if isinstance(s, Count) else
+                    f"DATE_DIFF('second', {out}.last_at{suffix}, Q.at) / 86400.0")
         elif isinstance(s, Count):
             expr = f"hist_{s.key}.n_{s.stream}::DOUBLE"
         else:
@@ -201,12 +321,12 @@ def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config) -
 
 
 def _overall_rate(con, cfg: Config) -> None:
-    """prior: the overall matured win rate known at each lead's created_at (what a key with no history is
-    pulled toward)."""
+    """prior: the overall matured win rate known at each query's moment (what a key with no history is pulled
+    toward)."""
     horizon = int(cfg.label.horizon_days)
-    con.execute("CREATE TEMP VIEW Q_all AS SELECT qid, 1 AS g, created_at AS at FROM L")
-    con.execute(f"CREATE TEMP VIEW E_mature_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO")
-    con.execute(f"CREATE TEMP VIEW E_mwins_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
+    con.execute("CREATE OR REPLACE TEMP VIEW Q_all AS SELECT qid, 1 AS g, Q.at AS at FROM Q")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW E_mature_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW E_mwins_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
     den = known_at(con, "Q_all", "E_mature_all", ["g"])
     num = known_at(con, "Q_all", "E_mwins_all", ["g"])
     con.execute(f"""CREATE TEMP TABLE prior AS SELECT qid, CASE WHEN d.n_all > 0 THEN n.n_all / d.n_all END AS p
@@ -214,11 +334,11 @@ def _overall_rate(con, cfg: Config) -> None:
 
 
 def _history(con, cfg: Config, role: str, strength: float | None) -> None:
-    """hist_<role>: the earlier leads and wins of each lead's campaign, source or account as known at its
-    created_at, and (with a ``strength``) its smoothed win rate."""
+    """hist_<role>: the earlier leads and wins of each query's campaign, source or account as known at its moment,
+    and (with a ``strength``) its smoothed win rate."""
     horizon = int(cfg.label.horizon_days)
     k = f"{role}_k"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW Q_{role} AS SELECT qid, {k}, created_at AS at FROM L")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW Q_{role} AS SELECT qid, {k}, Q.at AS at FROM Q")
     con.execute(f"CREATE OR REPLACE TEMP VIEW E_leads_{role} AS SELECT {k}, created_at AS occurred_at FROM LO")
     con.execute(f"CREATE OR REPLACE TEMP VIEW E_wins_{role} AS SELECT {k}, won_at AS occurred_at FROM LO WHERE won_at IS NOT NULL")
     leads_out = known_at(con, f"Q_{role}", f"E_leads_{role}", [k])

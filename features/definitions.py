@@ -12,14 +12,22 @@ Sources:
 - ``Calendar``: the weekday (ISO, 1 = Monday), hour or month of ``created_at`` in ``data.timezone``.
 - ``Count``: events of a stream with the lead's key, known strictly before its ``created_at``; with a window of
   ``w`` days, those at or after ``created_at - w days``; with a level, only activities of that type.
-- ``DaysSince``: days (whole seconds / 86,400) from the latest such event to ``created_at``.
+- ``DaysSince``: days (whole seconds / 86,400) from the latest such event to ``created_at`` (with a level: the
+  latest activity of that type, or the latest time the lead reached that stage).
+- ``Age``: days (whole seconds / 86,400) from the lead's ``created_at`` to the moment.
 - ``SmoothedRate``: ``(matured wins + m * overall matured win rate) / (matured leads + m)`` of the lead's key,
   counting leads whose horizon had passed before ``created_at``; a key with few leads is pulled toward the
   overall rate, so a new campaign is not judged on three leads.
 
-Streams: ``activities`` (key: the lead), ``leads`` (each lead's ``created_at``), ``wins`` (its first win),
-``matured`` (``created_at + horizon``) and ``matured_wins`` (the same, for leads won within the horizon).
-Outcomes are known up to ``as_of`` only: the matured streams are cut there for leads created later.
+Streams: ``activities`` and ``stages`` (the stage changes short of a win or a loss; key: the lead), ``leads``
+(each lead's ``created_at``), ``wins`` (its first win), ``matured`` (``created_at + horizon``) and
+``matured_wins`` (the same, for leads won within the horizon). Outcomes are known up to ``as_of`` only: the
+matured streams are cut there for leads created later.
+
+Two tables. :func:`feature_table` describes a lead at the moment it arrived (``created_at``): what the ``fit``
+model learns. :func:`now_table` describes it at any later moment (a landmark of its history, or the moment it
+is scored): its attributes, its age, its engagement, the stages it reached and its campaign's history as known
+then. A day is 24 hours everywhere (see ``leadscore.duck.days``).
 """
 
 from __future__ import annotations
@@ -56,8 +64,14 @@ class Count:
 
 @dataclass(frozen=True)
 class DaysSince:
-    stream: Literal["activities"]
+    stream: Literal["activities", "stages"]
     key: str
+    level: str | None = None  # the latest activity of this type, or stage of this name, only
+
+
+@dataclass(frozen=True)
+class Age:
+    pass
 
 
 @dataclass(frozen=True)
@@ -66,8 +80,8 @@ class SmoothedRate:
     strength: float
 
 
-Source = Column | Calendar | Count | DaysSince | SmoothedRate
-SOURCES = {cls.__name__: cls for cls in (Column, Calendar, Count, DaysSince, SmoothedRate)}
+Source = Column | Calendar | Count | DaysSince | Age | SmoothedRate
+SOURCES = {cls.__name__: cls for cls in (Column, Calendar, Count, DaysSince, Age, SmoothedRate)}
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,40 @@ def feature_table(cfg: Config, activity_types: list[str] | None) -> list[Feature
                 Feature(f"{role}_prior_leads", "numeric", f"earlier leads from this {role}", Count("leads", role)),
                 Feature(f"{role}_prior_wins", "numeric", f"earlier wins from this {role}", Count("wins", role)),
                 Feature(f"{role}_win_rate", "numeric", f"win rate of this {role} (smoothed)", SmoothedRate(role, m)),
+            ]
+    return table
+
+
+def now_table(cfg: Config, activity_types: list[str] | None, stages: list[str]) -> list[Feature]:
+    """Every feature of a lead as known at a moment after its arrival, in the frame's order: what the model of
+    a win from now on learns (landmark rows) and scores with. ``stages``: the stages short of a decision that
+    the export records (e.g. qualified, proposal)."""
+    lc = cfg.data.leads
+    table = [f for f in feature_table(cfg, None) if isinstance(f.source, (Column, Calendar))]
+    table.append(Feature("age_days", "numeric", "days since the lead arrived", Age()))
+    if activity_types is not None:
+        windows = sorted(set(cfg.features.windows_days))
+        levels = [(None, "any", "activity"), *zip(activity_types, activity_keys(activity_types), activity_types)]
+        for level, key, text in levels:
+            for w in windows:
+                table.append(Feature(f"now_act_{key}_{w}d", "numeric", f"{text} in the last {w} days",
+                                     Count("activities", "lead", w, level)))
+        table.append(Feature("now_days_since_last_activity", "numeric", "days since the last activity",
+                             DaysSince("activities", "lead")))
+        for t, key in zip(activity_types, activity_keys(activity_types)):
+            table.append(Feature(f"now_days_since_{key}", "numeric", f"days since the last {t}",
+                                 DaysSince("activities", "lead", t)))
+    for stage, key in zip(stages, activity_keys(stages)):
+        table.append(Feature(f"now_days_since_stage_{key}", "numeric", f"days since the lead reached {stage}",
+                             DaysSince("stages", "lead", stage)))
+    m = float(cfg.features.prior_strength)
+    for role in ROLES:
+        if getattr(lc, role):
+            table += [
+                Feature(f"now_{role}_prior_leads", "numeric", f"leads from this {role} so far", Count("leads", role)),
+                Feature(f"now_{role}_prior_wins", "numeric", f"wins from this {role} so far", Count("wins", role)),
+                Feature(f"now_{role}_win_rate", "numeric", f"win rate of this {role} so far (smoothed)",
+                        SmoothedRate(role, m)),
             ]
     return table
 

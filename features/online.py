@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from features.definitions import (
     CAPPED_AT_AS_OF,
     ROLES,
+    Age,
     Calendar,
     Column,
     Count,
@@ -42,7 +43,7 @@ from leadscore.errors import DataError
 from leadscore.paths import atomic_write, write_text_atomic
 
 DAY_US = US_PER_DAY
-SNAPSHOT_FORMAT = 3  # 3: the feature table travels in the snapshot; 2 and before: names parsed from labels
+SNAPSHOT_FORMAT = 4  # 4: stage changes and the now-table; 3: the feature table; 2 and before: names from labels
 
 
 def to_us(values) -> np.ndarray:
@@ -58,10 +59,12 @@ def to_us(values) -> np.ndarray:
 
 
 def snapshot_tables(frame: pd.DataFrame, activities: pa.Table | None, cfg: Config, as_of: datetime,
-                    definitions: list[dict], decimal: str = ".") -> tuple[dict, pa.Table, pa.Table | None]:
+                    definitions: list[dict], decimal: str = ".", now_definitions: list[dict] | None = None,
+                    stages: pa.Table | None = None) -> tuple[dict, pa.Table, pa.Table | None, pa.Table | None]:
     """What the online features need, from the feature frame (one row per lead known at ``as_of``), the
-    canonical activities and the feature table: (manifest, leads, activities). ``decimal``: how the export wrote
-    numbers as text, so the API reads a number sent as text as ingest read it."""
+    canonical activities and stage changes, and the feature tables (at arrival; and, for the model of a win from
+    now on, at any moment): (manifest, leads, activities, stages). ``decimal``: how the export wrote numbers as
+    text, so the API reads a number sent as text as ingest read it."""
     leads = pa.table({
         "lead_id": pa.array(frame["lead_id"].astype(str).to_numpy(), pa.string()),
         "created_us": to_us(frame["created_at"]),
@@ -76,21 +79,28 @@ def snapshot_tables(frame: pd.DataFrame, activities: pa.Table | None, cfg: Confi
         acts = acts.filter(pc.and_(pc.is_in(acts["lead_id"], value_set=known),
                                    pc.less_equal(acts["occurred_at"], pa.scalar(pd.Timestamp(as_of), acts["occurred_at"].type))))
         acts = pa.table({"lead_id": acts["lead_id"], "type": acts["type"], "occurred_us": to_us(acts["occurred_at"])})
+    changes = None
+    if stages is not None and stages.num_rows:  # the stage changes short of a decision, up to as_of
+        decided = pa.array([*cfg.label.won_stages, *cfg.label.lost_stages], pa.string())
+        s = stages.filter(pc.and_(pc.invert(pc.is_in(stages["stage"], value_set=decided)),
+                                  pc.less_equal(stages["occurred_at"],
+                                                pa.scalar(pd.Timestamp(as_of), stages["occurred_at"].type))))
+        changes = pa.table({"lead_id": s["lead_id"], "type": s["stage"], "occurred_us": to_us(s["occurred_at"])})
     manifest = {"format": SNAPSHOT_FORMAT, "as_of": pd.Timestamp(as_of).isoformat(),
                 "horizon_days": cfg.label.horizon_days, "timezone": cfg.data.timezone, "features": definitions,
-                "decimal": decimal,
-                "config_hash": cfg.digest(), "has_activities": acts is not None}
-    return manifest, leads, acts
+                "now_features": now_definitions or [], "decimal": decimal, "config_hash": cfg.digest(),
+                "has_activities": acts is not None, "has_stages": changes is not None}
+    return manifest, leads, acts, changes
 
 
-def save_snapshot(folder: Path, manifest: dict, leads: pa.Table, activities: pa.Table | None) -> Path:
+def save_snapshot(folder: Path, manifest: dict, leads: pa.Table, activities: pa.Table | None,
+                  stages: pa.Table | None = None) -> Path:
     """Files are replaced atomically, the manifest (which readers check first) last."""
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_write(folder / "leads.parquet") as tmp:
-        pq.write_table(leads, tmp)
-    if activities is not None:
-        with atomic_write(folder / "activities.parquet") as tmp:
-            pq.write_table(activities, tmp)
+    for name, table in (("leads", leads), ("activities", activities), ("stages", stages)):
+        if table is not None:
+            with atomic_write(folder / f"{name}.parquet") as tmp:
+                pq.write_table(table, tmp)
     write_text_atomic(folder / "snapshot.json", json.dumps(manifest, indent=2))
     return folder
 
@@ -122,15 +132,20 @@ class OnlineFeatures:
         if meta.get("format") != SNAPSHOT_FORMAT:
             raise DataError(f"the scoring snapshot in {folder} was saved by an older leadscore; run "
                             "`leadscore score --config FILE` once to save it again")
-        acts = folder / "activities.parquet"
+        acts, changes = folder / "activities.parquet", folder / "stages.parquet"
         activities = pq.read_table(acts) if meta.get("has_activities") and acts.is_file() else None
-        return cls(meta, pq.read_table(folder / "leads.parquet"), activities)
+        stages = pq.read_table(changes) if meta.get("has_stages") and changes.is_file() else None
+        return cls(meta, pq.read_table(folder / "leads.parquet"), activities, stages)
 
-    def __init__(self, meta: dict, leads_table: pa.Table, activities: pa.Table | None):
+    def __init__(self, meta: dict, leads_table: pa.Table, activities: pa.Table | None,
+                 stages: pa.Table | None = None):
         self.meta = meta
-        self.table: list[Feature] = from_json(meta["features"])
+        self.tables: dict[str, list[Feature]] = {"fit": from_json(meta["features"]),
+                                                 "now": from_json(meta.get("now_features", []))}
+        self.table = self.tables["fit"]
         self.as_of_us = int(to_us(pa.array([pd.Timestamp(meta["as_of"])]))[0])
         created = to_us(leads_table["created_us"])
+        self.created = created
         mature = np.where(created != NEVER, created + int(meta["horizon_days"]) * DAY_US, NEVER)
         won = leads_table["won_in_horizon"].to_numpy(zero_copy_only=False)
         self.streams = {"leads": created, "wins": to_us(leads_table["won_us"]), "matured": mature,
@@ -138,17 +153,19 @@ class OnlineFeatures:
         self.keys = {role: _encode(leads_table[role]) for role in ROLES}
         self.keys["all"] = (np.zeros(len(created), np.int64), KeyCodes(pa.array(["all"])))
         self.lead_index = KeyCodes(leads_table["lead_id"].combine_chunks())
-        if activities is not None:  # each activity's lead code and type code, computed once
-            self.streams["activities"] = to_us(activities["occurred_us"])
-            self.activity_leads = self.lead_index.codes(activities["lead_id"])
-            types = pc.dictionary_encode(activities["type"].combine_chunks())
-            self.activity_types = KeyCodes(types.dictionary)
-            self.activity_type_codes = types.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        self.own: dict[str, tuple[np.ndarray, KeyCodes, np.ndarray]] = {}  # per lead: lead code, level codes
+        for stream, events in (("activities", activities), ("stages", stages)):
+            if events is not None:  # each event's lead code and type code, computed once
+                self.streams[stream] = to_us(events["occurred_us"])
+                types = pc.dictionary_encode(events["type"].combine_chunks())
+                self.own[stream] = (self.lead_index.codes(events["lead_id"]), KeyCodes(types.dictionary),
+                                    types.indices.fill_null(-1).to_numpy(zero_copy_only=False))
         self._timelines: dict[str, tuple[Timeline, np.ndarray]] = {}
         self._index: dict[tuple, EventIndex] = {}
-        for f in self.table:  # every index the table needs, built once per snapshot
-            for need in _needs(f.source):
-                self.index(*need)
+        for table in self.tables.values():  # every index the tables need, built once per snapshot
+            for f in table:
+                for need in _needs(f.source):
+                    self.index(*need)
 
     def timeline(self, stream: str) -> tuple[Timeline, np.ndarray]:
         """The stream's time line and each event's rank on it, shared by all of the stream's indexes."""
@@ -159,33 +176,42 @@ class OnlineFeatures:
         return self._timelines[stream]
 
     def index(self, stream: str, key: str, level: str | None = None) -> EventIndex:
-        """The events of ``stream`` by ``key`` (activities: of type ``level`` only, if given)."""
+        """The events of ``stream`` by ``key`` (a lead's own activities or stage changes: of type ``level`` only,
+        if given)."""
         if (stream, key, level) not in self._index:
             line, ranks = self.timeline(stream)
             times = self.streams.get(stream, np.empty(0, np.int64))
-            if stream == "activities":
-                codes = self.activity_leads if "activities" in self.streams else np.empty(0, np.int64)
+            if stream in ("activities", "stages"):
+                codes, types, type_codes = self.own.get(stream, (np.empty(0, np.int64), None, None))
                 if level is not None and len(codes):
-                    mine = self.activity_type_codes == self.activity_types.codes([level])[0]
-                    codes = np.where(mine, codes, -1)
+                    codes = np.where(type_codes == types.codes([level])[0], codes, -1)
                 self._index[(stream, key, level)] = event_index(codes, times, self.lead_index, line, ranks)
             else:
                 codes, keys = self.keys[key]
                 self._index[(stream, key, level)] = event_index(codes, times, keys, line, ranks)
         return self._index[(stream, key, level)]
 
-    def build(self, leads, cfg: Config, feature_names: list[str]) -> dict[str, np.ndarray]:
+    def build(self, leads, cfg: Config, feature_names: list[str], table: str = "fit",
+              at: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """``leads``: canonical columns (lead_id, created_at, campaign, source, account and the mapped columns as
-        ``export:<name>``), as a frame or a dict of arrays (``created_at`` may be int64 microseconds).
-        Returns columns as arrays: lead_id plus every feature of the table."""
+        ``export:<name>``), as a frame or a dict of arrays (``created_at`` may be int64 microseconds). ``table``:
+        "fit" (each lead at its arrival) or "now" (at the moments ``at``, microseconds; default: arrival).
+        Returns columns as arrays: lead_id, the moment each row describes (``created_at``; and ``at`` for the
+        now-table, both int64 microseconds) and every feature of the table."""
+        features = self.tables[table]
         n = len(leads["lead_id"])
         out = {"lead_id": np.asarray(leads["lead_id"], dtype=object).astype(str)}
-        t = to_us(leads["created_at"]) if cfg.data.leads.created_at else np.full(n, NEVER)
+        created = to_us(leads["created_at"]) if cfg.data.leads.created_at else np.full(n, NEVER)
+        t = created if at is None else np.asarray(at, np.int64)
+        out["created_at"] = created
+        if table == "now":
+            out["at"] = t
         t_known = np.minimum(t, self.as_of_us + 1)  # outcomes are known up to as_of only
-        local = calendar(t, self.meta["timezone"]) if any(isinstance(f.source, Calendar) for f in self.table) else {}
+        local = calendar(created, self.meta["timezone"]) if any(isinstance(f.source, Calendar) for f in features) else {}
         codes: dict[str, np.ndarray] = {}
         missing: dict[str, np.ndarray] = {}
         ranks: dict[tuple, np.ndarray] = {}
+        totals: dict[tuple, np.ndarray] = {}
 
         def rank(stream: str, when: np.ndarray, shift: int = 0) -> np.ndarray:
             capped = stream in CAPPED_AT_AS_OF
@@ -193,8 +219,11 @@ class OnlineFeatures:
                 ranks[(stream, capped, shift)] = self.timeline(stream)[0].rank(when - shift)
             return ranks[(stream, capped, shift)]
 
-        for f in self.table:
+        for f in features:
             s = f.source
+            if isinstance(s, Age):
+                out[f.name] = (t // 1_000_000 - created // 1_000_000) / 86400.0  # DATE_DIFF('second', ...)
+                continue
             if isinstance(s, Column):
                 values = leads[s.column]
                 out[f.name] = (np.asarray(values, dtype=np.float64) if f.kind == "numeric"
@@ -209,12 +238,15 @@ class OnlineFeatures:
             if isinstance(s, Count):
                 index = self.index(s.stream, s.key, s.level)
                 when = t_known if s.stream in CAPPED_AT_AS_OF else t
-                value = index.count_before(c, when, rank(s.stream, when)).astype(np.float64)
+                so_far = (s.stream, s.key, s.level)  # the same for every window of one stream and level
+                if so_far not in totals:
+                    totals[so_far] = index.count_before(c, when, rank(s.stream, when)).astype(np.float64)
+                value = totals[so_far]
                 if s.window_days:
                     shift = s.window_days * DAY_US
                     value = value - index.count_before(c, when - shift, rank(s.stream, when, shift))
             elif isinstance(s, DaysSince):
-                last = self.index(s.stream, s.key).last_before(c, t)
+                last = self.index(s.stream, s.key, s.level).last_before(c, t)
                 # DATE_DIFF('second', ...) in the batch: whole seconds
                 value = np.where(last == NEVER, np.nan, (t // 1_000_000 - last // 1_000_000) / 86400.0)
             else:
@@ -224,6 +256,15 @@ class OnlineFeatures:
         if absent_names:
             raise KeyError(f"the snapshot cannot build features {absent_names[:5]}")
         return out
+
+    def moments(self, lead_ids, created_us: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the real-time API: (created_at, moment, known) per lead. A lead the snapshot knows is described
+        as the snapshot knows it (its own created_at, every event up to as_of: the moment just after as_of), as
+        the batch scored it; a new lead at its arrival (age 0)."""
+        code = self.lead_index.codes(np.asarray(lead_ids, dtype=object))
+        known = code >= 0
+        created = np.where(known, self.created[np.maximum(code, 0)], np.asarray(created_us, np.int64))
+        return created, np.where(known, self.as_of_us + 1, created), known
 
     def _codes(self, leads, key: str) -> tuple[np.ndarray, np.ndarray]:
         """Each lead's code for ``key`` (the lead itself or a role) and whether its key is missing (a lead with no
@@ -249,7 +290,7 @@ def _needs(s) -> list[tuple]:
     if isinstance(s, Count):
         return [(s.stream, s.key, s.level)]
     if isinstance(s, DaysSince):
-        return [(s.stream, s.key, None)]
+        return [(s.stream, s.key, s.level)]
     if isinstance(s, SmoothedRate):
         return [("matured", "all", None), ("matured_wins", "all", None), ("matured", s.key, None),
                 ("matured_wins", s.key, None)]

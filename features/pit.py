@@ -46,7 +46,7 @@ def known_at(
     ``queries``: a table or view with ``qid``, the ``keys`` and ``at`` (TIMESTAMPTZ).
     ``events``: a table or view with the ``keys`` and ``occurred_at``.
     Returns the name of a temp table with ``qid``, ``n_all``, ``n_<w>d`` for each window and, if ``last``,
-    ``last_at`` (the latest known event). Counts are NULL where a key is NULL: "no campaign" is unknown,
+    ``last_at`` (the latest known event; per level too, as ``last_at_<i>``, with ``by``). Counts are NULL where a key is NULL: "no campaign" is unknown,
     not zero.
 
     Two plans give the same answer (the tests check both against a plain loop):
@@ -76,8 +76,8 @@ def _by_join(con, queries: str, events: str, keys: list[str], windows: tuple[int
         for w in windows:
             cols.append(f"CASE WHEN {not_null} THEN COUNT(e.occurred_at) FILTER "
                         f"(WHERE {cond} AND e.occurred_at >= q.at - {days(w)}) END AS n_{w}d{suffix}")
-    if last:
-        cols.append("MAX(e.occurred_at) AS last_at")
+        if last:
+            cols.append(f"MAX(e.occurred_at) FILTER (WHERE {cond}) AS last_at{suffix}")
     out = _name("pit_out")
     key_cols = ", ".join(f'q."{c}"' for c in keys)
     con.execute(

@@ -277,20 +277,29 @@ def history(
     config: ConfigOpt,
     home: HomeOpt = None,
 ) -> None:
-    """A lead's published scores over time, with the reasons at each change of tier."""
+    """A lead's published scores over time: the probability of a win from now on, its trend against the
+    score before, the fit at arrival, and the reasons at each change of tier."""
+    import pandas as pd
+
     from serving.ledger import lead_history
 
     cfg = _load(config, home)
     rows = lead_history(cfg.paths.ledger, lead_id)
     if rows.empty:
         _fail(f"lead {lead_id!r} has no published score in {cfg.paths.ledger}; check the id, or run "
-              "`leadscore score --config FILE` first", code=1)
-    typer.echo(f"lead {lead_id}: {len(rows)} published scores")
-    typer.echo(f"{'scored_at':<21} {'model':>5} {'prob':>6} {'score':>5} tier  route")
+              "`leadscore score --config FILE` first")
+    for column in ("fit", "trend"):  # ledgers written before issue 14 lack them
+        if column not in rows:
+            rows[column] = None
+    fit = pd.to_numeric(rows["fit"], errors="coerce")
+    typer.echo(f"lead {lead_id}: {len(rows)} published score{'s' if len(rows) != 1 else ''}")
+    typer.echo(f"{'scored_at':<21} {'model':>5} {'prob':>6} {'trend':<7} {'fit':>6} {'score':>5} tier  route")
     previous = None
-    for r in rows.itertuples():  # one line per published score of one lead
-        typer.echo(f"{r.scored_at:%Y-%m-%d %H:%M:%S}Z {r.model_version:>5} {r.probability:>6.3f} {r.score:>5} "
-                   f"{r.tier:^4}  {r.route}")
+    for r, f in zip(rows.itertuples(), fit):  # one line per published score of one lead
+        trend = r.trend if isinstance(r.trend, str) else "-"
+        fit_text = f"{f:>6.3f}" if f == f else f"{'-':>6}"
+        typer.echo(f"{r.scored_at:%Y-%m-%d %H:%M:%S}Z {r.model_version:>5} {r.probability:>6.3f} {trend:<7} "
+                   f"{fit_text} {r.score:>5} {r.tier:^4}  {r.route}")
         if r.tier != previous:
             change = f"tier {previous} -> {r.tier}" if previous else f"first scored: tier {r.tier}"
             reasons = r.reasons if isinstance(r.reasons, str) and r.reasons else \
@@ -304,7 +313,7 @@ def serve(
     config: ConfigOpt,
     home: HomeOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs LEADSCORE_API_KEY.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Server processes (default: api.workers, 2).")] = None,
 ) -> None:
     """Serve the champion model over HTTP (POST /v1/score); docs at /docs."""
@@ -334,11 +343,12 @@ def models(config: ConfigOpt, home: HomeOpt = None) -> None:
     if not rows:
         typer.echo("no model registered yet; run `leadscore train --config FILE`")
         return
-    typer.echo(f"{'version':>7}  {'aliases':<22} {'roc_auc':>8} {'ece':>7}  gate")
+    typer.echo("test metrics: fit (a win within the horizon of arrival) and probability (a win from now on)")
+    typer.echo(f"{'version':>7}  {'aliases':<22} {'fit_auc':>8} {'fit_ece':>7} {'prob_auc':>8} {'prob_ece':>8}  gate")
     for r in rows:
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        typer.echo(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {fmt(r['roc_auc']):>8} {fmt(r['ece']):>7}  "
-                   f"{r['tags'].get('gate', '-')}")
+        typer.echo(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {fmt(r['roc_auc']):>8} {fmt(r['ece']):>7} "
+                   f"{fmt(r.get('now_roc_auc')):>8} {fmt(r.get('now_ece')):>8}  {r['tags'].get('gate', '-')}")
 
 
 @command

@@ -57,21 +57,41 @@ def ingest_step(cfg: Config, run_id: str) -> dict:
 
 
 def features_step(cfg: Config, run_id: str | None = None) -> dict:
+    """Canonical tables -> the fit rows: each lead at its arrival, with its label (training) or open (scoring)."""
     from features.build import build_features
     from ingest.canonical import read_canonical
 
     home = cfg.paths.ensure()
     as_of = datetime.fromisoformat(read_ingest_manifest(home)["as_of"])
-    fs = build_features(read_canonical(home.canonical, lazy=True), cfg, as_of, out=home.features_file,
-                        extra_metadata={"as_of": as_of.isoformat(), "config_hash": cfg.digest()}, spill_dir=home.spill)
+    extra = {"as_of": as_of.isoformat(), "config_hash": cfg.digest()}
+    tables = read_canonical(home.canonical, lazy=True)
+    fs = build_features(tables, cfg, as_of, out=home.features_file, extra_metadata=extra, spill_dir=home.spill)
     c = fs.counts
     if fs.mode == "snapshot":
         log.info("features: snapshot export (outcome from data.leads.label): random stratified split, "
-                 "no history or engagement features")
+                 "no history or engagement features, and no model of a win from now on (no time)")
     log.info("features: %d features for %s leads (%s positive, %s negative, %s immature, %s open)",
              len(fs.features), f"{c['leads']:,}", f"{c['positive']:,}", f"{c['negative']:,}", f"{c['immature']:,}",
              f"{c['open']:,}")
     return {"as_of": as_of.isoformat(), "features": fs.features, "counts": fs.counts}
+
+
+def _landmarks(cfg: Config, home: Home, as_of: str):
+    """The landmark rows (each lead still open at each of label.landmarks_days, for the model of a win from now
+    on): training data only, so built by the training step (a scoring run never needs them)."""
+    from features.build import build_landmarks
+    from features.store import load_feature_set
+    from ingest.canonical import read_canonical
+
+    extra = {"as_of": as_of, "config_hash": cfg.digest()}
+    lm = build_landmarks(read_canonical(home.canonical, lazy=True), cfg, datetime.fromisoformat(as_of),
+                         out=home.landmarks_file, extra_metadata=extra, spill_dir=home.spill)
+    n = lm.counts
+    log.info("train: %s landmark rows at ages %s days, sampled from %s won within %d days after (at %.3g) "
+             "and %s not (at %.3g)", f"{n['rows']:,}",
+             ", ".join(str(a) for a in sorted(set(cfg.label.landmarks_days))), f"{n['positive']:,}",
+             cfg.label.horizon_days, n["positive_sample_rate"], f"{n['negative']:,}", n["negative_sample_rate"])
+    return load_feature_set(home.landmarks_file)[0]
 
 
 def train_step(cfg: Config, run_id: str) -> dict:
@@ -86,7 +106,9 @@ def train_step(cfg: Config, run_id: str) -> dict:
     home = cfg.paths.ensure()
     fs, meta = load_feature_set(home.features_file)
     ingest = read_ingest_manifest(home)
-    result = train_model(fs, cfg)
+    home.landmarks_file.unlink(missing_ok=True)  # never train on the landmarks of another export
+    landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
+    result = train_model(fs, cfg, landmarks)
     truth = _read_truth(cfg)
     if truth is not None:
         result.metrics.update(against_truth(result.test_frame, truth, cfg.evaluation.truth_id,
@@ -94,6 +116,11 @@ def train_step(cfg: Config, run_id: str) -> dict:
     for name, metrics in result.baselines.items():
         result.metrics.update({f"baseline_{name}_{k}": v for k, v in metrics.items() if k != "base_rate"})
     result.split_counts.update({f"labels_{k}": v for k, v in fs.counts.items()})
+    if result.now is not None:  # the model of a win from now on, on its own test rows (the newest landmarks)
+        result.metrics.update({f"now_{k}": v for k, v in result.now.metrics.items()})
+        result.split_counts.update({f"now_{k}": v for k, v in result.now.split_counts.items()})
+        result.params.update({f"now_{k}": v for k, v in result.now.params.items()
+                              if k in ("calibration", "best_iteration", "final_rounds", "n_features", "tier_cutoffs")})
     tags = {"leadscore_run_id": run_id, "git_sha": git_sha(), "config_hash": cfg.digest(),
             "data_fingerprint": ingest["data_fingerprint"], "as_of": meta["as_of"],
             "horizon_days": str(cfg.label.horizon_days), "features": json.dumps(fs.features),
@@ -126,6 +153,9 @@ def train_step(cfg: Config, run_id: str) -> dict:
         log.info("train: ROC AUC of the true probabilities on the same test leads: %.3f", m["roc_auc_truth"])
     log.info("train: model version %s against the baselines on the same %s test leads:\n%s", ref.version,
              f"{result.split_counts['test_leads']:,}", comparison_table({"model": m, **result.baselines}))
+    if result.now is not None:
+        log.info("train: model of a win from now on, on its %s newest landmark rows:\n%s",
+                 f"{result.now.split_counts['test_rows']:,}", comparison_table({"from now": result.now.metrics}))
     if decision.promote:
         against = (f"ROC AUC {compared[1]:.3f} vs the champion's {champion_auc:.3f} on the same leads" if compared
                    else "judged against the baselines")
@@ -151,6 +181,15 @@ def _read_truth(cfg: Config) -> pd.DataFrame | None:
         raise DataError(f"evaluation.truth_path: file {ev.truth_path} not found")
     return pacsv.read_csv(ev.truth_path, convert_options=pacsv.ConvertOptions(
         include_columns=[ev.truth_id, ev.truth_probability], column_types={ev.truth_id: "string"})).to_pandas()
+
+
+def _now_definitions(scorer) -> list[dict]:
+    """The now-table the model of a win from now on was trained with (it travels inside the model)."""
+    definitions = scorer.now_model.reasons.definitions
+    if not definitions:
+        raise DataError(f"model version {scorer.model_version} does not say how its features of a win from now on "
+                        "are computed; retrain it (`leadscore train --config FILE`)")
+    return definitions
 
 
 def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
@@ -182,17 +221,25 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     scorer.check_schema(fs.categorical, fs.numeric)
     frame = fs.frame.to_pandas()
     as_of = datetime.fromisoformat(meta["as_of"])
-    acts = home.canonical / "activities.parquet"
+    acts, changes = home.canonical / "activities.parquet", home.canonical / "outcomes.parquet"
     activities = pq.read_table(acts, columns=["lead_id", "type", "occurred_at"]) if acts.is_file() else None
+    now_definitions, stages = [], None
+    if scorer.now_model is not None:
+        now_definitions = _now_definitions(scorer)
+        scorer.check_schema(fs.categorical, fs.numeric, [d["name"] for d in now_definitions])
+        stages = pq.read_table(changes, columns=["lead_id", "stage", "occurred_at"]) if changes.is_file() else None
     decimal = ingest["files"].get("leads", {}).get("decimal", ".")
-    snapshot = snapshot_tables(frame, activities, cfg, as_of, fs.definitions, decimal)
+    snapshot = snapshot_tables(frame, activities, cfg, as_of, fs.definitions, decimal, now_definitions, stages)
     leads = pq.read_table(home.canonical / "leads.parquet")
     open_ids = pa.array(frame.loc[frame["is_open"], "lead_id"].to_numpy(dtype=object), pa.string())
     open_leads = leads.filter(pc.is_in(leads["lead_id"], value_set=open_ids)).to_pandas()
     seen = (ledger.read(home.ledger, columns=["lead_id", "input_hash", "model_version", "scored_at"])
             if since_last else None)
+    latest = read_latest(home.scores)
+    previous = (pd.read_parquet(latest / "scores.parquet") if latest is not None
+                and (latest / "scores.parquet").is_file() else None)
     run = score_open_leads(scorer, OnlineFeatures(*snapshot), open_leads, cfg, scored_at, seen,
-                           ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d")))
+                           ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d")), previous)
     drift = drift_report(scorer.model, frame, as_of, fs.labels, cfg.drift.window_days, cfg.drift.psi_warn)
     manifest = scores_manifest(run, scorer, cfg, ingest, fs.counts, meta["as_of"], scored_at, since_last, drift)
     published = run.scores.drop(columns=["input_hash"])
@@ -200,7 +247,8 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
                "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
     pending = []  # the ledger holds this run's rows before LATEST names it, so no reader sees unrecorded scores
     folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs,
-                         before_latest=lambda _: pending.append(ledger.append(home.ledger, run_id, run.scores)))
+                         before_latest=lambda _: pending.append(
+                             ledger.append(home.ledger, run_id, run.scores[run.rescored], scored_at)))
     ledger.commit(pending[0])
     save_snapshot(home.snapshot, *snapshot)
     sql_rows = None
@@ -213,7 +261,12 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     what = "changed or new open leads" if since_last else "open leads"
     log.info("score: %s %s scored with model version %s -> %s", f"{rows['scored']:,}", what, scorer.model_version, folder)
     if since_last:
-        log.info("score: %s open leads unchanged since their last score, not rescored", f"{rows['unchanged_since_last']:,}")
+        log.info("score: %s open leads unchanged since their last score, published as they were",
+                 f"{rows['unchanged_since_last']:,}")
+    if scorer.now_model is not None:
+        moved = run.scores["trend"].value_counts().to_dict()
+        log.info("score: probability of a win in the next %d days against the last published run: %s",
+                 cfg.label.horizon_days, ", ".join(f"{moved.get(k, 0):,} {k}" for k in ("rising", "steady", "falling", "new")))
     log.info("score: routing\n%s", run.queues.to_string(index=False))
     names = [f["label"] for f in drift["features"] if f["drifted"]]
     if drift.get("score_drifted"):
@@ -244,7 +297,7 @@ def report_step(cfg: Config, run_id: str) -> dict:
     frame = fs.frame.to_pandas()
     keep = [c for c in ("campaign", "source", "created_at", "mature", "label", "is_open") if c in frame.columns]
     scores = scorer.score(frame, datetime.now(timezone.utc).replace(microsecond=0), reason_tiers=(),
-                          extra_columns=keep)
+                          extra_columns=keep, use_now=False)  # lead quality is fixed when a lead arrives
     tables = read_canonical(home.canonical, lazy=True)  # only the small campaigns table is read
     costs = tables["campaigns"].to_table().to_pandas() if "campaigns" in tables else None
     before = read_latest(home.campaign_reports)

@@ -184,6 +184,8 @@ class LabelConfig(_Section):
     # Stages that are neither won nor lost. If given, a stage outside all three lists is quarantined.
     other_stages: tuple[str, ...] | None = None
     horizon_days: Int = Field(90, gt=0, le=3650)
+    # The ages (days after arrival) at which the model of a win from now on looks at each lead still open.
+    landmarks_days: tuple[Annotated[Int, Field(ge=0, le=3650)], ...] = (0, 7, 14, 30, 60, 90, 180, 365)
 
     @model_validator(mode="after")
     def _disjoint(self) -> LabelConfig:
@@ -222,6 +224,12 @@ class TrainConfig(_Section):
     num_leaves: Int = Field(31, ge=2)
     min_child_samples: Int = Field(50, ge=1)
     early_stopping_rounds: Int = Field(50, gt=0)
+    # Landmark rows the model of a win from now on trains on at most: wins kept up to half of them, the rest
+    # sampled (with weights that undo the sampling), so a million leads still train in minutes.
+    max_landmark_rows: Int = Field(1_000_000, ge=1000)
+    # That model sees several rows per lead and many more rows than the fit: it learns at twice the rate, so it
+    # needs about half the trees to train and to score.
+    now_learning_rate: Float = Field(0.1, gt=0, le=1)
 
 
 Tier = Literal["A", "B", "C", "D"]

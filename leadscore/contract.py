@@ -19,7 +19,8 @@ ROLE_COLUMNS = ("lead_id", "created_at", "campaign", "source", "account")
 # What the feature frame knows about each lead's outcome.
 OUTCOME_COLUMNS = ("label", "mature", "is_open", "won_at")
 # The published scores' first columns, in order (campaign and source follow, then the passthrough columns).
-SCORE_COLUMNS = ("lead_id", "probability", "score", "tier", "rank", "reasons", "route", "model_version", "scored_at")
+SCORE_COLUMNS = ("lead_id", "probability", "fit", "score", "tier", "rank", "trend", "reasons", "fit_reasons", "route",
+                 "model_version", "scored_at")
 PUBLISHED_ROLES = ("campaign", "source")
 RESERVED_PUBLISHED = frozenset(SCORE_COLUMNS) | frozenset(PUBLISHED_ROLES)
 

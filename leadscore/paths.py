@@ -34,6 +34,10 @@ class Home:
         return self.data / "features.parquet"
 
     @property
+    def landmarks_file(self) -> Path:
+        return self.data / "landmarks.parquet"
+
+    @property
     def mlflow_db(self) -> Path:
         return self.root / "mlflow.db"
 

@@ -1,6 +1,8 @@
 """The evaluation report a person reads first: one self-contained HTML page with inline SVG charts.
 
-Everything is computed on the test leads (the newest mature leads, never seen in training or calibration).
+Everything is computed on the test leads (the newest mature leads, never seen in training or calibration); the
+model of a win from now on on its own test rows (the newest landmarks whose horizon has passed), weighted by
+what each sampled row stands for.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import pandas as pd
 
 from leadscore.htmlpage import page
 
-COLORS = {"model": "#1f6fb2", "logistic": "#e07b39", "naive_bayes": "#7a9a3a"}
+COLORS = {"model": "#1f6fb2", "logistic": "#e07b39", "naive_bayes": "#7a9a3a", "probability": "#1f6fb2",
+          "fit": "#e07b39"}
 MAX_POINTS = 200
 
 
@@ -23,18 +26,23 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def curves(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """ROC, precision-recall, cumulative gain and reliability (equal-frequency bins) of one set of probabilities."""
+def curves(y: np.ndarray, p: np.ndarray, bins: int = 10,
+           weight: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """ROC, precision-recall, cumulative gain and reliability (bins of equal weight) of one set of probabilities.
+    ``weight``: what each row stands for (None: one each)."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    fpr, tpr, _ = roc_curve(y, p)
-    precision, recall, _ = precision_recall_curve(y, p)
+    w = np.ones(len(p)) if weight is None else np.asarray(weight, np.float64)
+    fpr, tpr, _ = roc_curve(y, p, sample_weight=weight)
+    precision, recall, _ = precision_recall_curve(y, p, sample_weight=weight)
     order = np.argsort(-p, kind="stable")
-    gain_x = np.arange(1, len(p) + 1) / len(p)
-    gain_y = np.cumsum(y[order]) / max(y.sum(), 1)
-    groups = np.array_split(np.argsort(p, kind="stable"), bins)
-    rel_x = np.array([p[g].mean() for g in groups if len(g)])
-    rel_y = np.array([y[g].mean() for g in groups if len(g)])
+    gain_x = np.cumsum(w[order]) / w.sum()
+    gain_y = np.cumsum((y * w)[order]) / max((y * w).sum(), 1e-12)
+    up = np.argsort(p, kind="stable")
+    cut = np.searchsorted(np.cumsum(w[up]) / w.sum(), np.arange(1, bins) / bins)
+    groups = [g for g in np.split(up, cut) if len(g)]
+    rel_x = np.array([np.average(p[g], weights=w[g]) for g in groups])
+    rel_y = np.array([np.average(y[g], weights=w[g]) for g in groups])
     return {"roc": _thin(fpr, tpr), "pr": _thin(recall[::-1], precision[::-1]), "gain": _thin(gain_x, gain_y),
             "reliability": (rel_x, rel_y)}
 
@@ -124,8 +132,45 @@ def evaluation_charts(y: np.ndarray, probabilities: dict[str, np.ndarray], tiers
     }
 
 
+def now_section(now, horizon_days: int) -> tuple[str, dict[str, str]]:
+    """The published ``probability`` (a win in the next ``horizon_days`` from a moment) on the newest landmark
+    rows, beside the fit (the chance at arrival) on the same rows; its charts by name."""
+    tf = now.test_frame
+    y, w = tf["label"].to_numpy(), tf["weight"].to_numpy(np.float64)
+    probabilities = {"probability": tf["probability"].to_numpy(), "fit": tf["fit"].to_numpy()}
+    c = {name: curves(y, p, weight=w) for name, p in probabilities.items()}
+    charts = {
+        "now_reliability": _line_chart({n: v["reliability"] for n, v in c.items()},
+                                       "From now on: reliability (10 bins of equal weight)",
+                                       "mean predicted probability", f"won in the next {horizon_days} days",
+                                       diagonal=True, markers=True),
+        "now_cumulative_gain": _line_chart({n: v["gain"] for n, v in c.items()}, "From now on: cumulative gain",
+                                           "share of open leads called (best first)", "share of wins found",
+                                           diagonal=True),
+    }
+    names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "calibration_in_the_large", "lift_top_decile"]
+    head = "".join(f"<th>{m}</th>" for m in names)
+    rows = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{m.get(k, float('nan')):.4f}</td>" for k in names)
+                   + "</tr>" for n, m in (("probability", now.metrics), ("fit", now.baselines.get("fit", {}))))
+    by_age = (tf.assign(yw=y * w, pw=probabilities["probability"] * w, fw=probabilities["fit"] * w)
+              .groupby("landmark_days")[["weight", "yw", "pw", "fw"]].sum())
+    ages = "".join(f"<tr><td>{int(a)}</td><td>{r.weight:,.0f}</td><td>{r.yw / r.weight:.2%}</td>"
+                   f"<td>{r.pw / r.weight:.2%}</td><td>{r.fw / r.weight:.2%}</td></tr>" for a, r in by_age.iterrows())
+    body = f"""<h2>The published probability: a win in the next {horizon_days} days from now on</h2>
+<p>{len(tf):,} test rows: leads still open at a landmark age, the newest landmarks whose {horizon_days} days have
+passed (from {tf['at'].min():%Y-%m-%d} to {tf['at'].max():%Y-%m-%d}), each weighted by the open leads its sample
+stands for. <em>fit</em> is the chance at arrival on the same rows, as the evaluated fit model gives it.</p>
+<table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>
+<div class="charts">{"".join(charts.values())}</div>
+<h2>By age of the lead at the landmark</h2>
+<table><thead><tr><th>age (days)</th><th>open leads (weighted)</th><th>won in the next {horizon_days} days</th>
+<th>mean probability</th><th>mean fit</th></tr></thead><tbody>{ages}</tbody></table>"""
+    return body, charts
+
+
 def render_evaluation(title: str, subtitle: str, comparison: dict[str, dict[str, float]], y: np.ndarray,
-                      charts: dict[str, str], tiers: np.ndarray, single_feature: pd.DataFrame) -> str:
+                      charts: dict[str, str], tiers: np.ndarray, single_feature: pd.DataFrame,
+                      extra: str = "") -> str:
     """The page: metrics table, the charts of ``evaluation_charts``, win rate by tier, strongest single features."""
     tier_table = (pd.DataFrame({"tier": tiers, "win": y}).groupby("tier")["win"].agg(["size", "mean"])
                   .rename(columns={"size": "test leads", "mean": "win rate"}))
@@ -143,7 +188,7 @@ def render_evaluation(title: str, subtitle: str, comparison: dict[str, dict[str,
 <h2>Tiers on the test leads</h2>
 <table><thead><tr><th>tier</th><th>test leads</th><th>win rate</th></tr></thead><tbody>{tiers_html}</tbody></table>
 <h2>Strongest single features (ROC AUC on the training leads)</h2>
-<table><thead><tr><th>feature</th><th>ROC AUC</th></tr></thead><tbody>{singles}</tbody></table>"""
+<table><thead><tr><th>feature</th><th>ROC AUC</th></tr></thead><tbody>{singles}</tbody></table>{extra}"""
     return page(title, subtitle, body)
 
 
@@ -174,6 +219,7 @@ def evaluation_report(result, fs, horizon_days: int) -> tuple[str, dict[str, str
     y, tiers = tf["label"].to_numpy(), tf["tier"].to_numpy()
     charts = evaluation_charts(y, {"model": tf["probability"].to_numpy(), **result.baseline_probability}, tiers,
                                importance)
+    extra, now_charts = now_section(result.now, horizon_days) if result.now is not None else ("", {})
     page_html = render_evaluation("Lead-quality model: evaluation", what, {"model": result.metrics, **result.baselines},
-                                  y, charts, tiers, single)
-    return page_html, charts
+                                  y, charts, tiers, single, extra)
+    return page_html, {**charts, **now_charts}

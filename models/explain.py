@@ -81,22 +81,33 @@ class ReasonBook:
     their training mean, so a rate can be shown against the average.
     """
 
-    def __init__(self, categorical: list[str], numeric: list[str], labels: dict[str, str], prior_strength: float = 20.0):
+    def __init__(self, categorical: list[str], numeric: list[str], labels: dict[str, str], prior_strength: float = 20.0,
+                 definitions: list[dict] | None = None):
         self.categorical = categorical
         self.numeric = numeric
         self.labels = labels
         self.prior_strength = prior_strength
+        # What each feature is computed from (the feature table): a lead's age and days since an event are
+        # worded as such ("Open for 14 months", "Demo Request 4 days ago").
+        self.definitions = list(definitions or [])  # scoring builds the same table from them
+        self.sources = {d["name"]: d["source"] for d in self.definitions}
 
-    def fit(self, frame: pd.DataFrame, y: np.ndarray) -> ReasonBook:
+    def fit(self, frame: pd.DataFrame, y: np.ndarray, weight: np.ndarray | None = None) -> ReasonBook:
+        """``weight``: what each row stands for (sampled landmark rows); rates and means are weighted."""
         y = np.asarray(y, np.float64)
-        self.base_rate_ = float(y.mean())
+        w = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
+        self.base_rate_ = float(np.average(y, weights=w))
         self.level_ratio_ = {}
         for col in self.categorical:
             values = frame[col].astype("string").fillna("(missing)")
-            stats = pd.DataFrame({"v": values.to_numpy(), "y": y}).groupby("v")["y"].agg(["sum", "size"])
-            rate = (stats["sum"] + self.prior_strength * self.base_rate_) / (stats["size"] + self.prior_strength)
+            stats = pd.DataFrame({"v": values.to_numpy(), "y": y * w, "w": w}).groupby("v")[["y", "w"]].sum()
+            rate = (stats["y"] + self.prior_strength * self.base_rate_) / (stats["w"] + self.prior_strength)
             self.level_ratio_[col] = (rate / self.base_rate_).to_dict() if self.base_rate_ > 0 else {}
-        self.mean_ = {col: float(pd.to_numeric(frame[col], errors="coerce").mean()) for col in self.numeric}
+        self.mean_ = {}
+        for col in self.numeric:
+            x = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
+            known = np.isfinite(x)
+            self.mean_[col] = float(np.average(x[known], weights=w[known])) if known.any() else float("nan")
         return self
 
     def label(self, feature: str) -> str:
@@ -117,6 +128,11 @@ class ReasonBook:
         x = pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(np.float64)
         missing = np.isnan(x)
         whole = np.round(np.where(missing, 0, x)).astype(np.int64)
+        source = getattr(self, "sources", {}).get(feature, {})
+        if source.get("type") == "Age":
+            return _age_texts(np.where(missing, 0, x))
+        if source.get("type") == "DaysSince" and feature.startswith("now_"):
+            return _since_texts(np.where(missing, np.nan, x), source, sign)
         if feature == "created_weekday":  # ISO weekday, 1 = Monday
             out = np.char.add("Signed up on a ", WEEKDAYS[np.clip(whole - 1, 0, 6)])
         elif feature == "created_month":
@@ -128,9 +144,13 @@ class ReasonBook:
             out = np.where(whole == 1, "Last activity 1 day before sign-up", out)
             out = np.where(missing, "No activity before sign-up", out)
         elif feature.endswith("_win_rate"):
-            avg = self.mean_.get(feature, self.base_rate_) * 100
-            out = np.char.mod(f"{_pct(label)}: %d%% (average {avg:.0f}%%)", np.round(np.where(missing, 0, x) * 100).astype(np.int64))
-        elif feature.startswith("act_") or "_prior_" in feature:
+            mean = self.mean_.get(feature, self.base_rate_)
+            out = np.char.mod(f"{_pct(label)}: %d%% (average {mean * 100:.0f}%%)",
+                              np.round(np.where(missing, 0, x) * 100).astype(np.int64)).astype(object)
+            # A rate above average given as a reason against (or below, for): true of the trees (other features
+            # change what it means), but a rep reads it as a mistake. Left out.
+            out[(x - mean) * sign < 0] = None
+        elif feature.startswith(("act_", "now_act_")) or "_prior_" in feature:
             as_written = self.labels.get(feature, label)  # "activity in ..." or "Web Visit in ..."
             out = np.where(whole == 0, f"No {as_written}", np.char.mod(f"{_pct(label)}: %d", whole))
         else:
@@ -160,6 +180,38 @@ class ReasonBook:
 
 def _pct(text: str) -> str:
     return text.replace("%", "%%")  # a label is part of a %-format
+
+
+def _age_texts(days: np.ndarray) -> np.ndarray:
+    """"Open for 12 days", "Open for 14 months", "Open for 2 years"."""
+    d = np.floor(days).astype(np.int64)
+    months = np.round(days / 30.44).astype(np.int64)
+    years = np.round(days / 365.25).astype(np.int64)
+    out = np.where(d < 60, np.char.mod("Open for %d days", d), np.char.mod("Open for %d months", months))
+    out = np.where(days >= 730, np.char.mod("Open for %d years", years), out)
+    out = np.where(d == 1, "Open for 1 day", out)
+    return np.where(d == 0, "New today", out).astype(object)
+
+
+def _ago(days: np.ndarray) -> np.ndarray:
+    d = np.floor(np.where(np.isnan(days), 0, days)).astype(np.int64)
+    out = np.char.mod("%d days ago", d)
+    return np.where(d == 0, "today", np.where(d == 1, "1 day ago", out))
+
+
+def _since_texts(days: np.ndarray, source: dict, sign: int) -> np.ndarray:
+    """Days since an event, as a rep says it: "Demo Request 4 days ago", "Reached Qualified 9 days ago", "No
+    activity for 140 days"."""
+    level, missing = source.get("level"), np.isnan(days)
+    if source.get("stream") == "stages":
+        out, never = np.char.add(f"Reached {level} ", _ago(days)), f"Has not reached {level}"
+    elif level:
+        out, never = np.char.add(f"{level} ", _ago(days)), f"No {level} yet"
+    else:
+        never = "No activity yet"
+        out = (np.char.add("Last activity ", _ago(days)) if sign > 0 else
+               np.char.mod("No activity for %d days", np.floor(np.where(missing, 0, days)).astype(np.int64)))
+    return np.where(missing, never, out).astype(object)
 
 
 def top_reasons(contrib: np.ndarray, frame: pd.DataFrame, features: list[str], book: ReasonBook, k: int = 3,

@@ -15,12 +15,14 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
            baseline_aucs: dict[str, float] | None = None) -> GateDecision:
     """``challenger``: the new model's test metrics. ``champion_auc``: the champion's ROC AUC on the same test
     leads (None when there is no champion, or it cannot score the new feature set). Without a champion, the
-    model must beat every baseline's ROC AUC on the same test leads."""
+    model must not rank worse than any baseline on the same test leads by more than ``auc_tolerance``: a
+    difference that small is noise, and refusing on it would leave a new user with nothing scored."""
     reasons = []
     if champion_auc is None:
         for name, auc in (baseline_aucs or {}).items():
-            if challenger["roc_auc"] <= auc:
-                reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} does not beat the {name} baseline's {auc:.4f}")
+            if challenger["roc_auc"] < auc - auc_tolerance:
+                reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the {name} baseline's {auc:.4f} by more "
+                               f"than gate.auc_tolerance = {auc_tolerance}")
     # A perfectly calibrated model shows some ECE by chance on a finite test set; the limit allows for it, so a
     # small export is not refused for noise while a miscalibrated model still is.
     noise = challenger.get("ece_noise", 0.0)

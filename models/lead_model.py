@@ -19,15 +19,15 @@ class Calibrator:
     def __init__(self, method: str):
         self.method = method
 
-    def fit(self, raw: np.ndarray, y: np.ndarray) -> Calibrator:
+    def fit(self, raw: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> Calibrator:
         if self.method == "isotonic":
             from sklearn.isotonic import IsotonicRegression
 
-            self.model_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
+            self.model_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y, sample_weight=weight)
         elif self.method == "sigmoid":
             from sklearn.linear_model import LogisticRegression
 
-            self.model_ = LogisticRegression(C=1e6).fit(_logit(raw)[:, None], y)
+            self.model_ = LogisticRegression(C=1e6).fit(_logit(raw)[:, None], y, sample_weight=weight)
         else:
             raise ValueError(f"unknown calibration method {self.method!r}")
         return self
@@ -55,11 +55,16 @@ def score_from_probability(p: np.ndarray) -> np.ndarray:
 
 class LeadModel(PythonModel):
     """Feature frame in, probability / score / tier out. Every part is fitted elsewhere (models.train) and
-    passed in; the constructor only keeps them, and nothing is learned or attached later."""
+    passed in; the constructor only keeps them, and nothing is learned or attached later.
+
+    Two of them make the registered model: the ``fit`` model (this object: a win within the horizon of a lead's
+    arrival, from what was known then) carries the model of a win from now on as ``now`` (a win within the
+    horizon after the moment in its frame's ``at`` column, from everything known then)."""
 
     def __init__(self, encoder: FeatureEncoder, booster, calibrator: Calibrator, tier_cutoffs: list[float],
                  feature_labels: dict[str, str] | None = None, reasons=None, attribution=None, reference=None,
-                 trained_through=None, evaluated: LeadModel | None = None, evaluated_through=None):
+                 trained_through=None, evaluated: LeadModel | None = None, evaluated_through=None,
+                 now: LeadModel | None = None):
         self.encoder = encoder
         self.booster = booster
         self.calibrator = calibrator
@@ -71,6 +76,7 @@ class LeadModel(PythonModel):
         self.trained_through = trained_through  # creation time of the newest lead it was fitted on (None: snapshot)
         self.evaluated = evaluated  # the same recipe fitted without the validation and test leads (see models.train)
         self.evaluated_through = evaluated_through
+        self.now = now
 
     @property
     def features(self) -> list[str]:
@@ -90,17 +96,18 @@ class LeadModel(PythonModel):
         passed = (probability[:, None] >= np.asarray(self.tier_cutoffs)[None, :]).sum(axis=1)
         return TIERS[len(self.tier_cutoffs) - passed]
 
-    def predict_frame(self, frame: pd.DataFrame, reason_tiers: tuple[str, ...] = ()) -> pd.DataFrame:
-        """Probability, score and tier for every lead; reasons only for leads in ``reason_tiers`` (they cost a
-        second pass over the trees)."""
+    def predict_frame(self, frame: pd.DataFrame, reason_tiers: tuple[str, ...] = (),
+                      explain: np.ndarray | None = None) -> pd.DataFrame:
+        """Probability, score and tier for every lead; reasons only for leads in ``reason_tiers`` (or, given, the
+        rows where ``explain`` is true): they cost a second pass over the trees."""
         x = self.encoder.matrix(frame)
         p = self.calibrator.transform(self.booster.predict(x, **threads_for(len(x)))) if len(x) else np.empty(0)
         tier = self.tier(p)
         index = frame.index if isinstance(frame, pd.DataFrame) else None
         out = pd.DataFrame({"probability": p, "score": score_from_probability(p), "tier": tier}, index=index)
-        if reason_tiers:
+        if reason_tiers or explain is not None:
             reasons = np.full(len(x), None, dtype=object)
-            rows = np.flatnonzero(np.isin(tier, list(reason_tiers)))
+            rows = np.flatnonzero(np.isin(tier, list(reason_tiers)) if explain is None else explain)
             if len(rows) and getattr(self, "reasons", None) is not None:
                 if isinstance(frame, pd.DataFrame):
                     picked = frame.iloc[rows]

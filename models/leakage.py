@@ -50,11 +50,13 @@ def _oof_target_encoding(values: pd.Series, y: np.ndarray, rng: np.random.Genera
     return enc
 
 
-def _outcome_like(values: pd.Series, y: np.ndarray) -> tuple[float, str | None, float]:
-    """Share of wins held by nearly-always-won values, and the biggest such value with its win rate."""
+def _outcome_like(values: pd.Series, y: np.ndarray, w: np.ndarray) -> tuple[float, str | None, float]:
+    """Share of wins held by nearly-always-won values, and the biggest such value with its win rate (rows
+    weighted by ``w``: sampled rows count for those they stand for)."""
     key = values.astype("string").fillna("(blank)")
-    stats = pd.DataFrame({"k": key.to_numpy(), "y": y}).groupby("k")["y"].agg(["sum", "count"])
-    stats["rate"] = stats["sum"] / stats["count"]
+    stats = (pd.DataFrame({"k": key.to_numpy(), "y": y * w, "w": w, "one": 1}).groupby("k")
+             .agg(sum=("y", "sum"), weight=("w", "sum"), count=("one", "sum")))
+    stats["rate"] = stats["sum"] / stats["weight"]
     pure = stats[(stats["count"] >= PURE_MIN_LEADS) & (stats["rate"] >= PURE_RATE)]
     total = y.sum()
     if pure.empty or total == 0:
@@ -64,16 +66,19 @@ def _outcome_like(values: pd.Series, y: np.ndarray) -> tuple[float, str | None, 
 
 
 def single_feature_report(frame: pd.DataFrame, y: np.ndarray, categorical: list[str], numeric: list[str],
-                          seed: int = 0) -> pd.DataFrame:
-    """One row per feature: its single-feature AUC and how much of the wins its outcome-like values hold."""
+                          seed: int = 0, weight: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per feature: its single-feature AUC and how much of the wins its outcome-like values hold.
+    ``weight``: rows sampled unevenly (landmark rows) count for the rows they stand for; an AUC needs no
+    weights when only one class was sampled."""
     rng = np.random.default_rng(seed)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
     if len(y) > MAX_ROWS:
         pick = np.sort(rng.choice(len(y), MAX_ROWS, replace=False))
-        frame, y = frame.iloc[pick], y[pick]
+        frame, y, w = frame.iloc[pick], y[pick], w[pick]
     y = np.asarray(y, dtype=np.float64)
     rows = []
     for col in categorical:
-        share, value, rate = _outcome_like(frame[col], y)
+        share, value, rate = _outcome_like(frame[col], y, w)
         rows.append({"feature": col, "kind": "categorical", "auc": _auc(y, _oof_target_encoding(frame[col], y, rng)),
                      "outcome_like_share": share, "example_value": value, "example_rate": rate})
     for col in numeric:

@@ -5,23 +5,34 @@ from __future__ import annotations
 import numpy as np
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """ECE over equal-frequency bins: the mean |observed rate - mean probability|, weighted by bin size."""
+def _bins(p: np.ndarray, w: np.ndarray, bins: int) -> list[np.ndarray]:
+    """Rows in ``bins`` groups of equal weight, by probability."""
     order = np.argsort(p, kind="stable")
-    groups = np.array_split(order, bins)
-    n = len(p)
-    return float(sum(len(g) / n * abs(y[g].mean() - p[g].mean()) for g in groups if len(g)))
+    edges = np.searchsorted(np.cumsum(w[order]), np.linspace(0, w.sum(), bins + 1)[1:-1], side="right")
+    return [g for g in np.split(order, edges) if len(g)]
 
 
-def ece_noise_floor(p: np.ndarray, bins: int = 10) -> float:
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10, weight: np.ndarray | None = None) -> float:
+    """ECE over equal-frequency bins: the mean |observed rate - mean probability|, weighted by bin size
+    (``weight``: what each row stands for, e.g. a sampled landmark row)."""
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    w = np.ones(len(p)) if weight is None else np.asarray(weight, np.float64)
+    total = w.sum()
+    return float(sum(w[g].sum() / total * abs(np.average(y[g], weights=w[g]) - np.average(p[g], weights=w[g]))
+                     for g in _bins(p, w, bins)))
+
+
+def ece_noise_floor(p: np.ndarray, bins: int = 10, weight: np.ndarray | None = None) -> float:
     """The ECE a perfectly calibrated model would show on these leads by chance alone (its expected value, from
     the normal approximation of each bin's win count). On a few thousand test leads it is about 0.01-0.02."""
-    order = np.argsort(p, kind="stable")
-    variance = [float(np.sum(p[g] * (1 - p[g]))) for g in np.array_split(order, bins) if len(g)]
-    return float(np.sqrt(2 / np.pi) * np.sum(np.sqrt(variance)) / len(p))
+    p = np.asarray(p, np.float64)
+    w = np.ones(len(p)) if weight is None else np.asarray(weight, np.float64)
+    variance = [float(np.sum(w[g] ** 2 * p[g] * (1 - p[g]))) for g in _bins(p, w, bins)]
+    return float(np.sqrt(2 / np.pi) * np.sum(np.sqrt(variance)) / w.sum())
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def classification_metrics(y: np.ndarray, p: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
+    """``weight``: what each row stands for (sampled landmark rows); None: every row counts once."""
     from sklearn.metrics import (
         average_precision_score,
         brier_score_loss,
@@ -31,18 +42,22 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
+    w = np.ones(len(p)) if weight is None else np.asarray(weight, np.float64)
     if len(np.unique(y)) < 2:
         raise ValueError("metrics need both wins and non-wins among the evaluated leads")
-    top = np.argsort(-p, kind="stable")[: max(1, len(p) // 10)]
+    order = np.argsort(-p, kind="stable")
+    top = order[: max(1, np.searchsorted(np.cumsum(w[order]), w.sum() / 10) + 1)]
+    base = float(np.average(y, weights=w))
     return {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, p)),
-        "ece": expected_calibration_error(y, p),
-        "ece_noise": ece_noise_floor(p),
-        "lift_top_decile": float(y[top].mean() / y.mean()),
-        "base_rate": float(y.mean()),
+        "roc_auc": float(roc_auc_score(y, p, sample_weight=weight)),
+        "pr_auc": float(average_precision_score(y, p, sample_weight=weight)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1], sample_weight=weight)),
+        "brier": float(brier_score_loss(y, p, sample_weight=weight)),
+        "ece": expected_calibration_error(y, p, weight=weight),
+        "ece_noise": ece_noise_floor(p, weight=weight),
+        "lift_top_decile": float(np.average(y[top], weights=w[top]) / base),
+        "base_rate": base,
+        "calibration_in_the_large": float(np.average(p, weights=w) / base - 1),
     }
 
 

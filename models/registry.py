@@ -251,6 +251,8 @@ def list_versions(home: Home) -> list[dict]:
         versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
     except MlflowException:
         return []
+    if not versions:  # nothing registered yet: the registered model itself may not exist
+        return []
     # Search results do not carry aliases; the registered model does (alias -> version).
     by_version: dict[str, list[str]] = {}
     for alias, version in client.get_registered_model(MODEL_NAME).aliases.items():
@@ -260,7 +262,9 @@ def list_versions(home: Home) -> list[dict]:
         metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
         rows.append({"version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
                      "created_at": mv.creation_timestamp, "roc_auc": metrics.get("roc_auc"),
-                     "ece": metrics.get("ece"), "log_loss": metrics.get("log_loss"), "tags": dict(mv.tags or {})})
+                     "ece": metrics.get("ece"), "log_loss": metrics.get("log_loss"),
+                     "now_roc_auc": metrics.get("now_roc_auc"), "now_ece": metrics.get("now_ece"),
+                     "tags": dict(mv.tags or {})})
     return rows
 
 

@@ -196,17 +196,29 @@ class ScoringService:
         state = self.state  # this request's model and snapshot, whatever happens meanwhile
         now = datetime.now(timezone.utc)
         canon = self.canonical(leads, now, state.features.meta.get("decimal"))
-        columns = state.features.build(canon, self.cfg, state.scorer.model.features)
-        pred = state.scorer.predict(columns, self.cfg.scoring.reason_tiers)
+        scorer, online = state.scorer, state.features
+        if scorer.now_model is not None and self.cfg.data.leads.created_at:
+            canon["created_at"], at, _ = online.moments(canon["lead_id"], canon["created_at"])
+            columns = online.build(canon, self.cfg, scorer.model.features)
+            columns |= {k: v for k, v in online.build(canon, self.cfg, scorer.now_model.features, table="now",
+                                                      at=at).items() if k not in columns}
+        else:
+            columns = online.build(canon, self.cfg, scorer.model.features)
+        pred = scorer.predict(columns, self.cfg.scoring.reason_tiers)
         tiers = pred["tier"].to_numpy()
         lc = self.cfg.data.leads
         route = first_matching_queue(tiers, {c: canon[lc.internal_column(c)] for q in self.cfg.routing.queues
                                              for c in q.where}, self.cfg.routing)
         reasons = pred["reasons"].to_numpy() if "reasons" in pred else np.full(len(tiers), None, dtype=object)
         prob = pred["probability"].to_numpy().round(6)
-        results = [{"lead_id": lid, "probability": float(p), "score": int(s), "tier": str(t),
-                    "reasons": r if isinstance(r, str) and r else None, "route": str(q)}
-                   for lid, p, s, t, r, q in zip(canon["lead_id"], prob, pred["score"].to_numpy(), tiers, reasons, route)]
+        fit = pred["fit"].to_numpy().round(6)
+        fit_reasons = (pred["fit_reasons"].to_numpy() if "fit_reasons" in pred
+                       else np.full(len(tiers), None, dtype=object))
+        results = [{"lead_id": lid, "probability": float(p), "fit": float(f), "score": int(s), "tier": str(t),
+                    "reasons": r if isinstance(r, str) and r else None,
+                    "fit_reasons": fr if isinstance(fr, str) and fr else None, "route": str(q)}
+                   for lid, p, f, s, t, r, fr, q in zip(canon["lead_id"], prob, fit, pred["score"].to_numpy(), tiers,
+                                                        reasons, fit_reasons, route)]
         return {"model_version": state.scorer.model_version, "scored_at": now.isoformat(timespec="seconds"),
                 "results": results}
 
@@ -325,10 +337,13 @@ def create_app(cfg: Config, service: ScoringService | None = None, api_key: str 
 
     class LeadScore(BaseModel):
         lead_id: str
-        probability: float
+        probability: float = Field(description="Chance of a win in the next label.horizon_days: a new lead at its "
+                                               "arrival; a lead the last scoring run knew, from its events up to then")
+        fit: float = Field(description="Chance of a win within label.horizon_days of arrival, from what was known then")
         score: int
         tier: str
         reasons: str | None
+        fit_reasons: str | None
         route: str
 
     class ScoreResponse(BaseModel):
@@ -403,6 +418,7 @@ def serve(cfg: Config, host: str, port: int) -> None:
     if key is None and not is_loopback(host):
         raise ApiSetupError(f"refusing to listen on {host} without an API key: set {API_KEY_ENV} (clients send it "
                             "in the X-API-Key header), or listen on 127.0.0.1")
+    _check_port_free(host, port)
     service = ScoringService(cfg)
     service.reload_if_changed()  # fail now, with a clear message, rather than on the first request
     configure_access_log()
@@ -418,6 +434,20 @@ def serve(cfg: Config, host: str, port: int) -> None:
     os.environ[_CONFIG_ENV] = str(cfg.source_file)
     os.environ[_HOME_ENV] = str(cfg.home)
     uvicorn.run("serving.api:app_from_environment", factory=True, workers=cfg.api.workers, **options)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A port in use is one clear line before anything starts, not a uvicorn error after "serving"."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ApiSetupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port, or stop "
+                            "what is using it") from None
 
 
 _CONFIG_ENV, _HOME_ENV = "LEADSCORE_SERVE_CONFIG", "LEADSCORE_SERVE_HOME"

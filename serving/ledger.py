@@ -16,17 +16,23 @@ import pyarrow.parquet as pq
 
 from leadscore.paths import atomic_write
 
-COLUMNS = ["lead_id", "probability", "score", "tier", "route", "reasons", "model_version", "scored_at", "run_id",
-           "input_hash"]
+COLUMNS = ["lead_id", "probability", "fit", "score", "tier", "trend", "route", "reasons", "fit_reasons", "model_version",
+           "scored_at", "run_id", "input_hash"]
 
 
 PENDING = ".pending"  # a run's rows, written before its publication became LATEST
 
 
-def append(ledger: Path, run_id: str, scores: pd.DataFrame) -> Path:
-    """Write this run's rows as one new file, pending (hidden: readers skip it) until :func:`commit`."""
-    day = pd.Timestamp(scores["scored_at"].iloc[0]).strftime("%Y-%m-%d") if len(scores) else "empty"
+def append(ledger: Path, run_id: str, scores: pd.DataFrame, scored_at=None) -> Path:
+    """Write this run's rows as one new file, pending (hidden: readers skip it) until :func:`commit`. The day
+    folder is ``scored_at``'s (default: the first row's), so a run that rescored nobody has one too."""
+    when = scored_at if scored_at is not None else (scores["scored_at"].iloc[0] if len(scores) else None)
+    day = pd.Timestamp(when).strftime("%Y-%m-%d") if when is not None else "empty"
     table = pa.Table.from_pandas(scores.assign(run_id=run_id)[COLUMNS], preserve_index=False)
+    # One text type in every file (carried rows may come back as large strings, empty columns as nulls).
+    for i, field in enumerate(table.schema):
+        if pa.types.is_large_string(field.type) or pa.types.is_null(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
     pending = ledger / f"scored_date={day}" / f".{run_id}.parquet{PENDING}"
     with atomic_write(pending) as tmp:
         pq.write_table(table, tmp)
@@ -67,13 +73,19 @@ def recorded_runs(ledger: Path) -> set[str]:
 def _dataset(ledger: Path) -> ds.Dataset | None:
     if not ledger.is_dir() or not any(ledger.glob("scored_date=*/*.parquet")):
         return None
-    return ds.dataset(ledger, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    data = ds.dataset(ledger, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    # Files written before a column existed (fit, trend) read as nulls there, whichever file comes first.
+    schema = pa.unify_schemas([f.physical_schema for f in data.get_fragments()] + [data.partitioning.schema],
+                             promote_options="permissive")
+    return ds.dataset(ledger, format="parquet", partitioning="hive", exclude_invalid_files=True, schema=schema)
 
 
 def read(ledger: Path, where=None, columns: list[str] | None = None) -> pd.DataFrame:
     data = _dataset(ledger)
     if data is None:
         return pd.DataFrame(columns=columns or COLUMNS)
+    if columns is not None:
+        columns = [c for c in columns if c in data.schema.names]
     return data.to_table(filter=where, columns=columns).to_pandas()
 
 

@@ -23,11 +23,25 @@ class LeadScorer:
         model, ref = load_model(home, alias)
         return cls(model, ref.version, ref.sha256)
 
-    def check_schema(self, categorical: list[str], numeric: list[str]) -> None:
-        """Schema drift stops scoring: a feature the model needs is gone, or changed between text and number."""
+    @property
+    def now_model(self):
+        """The model of a win from now on (None: a snapshot export, or a model trained before it existed)."""
+        return getattr(self.model, "now", None)
+
+    @property
+    def features(self) -> list[str]:
+        """Every feature either model reads (the fit model's first)."""
+        now = self.now_model
+        return list(dict.fromkeys([*self.model.features, *(now.features if now is not None else [])]))
+
+    def check_schema(self, categorical: list[str], numeric: list[str], now_features: list[str] | None = None) -> None:
+        """Schema drift stops scoring: a feature a model needs is gone, or changed between text and number.
+        ``now_features``: the features the landmark rows have (checked against the model of a win from now on)."""
         enc = self.model.encoder
         have = set(categorical) | set(numeric)
         missing = [c for c in self.model.features if c not in have]
+        if now_features is not None and self.now_model is not None:
+            missing += [c for c in self.now_model.features if c not in set(now_features)]
         if missing:
             raise DataError(
                 f"schema drift: model version {self.model_version} needs features {missing[:5]} that this export "
@@ -39,24 +53,48 @@ class LeadScorer:
                             f"{self.model_version} was trained; map them as before or retrain")
 
     def input_hash(self, frame: pd.DataFrame) -> np.ndarray:
-        """A hash of each lead's model inputs: equal hashes and model version mean an equal score."""
-        return pd.util.hash_pandas_object(frame[self.model.features], index=False).to_numpy().view(np.int64)
+        """A hash of each lead's model inputs: equal hashes and model version mean an equal score. Time since an
+        event (a lead's age, days since its last activity) counts in whole days, so rescoring a few hours
+        later with --since-last skips leads where nothing happened."""
+        columns = frame[self.features].copy()
+        now = self.now_model
+        sources = getattr(getattr(now, "reasons", None), "sources", {}) if now is not None else {}
+        for name, source in sources.items():
+            if source.get("type") in ("Age", "DaysSince") and name in columns:
+                columns[name] = np.floor(columns[name].to_numpy(np.float64))
+        return pd.util.hash_pandas_object(columns, index=False).to_numpy().view(np.int64)
 
-    def predict(self, columns, reason_tiers: tuple[str, ...] = ("A", "B")) -> pd.DataFrame:
-        """probability, score, tier (and reasons for ``reason_tiers``) per row of a feature frame or a dict of
-        feature arrays; the batch and the real-time API both come through here."""
-        missing = [c for c in self.model.features if c not in columns]
+    def predict(self, columns, reason_tiers: tuple[str, ...] = ("A", "B"), use_now: bool = True) -> pd.DataFrame:
+        """Per row of a feature frame or a dict of feature arrays (fit and now features side by side): the
+        ``probability`` of a win from now on with its score, tier and reasons (for ``reason_tiers``), and ``fit``,
+        the chance at arrival, with ``fit_reasons``. Without a model of a win from now on (snapshot exports),
+        ``probability`` is the fit. The batch and the real-time API both come through here."""
+        now = self.now_model if use_now else None
+        missing = [c for c in (self.features if now is not None else self.model.features) if c not in columns]
         if missing:
             raise DataError(f"schema drift: model version {self.model_version} needs features {missing[:5]} "
                             "that are not in the leads given")
-        return self.model.predict_frame(columns, reason_tiers=tuple(reason_tiers))
+        if now is None:
+            pred = self.model.predict_frame(columns, reason_tiers=tuple(reason_tiers))
+            pred["fit"] = pred["probability"].to_numpy()
+            if "reasons" in pred:
+                pred["fit_reasons"] = pred["reasons"].to_numpy()
+            return pred
+        pred = now.predict_frame(columns, reason_tiers=tuple(reason_tiers))
+        explain = np.isin(pred["tier"].to_numpy(), list(reason_tiers)) if reason_tiers else None
+        fit = self.model.predict_frame(columns, explain=explain)
+        pred["fit"] = fit["probability"].to_numpy()
+        if "reasons" in fit:
+            pred["fit_reasons"] = fit["reasons"].to_numpy()
+        return pred
 
     def score(self, frame: pd.DataFrame, scored_at: datetime, reason_tiers: tuple[str, ...] = ("A", "B"),
-              extra_columns: list[str] = ()) -> pd.DataFrame:
+              extra_columns: list[str] = (), use_now: bool = True) -> pd.DataFrame:
         """Scores in the published layout, highest probability first (rank 1); ties ordered by lead_id."""
-        pred = self.predict(frame, reason_tiers)
+        pred = self.predict(frame, reason_tiers, use_now)
         out = pd.DataFrame({"lead_id": frame["lead_id"].to_numpy()})
         out["probability"] = pred["probability"].to_numpy().round(6)
+        out["fit"] = pred["fit"].to_numpy().round(6)
         out["score"] = pred["score"].to_numpy()
         out["tier"] = pred["tier"].to_numpy()
         order = np.lexsort((out["lead_id"].to_numpy().astype(str), -out["probability"].to_numpy()))
@@ -64,6 +102,7 @@ class LeadScorer:
         rank[order] = np.arange(1, len(out) + 1)
         out["rank"] = rank
         out["reasons"] = pred["reasons"].to_numpy() if "reasons" in pred else None
+        out["fit_reasons"] = pred["fit_reasons"].to_numpy() if "fit_reasons" in pred else None
         out["model_version"] = self.model_version
         out["scored_at"] = pd.Timestamp(scored_at).tz_convert("UTC")  # scored_at must be timezone-aware
         for col in extra_columns:

@@ -44,6 +44,28 @@ def make_config(export: Path, home: Path, extra: str = "", path: Path | None = N
     return parse_config(text, path)
 
 
+def large_export(n_leads: int, seed: int, folder: Path):
+    """A large generator export written as Parquet (quicker than CSV) with its truth.csv, and its config with
+    two training threads (a large test runs alone). Returns (config, truth frame)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    crm = generate_crm(n_leads, seed=seed)
+    export = folder / "crm"
+    export.mkdir(parents=True)
+    for name in ("leads", "activities", "opportunities", "campaigns"):
+        pq.write_table(getattr(crm, name), export / f"{name}.parquet")
+    pacsv.write_csv(crm.truth, export / "truth.csv")
+    truth = crm.truth.to_pandas()
+    cfg = make_config(export, folder / "home")
+    cfg = cfg.model_copy(update={
+        "train": cfg.train.model_copy(update={"num_threads": 2}),
+        "data": cfg.data.model_copy(update={
+            t: getattr(cfg.data, t).model_copy(update={"path": getattr(cfg.data, t).path.with_suffix(".parquet")})
+            for t in ("leads", "outcomes", "activities", "campaigns")})})
+    return cfg, truth
+
+
 @pytest.fixture(scope="session")
 def crm_small(tmp_path_factory) -> Path:
     """5,000 leads written as CSV exports."""

@@ -1,7 +1,7 @@
 """One definition per feature: the batch rendering (duckdb SQL) and the online rendering (arrays over a snapshot)
-of the feature table, both against a plain loop over the definitions, on random exports in several time zones
-(a positive and a negative UTC offset, a half-hour one, daylight-saving changes), ties and sub-second times
-included."""
+of the feature tables (each lead at arrival; each lead at a later moment, the landmark rows), both against a
+plain loop over the definitions, on random exports in several time zones (a positive and a negative UTC offset, a
+half-hour one, daylight-saving changes), ties and sub-second times included."""
 
 import math
 from datetime import datetime, timedelta, timezone
@@ -14,8 +14,8 @@ import pyarrow as pa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from features.build import build_features
-from features.definitions import Calendar, Column, Count, DaysSince, from_json
+from features.build import build_at, build_features, build_landmarks
+from features.definitions import Age, Calendar, Column, Count, DaysSince, from_json
 from features.online import OnlineFeatures, snapshot_tables
 from leadscore.config import parse_config
 
@@ -23,6 +23,7 @@ UTC = timezone.utc
 T0 = datetime(2026, 3, 1, tzinfo=UTC)  # the window holds the spring clock changes of New York, Berlin, Lord Howe
 ZONES = ["UTC", "America/New_York", "Asia/Kolkata", "Europe/Berlin", "Australia/Lord_Howe"]
 HORIZON = 5
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CONFIG = """
 [data]
 timezone = "{zone}"
@@ -49,6 +50,7 @@ occurred_at = "at"
 won_stages = ["Won"]
 lost_stages = ["Lost"]
 horizon_days = {horizon}
+landmarks_days = [0, 1, 3, 8]
 [features]
 windows_days = [1, 3]
 max_activity_types = 2
@@ -68,7 +70,7 @@ lead_rows = st.lists(st.tuples(instants, st.sampled_from(["C1", "C2", None]), st
 def exports(draw):
     leads = draw(lead_rows)
     n = len(leads)
-    outcomes = draw(st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from(["Won", "Lost"]),
+    outcomes = draw(st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from(["Won", "Lost", "Qualified"]),
                                        st.integers(1, 24 * 12)), max_size=n))
     activities = draw(st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from(["Visit", "Mail", "Demo"]),
                                          st.integers(-24 * 5, 24 * 2), st.sampled_from([0, 0, 1, 999_999])),
@@ -208,3 +210,129 @@ def test_a_lead_created_after_the_snapshot_sees_outcomes_only_up_to_as_of():
     assert got["campaign_prior_leads"][0] == 2 and got["campaign_prior_wins"][0] == 1
     # Neither lead had matured by as_of, so nothing is known of win rates yet: no prior, no rate.
     assert np.isnan(got["campaign_win_rate"][0])
+
+
+def plain_loop_now(table, tables, cfg, as_of, moments: list[tuple[str, datetime]]) -> pd.DataFrame:
+    """The now-table the slow, obvious way: each (lead, moment) with what was known strictly before the moment
+    (outcomes up to as_of only)."""
+    leads = {r["lead_id"]: r for r in tables["leads"].to_pylist() if r["created_at"] <= as_of}
+    stages = sorted((r for r in tables["outcomes"].to_pylist() if r["occurred_at"] <= as_of),
+                    key=lambda r: r["occurred_at"])
+    acts = [r for r in tables["activities"].to_pylist() if r["occurred_at"] <= as_of]
+    horizon = timedelta(days=cfg.label.horizon_days)
+    won_at = {}
+    for r in stages:
+        if r["stage"] == "Won":
+            won_at.setdefault(r["lead_id"], r["occurred_at"])
+    won_in_horizon = {i for i, r in leads.items() if i in won_at and won_at[i] < r["created_at"] + horizon}
+    zone = ZoneInfo(cfg.data.timezone)
+
+    def days(t, before):
+        return (math.floor(t.timestamp()) - math.floor(before.timestamp())) / 86400
+
+    rows = []
+    for lead_id, t in moments:
+        lead, known = leads[lead_id], min(t, as_of + timedelta(microseconds=1))
+        row = {"lead_id": lead_id, "at": t}
+        for f in table:
+            s = f.source
+            if isinstance(s, Column):
+                row[f.name] = lead[s.column]
+            elif isinstance(s, Calendar):
+                local = lead["created_at"].astimezone(zone)
+                row[f.name] = float({"weekday": local.isoweekday(), "hour": local.hour, "month": local.month}[s.part])
+            elif isinstance(s, Age):
+                row[f.name] = days(t, lead["created_at"])
+            elif isinstance(s, Count) and s.stream == "activities":
+                row[f.name] = float(sum(1 for a in acts if a["lead_id"] == lead_id and a["occurred_at"] < t
+                                        and a["occurred_at"] >= t - timedelta(days=s.window_days)
+                                        and (s.level is None or a["type"] == s.level)))
+            elif isinstance(s, DaysSince):
+                events = acts if s.stream == "activities" else [r for r in stages if r["stage"] == s.level]
+                before = [a["occurred_at"] for a in events if a["lead_id"] == lead_id and a["occurred_at"] < t
+                          and (s.stream != "activities" or s.level is None or a["type"] == s.level)]
+                row[f.name] = days(t, max(before)) if before else float("nan")
+            elif lead[s.key] is None:
+                row[f.name] = float("nan")
+            elif isinstance(s, Count):
+                same = [o for o in leads.values() if o[s.key] == lead[s.key]]
+                times = [o["created_at"] for o in same] if s.stream == "leads" else \
+                    [won_at[o["lead_id"]] for o in same if o["lead_id"] in won_at]
+                row[f.name] = float(sum(1 for x in times if x < t))
+            else:
+                matured = [o for o in leads.values() if o["created_at"] + horizon < known]
+                overall = (sum(o["lead_id"] in won_in_horizon for o in matured) / len(matured)) if matured else float("nan")
+                mine = [o for o in matured if o[s.key] == lead[s.key]]
+                wins = sum(o["lead_id"] in won_in_horizon for o in mine)
+                row[f.name] = (wins + s.strength * overall) / (len(mine) + s.strength)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def landmark_rows_by_loop(tables, cfg, as_of) -> pd.DataFrame:
+    """Which (lead, age) landmark rows exist and their label, the obvious way: open at t = created_at + age (no
+    win and no loss before t), t + horizon passed by as_of; label: won in [t, t + horizon)."""
+    stages = [r for r in tables["outcomes"].to_pylist() if r["occurred_at"] <= as_of]
+    first = {}
+    for r in sorted(stages, key=lambda r: r["occurred_at"]):
+        first.setdefault((r["lead_id"], r["stage"]), r["occurred_at"])
+    horizon = timedelta(days=cfg.label.horizon_days)
+    rows = []
+    for lead in tables["leads"].to_pylist():
+        if lead["created_at"] > as_of:
+            continue
+        won, lost = first.get((lead["lead_id"], "Won")), first.get((lead["lead_id"], "Lost"))
+        for age in cfg.label.landmarks_days:
+            t = lead["created_at"] + timedelta(days=age)
+            if t + horizon > as_of or (won is not None and won < t) or (lost is not None and lost < t):
+                continue
+            rows.append({"lead_id": lead["lead_id"], "landmark_days": age, "at": t,
+                         "label": int(won is not None and won < t + horizon)})
+    return pd.DataFrame(rows, columns=["lead_id", "landmark_days", "at", "label"])
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(case=exports(), hours=st.lists(st.integers(0, 24 * 20), min_size=1, max_size=6))
+@example(case=ACROSS_NEW_YORK, hours=[0, 30, 50])
+@example(case=ACROSS_BERLIN, hours=[0, 24 * 5, 24 * 9])
+def test_landmark_rows_and_features_at_any_moment_equal_the_plain_loop(case, hours):
+    """Landmark rows (which exist, their label, their features) and the now-table at arbitrary moments, batch
+    and online, against the loop; a moment after as_of sees nothing after as_of."""
+    leads, outcomes, activities, zone = case
+    cfg = parse_config(CONFIG.format(zone=zone, horizon=HORIZON), Path("/cfg/leadscore.toml"))
+    tables = tables_of(leads, outcomes, activities)
+    as_of = max(r[0] for r in leads) + timedelta(hours=1)
+
+    lm = build_landmarks(tables, cfg, as_of)
+    table = from_json(lm.definitions)
+    got = lm.frame.to_pandas()
+    want_rows = landmark_rows_by_loop(tables, cfg, as_of)
+    key = ["lead_id", "landmark_days"]
+    assert sorted(map(tuple, got[key].to_numpy().tolist())) == sorted(map(tuple, want_rows[key].to_numpy().tolist()))
+    assert (got["weight"] == 1.0).all()  # a small export keeps every row
+    got = got.sort_values(key).reset_index(drop=True)
+    want_rows = want_rows.sort_values(key).reset_index(drop=True)
+    assert got["label"].tolist() == want_rows["label"].tolist()
+    assert (pd.to_datetime(got["at"], utc=True) == pd.to_datetime(want_rows["at"], utc=True)).all()
+    if len(got):
+        want = plain_loop_now(table, tables, cfg, as_of, list(zip(want_rows["lead_id"], want_rows["at"])))
+        assert_same(got, want, table, f"landmarks in {zone}")
+
+    # Any moment: some after arrival, one just past as_of (what scoring asks for).
+    ids = [f"L{i}" for i in range(len(leads))]
+    moments = [(ids[j % len(ids)], leads[j % len(ids)][0] + timedelta(hours=h)) for j, h in enumerate(hours)]
+    moments = [(i, min(t, as_of)) for i, t in moments] + [(ids[0], as_of + timedelta(microseconds=1))]
+    want = plain_loop_now(table, tables, cfg, as_of, moments)
+    batch = build_at(tables, cfg, as_of, pa.table({"lead_id": pa.array([m[0] for m in moments], pa.string()),
+                                                   "at": pa.array([m[1] for m in moments], pa.timestamp("us", "UTC"))}))
+    got = batch.frame.to_pandas().sort_values(["at", "lead_id"], kind="stable").reset_index(drop=True)
+    order = want.assign(at=pd.to_datetime(want["at"], utc=True)).sort_values(["at", "lead_id"], kind="stable")
+    assert_same(got, order.reset_index(drop=True), table, f"batch now-table in {zone}")
+
+    fs = build_features(tables, cfg, as_of)
+    online = OnlineFeatures(*snapshot_tables(fs.frame.to_pandas(), tables["activities"], cfg, as_of, fs.definitions,
+                                             ".", lm.definitions, tables["outcomes"]))
+    rows = tables["leads"].to_pandas().set_index("lead_id").loc[[m[0] for m in moments]].reset_index()
+    at = np.array([(m[1] - EPOCH) // timedelta(microseconds=1) for m in moments], np.int64)
+    got = pd.DataFrame(online.build(rows, cfg, [f.name for f in table], table="now", at=at))
+    assert_same(got, want, table, f"online now-table in {zone}")

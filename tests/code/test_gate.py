@@ -11,7 +11,9 @@ def test_gate_rules():
     assert decide(good, None, 0.005, 0.03).promote
     assert decide(good, None, 0.005, 0.03, {"logistic": 0.79, "naive_bayes": 0.7}).promote
     first_but_worse = decide(good, None, 0.005, 0.03, {"logistic": 0.82})
-    assert not first_but_worse.promote and "does not beat the logistic baseline's 0.8200" in first_but_worse.reasons[0]
+    assert not first_but_worse.promote and "below the logistic baseline's 0.8200" in first_but_worse.reasons[0]
+    # A first model within noise of the best baseline is promoted: refusing it would leave nothing scored.
+    assert decide(good, None, 0.005, 0.03, {"logistic": 0.804}).promote
     # Against a champion, the baselines do not matter any more.
     assert decide(good, 0.80, 0.005, 0.03, {"logistic": 0.82}).promote
     assert decide(good, 0.804, 0.005, 0.03).promote

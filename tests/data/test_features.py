@@ -83,15 +83,21 @@ def test_history_counts_only_what_was_known(tmp_path):
     assert f.loc["a3", "days_since_last_activity"] == 1.0
 
 
+def _before(tables: dict, t0: datetime) -> dict:
+    """Every table cut at t0: what the export would have held then."""
+    cut = {}
+    for name, table in tables.items():
+        col = {"leads": "created_at", "outcomes": "occurred_at", "activities": "occurred_at"}.get(name)
+        cut[name] = table.filter(pc.less(table[col], pa.scalar(t0, pa.timestamp("us", "UTC")))) if col else table
+    return cut
+
+
 def test_features_do_not_change_when_the_future_is_removed(crm_small, tmp_path):
     """Cut every table at t0: features of leads created before t0 must be identical to the full build."""
     cfg = make_config(crm_small, tmp_path / "home")
     full = ingest(cfg)
     t0 = datetime(2025, 9, 1, tzinfo=UTC)
-    cut = {}
-    for name, table in full.tables.items():
-        col = {"leads": "created_at", "outcomes": "occurred_at", "activities": "occurred_at"}.get(name)
-        cut[name] = table.filter(pc.less(table[col], pa.scalar(t0, pa.timestamp("us", "UTC")))) if col else table
+    cut = _before(full.tables, t0)
     a = build_features(full.tables, cfg, full.as_of)
     b = build_features(cut, cfg, t0)
     assert a.features == b.features
@@ -103,3 +109,41 @@ def test_features_do_not_change_when_the_future_is_removed(crm_small, tmp_path):
         np.testing.assert_allclose(fa[col].to_numpy(float), fb[col].to_numpy(float), rtol=1e-12, equal_nan=True, err_msg=col)
     for col in a.categorical:
         assert fa[col].astype(object).tolist() == fb[col].astype(object).tolist(), col
+
+
+def test_landmark_rows_do_not_change_when_the_future_is_removed(crm_small, tmp_path):
+    """The same cut for the rows of the model of a win from now on: every landmark row the cut export has is in
+    the full build with the same label and features, and the now-features of every full-build landmark before
+    t0 are the same computed from the cut export."""
+    from features.build import build_at, build_landmarks
+
+    cfg = make_config(crm_small, tmp_path / "home")
+    full = ingest(cfg)
+    t0 = datetime(2025, 9, 1, tzinfo=UTC)
+    cut = _before(full.tables, t0)
+    a = build_landmarks(full.tables, cfg, full.as_of)
+    b = build_landmarks(cut, cfg, t0)
+    assert a.features == b.features and a.counts["negative_sample_rate"] == b.counts["negative_sample_rate"] == 1
+    key = ["lead_id", "landmark_days"]
+    fa = a.frame.to_pandas().set_index(key)
+    fb = b.frame.to_pandas().set_index(key)
+    assert len(fb) > 1000 and fb.index.isin(fa.index).all()
+    fa_b = fa.loc[fb.index]
+    assert (fa_b["label"] == fb["label"]).all()
+    for col in [*a.numeric, "weight"]:
+        np.testing.assert_allclose(fa_b[col].to_numpy(float), fb[col].to_numpy(float), rtol=1e-12, equal_nan=True,
+                                   err_msg=col)
+    for col in a.categorical:
+        assert fa_b[col].astype(object).tolist() == fb[col].astype(object).tolist(), col
+
+    # Landmarks before t0 whose horizon runs past it: not training rows of the cut export, but their features
+    # must be what the cut export knows.
+    early = a.frame.to_pandas().query("at <= @t0")[["lead_id", "at"]]
+    assert len(early) > len(fb)
+    moments = pa.Table.from_pandas(early, preserve_index=False)
+    got_full = build_at(full.tables, cfg, full.as_of, moments).frame.to_pandas()
+    got_cut = build_at(cut, cfg, t0, moments).frame.to_pandas()
+    assert len(got_full) == len(got_cut) == len(early)
+    for col in a.numeric:
+        np.testing.assert_allclose(got_full[col].to_numpy(float), got_cut[col].to_numpy(float), rtol=1e-12,
+                                   equal_nan=True, err_msg=col)

@@ -120,10 +120,15 @@ def test_training_writes_an_evaluation_report_with_every_chart(crm_medium, tmp_p
     steps.features_step(cfg)
     result = steps.train_step(cfg, "r1")
     page = open(result["evaluation"], encoding="utf-8").read()
-    assert page.count('<svg class="chart"') == 6  # reliability, ROC, PR, gain, score distribution, importance
-    assert page.count('class="curve"') == 12  # three models on four charts
-    for name in ("model", "logistic", "naive_bayes"):
+    # The fit: reliability, ROC, PR, gain, score distribution, importance; the published probability of a win
+    # from now on: reliability and gain, beside the fit on the same landmark rows.
+    assert page.count('<svg class="chart"') == 8
+    assert page.count('class="curve"') == 12 + 4  # three models on four charts, two on two
+    for name in ("model", "logistic", "naive_bayes", "probability", "fit"):
         assert f"<td>{name}</td>" in page
+    assert "The published probability: a win in the next 90 days from now on" in page
+    ages = re.findall(r"<tr><td>(\d+)</td><td>[\d,]+</td><td>[\d.]+%</td><td>[\d.]+%</td><td>[\d.]+%</td></tr>", page)
+    assert ages and set(ages) <= {"0", "7", "14", "30", "60", "90", "180", "365"}
     assert "https://" not in page and "<script" not in page  # self-contained, nothing to fetch
     # The score histogram accounts for every test lead, split by tier.
     tiers = [int(n.replace(",", "")) for n in re.findall(r"tier [ABCD]: ([\d,]+)</text>", page)]
@@ -135,5 +140,6 @@ def test_training_writes_an_evaluation_report_with_every_chart(crm_medium, tmp_p
     client = MlflowClient(tracking_uri=Home(cfg.home).tracking_uri)
     logged = {a.path for a in client.list_artifacts(result["mlflow_run_id"], "plots")}
     assert logged == {f"plots/{n}.svg" for n in ("reliability", "roc", "precision_recall", "cumulative_gain",
-                                                 "score_distribution", "feature_importance")}
+                                                 "score_distribution", "feature_importance",
+                                                 "now_reliability", "now_cumulative_gain")}
     assert {a.path for a in client.list_artifacts(result["mlflow_run_id"])} >= {"evaluation.html", "plots"}

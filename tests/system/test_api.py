@@ -86,10 +86,36 @@ def test_api_and_batch_give_identical_scores(served, client):
         got += r.json()["results"]
     api = pd.DataFrame(got).set_index("lead_id")
     batch = sample.set_index("lead_id")
-    assert (api["probability"] == batch["probability"]).all()
+    # A known lead is scored from the snapshot (its events up to as_of), as the batch scored it.
+    assert (api["probability"] == batch["probability"]).all() and (api["fit"] == batch["fit"]).all()
     assert (api["score"] == batch["score"]).all() and (api["tier"] == batch["tier"]).all()
     assert (api["reasons"].fillna("") == batch["reasons"].fillna("")).all()
+    assert (api["fit_reasons"].fillna("") == batch["fit_reasons"].fillna("")).all()
     assert api["reasons"].notna().sum() >= 300
+
+
+def test_a_new_lead_scores_at_age_0_as_the_batch_landmark_at_age_0(served, client):
+    """Leads the snapshot does not know (new ids) are scored at their arrival. Sent with the attributes and
+    created date of leads whose landmark row at age 0 the batch built (and no activity before arrival, which a
+    new id cannot have), the API's probability is the model's on that batch row."""
+    import numpy as np
+
+    from features.store import load_feature_set
+    from serving.scorer import LeadScorer
+
+    home = Home(served.home)
+    lm, _ = load_feature_set(home.landmarks_file)
+    rows = lm.frame.to_pandas().query("landmark_days == 0 and now_act_any_90d == 0")
+    rows = rows[rows["now_days_since_last_activity"].isna()].iloc[::7].head(300)
+    assert len(rows) >= 100
+    want = LeadScorer.from_registry(home).now_model.probability(rows).round(6)  # published to 6 places
+    leads = [r | {"Lead ID": f"NEW-{r['Lead ID']}"} for r in _export_rows(served, rows["lead_id"].tolist())]
+    r = client.post("/v1/score", json={"leads": leads}, headers={"X-API-Key": KEY})
+    assert r.status_code == 200, r.text
+    got = pd.DataFrame(r.json()["results"])
+    assert got["lead_id"].tolist() == [f"NEW-{i}" for i in rows["lead_id"]]
+    np.testing.assert_allclose(got["probability"].to_numpy(float), want, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(got["probability"].to_numpy(float), got["fit"].to_numpy(float))  # two models
 
 
 def test_auth_limits_and_field_errors(served, client):

@@ -13,7 +13,8 @@ from models import registry
 
 pytestmark = pytest.mark.slow
 
-COLUMNS = ["lead_id", "probability", "score", "tier", "rank", "reasons", "route", "model_version", "scored_at"]
+COLUMNS = ["lead_id", "probability", "fit", "score", "tier", "rank", "trend", "reasons", "fit_reasons", "route",
+           "model_version", "scored_at"]
 
 
 def _cli(*args, env):

@@ -51,12 +51,15 @@ def test_scores_reasons_routing_ledger_and_sql_sink(scored_home):
     home = Home(cfg.home)
     first = steps.score_step(cfg, "r1")
     scores = _published(read_latest(home.scores))
-    assert list(scores.columns[:9]) == ["lead_id", "probability", "score", "tier", "rank", "reasons", "route",
-                                        "model_version", "scored_at"]
+    assert list(scores.columns[:12]) == ["lead_id", "probability", "fit", "score", "tier", "rank", "trend", "reasons",
+                                         "fit_reasons", "route", "model_version", "scored_at"]
+    assert scores["probability"].between(0, 1).all() and scores["fit"].between(0, 1).all()
+    assert (scores["trend"] == "new").all()  # nothing was published before
     # Reasons for tiers A and B only, each with at least one factor.
     ab = scores["tier"].isin(["A", "B"])
     assert scores.loc[ab, "reasons"].str.startswith(("+ ", "- ")).all()
     assert scores.loc[~ab, "reasons"].isna().all()
+    assert scores.loc[ab, "fit_reasons"].str.startswith(("+ ", "- ")).all()
     # Routing within capacity, and the per-queue summary is published.
     counts = scores["route"].value_counts()
     capacity = {"sdr-europe": 150, "sdr-americas": 200, "sdr-global": 250}
@@ -64,7 +67,9 @@ def test_scores_reasons_routing_ledger_and_sql_sink(scored_home):
     assert sum(counts.get(q, 0) for q in capacity) == min(600, ab.sum())
     country = pd.read_parquet(home.features_file, columns=["lead_id", "country"]).set_index("lead_id")["country"]
     europe = country.loc[scores.loc[scores["route"] == "sdr-europe", "lead_id"]]
-    assert len(europe) == 150 and europe.isin(["United Kingdom", "Germany", "France"]).all()
+    eu = ["United Kingdom", "Germany", "France"]
+    eu_ab = country.loc[scores.loc[ab, "lead_id"]].isin(eu).sum()
+    assert len(europe) == min(150, eu_ab) and europe.isin(eu).all()
     routing = pd.read_csv(read_latest(home.scores) / "routing.csv")
     assert list(routing["queue"]) == ["sdr-europe", "sdr-americas", "sdr-global", "nurture"]
     # Ledger has this run; the SQL table holds one row per lead.
@@ -79,6 +84,7 @@ def test_scores_reasons_routing_ledger_and_sql_sink(scored_home):
     again = _published(read_latest(home.scores))
     cols = ["lead_id", "probability", "score", "tier", "rank", "reasons", "route", "model_version"]
     pd.testing.assert_frame_equal(scores[cols], again[cols])
+    assert (again["trend"] == "steady").all()
     with engine.connect() as conn:
         n, runs = conn.execute(sa.text("SELECT COUNT(*), COUNT(DISTINCT run_id) FROM lead_scores")).one()
         old = conn.execute(sa.text("SELECT COUNT(*) FROM lead_scores WHERE run_id = 'r1'")).scalar()
@@ -90,6 +96,11 @@ def test_scores_reasons_routing_ledger_and_sql_sink(scored_home):
     result = CliRunner().invoke(app, ["history", lead, "--config", str(cfg.source_file)])
     assert result.exit_code == 0, result.output
     assert f"lead {lead}: 2 published scores" in result.output and "first scored: tier" in result.output
+    lines = result.output.splitlines()
+    assert "trend" in lines[1] and "fit" in lines[1]
+    assert " new " in lines[2] and " steady " in lines[-1]
+    unknown = CliRunner().invoke(app, ["history", "NO-SUCH-LEAD", "--config", str(cfg.source_file)])
+    assert unknown.exit_code == 2 and "no published score" in unknown.output
 
 
 def test_since_last_scores_only_new_or_changed_leads(scored_home):
@@ -108,9 +119,18 @@ def test_since_last_scores_only_new_or_changed_leads(scored_home):
     leads.to_csv(export / "leads.csv", index=False)
     steps.ingest_step(cfg, "s3")
     steps.features_step(cfg)
+    before = _published(read_latest(home.scores)).set_index("lead_id")
     changed = steps.score_step(cfg, "s3", since_last=True)
     assert changed["leads_scored"] == 1
-    assert _published(read_latest(home.scores))["lead_id"].tolist() == [target]
+    # Every open lead is still published: the unchanged ones as they were, the changed one rescored.
+    after = _published(read_latest(home.scores)).set_index("lead_id")
+    assert set(after.index) == set(open_ids) and after["rank"].sort_values().tolist() == list(range(1, len(after) + 1))
+    others = after.index != target
+    kept = ["probability", "fit", "score", "tier", "reasons", "model_version", "scored_at"]
+    pd.testing.assert_frame_equal(after.loc[others, kept], before.loc[after.index[others], kept])
+    assert after.loc[target, "scored_at"] > before.loc[target, "scored_at"]
+    assert ledger.run_rows(home.ledger, "s3")["lead_id"].tolist() == [target]  # the ledger holds what was scored
+    assert ledger.run_rows(home.ledger, "s2").empty
     r = changed["rows"]
     assert r["leads_in"] == r["quarantined"] + r["created_after_as_of"] + r["closed"] + r["unchanged_since_last"] + r["scored"]
 
@@ -124,3 +144,39 @@ def test_drift_report_is_published(scored_home):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert set(manifest["files"]) >= {"scores.csv", "scores.parquet", "routing.csv", "drift.json"}
     assert all(len(v["sha256"]) == 64 for v in manifest["files"].values())
+
+
+def test_an_old_silent_lead_is_not_routed_ahead_of_a_young_engaged_one(scored_home):
+    """Two leads with the same attributes (those of the open lead with the best fit): one arrived 500 days before
+    the export and did nothing since, the other arrived 5 days before, visited, asked for a demo and took a call.
+    The young one goes to a rep queue with reasons about now; the old one goes to nurture."""
+    from features.store import load_feature_set
+
+    cfg, export = scored_home
+    _, meta = load_feature_set(Home(cfg.home).features_file)
+    as_of = pd.Timestamp(meta["as_of"]).tz_convert(None)
+    first = steps.score_step(cfg, "before")
+    best = _published(Path(first["published"])).sort_values("fit").iloc[-1]["lead_id"]
+    leads = pd.read_csv(export / "leads.csv", dtype=str, keep_default_na=False)
+    row = leads[leads["Lead ID"] == best].iloc[0]
+
+    def when(days):
+        return (as_of - pd.Timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S")
+
+    twins = pd.DataFrame([row.to_dict() | {"Lead ID": "OLD-SILENT", "Created Date": when(500), "Lead Status": "New"},
+                          row.to_dict() | {"Lead ID": "YOUNG-ENGAGED", "Created Date": when(5), "Lead Status": "New"}])
+    pd.concat([leads, twins]).to_csv(export / "leads.csv", index=False)
+    acts = pd.read_csv(export / "activities.csv", dtype=str, keep_default_na=False)
+    engaged = pd.DataFrame({"Lead ID": "YOUNG-ENGAGED", "Activity Type": ["Web Visit", "Demo Request", "Call"],
+                            "Activity Date": [when(4), when(2), when(1)]})
+    pd.concat([acts, engaged]).to_csv(export / "activities.csv", index=False)
+
+    steps.ingest_step(cfg, "twins")
+    steps.features_step(cfg)
+    steps.score_step(cfg, "twins")
+    scores = _published(read_latest(Home(cfg.home).scores)).set_index("lead_id")
+    old, young = scores.loc["OLD-SILENT"], scores.loc["YOUNG-ENGAGED"]
+    assert young["probability"] > 5 * old["probability"]
+    assert young["rank"] < old["rank"]
+    assert young["route"] != "nurture" and old["route"] == "nurture"
+    assert "+ " in young["reasons"] and " ago" in young["reasons"], young["reasons"]  # "Demo Request 2 days ago"
