@@ -154,8 +154,9 @@ def train_step(cfg: Config, run_id: str) -> dict:
     log.info("train: model version %s against the baselines on the same %s test leads:\n%s", ref.version,
              f"{result.split_counts['test_leads']:,}", comparison_table({"model": m, **result.baselines}))
     if result.now is not None:
-        log.info("train: model of a win from now on, on its %s newest landmark rows:\n%s",
-                 f"{result.now.split_counts['test_rows']:,}", comparison_table({"from now": result.now.metrics}))
+        log.info("train: model of a win from now on, on its %s newest landmark rows (weighted), beside the fit on "
+                 "the same rows:\n%s", f"{result.now.split_counts['test_rows']:,}",
+                 comparison_table({"from now": result.now.metrics, **result.now.baselines}))
     if decision.promote:
         against = (f"ROC AUC {compared[1]:.3f} vs the champion's {champion_auc:.3f} on the same leads" if compared
                    else "judged against the baselines")

@@ -90,10 +90,10 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
     result.now = now
     if now is not None:  # the fit beside it on the same landmark rows: what publishing the fit alone would say
         _fit_beside(now, frame, result.model.evaluated or result.model)
-    log.info("train: %s training leads, %d trees, %s calibration; registered model: %s trees on the training and "
-             "validation leads, calibrated on the newest %s", f"{result.split_counts['train_leads']:,}",
+    log.info("train: %s training leads, %d trees, %s calibration; registered model: %s trees refit on all %s "
+             "mature leads, with that calibration", f"{result.split_counts['train_leads']:,}",
              result.best_iteration, result.params["calibration"], result.params["final_rounds"],
-             f"{result.split_counts['test_leads']:,}")
+             f"{result.split_counts['final_fit_leads']:,}")
     return result
 
 
