@@ -76,17 +76,16 @@ class LeadScorer:
                             "that are not in the leads given")
         if now is None:
             pred = self.model.predict_frame(columns, reason_tiers=tuple(reason_tiers))
-            pred["fit"] = pred["probability"].to_numpy()
-            if "reasons" in pred:
-                pred["fit_reasons"] = pred["reasons"].to_numpy()
-            return pred
-        pred = now.predict_frame(columns, reason_tiers=tuple(reason_tiers))
-        explain = np.isin(pred["tier"].to_numpy(), list(reason_tiers)) if reason_tiers else None
-        fit = self.model.predict_frame(columns, explain=explain)
-        pred["fit"] = fit["probability"].to_numpy()
+            fit = pred
+        else:
+            pred = now.predict_frame(columns, reason_tiers=tuple(reason_tiers))
+            explain = np.isin(pred["tier"].to_numpy(), list(reason_tiers)) if reason_tiers else None
+            fit = self.model.predict_frame(columns, explain=explain)
+        out = {c: pred[c].to_numpy() for c in pred.columns}
+        out["fit"] = fit["probability"].to_numpy()
         if "reasons" in fit:
-            pred["fit_reasons"] = fit["reasons"].to_numpy()
-        return pred
+            out["fit_reasons"] = fit["reasons"].to_numpy()
+        return pd.DataFrame(out, index=pred.index)
 
     def score(self, frame: pd.DataFrame, scored_at: datetime, reason_tiers: tuple[str, ...] = ("A", "B"),
               extra_columns: list[str] = (), use_now: bool = True) -> pd.DataFrame:
