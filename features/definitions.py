@@ -132,6 +132,14 @@ def activity_keys(types: list[str]) -> list[str]:
     return keys
 
 
+def _activity_counts(cfg: Config, activity_types: list[str], prefix: str, when: str) -> list[Feature]:
+    """Activities in each window before the moment a row describes, of any type and of each type. ``when``
+    words the window, with ``{w}`` for its days."""
+    levels = [(None, "any", "activity"), *zip(activity_types, activity_keys(activity_types), activity_types)]
+    return [Feature(f"{prefix}{key}_{w}d", "numeric", f"{text} {when.format(w=w)}", Count("activities", "lead", w, level))
+            for level, key, text in levels for w in sorted(set(cfg.features.windows_days))]
+
+
 def feature_table(cfg: Config, activity_types: list[str] | None) -> list[Feature]:
     """Every feature of this config, in the frame's order. ``activity_types``: the types engagement is counted
     for (the most frequent ones in the data; None: the export has no activities)."""
@@ -148,12 +156,7 @@ def feature_table(cfg: Config, activity_types: list[str] | None) -> list[Feature
     for part, words in CALENDAR:
         table.append(Feature(f"created_{part}", "numeric", words, Calendar(part)))
     if activity_types is not None:
-        windows = sorted(set(cfg.features.windows_days))
-        levels = [(None, "any", "activity"), *zip(activity_types, activity_keys(activity_types), activity_types)]
-        for level, key, text in levels:
-            for w in windows:
-                table.append(Feature(f"act_{key}_{w}d", "numeric", f"{text} in the {w} days before sign-up",
-                                     Count("activities", "lead", w, level)))
+        table += _activity_counts(cfg, activity_types, "act_", "in the {w} days before sign-up")
         table.append(Feature("days_since_last_activity", "numeric", "days since the last activity before sign-up",
                              DaysSince("activities", "lead")))
     if not cfg.snapshot:
@@ -177,12 +180,7 @@ def now_table(cfg: Config, activity_types: list[str] | None, stages: list[str]) 
     table = [f for f in feature_table(cfg, None) if isinstance(f.source, (Column, Calendar))]
     table.append(Feature("age_days", "numeric", "days since the lead arrived", Age()))
     if activity_types is not None:
-        windows = sorted(set(cfg.features.windows_days))
-        levels = [(None, "any", "activity"), *zip(activity_types, activity_keys(activity_types), activity_types)]
-        for level, key, text in levels:
-            for w in windows:
-                table.append(Feature(f"now_act_{key}_{w}d", "numeric", f"{text} in the last {w} days",
-                                     Count("activities", "lead", w, level)))
+        table += _activity_counts(cfg, activity_types, "now_act_", "in the last {w} days")
         table.append(Feature("now_days_since_last_activity", "numeric", "days since the last activity",
                              DaysSince("activities", "lead")))
         for t, key in zip(activity_types, activity_keys(activity_types)):

@@ -92,6 +92,14 @@ def _before(tables: dict, t0: datetime) -> dict:
     return cut
 
 
+def _assert_same(got: pd.DataFrame, want: pd.DataFrame, numeric: list[str], categorical: list[str]) -> None:
+    for col in numeric:
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=1e-12, equal_nan=True,
+                                   err_msg=col)
+    for col in categorical:
+        assert got[col].astype(object).tolist() == want[col].astype(object).tolist(), col
+
+
 def test_features_do_not_change_when_the_future_is_removed(crm_small, tmp_path):
     """Cut every table at t0: features of leads created before t0 must be identical to the full build."""
     cfg = make_config(crm_small, tmp_path / "home")
@@ -104,11 +112,7 @@ def test_features_do_not_change_when_the_future_is_removed(crm_small, tmp_path):
     fa = a.frame.to_pandas().set_index("lead_id")
     fb = b.frame.to_pandas().set_index("lead_id")
     assert len(fb) > 1000
-    fa = fa.loc[fb.index]
-    for col in a.numeric:
-        np.testing.assert_allclose(fa[col].to_numpy(float), fb[col].to_numpy(float), rtol=1e-12, equal_nan=True, err_msg=col)
-    for col in a.categorical:
-        assert fa[col].astype(object).tolist() == fb[col].astype(object).tolist(), col
+    _assert_same(fa.loc[fb.index], fb, a.numeric, a.categorical)
 
 
 def test_landmark_rows_do_not_change_when_the_future_is_removed(crm_small, tmp_path):
@@ -130,11 +134,7 @@ def test_landmark_rows_do_not_change_when_the_future_is_removed(crm_small, tmp_p
     assert len(fb) > 1000 and fb.index.isin(fa.index).all()
     fa_b = fa.loc[fb.index]
     assert (fa_b["label"] == fb["label"]).all()
-    for col in [*a.numeric, "weight"]:
-        np.testing.assert_allclose(fa_b[col].to_numpy(float), fb[col].to_numpy(float), rtol=1e-12, equal_nan=True,
-                                   err_msg=col)
-    for col in a.categorical:
-        assert fa_b[col].astype(object).tolist() == fb[col].astype(object).tolist(), col
+    _assert_same(fa_b, fb, [*a.numeric, "weight"], a.categorical)
 
     # Landmarks before t0 whose horizon runs past it: not training rows of the cut export, but their features
     # must be what the cut export knows.
@@ -144,6 +144,4 @@ def test_landmark_rows_do_not_change_when_the_future_is_removed(crm_small, tmp_p
     got_full = build_at(full.tables, cfg, full.as_of, moments).frame.to_pandas()
     got_cut = build_at(cut, cfg, t0, moments).frame.to_pandas()
     assert len(got_full) == len(got_cut) == len(early)
-    for col in a.numeric:
-        np.testing.assert_allclose(got_full[col].to_numpy(float), got_cut[col].to_numpy(float), rtol=1e-12,
-                                   equal_nan=True, err_msg=col)
+    _assert_same(got_full, got_cut, a.numeric, a.categorical)
