@@ -106,14 +106,21 @@ def slug(text: str) -> str:
     return s or "col"
 
 
+# Columns of the landmark rows besides features, and the shapes of the names the feature tables generate
+# (``campaign_name``, ``created_month``, ``act_email_open_7d``, ``now_days_since_demo``, ``source_win_rate``, ...):
+# an export column whose slug looks like one of them gets an ``attr_`` name instead, so no export can collide.
+LANDMARK_COLUMNS = ("at", "landmark_days", "weight")
+GENERATED_PREFIXES = ("act_", "now_", "days_since_", "created_", "attr_", "age_", *(f"{r}_" for r in ROLES))
+
+
 def attribute_features(lc: LeadsTable) -> dict[str, str]:
     """Feature name -> export column of the mapped categorical, then numeric, columns: a name no other column
-    has taken."""
-    used = set(ROLE_COLUMNS) | set(OUTCOME_COLUMNS)
+    has taken or could take."""
+    used = set(ROLE_COLUMNS) | set(OUTCOME_COLUMNS) | set(LANDMARK_COLUMNS)
     names = {}
     for col in (*lc.categorical, *lc.numeric):
         name, n = slug(col), 2
-        while name in used:
+        while name in used or (n == 2 and name.startswith(GENERATED_PREFIXES)):
             name, n = f"attr_{slug(col)}" if n == 2 else f"attr_{slug(col)}_{n}", n + 1
         used.add(name)
         names[name] = col
@@ -199,6 +206,21 @@ def now_table(cfg: Config, activity_types: list[str] | None, stages: list[str]) 
                         SmoothedRate(role, m)),
             ]
     return table
+
+
+def time_groups(definitions: list[dict]) -> dict[str, list[str]]:
+    """Features that may tell the model *when* a lead arrived rather than what it is: the month of sign-up (on a
+    drifting export, a time ID), and running counts of leads and wins (they grow with time, so the newest
+    leads lie outside the range training saw). Training keeps a group only if the validation leads, newer than
+    every training lead, say it helps."""
+    groups: dict[str, list[str]] = {"month of sign-up": [], "running counts of leads and wins": []}
+    for d in definitions:
+        source = d["source"]
+        if source["type"] == "Calendar" and source.get("part") == "month":
+            groups["month of sign-up"].append(d["name"])
+        elif source["type"] == "Count" and source.get("stream") in ("leads", "wins"):
+            groups["running counts of leads and wins"].append(d["name"])
+    return {name: names for name, names in groups.items() if names}
 
 
 def to_json(table: list[Feature]) -> list[dict]:

@@ -212,6 +212,7 @@ class OnlineFeatures:
         missing: dict[str, np.ndarray] = {}
         ranks: dict[tuple, np.ndarray] = {}
         totals: dict[tuple, np.ndarray] = {}
+        prior = None
 
         def rank(stream: str, when: np.ndarray, shift: int = 0) -> np.ndarray:
             capped = stream in CAPPED_AT_AS_OF
@@ -250,7 +251,9 @@ class OnlineFeatures:
                 # DATE_DIFF('second', ...) in the batch: whole seconds
                 value = np.where(last == NEVER, np.nan, (t // 1_000_000 - last // 1_000_000) / 86400.0)
             else:
-                value = self._smoothed_rate(s, c, t_known)
+                if prior is None:  # the win rate of all matured leads: once per build, for every role
+                    prior = self._prior(t_known)
+                value = self._smoothed_rate(s, c, t_known, prior)
             out[f.name] = np.where(absent, np.nan, value)
         absent_names = [f for f in feature_names if f not in out]
         if absent_names:
@@ -276,11 +279,13 @@ class OnlineFeatures:
         absent = pd.isna(values)
         return self.keys[key][1].codes(np.where(absent, None, values)), absent
 
-    def _smoothed_rate(self, s: SmoothedRate, codes: np.ndarray, t_known: np.ndarray) -> np.ndarray:
-        zero = np.zeros(len(codes), np.int64)
+    def _prior(self, t_known: np.ndarray) -> np.ndarray:
+        zero = np.zeros(len(t_known), np.int64)
         den = self.index("matured", "all").count_before(zero, t_known)
         num = self.index("matured_wins", "all").count_before(zero, t_known)
-        prior = np.where(den > 0, num / np.maximum(den, 1), np.nan)
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+    def _smoothed_rate(self, s: SmoothedRate, codes: np.ndarray, t_known: np.ndarray, prior: np.ndarray) -> np.ndarray:
         trials = self.index("matured", s.key).count_before(codes, t_known)
         wins = self.index("matured_wins", s.key).count_before(codes, t_known)
         return (wins + s.strength * prior) / (trials + s.strength)

@@ -344,11 +344,13 @@ def models(config: ConfigOpt, home: HomeOpt = None) -> None:
         typer.echo("no model registered yet; run `leadscore train --config FILE`")
         return
     typer.echo("test metrics: fit (a win within the horizon of arrival) and probability (a win from now on)")
-    typer.echo(f"{'version':>7}  {'aliases':<22} {'fit_auc':>8} {'fit_ece':>7} {'prob_auc':>8} {'prob_ece':>8}  gate")
+    typer.echo(f"{'version':>7}  {'aliases':<22} {'fit model':<11} {'fit_auc':>8} {'fit_ece':>7} {'prob_auc':>8} "
+               f"{'prob_ece':>8}  gate")
     for r in rows:
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        typer.echo(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {fmt(r['roc_auc']):>8} {fmt(r['ece']):>7} "
-                   f"{fmt(r.get('now_roc_auc')):>8} {fmt(r.get('now_ece')):>8}  {r['tags'].get('gate', '-')}")
+        typer.echo(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {r.get('model_kind', '-'):<11} "
+                   f"{fmt(r['roc_auc']):>8} {fmt(r['ece']):>7} {fmt(r.get('now_roc_auc')):>8} "
+                   f"{fmt(r.get('now_ece')):>8}  {r['tags'].get('gate', '-')}")
 
 
 @command

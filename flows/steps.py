@@ -100,7 +100,7 @@ def train_step(cfg: Config, run_id: str) -> dict:
     from models.compare import compare_with_champion
     from models.evaluation import comparison_table, evaluation_report
     from models.gate import decide
-    from models.metrics import against_truth
+    from models.metrics import against_truth, auc_difference_se
     from models.train import train_model
 
     home = cfg.paths.ensure()
@@ -143,9 +143,14 @@ def train_step(cfg: Config, run_id: str) -> dict:
         compared = compare_with_champion(champion, champion_ref.version, fs.frame, result.test_frame)
     champion_auc = compared[0] if compared else None
     gate_metrics = {**result.metrics, "roc_auc": compared[1]} if compared else result.metrics
+    y_test, p_test = result.test_frame["label"].to_numpy(), result.test_frame["probability"].to_numpy()
     decision = decide(gate_metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece,
-                      {name: m["roc_auc"] for name, m in result.baselines.items()})
-    registry.tag_version(home, ref.version, {"gate": "passed" if decision.promote else "refused: " + "; ".join(decision.reasons)})
+                      {name: m["roc_auc"] for name, m in result.baselines.items()},
+                      {name: auc_difference_se(y_test, p_test, result.baseline_probability[name])
+                       for name in result.baselines if name in result.baseline_probability})
+    verdict = ("refused: " + "; ".join(decision.reasons) if not decision.promote else
+               "passed with warnings: " + "; ".join(decision.warnings) if decision.warnings else "passed")
+    registry.tag_version(home, ref.version, {"gate": verdict})
     top = ", ".join(f"{fs.labels.get(r.feature, r.feature)} {r.auc:.3f}" for r in result.single_feature.head(5).itertuples())
     log.info("train: strongest single features (ROC AUC): %s", top)
     m = result.metrics
@@ -162,12 +167,15 @@ def train_step(cfg: Config, run_id: str) -> dict:
                    else "judged against the baselines")
         previous = registry.promote(home, ref.version, reason=f"passed the gate ({against})", who="leadscore train")
         log.info("train: version %s is champion%s", ref.version, f" (was version {previous})" if previous else "")
+        for warning in decision.warnings:
+            log.warning("train: version %s is the first champion, but its %s; its probabilities of the newest leads "
+                        "may be off until the next training run (see the evaluation report)", ref.version, warning)
     else:
         log.warning("train: version %s stays challenger: %s", ref.version, "; ".join(decision.reasons))
     log.info("train: evaluation report %s", run_dir / "evaluation.html")
     return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
             "evaluation": str(run_dir / "evaluation.html"), "promoted": decision.promote,
-            "gate_reasons": decision.reasons, "champion_auc": champion_auc,
+            "gate_reasons": decision.reasons, "gate_warnings": decision.warnings, "champion_auc": champion_auc,
             "compared_auc": compared[1] if compared else None}
 
 

@@ -90,8 +90,11 @@ def _seconds(ts: np.ndarray) -> np.ndarray:
     return ts.astype("datetime64[s]").astype(np.int64)
 
 
-def generate_crm(n_leads: int = 100_000, seed: int = 7) -> GeneratedCRM:
-    """Build the CRM tables in memory. Deterministic for a given (n_leads, seed)."""
+def generate_crm(n_leads: int = 100_000, seed: int = 7, drift_per_year: float = DRIFT_PER_YEAR,
+                 season: float = SEASON) -> GeneratedCRM:
+    """Build the CRM tables in memory. Deterministic for given arguments. ``drift_per_year`` and ``season``:
+    how fast the base rate's log-odds move, and the amplitude of its yearly swing (tests build exports that
+    drift far harder than the default)."""
     if n_leads < 100:
         raise ValueError("n_leads must be at least 100")
     rng = np.random.default_rng(seed)
@@ -159,7 +162,7 @@ def generate_crm(n_leads: int = 100_000, seed: int = 7) -> GeneratedCRM:
     years = (created - start) / (365.25 * DAY)
     static_logit = (
         BASE_LOGIT
-        + DRIFT_PER_YEAR * years + SEASON * np.sin(2 * np.pi * years)
+        + drift_per_year * years + season * np.sin(2 * np.pi * years)
         + CHANNEL_EFFECT[channel[campaign]] + camp_effect[campaign]
         + JOB_EFFECT[job] + INDUSTRY_EFFECT[industry] + COUNTRY_EFFECT[country]
         + 0.22 * np.log10(employees)

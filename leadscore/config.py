@@ -220,16 +220,17 @@ class TrainConfig(_Section):
     valid_fraction: Float = Field(0.15, gt=0, lt=0.5)
     test_fraction: Float = Field(0.15, gt=0, lt=0.5)
     num_boost_round: Int = Field(1000, gt=0)
-    learning_rate: Float = Field(0.05, gt=0, le=1)
+    learning_rate: Float = Field(0.1, gt=0, le=1)
     num_leaves: Int = Field(31, ge=2)
     min_child_samples: Int = Field(50, ge=1)
     early_stopping_rounds: Int = Field(50, gt=0)
+    # The models the fit is chosen from, by calibrated log loss on the validation leads ("blend": the booster
+    # and the logistic regression, their log-odds averaged).
+    candidates: tuple[Literal["lightgbm", "logistic", "naive_bayes", "blend"], ...] = Field(
+        ("lightgbm", "logistic", "naive_bayes", "blend"), min_length=1)
     # Landmark rows the model of a win from now on trains on at most: wins kept up to half of them, the rest
     # sampled (with weights that undo the sampling), so a million leads still train in minutes.
     max_landmark_rows: Int = Field(1_000_000, ge=1000)
-    # That model sees several rows per lead and many more rows than the fit: it learns at twice the rate, so it
-    # needs about half the trees to train and to score.
-    now_learning_rate: Float = Field(0.1, gt=0, le=1)
 
 
 Tier = Literal["A", "B", "C", "D"]

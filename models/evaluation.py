@@ -11,8 +11,11 @@ import html
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from leadscore.htmlpage import page
+from models.train import candidates_line
 
 COLORS = {"model": "#1f6fb2", "logistic": "#e07b39", "naive_bayes": "#7a9a3a", "probability": "#1f6fb2",
           "fit": "#e07b39"}
@@ -128,7 +131,7 @@ def evaluation_charts(y: np.ndarray, probabilities: dict[str, np.ndarray], tiers
         "cumulative_gain": _line_chart({n: v["gain"] for n, v in c.items()}, "Cumulative gain",
                                        "share of leads called (best first)", "share of wins found", diagonal=True),
         "score_distribution": _score_histogram(probabilities["model"], tiers, "Model scores on the test leads, by tier"),
-        "feature_importance": _bars(list(top.index), list(top.to_numpy()), "Feature importance (share of total gain)"),
+        "feature_importance": _bars(list(top.index), list(top.to_numpy()), "Feature importance (share of the total)"),
     }
 
 
@@ -206,8 +209,13 @@ def comparison_table(rows: dict[str, dict[str, float]]) -> str:
 
 def evaluation_report(result, fs, horizon_days: int) -> tuple[str, dict[str, str]]:
     """The evaluation page of a training run and each of its charts as a standalone SVG (name -> svg)."""
-    booster = (result.model.evaluated or result.model).booster  # the model the page evaluates
-    importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
+    evaluated = result.model.evaluated or result.model  # the model the page evaluates
+    if evaluated.booster is not None:
+        importance = pd.Series(evaluated.booster.feature_importance("gain"), index=evaluated.booster.feature_name())
+    else:  # a simple model: the mean size of each feature's log-odds on the test leads
+        ids = pa.array(result.test_frame["lead_id"].to_numpy(dtype=object), pa.string())
+        rows = fs.frame.filter(pc.is_in(fs.frame["lead_id"], value_set=ids)).to_pandas()
+        importance = pd.Series(np.abs(evaluated.linear.contributions(rows)).mean(axis=0), index=evaluated.features)
     importance.index = [fs.labels.get(f, f) for f in importance.index]
     single = result.single_feature.assign(feature=[fs.labels.get(f, f) for f in result.single_feature["feature"]])
     tf = result.test_frame
@@ -216,6 +224,9 @@ def evaluation_report(result, fs, horizon_days: int) -> tuple[str, dict[str, str
     else:
         what = (f"{len(tf):,} test leads, the newest mature ones (created {tf['created_at'].min():%Y-%m-%d} to "
                 f"{tf['created_at'].max():%Y-%m-%d}); outcome: a win within {horizon_days} days.")
+    if "candidates_valid_log_loss" in result.params:
+        line = candidates_line(result)
+        what += f" {line[:1].upper()}{line[1:]}."
     y, tiers = tf["label"].to_numpy(), tf["tier"].to_numpy()
     charts = evaluation_charts(y, {"model": tf["probability"].to_numpy(), **result.baseline_probability}, tiers,
                                importance)

@@ -8,28 +8,39 @@ from dataclasses import dataclass, field
 @dataclass
 class GateDecision:
     promote: bool
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why it was refused
+    warnings: list[str] = field(default_factory=list)  # what a promoted first model falls short in
 
 
 def decide(challenger: dict[str, float], champion_auc: float | None, auc_tolerance: float, max_ece: float,
-           baseline_aucs: dict[str, float] | None = None) -> GateDecision:
+           baseline_aucs: dict[str, float] | None = None, baseline_noise: dict[str, float] | None = None) -> GateDecision:
     """``challenger``: the new model's test metrics. ``champion_auc``: the champion's ROC AUC on the same test
     leads (None when there is no champion, or it cannot score the new feature set). Without a champion, the
-    model must not rank worse than any baseline on the same test leads by more than ``auc_tolerance``: a
-    difference that small is noise, and refusing on it would leave a new user with nothing scored."""
+    model must not rank worse than any baseline on the same test leads by more than noise: ``auc_tolerance``,
+    or twice the standard error of the difference on these leads (``baseline_noise``) if that is larger.
+    Refusing on noise would leave a new user with nothing scored."""
     reasons = []
     if champion_auc is None:
         for name, auc in (baseline_aucs or {}).items():
-            if challenger["roc_auc"] < auc - auc_tolerance:
+            noise = 2 * (baseline_noise or {}).get(name, 0.0)
+            if challenger["roc_auc"] < auc - max(auc_tolerance, noise):
+                allowed = (f"twice the standard error of the difference on these test leads ({noise:.4f})"
+                           if noise > auc_tolerance else f"gate.auc_tolerance = {auc_tolerance}")
                 reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the {name} baseline's {auc:.4f} by more "
-                               f"than gate.auc_tolerance = {auc_tolerance}")
+                               f"than {allowed}")
     # A perfectly calibrated model shows some ECE by chance on a finite test set; the limit allows for it, so a
-    # small export is not refused for noise while a miscalibrated model still is.
+    # small export is not refused for noise while a miscalibrated model still is. A first model is promoted
+    # anyway, with a warning: a level shift in the newest leads no model could foresee should not leave a new
+    # user with nothing scored, while a champion is never replaced by a worse-calibrated model.
     noise = challenger.get("ece_noise", 0.0)
+    warnings = []
     if challenger["ece"] > max_ece + noise:
-        reasons.append(f"calibration error {challenger['ece']:.4f} is above gate.max_ece = {max_ece} plus the "
-                       f"{noise:.4f} a calibrated model would show by chance on these test leads")
+        (reasons if champion_auc is not None else warnings).append(
+            f"calibration error {challenger['ece']:.4f} is above gate.max_ece = {max_ece} plus the {noise:.4f} a "
+            "calibrated model would show by chance on these test leads")
     if champion_auc is not None and challenger["roc_auc"] < champion_auc - auc_tolerance:
         reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the champion's {champion_auc:.4f} on the same "
                        f"test leads by more than gate.auc_tolerance = {auc_tolerance}")
-    return GateDecision(promote=not reasons, reasons=reasons)
+    if reasons:
+        return GateDecision(promote=False, reasons=reasons + warnings)
+    return GateDecision(promote=True, warnings=warnings)

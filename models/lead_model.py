@@ -1,6 +1,9 @@
-"""The one model object: preprocessing, booster, calibrator and tier cut-offs, logged as an MLflow pyfunc."""
+"""The one model object: preprocessing, booster (or a simpler model), calibrator and tier cut-offs, logged as an
+MLflow pyfunc."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,8 +36,9 @@ class Calibrator:
         return self
 
     def transform(self, raw: np.ndarray) -> np.ndarray:
-        if self.method == "isotonic":
-            p = self.model_.predict(raw)
+        if self.method == "isotonic":  # IsotonicRegression.predict's interpolation, without its input checks
+            iso = self.model_
+            p = np.interp(np.clip(raw, iso.X_min_, iso.X_max_), iso.X_thresholds_, iso.y_thresholds_)
         else:  # LogisticRegression.predict_proba's own arithmetic, without its input checks (0.3 ms per call)
             from scipy.special import expit
 
@@ -43,9 +47,42 @@ class Calibrator:
         return np.clip(p, 1e-4, 1 - 1e-4)
 
 
+US_PER_YEAR = 365.25 * 86400e6
+
+
+def moments_us(values) -> np.ndarray:
+    """Timestamps (pandas, Arrow-backed, or int64 microseconds as the online features give them) as int64 us."""
+    if getattr(values, "dtype", None) is not None and values.dtype.kind in "iu":
+        return np.asarray(values, np.int64)
+    stamps = pd.to_datetime(pd.Series(values) if isinstance(values, np.ndarray) else values, utc=True)
+    return np.asarray(stamps.dt.tz_convert(None), dtype="datetime64[us]").astype(np.int64)
+
+
+@dataclass
+class LevelTrend:
+    """Calibration that follows drift: the log-odds by which a win grew more (or less) likely per year after the
+    window the model was calibrated on, measured on newer matured rows and carried forward (at most
+    ``max_years``), so the newest leads' mean probability tracks what they will realize. Rows older than the
+    window keep the calibrated level: the model learned their time from their own outcomes."""
+
+    column: str  # the moment each row describes: "created_at" (the fit) or "at" (a win from now on)
+    center_us: int  # the middle of the calibration window
+    per_year: float  # already shrunk toward 0 by its standard error
+    max_years: float = 1.0
+
+    def shift(self, frame) -> np.ndarray:
+        years = (moments_us(frame[self.column]) - self.center_us) / US_PER_YEAR
+        return self.per_year * np.clip(years, 0.0, self.max_years)
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
+
+
+def blend(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two models' probabilities blended: the mean of their log-odds."""
+    return 1 / (1 + np.exp(-(_logit(a) + _logit(b)) / 2))
 
 
 def score_from_probability(p: np.ndarray) -> np.ndarray:
@@ -64,10 +101,16 @@ class LeadModel(PythonModel):
     def __init__(self, encoder: FeatureEncoder, booster, calibrator: Calibrator, tier_cutoffs: list[float],
                  feature_labels: dict[str, str] | None = None, reasons=None, attribution=None, reference=None,
                  trained_through=None, evaluated: LeadModel | None = None, evaluated_through=None,
-                 now: LeadModel | None = None):
+                 now: LeadModel | None = None, kind: str = "lightgbm", linear=None, trend: LevelTrend | None = None):
         self.encoder = encoder
+        # What gives the raw probability (models.train picks it on the validation leads): the booster
+        # ("lightgbm"), a simple model (``linear``: "logistic" or "naive_bayes"), or both ("blend": the mean of
+        # their log-odds).
+        self.kind = kind
         self.booster = booster
+        self.linear = linear
         self.calibrator = calibrator
+        self.trend = trend  # None: the calibrated level is kept (no time, or no drift worth carrying)
         self.tier_cutoffs = list(tier_cutoffs)  # probability thresholds for A, B, C (descending)
         self.feature_labels = dict(feature_labels or {})
         self.reasons = reasons  # models.explain.ReasonBook, fitted on the training leads
@@ -83,13 +126,36 @@ class LeadModel(PythonModel):
         return self.encoder.features_
 
     def raw_probability(self, frame: pd.DataFrame) -> np.ndarray:
-        x = self.encoder.matrix(frame)
-        return self.booster.predict(x, **threads_for(len(x)))
+        return self._raw(frame, self.encoder.matrix(frame))
+
+    def _raw(self, frame, x: np.ndarray) -> np.ndarray:
+        kind = getattr(self, "kind", "lightgbm")  # models pickled before there was a choice are boosters
+        if kind == "lightgbm":
+            return self.booster.predict(x, **threads_for(len(x)))
+        if kind != "blend":
+            return self.linear.predict_proba(frame)
+        return blend(self.booster.predict(x, **threads_for(len(x))), self.linear.predict_proba(frame))
+
+    def contributions(self, frame, x: np.ndarray) -> np.ndarray:
+        """(leads x features) log-odds each feature adds to the raw score."""
+        kind = getattr(self, "kind", "lightgbm")
+        if kind == "lightgbm":
+            return self.attribution.contributions(x)
+        if kind != "blend":
+            return self.linear.contributions(frame)
+        return (self.attribution.contributions(x) + self.linear.contributions(frame)) / 2
 
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.empty(0)
-        return self.calibrator.transform(self.raw_probability(frame))
+        return self.calibrated(self.raw_probability(frame), frame)
+
+    def calibrated(self, raw: np.ndarray, frame) -> np.ndarray:
+        p = self.calibrator.transform(raw)
+        trend = getattr(self, "trend", None)
+        if trend is None or not trend.per_year:
+            return p
+        return np.clip(1 / (1 + np.exp(-(_logit(p) + trend.shift(frame)))), 1e-4, 1 - 1e-4)
 
     def tier(self, probability: np.ndarray) -> np.ndarray:
         # Cut-offs are descending; the number of cut-offs a lead reaches or passes picks its tier.
@@ -100,10 +166,15 @@ class LeadModel(PythonModel):
                       explain: np.ndarray | None = None) -> pd.DataFrame:
         """Probability, score and tier for every lead; reasons only for leads in ``reason_tiers`` (or, given, the
         rows where ``explain`` is true): they cost a second pass over the trees."""
-        x = self.encoder.matrix(frame)
-        p = self.calibrator.transform(self.booster.predict(x, **threads_for(len(x)))) if len(x) else np.empty(0)
-        tier = self.tier(p)
         index = frame.index if isinstance(frame, pd.DataFrame) else None
+        return pd.DataFrame(self.predict_columns(frame, reason_tiers, explain), index=index)
+
+    def predict_columns(self, frame, reason_tiers: tuple[str, ...] = (),
+                        explain: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``predict_frame`` as a dict of arrays (a frame of one lead costs more to build than its trees)."""
+        x = self.encoder.matrix(frame)
+        p = self.calibrated(self._raw(frame, x), frame) if len(x) else np.empty(0)
+        tier = self.tier(p)
         out = {"probability": p, "score": score_from_probability(p), "tier": tier}
         if reason_tiers or explain is not None:
             reasons = np.full(len(x), None, dtype=object)
@@ -113,12 +184,9 @@ class LeadModel(PythonModel):
                     picked = frame.iloc[rows]
                 else:  # columns as arrays: a frame of just the explained rows
                     picked = pd.DataFrame({c: np.asarray(frame[c])[rows] for c in self.features})
-                reasons[rows] = self.explain_rows(x[rows], picked)
+                reasons[rows] = top_reasons(self.contributions(picked, x[rows]), picked, self.features, self.reasons)
             out["reasons"] = reasons
-        return pd.DataFrame(out, index=index)  # built once: inserting columns costs more than a lead's trees
-
-    def explain_rows(self, x: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
-        return top_reasons(self.attribution.contributions(x), frame, self.features, self.reasons)
+        return out
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
         return self.predict_frame(model_input)

@@ -82,3 +82,22 @@ def against_truth(test_frame, truth, truth_id: str, truth_probability: str) -> d
         raise DataError(f"evaluation.truth_path: {len(test_frame) - len(joined)} test leads have no row in the truth file")
     return truth_metrics(joined["label"].to_numpy(), joined["probability"].to_numpy(),
                          joined[truth_probability].to_numpy())
+
+
+def auc_difference_se(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> float:
+    """Standard error of ROC AUC(a) - AUC(b) on the same leads (DeLong et al. 1988): how far apart two models'
+    AUCs on these test leads can be by chance."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2:
+        return float("inf")
+    v01, v10 = [], []
+    for p in (np.asarray(p_a, np.float64), np.asarray(p_b, np.float64)):
+        everyone = rankdata(p)
+        v01.append((everyone[y] - rankdata(p[y])) / n)  # per win: the share of losses it outranks
+        v10.append(1 - (everyone[~y] - rankdata(p[~y])) / m)  # per loss: the share of wins that outrank it
+    s01, s10 = np.cov(np.vstack(v01)), np.cov(np.vstack(v10))
+    var = (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / m + (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / n
+    return float(np.sqrt(max(var, 0.0)))

@@ -81,8 +81,10 @@ def _signature(model):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    trend = getattr(model, "trend", None)  # calibration that follows drift needs each lead's moment (UTC)
     inputs = Schema([ColSpec("string", c, required=False) for c in model.encoder.categorical]
-                    + [ColSpec("double", c, required=False) for c in model.encoder.numeric])
+                    + [ColSpec("double", c, required=False) for c in model.encoder.numeric]
+                    + ([ColSpec("datetime", trend.column)] if trend is not None else []))
     outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "score"), ColSpec("string", "tier")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -259,11 +261,13 @@ def list_versions(home: Home) -> list[dict]:
         by_version.setdefault(str(version), []).append(alias)
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version)):
-        metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        data = client.get_run(mv.run_id).data if mv.run_id else None
+        metrics, params = (data.metrics, data.params) if data else ({}, {})
         rows.append({"version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
                      "created_at": mv.creation_timestamp, "roc_auc": metrics.get("roc_auc"),
                      "ece": metrics.get("ece"), "log_loss": metrics.get("log_loss"),
                      "now_roc_auc": metrics.get("now_roc_auc"), "now_ece": metrics.get("now_ece"),
+                     "model_kind": params.get("model_kind", "lightgbm"),
                      "tags": dict(mv.tags or {})})
     return rows
 

@@ -22,18 +22,23 @@ import pandas as pd
 
 from leadscore.config import Config
 from leadscore.contract import FeatureSet
+from features.definitions import time_groups
 from leadscore.errors import DataError
 from models.baselines import LogisticBaseline, NaiveBayesBaseline
 from models.drift import DriftReference
 from models.encoding import FeatureEncoder
 from models.explain import PathAttribution, ReasonBook
-from models.lead_model import Calibrator, LeadModel
-from models.leakage import check_leakage, single_feature_report
+from models.lead_model import US_PER_YEAR, Calibrator, LeadModel, LevelTrend, blend, moments_us
+from models.leakage import check_leakage, post_outcome_columns, single_feature_report
 from models.metrics import classification_metrics
 
 log = logging.getLogger("leadscore")
 
 MIN_TRAIN_LEADS = 200
+
+# The simple models that are baselines of the fit model and candidates beside the booster.
+SIMPLE = {"logistic": LogisticBaseline,
+          "naive_bayes": lambda categorical, numeric, seed: NaiveBayesBaseline(categorical, numeric)}
 
 
 @dataclass
@@ -77,6 +82,13 @@ def stratified_split(y: pd.Series, valid_fraction: float, test_fraction: float, 
 def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None) -> TrainResult:
     """The fit model (every mature lead at its arrival) and, given ``landmarks``, the model of a win from now on,
     which the registered model carries (``model.now``, ``result.now``)."""
+    lc = cfg.data.leads
+    named = post_outcome_columns([*lc.categorical, *lc.numeric], cfg.features.allow_leaky)
+    if named:
+        log.warning("train: mapped columns named as CRM exports name what is filled in after contact or after the "
+                    "outcome: %s. If they are set after a lead arrives, the model learns from the future: leave them "
+                    "out of the config, or list them in features.allow_leaky if they are known at arrival",
+                    ", ".join(f"{col!r} ({name})" for col, name in named.items()))
     now = train_now_model(landmarks, cfg) if landmarks is not None else None
     frame = fs.frame.to_pandas()
     data = frame[frame["mature"] & frame["label"].notna()].copy()
@@ -90,11 +102,50 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
     result.now = now
     if now is not None:  # the fit beside it on the same landmark rows: what publishing the fit alone would say
         _fit_beside(now, frame, result.model.evaluated or result.model)
-    log.info("train: %s training leads, %d trees, %s calibration; registered model: %s trees refit on all %s "
-             "mature leads, with that calibration", f"{result.split_counts['train_leads']:,}",
-             result.best_iteration, result.params["calibration"], result.params["final_rounds"],
+    log.info("train: %s", candidates_line(result))
+    if result.params["time_groups"]:
+        log.info("train: features that may only tell time, validated forward on the validation leads: %s",
+                 time_groups_line(result))
+    if result.params["level_trend"]:
+        log.info("train: %s", trend_line(result.params["level_trend"], "leads"))
+    kind = result.params["model_kind"]
+    what = {"lightgbm": f"{result.params['final_rounds']} trees", "blend": f"{result.params['final_rounds']} trees "
+            "blended with the logistic regression"}.get(kind, f"the {KIND_WORDS[kind]}")
+    log.info("train: %s training leads, %s calibration; registered model: %s refit on all %s mature leads, with that "
+             "calibration", f"{result.split_counts['train_leads']:,}", result.params["calibration"], what,
              f"{result.split_counts['final_fit_leads']:,}")
     return result
+
+
+KIND_WORDS = {"lightgbm": "LightGBM booster", "logistic": "logistic regression", "naive_bayes": "naive Bayes",
+              "blend": "blend of booster and logistic regression"}
+
+
+def trend_line(trend: dict, rows: str) -> str:
+    """What calibration that follows drift found and carries forward."""
+    return (f"level after calibration moves by {trend['c']:+.3f} log-odds a year (standard error {trend['se']:.3f}) "
+            f"over the validation and test {rows}; carried forward for newer {rows}: {trend['per_year']:+.3f} a year "
+            "(shrunk by its noise; 0 below two standard errors)")
+
+
+def time_groups_line(result: TrainResult) -> str:
+    """Each time-telling group, kept or dropped, with the validation log loss with and without it."""
+    return "; ".join(f"{name} {'dropped' if g['dropped'] else 'kept'} (log loss {g['valid_log_loss_with']:.4f} with, "
+                     f"{g['valid_log_loss_without']:.4f} without)" for name, g in result.params["time_groups"].items())
+
+
+def candidates_line(result: TrainResult) -> str:
+    """Which candidate won on the validation leads, and by how much."""
+    losses = result.params["candidates_valid_log_loss"]
+    kind = result.params["model_kind"]
+    ranked = sorted(losses, key=losses.get)
+    line = ", ".join(f"{KIND_WORDS[k]} {losses[k]:.4f}" for k in ranked)
+    if len(ranked) == 1:
+        return f"model: {KIND_WORDS[kind]} (validation log loss {losses[kind]:.4f})"
+    runner = ranked[1]
+    return (f"registered the {KIND_WORDS[kind]}: log loss {losses[runner] - losses[kind]:.4f} below the "
+            f"{KIND_WORDS[runner]} on the {result.split_counts['valid_leads']:,} validation leads (calibrated out of "
+            f"fold; {line})")
 
 
 def _fit_beside(now: TrainResult, frame: pd.DataFrame, fit_model: LeadModel) -> None:
@@ -117,9 +168,13 @@ def train_now_model(fs: FeatureSet, cfg: Config) -> TrainResult:
     # Tier cut-offs are set on leads as they arrive, so a tier means the same for both models: a lead that has
     # gone cold drops below the tiers of fresh ones.
     result = fit_recipe(data, fs, cfg, time_column="at", weight_column="weight",
-                        tier_rows=data["landmark_days"].to_numpy() == 0, learning_rate=cfg.train.now_learning_rate)
+                        tier_rows=data["landmark_days"].to_numpy() == 0)
     log.info("train: model of a win from now on: %s landmark rows (%s won), %d trees, %s calibration",
              f"{len(data):,}", f"{int(data['label'].sum()):,}", result.best_iteration, result.params["calibration"])
+    if result.params["time_groups"]:
+        log.info("train: its features that may only tell time, validated forward: %s", time_groups_line(result))
+    if result.params["level_trend"]:
+        log.info("train: its %s", trend_line(result.params["level_trend"], "landmark rows"))
     return result
 
 
@@ -131,8 +186,7 @@ def lgb_params(cfg: Config) -> dict:
         "num_leaves": tc.num_leaves,
         "min_data_in_leaf": tc.min_child_samples,
         "feature_fraction": 0.9,
-        "bagging_fraction": 0.9,
-        "bagging_freq": 1,
+        # No row bagging: its draws depend on the number of rows, so one more lead would change every tree.
         "lambda_l2": 1.0,
         "cat_smooth": 20,
         "max_cat_to_onehot": 8,
@@ -146,7 +200,7 @@ def lgb_params(cfg: Config) -> dict:
 
 def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str | None,
                weight_column: str | None = None, tier_rows: np.ndarray | None = None,
-               now: LeadModel | None = None, learning_rate: float | None = None) -> TrainResult:
+               now: LeadModel | None = None) -> TrainResult:
     """Split, guard against leakage, fit, calibrate, evaluate and refit, for rows with a ``label`` (and, with
     ``weight_column``, a weight per row).
 
@@ -177,51 +231,82 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                                    weight=w["train"] if weight_column else None)
     check_leakage(single, cfg.features.max_single_auc, cfg.features.allow_leaky, fs.labels)
 
-    params = lgb_params(cfg) | ({"learning_rate": learning_rate} if learning_rate else {})
-    encoder = FeatureEncoder(fs.categorical, fs.numeric).fit(parts["train"])
+    params = lgb_params(cfg)
+    dropped = drop_time_groups(parts, y, w, fs, cfg)
+    categorical = [c for c in fs.categorical if c not in dropped["features"]]
+    numeric = [c for c in fs.numeric if c not in dropped["features"]]
+    encoder = FeatureEncoder(categorical, numeric).fit(parts["train"])
+    booster = _boost(encoder, parts, y, w, params, tc)
     x = {name: encoder.transform(part) for name, part in parts.items()}
-    dtrain = lgb.Dataset(x["train"], y["train"], weight=w["train"], categorical_feature=fs.categorical,
-                         free_raw_data=False)
-    dvalid = lgb.Dataset(x["valid"], y["valid"], weight=w["valid"], reference=dtrain)
-    booster = lgb.train(params, dtrain, num_boost_round=tc.num_boost_round, valid_sets=[dvalid],
-                        callbacks=[lgb.early_stopping(tc.early_stopping_rounds, verbose=False)])
-    # Keep only the trees up to the best iteration, so the model predicts what was evaluated.
-    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
-    raw = {name: booster.predict(x[name]) for name in ("valid", "test")}
+    raw = {"lightgbm": {name: booster.predict(x[name]) for name in ("valid", "test")}}
 
-    method = choose_calibration(raw["valid"], y["valid"], tc.seed, weight=w["valid"])
-    calibrator = Calibrator(method).fit(raw["valid"], y["valid"], w["valid"])
-    p_valid = calibrator.transform(raw["valid"])
+    baselines, baseline_probability, simple = {}, {}, {}
+    if not weight_column:  # the baselines know no weights; the fit model is the one they are there to check
+        for name in SIMPLE:
+            simple[name] = baseline = SIMPLE[name](categorical, numeric, tc.seed).fit(parts["train"], y["train"])
+            raw[name] = {part: baseline.predict_proba(parts[part]) for part in ("valid", "test")}
+            baselines[name] = _evaluate(raw[name]["test"], y["test"], raw[name]["valid"], cfg.scoring.tier_shares[0])
+            baseline_probability[name] = raw[name]["test"]
+        raw["blend"] = {part: blend(raw["lightgbm"][part], raw["logistic"][part]) for part in ("valid", "test")}
+
+    # The candidate with the lowest log loss on the validation rows (newer than every training row), each
+    # calibrated out of fold there: on an export where a simple model forecasts the newest leads better than
+    # the booster, the simple model is registered.
+    offered = [name for name in raw if name in tc.candidates or weight_column] or ["lightgbm"]
+    choice = {name: choose_calibration(raw[name]["valid"], y["valid"], tc.seed, weight=w["valid"]) for name in offered}
+    kind = min(choice, key=lambda name: choice[name][1])
+    method = choice[kind][0]
+    linear_kind = "logistic" if kind == "blend" else kind if kind in simple else None
+    uses_booster = kind in ("lightgbm", "blend")
+    calibrator = Calibrator(method).fit(raw[kind]["valid"], y["valid"], w["valid"])
+    p_valid = calibrator.transform(raw[kind]["valid"])
     keep = tier_rows[mask["valid"]]
-    evaluated = LeadModel(encoder, booster, calibrator,
-                          tier_cutoffs(p_valid[keep], cfg.scoring.tier_shares, w["valid"][keep]), fs.labels)
-    p_test = calibrator.transform(raw["test"])
+    evaluated = LeadModel(encoder, booster if uses_booster else None, calibrator,
+                          tier_cutoffs(p_valid[keep], cfg.scoring.tier_shares, w["valid"][keep]), fs.labels,
+                          kind=kind, linear=simple.get(linear_kind))
+    p_test = calibrator.transform(raw[kind]["test"])
+    # Calibration that follows drift: how the calibrated level moves after the validation window, measured on
+    # the validation and test rows (the newest matured ones, which the evaluated model never saw) and carried
+    # forward by the registered model. The evaluated model keeps its level: a trend fitted on the validation
+    # window alone is mostly the season (on 520,000 generator leads, +0.8 log-odds a year where the drift is
+    # -0.3), and the test rows judge that level as it is.
+    trend = None
+    if time_column is not None:
+        when = {part: moments_us(parts[part][time_column]) for part in ("valid", "test")}
+        center = int(np.average(when["valid"], weights=w["valid"]))
+        trend = level_trend(np.concatenate([y["valid"], y["test"]]), np.concatenate([p_valid, p_test]),
+                            np.concatenate([w["valid"], w["test"]]),
+                            np.concatenate([(when["valid"] - center), (when["test"] - center)]) / US_PER_YEAR)
+    level = LevelTrend(time_column, center, trend["per_year"]) if trend else None
 
     # The registered model: the evaluated recipe (features, parameters, rounds scaled to the rows, calibrator, tier
     # cut-offs) refit on every row. Without it, the newest 30 % of known outcomes (the validation and test rows)
     # would never reach the model in service, and campaigns that started in that time would be unknown to it
     # (calibrating a model fitted without the test rows on them instead leaves such campaigns at the average:
     # on 200,000 generator leads, the newest leads' mean probability 11 % below the truth rather than 5 %).
-    final_encoder = FeatureEncoder(fs.categorical, fs.numeric).fit(data)
+    final_encoder = FeatureEncoder(categorical, numeric).fit(data)
     rounds = max(1, round(booster.current_iteration() * len(data) / len(parts["train"])))
-    final = lgb.train(params, lgb.Dataset(final_encoder.transform(data), y_all.to_numpy(), weight=w_all,
-                                          categorical_feature=fs.categorical), num_boost_round=rounds)
+    final = (lgb.train(params, lgb.Dataset(final_encoder.transform(data), y_all.to_numpy(), weight=w_all,
+                                           categorical_feature=categorical), num_boost_round=rounds)
+             if uses_booster else None)
+    final_linear = SIMPLE[linear_kind](categorical, numeric, tc.seed).fit(data, y_all.to_numpy()) if linear_kind else None
     cutoffs = evaluated.tier_cutoffs
     reasons = ReasonBook(fs.categorical, fs.numeric, fs.labels, cfg.features.prior_strength,
                          definitions=fs.definitions).fit(data, y_all.to_numpy(), w_all)
     recent = pd.concat([parts["valid"], parts["test"]])
-    p_recent = LeadModel(final_encoder, final, calibrator, cutoffs).probability(recent)
+    p_recent = LeadModel(final_encoder, final, calibrator, cutoffs, kind=kind, linear=final_linear,
+                         trend=level).probability(recent)
     snapshot = time_column is None
     # The evaluated model travels along: the next training run's gate compares recipes fitted on similar
     # history (this one against the next one's evaluated model) on leads neither has seen.
     model = LeadModel(final_encoder, final, calibrator, cutoffs, fs.labels, reasons=reasons,
-                      attribution=PathAttribution(final).fit(),
+                      attribution=PathAttribution(final).fit() if uses_booster else None,
                       reference=DriftReference(fs.categorical, fs.numeric).fit(recent, p_recent),
                       trained_through=None if snapshot else pd.Timestamp(data[time_column].max()),
                       evaluated=evaluated,
                       evaluated_through=None if snapshot else pd.Timestamp(
                           pd.concat([parts["train"], parts["valid"]])[time_column].max()),
-                      now=now)
+                      now=now, kind=kind, linear=final_linear, trend=level)
 
     weighted = w["test"] if weight_column else None
     metrics = classification_metrics(y["test"], p_test, weighted)
@@ -229,16 +314,6 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     tiers = evaluated.tier(p_test)
     wins = y["test"] == 1
     metrics["tier_a_win_share"] = float(np.average(tiers[wins] == "A", weights=w["test"][wins])) if wins.any() else 0.0
-
-    baselines, baseline_probability = {}, {}
-    if not weight_column:  # the baselines know no weights; the fit model is the one they are there to check
-        for name, baseline in (("logistic", LogisticBaseline(fs.categorical, fs.numeric, tc.seed)),
-                               ("naive_bayes", NaiveBayesBaseline(fs.categorical, fs.numeric))):
-            baseline.fit(parts["train"], y["train"])
-            p_base = baseline.predict_proba(parts["test"])
-            baselines[name] = _evaluate(p_base, y["test"], baseline.predict_proba(parts["valid"]),
-                                        cfg.scoring.tier_shares[0])
-            baseline_probability[name] = p_base
 
     extra = [c for c in ("created_at", "at", "landmark_days", weight_column) if c and c in parts["test"].columns]
     test_frame = parts["test"][["lead_id", *extra, "label"]].copy()
@@ -248,11 +323,103 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     counts = {f"{k}_{unit}": len(v) for k, v in parts.items()} | {f"final_fit_{unit}": len(data)}
     counts |= {f"{k}_wins": int(y[k].sum()) for k in parts}
     params_out = {**params, "split": "stratified random" if snapshot else "time-forward",
-                  "calibration": method, "best_iteration": booster.current_iteration(), "final_rounds": rounds,
-                  "n_features": len(encoder.features_), "tier_cutoffs": [round(c, 6) for c in cutoffs]}
+                  "calibration": method, "best_iteration": booster.current_iteration(),
+                  "final_rounds": rounds if uses_booster else 0, "model_kind": kind,
+                  "candidates_valid_log_loss": {name: round(float(c[1]), 6) for name, c in choice.items()},
+                  "n_features": len(encoder.features_), "tier_cutoffs": [round(c, 6) for c in cutoffs],
+                  "time_groups": dropped["groups"], "level_trend": trend}
     return TrainResult(model=model, metrics=metrics, params=params_out, split_counts=counts,
                        test_frame=test_frame, single_feature=single, baselines=baselines,
                        baseline_probability=baseline_probability, best_iteration=booster.current_iteration())
+
+
+def level_trend(y: np.ndarray, p: np.ndarray, w: np.ndarray, years: np.ndarray) -> dict[str, float]:
+    """The drift of the level after calibration: ``c`` in logit P(win) = logit(p) + c * years, by maximum
+    likelihood, with its (sandwich) standard error, and ``per_year``: c shrunk toward 0 by 1 - (2 se / c)^2, none
+    below two standard errors. A trend the rows cannot tell from noise is not carried forward: it would move
+    every new lead's probability from one run to the next."""
+    offset, c, info = np.log(p / (1 - p)), 0.0, 0.0
+    for _ in range(30):
+        q = 1 / (1 + np.exp(-(offset + c * years)))
+        info = float(np.sum(w * q * (1 - q) * years ** 2))
+        if info <= 0:
+            return {"c": 0.0, "se": float("inf"), "per_year": 0.0}
+        step = float(np.sum(w * (y - q) * years)) / info
+        c += step
+        if abs(step) < 1e-9:
+            break
+    q = 1 / (1 + np.exp(-(offset + c * years)))
+    se = float(np.sqrt(np.sum((w * (y - q) * years) ** 2))) / info
+    shrunk = c * max(0.0, 1 - (2 * se / c) ** 2) if c else 0.0
+    return {"c": round(c, 6), "se": round(se, 6), "per_year": round(shrunk, 6)}
+
+
+STOP_TOLERANCE = 0.001
+
+# Rows the time-group check trains on at most: it compares boosters with and without a group, and needs only
+# enough rows for the difference to show.
+GROUP_CHECK_ROWS = 60_000
+
+
+def _boost(encoder: FeatureEncoder, parts: dict, y: dict, w: dict, params: dict, tc, rows: np.ndarray | None = None):
+    """A booster on the training rows (``rows`` of them, if given), early-stopped on the validation rows, cut to
+    its best iteration so the model predicts what was evaluated."""
+    import lightgbm as lgb
+
+    train, y_train, w_train = parts["train"], y["train"], w["train"]
+    if rows is not None:
+        train, y_train, w_train = train.iloc[rows], y_train[rows], w_train[rows]
+    dtrain = lgb.Dataset(encoder.transform(train), y_train, weight=w_train, categorical_feature=encoder.categorical,
+                         free_raw_data=False)
+    dvalid = lgb.Dataset(encoder.transform(parts["valid"]), y["valid"], weight=w["valid"], reference=dtrain)
+    curve: dict = {}
+    booster = lgb.train({**params, "metric": "binary_logloss"}, dtrain, num_boost_round=tc.num_boost_round,
+                        valid_sets=[dvalid], callbacks=[lgb.early_stopping(tc.early_stopping_rounds, verbose=False),
+                                                        lgb.record_evaluation(curve)])
+    # The first iteration within 0.1 % of the best validation loss: the lowest point of a flat curve moves a long
+    # way on a change of one row (107 trees or 191), the start of its plateau does not.
+    loss = np.asarray(curve["valid_0"]["binary_logloss"])
+    best = int(np.argmax(loss <= loss.min() * (1 + STOP_TOLERANCE))) + 1
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+
+def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config) -> dict:
+    """Each group of features that may only tell time (``features.definitions.time_groups``), validated forward:
+    a booster without the group against one with every feature, on the same training rows (at most
+    ``GROUP_CHECK_ROWS``), by calibrated log loss on the validation rows. A group is dropped when its removal
+    lowers that loss by more than twice the standard error of the difference (row by row): a difference within
+    noise would flip between two runs on nearly the same data, and every score with it."""
+    groups = {name: [f for f in names if f in fs.features]
+              for name, names in time_groups(fs.definitions).items()} if fs.definitions else {}
+    groups = {name: names for name, names in groups.items() if names}
+    out = {"features": set(), "groups": {}}
+    if not groups:
+        return out
+    tc, params = cfg.train, lgb_params(cfg)
+    n = len(parts["train"])
+    rows = (np.sort(np.random.default_rng(tc.seed).choice(n, GROUP_CHECK_ROWS, replace=False))
+            if n > GROUP_CHECK_ROWS else None)
+
+    def losses(categorical: list[str], numeric: list[str]) -> np.ndarray:
+        encoder = FeatureEncoder(categorical, numeric).fit(parts["train"] if rows is None else parts["train"].iloc[rows])
+        booster = _boost(encoder, parts, y, w, params, tc, rows)
+        raw = booster.predict(encoder.transform(parts["valid"]))
+        return oof_losses(raw, y["valid"], tc.seed, weight=w["valid"])[1]
+
+    weights = w["valid"] / w["valid"].sum()
+    full = losses(fs.categorical, fs.numeric)
+    for name, names in groups.items():
+        without = losses([c for c in fs.categorical if c not in names], [c for c in fs.numeric if c not in names])
+        gain = full - without  # per row: what removing the group saves
+        mean = float(np.sum(weights * gain))
+        se = float(np.sqrt(np.sum(weights ** 2 * (gain - mean) ** 2)))
+        drop = mean > 2 * se
+        out["groups"][name] = {"features": names, "valid_log_loss_with": round(float(np.sum(weights * full)), 6),
+                               "valid_log_loss_without": round(float(np.sum(weights * without)), 6),
+                               "standard_error": round(se, 6), "dropped": bool(drop)}
+        if drop:
+            out["features"] |= set(names)
+    return out
 
 
 def _evaluate(p_test: np.ndarray, y_test: np.ndarray, p_valid: np.ndarray, tier_a_share: float) -> dict[str, float]:
@@ -265,23 +432,31 @@ def _evaluate(p_test: np.ndarray, y_test: np.ndarray, p_valid: np.ndarray, tier_
 
 
 def choose_calibration(raw: np.ndarray, y: np.ndarray, seed: int, folds: int = 3,
-                       weight: np.ndarray | None = None) -> str:
-    """Isotonic or sigmoid, whichever has the lower out-of-fold log loss on the validation slice."""
-    from sklearn.metrics import log_loss
-
+                       weight: np.ndarray | None = None) -> tuple[str, float]:
+    """Isotonic or sigmoid, whichever has the lower out-of-fold log loss on the validation slice, and that loss."""
+    method, losses = oof_losses(raw, y, seed, folds, weight)
     w = np.ones(len(raw)) if weight is None else weight
-    rng = np.random.default_rng(seed)
-    fold = rng.integers(0, folds, len(raw))
-    losses = {}
+    return method, float(np.average(losses, weights=w))
+
+
+def oof_losses(raw: np.ndarray, y: np.ndarray, seed: int, folds: int = 3,
+               weight: np.ndarray | None = None) -> tuple[str, np.ndarray]:
+    """The better calibration method out of fold, and each row's log loss under it."""
+    w = np.ones(len(raw)) if weight is None else weight
+    fold = np.random.default_rng(seed).integers(0, folds, len(raw))
+    best = None
     for method in ("isotonic", "sigmoid"):
         p = np.empty(len(raw))
         for k in range(folds):
             fit, held = fold != k, fold == k
             if len(np.unique(y[fit])) < 2:
-                return "sigmoid"
+                p = np.full(len(y), np.average(y, weights=w))
+                return "sigmoid", -(y * np.log(p) + (1 - y) * np.log(1 - p))
             p[held] = Calibrator(method).fit(raw[fit], y[fit], w[fit]).transform(raw[held])
-        losses[method] = log_loss(y, p, labels=[0, 1], sample_weight=w)
-    return min(losses, key=losses.get)
+        losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        if best is None or np.average(losses, weights=w) < np.average(best[1], weights=w):
+            best = (method, losses)
+    return best
 
 
 def tier_cutoffs(p: np.ndarray, shares: tuple[float, float, float], weight: np.ndarray | None = None) -> list[float]:

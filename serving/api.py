@@ -205,19 +205,17 @@ class ScoringService:
         else:
             columns = online.build(canon, self.cfg, scorer.model.features)
         pred = scorer.predict(columns, self.cfg.scoring.reason_tiers)
-        tiers = pred["tier"].to_numpy()
+        tiers = pred["tier"]
         lc = self.cfg.data.leads
         route = first_matching_queue(tiers, {c: canon[lc.internal_column(c)] for q in self.cfg.routing.queues
                                              for c in q.where}, self.cfg.routing)
-        reasons = pred["reasons"].to_numpy() if "reasons" in pred else np.full(len(tiers), None, dtype=object)
-        prob = pred["probability"].to_numpy().round(6)
-        fit = pred["fit"].to_numpy().round(6)
-        fit_reasons = (pred["fit_reasons"].to_numpy() if "fit_reasons" in pred
-                       else np.full(len(tiers), None, dtype=object))
+        none = np.full(len(tiers), None, dtype=object)
+        reasons, fit_reasons = pred.get("reasons", none), pred.get("fit_reasons", none)
+        prob, fit = pred["probability"].round(6), pred["fit"].round(6)
         results = [{"lead_id": lid, "probability": float(p), "fit": float(f), "score": int(s), "tier": str(t),
                     "reasons": r if isinstance(r, str) and r else None,
                     "fit_reasons": fr if isinstance(fr, str) and fr else None, "route": str(q)}
-                   for lid, p, f, s, t, r, fr, q in zip(canon["lead_id"], prob, fit, pred["score"].to_numpy(), tiers,
+                   for lid, p, f, s, t, r, fr, q in zip(canon["lead_id"], prob, fit, pred["score"], tiers,
                                                         reasons, fit_reasons, route)]
         return {"model_version": state.scorer.model_version, "scored_at": now.isoformat(timespec="seconds"),
                 "results": results}

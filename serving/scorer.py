@@ -64,7 +64,7 @@ class LeadScorer:
                 columns[name] = np.floor(columns[name].to_numpy(np.float64))
         return pd.util.hash_pandas_object(columns, index=False).to_numpy().view(np.int64)
 
-    def predict(self, columns, reason_tiers: tuple[str, ...] = ("A", "B"), use_now: bool = True) -> pd.DataFrame:
+    def predict(self, columns, reason_tiers: tuple[str, ...] = ("A", "B"), use_now: bool = True) -> dict[str, np.ndarray]:
         """Per row of a feature frame or a dict of feature arrays (fit and now features side by side): the
         ``probability`` of a win from now on with its score, tier and reasons (for ``reason_tiers``), and ``fit``,
         the chance at arrival, with ``fit_reasons``. Without a model of a win from now on (snapshot exports),
@@ -75,33 +75,32 @@ class LeadScorer:
             raise DataError(f"schema drift: model version {self.model_version} needs features {missing[:5]} "
                             "that are not in the leads given")
         if now is None:
-            pred = self.model.predict_frame(columns, reason_tiers=tuple(reason_tiers))
-            fit = pred
+            out = self.model.predict_columns(columns, reason_tiers=tuple(reason_tiers))
+            fit = out
         else:
-            pred = now.predict_frame(columns, reason_tiers=tuple(reason_tiers))
-            explain = np.isin(pred["tier"].to_numpy(), list(reason_tiers)) if reason_tiers else None
-            fit = self.model.predict_frame(columns, explain=explain)
-        out = {c: pred[c].to_numpy() for c in pred.columns}
-        out["fit"] = fit["probability"].to_numpy()
+            out = now.predict_columns(columns, reason_tiers=tuple(reason_tiers))
+            explain = np.isin(out["tier"], list(reason_tiers)) if reason_tiers else None
+            fit = self.model.predict_columns(columns, explain=explain)
+        out["fit"] = fit["probability"]
         if "reasons" in fit:
-            out["fit_reasons"] = fit["reasons"].to_numpy()
-        return pd.DataFrame(out, index=pred.index)
+            out["fit_reasons"] = fit["reasons"]
+        return out
 
     def score(self, frame: pd.DataFrame, scored_at: datetime, reason_tiers: tuple[str, ...] = ("A", "B"),
               extra_columns: list[str] = (), use_now: bool = True) -> pd.DataFrame:
         """Scores in the published layout, highest probability first (rank 1); ties ordered by lead_id."""
         pred = self.predict(frame, reason_tiers, use_now)
         out = pd.DataFrame({"lead_id": frame["lead_id"].to_numpy()})
-        out["probability"] = pred["probability"].to_numpy().round(6)
-        out["fit"] = pred["fit"].to_numpy().round(6)
-        out["score"] = pred["score"].to_numpy()
-        out["tier"] = pred["tier"].to_numpy()
+        out["probability"] = pred["probability"].round(6)
+        out["fit"] = pred["fit"].round(6)
+        out["score"] = pred["score"]
+        out["tier"] = pred["tier"]
         order = np.lexsort((out["lead_id"].to_numpy().astype(str), -out["probability"].to_numpy()))
         rank = np.empty(len(out), np.int64)
         rank[order] = np.arange(1, len(out) + 1)
         out["rank"] = rank
-        out["reasons"] = pred["reasons"].to_numpy() if "reasons" in pred else None
-        out["fit_reasons"] = pred["fit_reasons"].to_numpy() if "fit_reasons" in pred else None
+        out["reasons"] = pred.get("reasons")
+        out["fit_reasons"] = pred.get("fit_reasons")
         out["model_version"] = self.model_version
         out["scored_at"] = pd.Timestamp(scored_at).tz_convert("UTC")  # scored_at must be timezone-aware
         for col in extra_columns:

@@ -19,10 +19,15 @@ def test_gate_rules():
     assert decide(good, 0.804, 0.005, 0.03).promote
     refused = decide(good, 0.81, 0.005, 0.03)
     assert not refused.promote and "below the champion's 0.8100" in refused.reasons[0]
-    assert "gate.max_ece" in decide({"roc_auc": 0.9, "ece": 0.05}, None, 0.005, 0.03).reasons[0]
+    assert "gate.max_ece" in decide({"roc_auc": 0.9, "ece": 0.05}, 0.9, 0.005, 0.03).reasons[0]
     # The calibration limit allows for the ECE a calibrated model shows by chance on that many test leads.
-    assert decide({"roc_auc": 0.9, "ece": 0.04, "ece_noise": 0.015}, None, 0.005, 0.03).promote
-    assert not decide({"roc_auc": 0.9, "ece": 0.05, "ece_noise": 0.015}, None, 0.005, 0.03).promote
+    assert decide({"roc_auc": 0.9, "ece": 0.04, "ece_noise": 0.015}, 0.9, 0.005, 0.03).promote
+    assert not decide({"roc_auc": 0.9, "ece": 0.05, "ece_noise": 0.015}, 0.9, 0.005, 0.03).promote
+    # A first model is promoted despite its calibration, and says so; refused for its ranking, both are said.
+    first = decide({"roc_auc": 0.9, "ece": 0.05}, None, 0.005, 0.03)
+    assert first.promote and not first.reasons and "gate.max_ece" in first.warnings[0]
+    both = decide({"roc_auc": 0.8, "ece": 0.05}, None, 0.005, 0.03, {"logistic": 0.9})
+    assert not both.promote and len(both.reasons) == 2 and not both.warnings
 
 
 def test_ece_noise_floor_matches_simulation():
@@ -37,3 +42,32 @@ def test_ece_noise_floor_matches_simulation():
     p = rng.beta(1.5, 6, 5000)
     y = (rng.random(5000) < np.clip(p * 1.5, 0, 1)).astype(int)
     assert expected_calibration_error(y, p) > 4 * ece_noise_floor(p)
+
+
+def test_a_first_model_is_refused_only_for_a_gap_larger_than_noise():
+    # 0.02 below the baseline: refused with the configured tolerance alone, promoted when the difference's standard
+    # error on the test leads is 0.015 (twice that is 0.03), refused again when the error is small.
+    good = {"roc_auc": 0.80, "ece": 0.01}
+    assert decide(good, None, 0.005, 0.03, {"logistic": 0.82}, {"logistic": 0.015}).promote
+    refused = decide(good, None, 0.005, 0.03, {"logistic": 0.82}, {"logistic": 0.002})
+    assert not refused.promote and "gate.auc_tolerance = 0.005" in refused.reasons[0]
+    noisy = decide(good, None, 0.005, 0.03, {"logistic": 0.85}, {"logistic": 0.015})
+    assert not noisy.promote and "twice the standard error" in noisy.reasons[0]
+
+
+def test_auc_difference_standard_error_matches_the_bootstrap():
+    from sklearn.metrics import roc_auc_score
+
+    from models.metrics import auc_difference_se
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    x = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(2 - x))).astype(int)
+    a, b = x + rng.normal(size=n) * 0.8, x + rng.normal(size=n) * 0.8
+    draws = []
+    for _ in range(300):
+        i = rng.integers(0, n, n)
+        draws.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
+    assert auc_difference_se(y, a, b) == pytest.approx(np.std(draws), rel=0.15)
+    assert auc_difference_se(y, a, a) == pytest.approx(0.0, abs=1e-12)

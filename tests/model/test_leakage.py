@@ -62,3 +62,13 @@ def test_many_valued_honest_column_is_not_flagged():
     report = single_feature_report(frame, y, ["id_like"], ["noise"], seed=1)
     assert report["auc"].max() < 0.55
     check_leakage(report, 0.95, (), {})
+
+
+def test_well_known_post_outcome_names_are_named():
+    from models.leakage import post_outcome_columns
+
+    named = post_outcome_columns(["Country", "Lead Quality", "Tags", "duration", "Total call duration (s)",
+                                  "Lead Status Reason", "TotalVisits", "pdays", "Lead Source", "Job Level"],
+                                 allow=("Tags",))
+    assert named == {"Lead Quality": "lead quality", "duration": "duration",
+                     "Total call duration (s)": "call duration", "Lead Status Reason": "lead status"}

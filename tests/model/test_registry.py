@@ -1,5 +1,6 @@
 """Registry lifecycle: challenger, promotion gate, manual promote, rollback; the logged model predicts exactly."""
 
+import logging
 import re
 
 import numpy as np
@@ -86,14 +87,16 @@ def test_pyfunc_round_trip_is_exact(crm_small, tmp_path):
     home = Home(cfg.home)
     steps.ingest_step(cfg, "r1")
     steps.features_step(cfg)
-    assert not steps.train_step(cfg, "r1")["promoted"]  # 5,000 leads: it stays challenger (see below)
-    in_memory, _ = registry.load_model(home, registry.CHALLENGER)
+    alias = registry.CHAMPION if steps.train_step(cfg, "r1")["promoted"] else registry.CHALLENGER
+    in_memory, _ = registry.load_model(home, alias)
     fs, _ = load_feature_set(home.features_file)
     frame = fs.frame.to_pandas()
-    features = frame[in_memory.features].copy()
+    assert in_memory.trend is not None  # calibration that follows drift reads each lead's creation time
+    features = frame[[*in_memory.features, "created_at"]].copy()
     for col in in_memory.encoder.categorical:  # the signature takes plain strings
         features[col] = features[col].astype(object)
-    loaded = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@challenger")
+    features["created_at"] = features["created_at"].dt.tz_convert("UTC").dt.tz_localize(None)  # MLflow: naive, UTC
+    loaded = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@{alias}")
     got = loaded.predict(features)
     want = in_memory.predict_frame(frame)
     np.testing.assert_array_equal(got["probability"].to_numpy(), want["probability"].to_numpy())
@@ -101,17 +104,23 @@ def test_pyfunc_round_trip_is_exact(crm_small, tmp_path):
     assert isinstance(got, pd.DataFrame) and len(got) == len(frame)
 
 
-def test_a_first_model_that_loses_to_a_baseline_stays_challenger(crm_small, tmp_path):
-    """On 5,000 leads a logistic regression ranks better than the booster: nothing becomes champion, and
-    scoring says why instead of using a model that lost."""
+def test_a_first_model_is_the_best_candidate_and_not_worse_than_a_baseline(crm_small, tmp_path, caplog):
+    """On 5,000 leads a logistic regression ranks the test leads better than the booster alone (the first model
+    used to stay challenger, leaving nothing scored). The registered model is the candidate with the best
+    validation log loss, the run says which and by how much, and on the test leads it is not worse than the best
+    baseline by more than noise (the gate's rule: twice the standard error of the difference, about 0.04 on these
+    100-odd test wins): it becomes champion and scoring runs."""
+    caplog.set_level(logging.INFO, logger="leadscore")
     cfg = make_config(crm_small, tmp_path / "home")
     steps.ingest_step(cfg, "r1")
     steps.features_step(cfg)
     result = steps.train_step(cfg, "r1")
-    assert not result["promoted"]
-    assert any("baseline" in r for r in result["gate_reasons"])
-    with pytest.raises(LeadscoreError, match="kept the trained version as challenger"):
-        steps.score_step(cfg, "r1")
+    assert result["promoted"], result["gate_reasons"]
+    said = re.search(r"registered the (.+?): log loss ([\d.]+) below the (.+?) on the ([\d,]+) validation leads",
+                     caplog.text)
+    assert said and float(said.group(2)) >= 0, caplog.text[-2000:]
+    assert "below the" not in "; ".join(result["gate_reasons"] + result["gate_warnings"])
+    assert steps.score_step(cfg, "r1")["leads_scored"] > 0
 
 
 def test_training_writes_an_evaluation_report_with_every_chart(crm_medium, tmp_path):

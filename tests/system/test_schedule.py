@@ -127,4 +127,4 @@ work_pool = "{pool}"
     manifest = json.loads((home.canonical / "manifest.json").read_text())
     assert manifest["counts"]["leads"]["kept"] > 4_000
     versions = registry.list_versions(home)
-    assert len(versions) == 1 and "challenger" in versions[0]["aliases"]
+    assert len(versions) == 1 and versions[0]["aliases"] == ["champion"]  # the first model, promoted
