@@ -235,8 +235,11 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     dropped = drop_time_groups(parts, y, w, fs, cfg)
     categorical = [c for c in fs.categorical if c not in dropped["features"]]
     numeric = [c for c in fs.numeric if c not in dropped["features"]]
-    encoder = FeatureEncoder(categorical, numeric).fit(parts["train"])
-    booster = _boost(encoder, parts, y, w, params, tc)
+    # The check trained this very booster when it used every training row.
+    encoder, booster = dropped["trained"].get((tuple(categorical), tuple(numeric))) or (None, None)
+    if booster is None:
+        encoder = FeatureEncoder(categorical, numeric).fit(parts["train"])
+        booster = _boost(encoder, parts, y, w, params, tc)
     x = {name: encoder.transform(part) for name, part in parts.items()}
     raw = {"lightgbm": {name: booster.predict(x[name]) for name in ("valid", "test")}}
 
@@ -392,7 +395,7 @@ def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config)
     groups = {name: [f for f in names if f in fs.features]
               for name, names in time_groups(fs.definitions).items()} if fs.definitions else {}
     groups = {name: names for name, names in groups.items() if names}
-    out = {"features": set(), "groups": {}}
+    out = {"features": set(), "groups": {}, "trained": {}}
     if not groups:
         return out
     tc, params = cfg.train, lgb_params(cfg)
@@ -403,6 +406,8 @@ def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config)
     def losses(categorical: list[str], numeric: list[str]) -> np.ndarray:
         encoder = FeatureEncoder(categorical, numeric).fit(parts["train"] if rows is None else parts["train"].iloc[rows])
         booster = _boost(encoder, parts, y, w, params, tc, rows)
+        if rows is None:
+            out["trained"][(tuple(categorical), tuple(numeric))] = (encoder, booster)
         raw = booster.predict(encoder.transform(parts["valid"]))
         return oof_losses(raw, y["valid"], tc.seed, weight=w["valid"])[1]
 
