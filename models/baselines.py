@@ -48,42 +48,83 @@ class LogisticBaseline:
         from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
         x, y = _sample(self._frame(frame), y, self.seed)
-        # One encoder per categorical column (as one encoder over all of them would do), so each output column
-        # is known to come from one feature.
+        # One encoder per categorical column (as one encoder over all of them would do), so that each level's
+        # weight can be read off its own encoder.
         prep = ColumnTransformer([
             *((f"cat{i}", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20), [c])
               for i, c in enumerate(self.categorical)),
             ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), self.numeric),
         ], sparse_threshold=1.0)
-        self.pipeline_ = make_pipeline(prep, LogisticRegression(max_iter=500, C=1.0)).fit(x, y)
-        # Which feature each output column belongs to, and each column's mean on the training leads: a lead's
-        # contribution of a feature is its columns' distance from the average lead times their coefficients.
-        owner = np.empty(len(self.pipeline_[-1].coef_[0]), np.int64)
-        for i in range(len(self.categorical)):
-            owner[prep.output_indices_[f"cat{i}"]] = i
-        if self.numeric:
-            imputer = prep.named_transformers_["num"][0]
-            flagged = getattr(imputer, "indicator_", None)
-            extra = list(flagged.features_) if flagged is not None else []
-            owner[prep.output_indices_["num"]] = len(self.categorical) + np.array([*range(len(self.numeric)), *extra])
-        self.owner_ = owner
-        self.center_ = np.asarray(prep.transform(x).mean(axis=0)).ravel()
+        pipeline = make_pipeline(prep, LogisticRegression(max_iter=500, C=1.0)).fit(x, y)
+        self._read_terms(prep, pipeline[-1])
+        self.center_ = self._terms(x).mean(axis=0)
         return self
 
+    def _read_terms(self, prep, lr) -> None:
+        """The fitted pipeline as per-feature terms of the log-odds, so that scoring is a lookup per categorical
+        and an affine map per numeric (sklearn's transformers cost about a millisecond a request each)."""
+        coef = lr.coef_[0]
+        self.intercept_ = float(lr.intercept_[0])
+        self.levels_, self.level_terms_, self.unseen_term_ = {}, {}, {}
+        for i, col in enumerate(self.categorical):
+            encoder, at = prep.named_transformers_[f"cat{i}"], prep.output_indices_[f"cat{i}"]
+            levels = list(encoder.categories_[0])
+            probe = pd.DataFrame({col: [*levels, "\x00not seen in training"]}, dtype=object)
+            terms = np.asarray(encoder.transform(probe) @ coef[at]).ravel()
+            self.levels_[col] = pd.Index(levels, dtype=object)
+            self.level_terms_[col], self.unseen_term_[col] = terms[:-1], float(terms[-1])
+        self.numeric_terms_ = {}
+        if self.numeric:
+            imputer, scaler = prep.named_transformers_["num"]
+            c = coef[prep.output_indices_["num"]]
+            n = len(self.numeric)
+            flagged = list(getattr(imputer, "indicator_", None).features_) if getattr(imputer, "indicator_", None) else []
+            for j, col in enumerate(self.numeric):
+                slope = c[j] / scaler.scale_[j]
+                k = n + flagged.index(j) if j in flagged else None
+                flag = (c[k] / scaler.scale_[k], scaler.mean_[k]) if k is not None else (0.0, 0.0)
+                # value term: slope * (x - mean); a missing value: the median's term plus the indicator's
+                self.numeric_terms_[col] = (float(imputer.statistics_[j]), float(scaler.mean_[j]), float(slope),
+                                            float(flag[0]), float(flag[1]))
+
+    def _terms(self, frame) -> np.ndarray:
+        """(leads x features): each feature's term of the log-odds."""
+        n = len(frame[(self.categorical or self.numeric)[0]])
+        out = np.empty((n, len(self.categorical) + len(self.numeric)))
+        for j, col in enumerate(self.categorical):
+            out[:, j] = self._level_terms(col, np.asarray(frame[col], dtype=object))
+        for j, col in enumerate(self.numeric, start=len(self.categorical)):
+            median, mean, slope, flag_slope, flag_mean = self.numeric_terms_[col]
+            x = np.asarray(frame[col])
+            if x.dtype.kind != "f":
+                x = pd.to_numeric(pd.Series(x), errors="coerce").to_numpy(np.float64)
+            missing = np.isnan(x)
+            out[:, j] = slope * (np.where(missing, median, x) - mean) + flag_slope * (missing - flag_mean)
+        return out
+
+    def _level_terms(self, col: str, values: np.ndarray) -> np.ndarray:
+        """Each value's term, read as text as in fitting (missing: "(missing)"); a handful by dict lookup."""
+        if len(values) > 64:
+            text = pd.Series(values).astype("string").fillna("(missing)").to_numpy(dtype=object)
+            at = self.levels_[col].get_indexer(text)
+            return np.where(at >= 0, self.level_terms_[col][np.maximum(at, 0)], self.unseen_term_[col])
+        if not hasattr(self, "_lookup"):
+            self._lookup = {c: dict(zip(self.levels_[c], self.level_terms_[c])) for c in self.categorical}
+        table, unseen = self._lookup[col], self.unseen_term_[col]
+        return np.array([table.get("(missing)" if v is None or v is pd.NA or (isinstance(v, float) and v != v)
+                                   else v if isinstance(v, str) else str(v), unseen) for v in values])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_lookup", None)  # a cache, rebuilt after loading
+        return state
+
     def predict_proba(self, frame) -> np.ndarray:
-        return self.pipeline_.predict_proba(self._frame(frame))[:, 1]
+        return 1 / (1 + np.exp(-(self.intercept_ + self._terms(frame).sum(axis=1))))
 
     def contributions(self, frame) -> np.ndarray:
         """(leads x features) log-odds against the average training lead."""
-        from scipy import sparse
-
-        z = self.pipeline_[0].transform(self._frame(frame))
-        coef = self.pipeline_[-1].coef_[0]
-        z = sparse.csr_matrix(z) if not sparse.issparse(z) else z.tocsr()
-        by_column = z.multiply(coef[None, :]).tocsr()
-        groups = sparse.csr_matrix((np.ones(len(coef)), (np.arange(len(coef)), self.owner_)),
-                                   shape=(len(coef), len(self.categorical) + len(self.numeric)))
-        return np.asarray((by_column @ groups).todense()) - (self.center_ * coef) @ groups
+        return self._terms(frame) - self.center_
 
 
 class NaiveBayesBaseline:

@@ -3,8 +3,6 @@ MLflow pyfunc."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
@@ -47,34 +45,6 @@ class Calibrator:
         return np.clip(p, 1e-4, 1 - 1e-4)
 
 
-US_PER_YEAR = 365.25 * 86400e6
-
-
-def moments_us(values) -> np.ndarray:
-    """Timestamps (pandas, Arrow-backed, or int64 microseconds as the online features give them) as int64 us."""
-    if getattr(values, "dtype", None) is not None and values.dtype.kind in "iu":
-        return np.asarray(values, np.int64)
-    stamps = pd.to_datetime(pd.Series(values) if isinstance(values, np.ndarray) else values, utc=True)
-    return np.asarray(stamps.dt.tz_convert(None), dtype="datetime64[us]").astype(np.int64)
-
-
-@dataclass
-class LevelTrend:
-    """Calibration that follows drift: the log-odds by which a win grew more (or less) likely per year after the
-    window the model was calibrated on, measured on newer matured rows and carried forward (at most
-    ``max_years``), so the newest leads' mean probability tracks what they will realize. Rows older than the
-    window keep the calibrated level: the model learned their time from their own outcomes."""
-
-    column: str  # the moment each row describes: "created_at" (the fit) or "at" (a win from now on)
-    center_us: int  # the middle of the calibration window
-    per_year: float  # already shrunk toward 0 by its standard error
-    max_years: float = 1.0
-
-    def shift(self, frame) -> np.ndarray:
-        years = (moments_us(frame[self.column]) - self.center_us) / US_PER_YEAR
-        return self.per_year * np.clip(years, 0.0, self.max_years)
-
-
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -101,7 +71,7 @@ class LeadModel(PythonModel):
     def __init__(self, encoder: FeatureEncoder, booster, calibrator: Calibrator, tier_cutoffs: list[float],
                  feature_labels: dict[str, str] | None = None, reasons=None, attribution=None, reference=None,
                  trained_through=None, evaluated: LeadModel | None = None, evaluated_through=None,
-                 now: LeadModel | None = None, kind: str = "lightgbm", linear=None, trend: LevelTrend | None = None):
+                 now: LeadModel | None = None, kind: str = "lightgbm", linear=None):
         self.encoder = encoder
         # What gives the raw probability (models.train picks it on the validation leads): the booster
         # ("lightgbm"), a simple model (``linear``: "logistic" or "naive_bayes"), or both ("blend": the mean of
@@ -110,7 +80,6 @@ class LeadModel(PythonModel):
         self.booster = booster
         self.linear = linear
         self.calibrator = calibrator
-        self.trend = trend  # None: the calibrated level is kept (no time, or no drift worth carrying)
         self.tier_cutoffs = list(tier_cutoffs)  # probability thresholds for A, B, C (descending)
         self.feature_labels = dict(feature_labels or {})
         self.reasons = reasons  # models.explain.ReasonBook, fitted on the training leads
@@ -148,14 +117,8 @@ class LeadModel(PythonModel):
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.empty(0)
-        return self.calibrated(self.raw_probability(frame), frame)
+        return self.calibrator.transform(self.raw_probability(frame))
 
-    def calibrated(self, raw: np.ndarray, frame) -> np.ndarray:
-        p = self.calibrator.transform(raw)
-        trend = getattr(self, "trend", None)
-        if trend is None or not trend.per_year:
-            return p
-        return np.clip(1 / (1 + np.exp(-(_logit(p) + trend.shift(frame)))), 1e-4, 1 - 1e-4)
 
     def tier(self, probability: np.ndarray) -> np.ndarray:
         # Cut-offs are descending; the number of cut-offs a lead reaches or passes picks its tier.
@@ -173,7 +136,7 @@ class LeadModel(PythonModel):
                         explain: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """``predict_frame`` as a dict of arrays (a frame of one lead costs more to build than its trees)."""
         x = self.encoder.matrix(frame)
-        p = self.calibrated(self._raw(frame, x), frame) if len(x) else np.empty(0)
+        p = self.calibrator.transform(self._raw(frame, x)) if len(x) else np.empty(0)
         tier = self.tier(p)
         out = {"probability": p, "score": score_from_probability(p), "tier": tier}
         if reason_tiers or explain is not None:

@@ -81,10 +81,8 @@ def _signature(model):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    trend = getattr(model, "trend", None)  # calibration that follows drift needs each lead's moment (UTC)
     inputs = Schema([ColSpec("string", c, required=False) for c in model.encoder.categorical]
-                    + [ColSpec("double", c, required=False) for c in model.encoder.numeric]
-                    + ([ColSpec("datetime", trend.column)] if trend is not None else []))
+                    + [ColSpec("double", c, required=False) for c in model.encoder.numeric])
     outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "score"), ColSpec("string", "tier")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 

@@ -28,7 +28,7 @@ from models.baselines import LogisticBaseline, NaiveBayesBaseline
 from models.drift import DriftReference
 from models.encoding import FeatureEncoder
 from models.explain import PathAttribution, ReasonBook
-from models.lead_model import US_PER_YEAR, Calibrator, LeadModel, LevelTrend, blend, moments_us
+from models.lead_model import Calibrator, LeadModel, blend
 from models.leakage import check_leakage, post_outcome_columns, single_feature_report
 from models.metrics import classification_metrics
 
@@ -122,10 +122,10 @@ KIND_WORDS = {"lightgbm": "LightGBM booster", "logistic": "logistic regression",
 
 
 def trend_line(trend: dict, rows: str) -> str:
-    """What calibration that follows drift found and carries forward."""
+    """How the calibrated level moved over the newest matured rows."""
     return (f"level after calibration moves by {trend['c']:+.3f} log-odds a year (standard error {trend['se']:.3f}) "
-            f"over the validation and test {rows}; carried forward for newer {rows}: {trend['per_year']:+.3f} a year "
-            "(shrunk by its noise; 0 below two standard errors)")
+            f"over the validation and test {rows}; not carried forward (a window this short cannot tell the "
+            "season from a drift)")
 
 
 def time_groups_line(result: TrainResult) -> str:
@@ -268,19 +268,17 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                           tier_cutoffs(p_valid[keep], cfg.scoring.tier_shares, w["valid"][keep]), fs.labels,
                           kind=kind, linear=simple.get(linear_kind))
     p_test = calibrator.transform(raw[kind]["test"])
-    # Calibration that follows drift: how the calibrated level moves after the validation window, measured on
-    # the validation and test rows (the newest matured ones, which the evaluated model never saw) and carried
-    # forward by the registered model. The evaluated model keeps its level: a trend fitted on the validation
-    # window alone is mostly the season (on 520,000 generator leads, +0.8 log-odds a year where the drift is
-    # -0.3), and the test rows judge that level as it is.
+    # How the calibrated level moves over the validation and test rows (the newest matured ones), reported, not
+    # carried forward: over a window shorter than a year the season and the drift cannot be told apart (on
+    # 1,000,000 generator leads the slope is -1.28 a year where the drift is -0.3, and carried forward it would
+    # put the immature leads 41 % below the truth instead of 6 %).
     trend = None
     if time_column is not None:
-        when = {part: moments_us(parts[part][time_column]) for part in ("valid", "test")}
-        center = int(np.average(when["valid"], weights=w["valid"]))
+        when = {part: _years(parts[part][time_column]) for part in ("valid", "test")}
+        center = np.average(when["valid"], weights=w["valid"])
         trend = level_trend(np.concatenate([y["valid"], y["test"]]), np.concatenate([p_valid, p_test]),
                             np.concatenate([w["valid"], w["test"]]),
-                            np.concatenate([(when["valid"] - center), (when["test"] - center)]) / US_PER_YEAR)
-    level = LevelTrend(time_column, center, trend["per_year"]) if trend else None
+                            np.concatenate([when["valid"], when["test"]]) - center)
 
     # The registered model: the evaluated recipe (features, parameters, rounds scaled to the rows, calibrator, tier
     # cut-offs) refit on every row. Without it, the newest 30 % of known outcomes (the validation and test rows)
@@ -297,8 +295,7 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     reasons = ReasonBook(fs.categorical, fs.numeric, fs.labels, cfg.features.prior_strength,
                          definitions=fs.definitions).fit(data, y_all.to_numpy(), w_all)
     recent = pd.concat([parts["valid"], parts["test"]])
-    p_recent = LeadModel(final_encoder, final, calibrator, cutoffs, kind=kind, linear=final_linear,
-                         trend=level).probability(recent)
+    p_recent = LeadModel(final_encoder, final, calibrator, cutoffs, kind=kind, linear=final_linear).probability(recent)
     snapshot = time_column is None
     # The evaluated model travels along: the next training run's gate compares recipes fitted on similar
     # history (this one against the next one's evaluated model) on leads neither has seen.
@@ -309,7 +306,7 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                       evaluated=evaluated,
                       evaluated_through=None if snapshot else pd.Timestamp(
                           pd.concat([parts["train"], parts["valid"]])[time_column].max()),
-                      now=now, kind=kind, linear=final_linear, trend=level)
+                      now=now, kind=kind, linear=final_linear)
 
     weighted = w["test"] if weight_column else None
     metrics = classification_metrics(y["test"], p_test, weighted)
@@ -336,25 +333,27 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                        baseline_probability=baseline_probability, best_iteration=booster.current_iteration())
 
 
+def _years(moments: pd.Series) -> np.ndarray:
+    """Timestamps as years since 1970 (for slopes per year)."""
+    return pd.DatetimeIndex(moments).as_unit("us").asi8 / (365.25 * 86400e6)
+
+
 def level_trend(y: np.ndarray, p: np.ndarray, w: np.ndarray, years: np.ndarray) -> dict[str, float]:
     """The drift of the level after calibration: ``c`` in logit P(win) = logit(p) + c * years, by maximum
-    likelihood, with its (sandwich) standard error, and ``per_year``: c shrunk toward 0 by 1 - (2 se / c)^2, none
-    below two standard errors. A trend the rows cannot tell from noise is not carried forward: it would move
-    every new lead's probability from one run to the next."""
+    likelihood, with its (sandwich) standard error."""
     offset, c, info = np.log(p / (1 - p)), 0.0, 0.0
     for _ in range(30):
         q = 1 / (1 + np.exp(-(offset + c * years)))
         info = float(np.sum(w * q * (1 - q) * years ** 2))
         if info <= 0:
-            return {"c": 0.0, "se": float("inf"), "per_year": 0.0}
+            return {"c": 0.0, "se": float("inf")}
         step = float(np.sum(w * (y - q) * years)) / info
         c += step
         if abs(step) < 1e-9:
             break
     q = 1 / (1 + np.exp(-(offset + c * years)))
     se = float(np.sqrt(np.sum((w * (y - q) * years) ** 2))) / info
-    shrunk = c * max(0.0, 1 - (2 * se / c) ** 2) if c else 0.0
-    return {"c": round(c, 6), "se": round(se, 6), "per_year": round(shrunk, 6)}
+    return {"c": round(c, 6), "se": round(se, 6)}
 
 
 STOP_TOLERANCE = 0.001

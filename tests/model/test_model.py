@@ -87,12 +87,13 @@ def test_large_generator_run_matches_the_truth(tmp_path):
     the 50,000+ leads it never saw whose outcomes the full export knows: ECE <= 0.03 against those outcomes, and
     better than the evaluated model's on the same leads.
 
-    The generator's base rate falls 0.3 log-odds a year and swings with the season. Here the level the evaluated
-    model shows over its validation and test leads moves by -0.09 +- 0.07 a year: within noise, so the registered
-    model carries no trend forward, and its forward ECE is 0.022 (0.026 before issue 15; 0.012 on the generator
-    before it drifted), above the evaluated model's 0.019 on the same leads. The refit on every mature lead over-predicts the leads after it by about 16 %; recalibrating
-    a refit without the test leads on them instead gives 0.012 here but ranks worse, and on 200,000 leads puts
-    the newest leads 9 % above the truth rather than 4 %. The bound stays where issue 14 left it."""
+    The generator's base rate falls 0.3 log-odds a year and swings with the season. The registered model's
+    forward ECE is 0.022 (0.026 before issue 15; 0.012 on the generator before it drifted), above the evaluated
+    model's 0.019 on the same leads: the refit on every mature lead over-predicts the leads after it by about
+    16 %. Recalibrating a refit without the test leads on them gives 0.012 here but ranks worse, and on 200,000
+    leads puts the newest leads 9 % above the truth rather than 4 %; carrying forward the level's slope over
+    the validation and test leads (-0.09 +- 0.07 a year here) mistakes the season for a drift at 1M leads.
+    The bound stays where issue 14 left it (issue 15 stays open)."""
     from datetime import timedelta
 
     from conftest import large_export
