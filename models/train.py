@@ -1,5 +1,5 @@
-"""Train the close-probability models: time-forward split, LightGBM, calibration that follows drift, tier
-cut-offs, test metrics.
+"""Train the close-probability models: time-forward split, a model chosen on the validation leads (LightGBM, a
+logistic regression, naive Bayes or a blend), calibration, tier cut-offs, test metrics.
 
 Two models, one recipe (:func:`fit_recipe`):
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.definitions import time_groups
 from leadscore.config import Config
 from leadscore.contract import FeatureSet
-from features.definitions import time_groups
 from leadscore.errors import DataError
 from models.baselines import LogisticBaseline, NaiveBayesBaseline
 from models.drift import DriftReference
