@@ -304,7 +304,7 @@ def report_step(cfg: Config, run_id: str) -> dict:
     scorer = LeadScorer.from_registry(home)
     scorer.check_schema(fs.categorical, fs.numeric)
     frame = fs.frame.to_pandas()
-    keep = [c for c in ("campaign", "source", "created_at", "mature", "label", "is_open") if c in frame.columns]
+    keep = [c for c in ("campaign", "source", "created_at", "mature", "label", "is_open", "won_at") if c in frame.columns]
     scores = scorer.score(frame, datetime.now(timezone.utc).replace(microsecond=0), reason_tiers=(),
                           extra_columns=keep, use_now=False)  # lead quality is fixed when a lead arrives
     tables = read_canonical(home.canonical, lazy=True)  # only the small campaigns table is read

@@ -12,8 +12,9 @@ from leadscore.htmlpage import page
 PALETTE = ["#1f6fb2", "#e07b39", "#7a9a3a", "#9b4f96", "#c0392b", "#16a085", "#7f8c8d", "#d4ac0d"]
 TIER_COLORS = {"A": "#1f6fb2", "B": "#4f9bd9", "C": "#9cc7ec", "D": "#cbd2d9"}
 SHOWN_COLUMNS = ["leads", "matured_leads", "open_leads", "mean_probability", "expected_closes", "expected_closes_low",
-                 "expected_closes_high", "actual_closes", "expected_closes_matured", "tier_a_share", "cost",
-                 "cost_per_lead", "cost_per_expected_close", "early_read", "weeks_until_outcomes"]
+                 "expected_closes_high", "closes_so_far", "actual_closes", "expected_closes_matured", "tier_a_share",
+                 "cost", "cost_per_lead", "cost_per_expected_close", "early_read", "early_wins",
+                 "early_wins_expected", "outcome_factor", "weeks_until_outcomes"]
 
 
 def _svg(name: str, w: int, h: int, parts: list[str], title: str) -> str:
@@ -128,6 +129,8 @@ def _fmt(value, col: str) -> str:
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
         return f"{value:,}"
+    if col == "outcome_factor":
+        return f"{value:.2f}"
     if isinstance(value, (float, np.floating)):
         return f"{value:,.1f}" if abs(value) < 1e6 else f"{value:,.0f}"
     return html.escape(str(value))

@@ -2,9 +2,14 @@
 
 Attribution: a lead belongs to the campaign in its mapped ``campaign`` column, which CRMs export as the first
 touch; ``report.attribution`` names the rule so that others (last touch, split credit) can be added beside it.
-Expected closes are sums of calibrated probabilities. Their 90 % interval is the exact Poisson-binomial one
-for up to ``EXACT_UP_TO`` leads and the normal approximation above. Actual closes count matured leads only
-(leads whose horizon has passed), and are compared with the expected closes of those same leads.
+
+Expected closes of a group = the wins already known + the chance that each of its other undecided leads still wins
+within its horizon. That chance starts from the lead model's calibrated probability at arrival and is corrected
+by the group's own early outcomes (:func:`outcome_factors`): a lead that has been open 20 days has had F(20) of its
+chance, F the close-lag distribution of the matured wins, so a group whose young leads won less often than their
+exposure implies is marked down, shrunk toward the lead model by how much groups really differ (empirical Bayes).
+Matured leads count their actual outcome: the model's scores of old leads are fitted, their outcomes are known.
+The 90 % interval covers the chance in the undecided leads' outcomes and the uncertainty in the group's factor.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ import pandas as pd
 Z90 = 1.6448536269514722
 EXACT_UP_TO = 2000
 EARLY_READ_MATURED_SHARE = 0.5  # a campaign is "early" while fewer than half its leads have matured
+MIN_LAGS = 20  # matured wins needed to measure the close-lag distribution (else: a straight line)
+MIN_EXPECTED = 5.0  # early wins a group's leads should have brought to count in the spread between groups
+MIN_SPREAD = 1e-3  # groups differ by at least a few percent (k at most 1,000)
+MIN_GROUPS = 3  # groups with MIN_EXPECTED needed to measure that spread (else: the lead model is taken as is)
 
 # The CSV contract (spreadsheets depend on these names and their order).
 QUALITY_COLUMNS = [
@@ -24,6 +33,7 @@ QUALITY_COLUMNS = [
     "expected_closes_high", "expected_closes_matured", "actual_closes", "actual_within_interval",
     "tier_a_share", "tier_b_share", "tier_c_share", "tier_d_share", "cost", "cost_per_lead",
     "cost_per_expected_close", "matured_share", "early_read", "early_read_z", "weeks_until_outcomes",
+    "closes_so_far", "early_wins", "early_wins_expected", "outcome_factor",
 ]
 
 
@@ -48,18 +58,102 @@ def poisson_binomial_interval(p: np.ndarray, level: float = 0.90) -> tuple[float
     return float(np.searchsorted(cdf, lo_q)), float(np.searchsorted(cdf, hi_q))
 
 
+def close_lag_cdf(scored: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """F(d) for d = 0..horizon days: the share of the matured leads' wins that came within d days of arrival.
+
+    A straight line when the export has no win dates or too few matured wins to tell."""
+    grid = np.arange(horizon_days + 1, dtype=np.float64)
+    lags = np.empty(0)
+    if "won_at" in scored:
+        won = (scored["mature"].to_numpy(bool) & (scored["label"].to_numpy(np.float64) == 1)
+               & scored["won_at"].notna().to_numpy())
+        lags = ((pd.to_datetime(scored["won_at"][won], utc=True) - pd.to_datetime(scored["created_at"][won], utc=True))
+                .dt.total_seconds().to_numpy() / 86400)
+    if len(lags) < MIN_LAGS:
+        return grid / max(horizon_days, 1)
+    cdf = np.searchsorted(np.sort(lags), grid, side="right") / len(lags)
+    cdf[-1] = 1.0
+    return cdf
+
+
+def exposure(scored: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) -> np.ndarray:
+    """The share of each lead's chance of a win within its horizon that has had time to happen by ``as_of``:
+    1 for a matured lead, F(age) for the others."""
+    created = pd.to_datetime(scored["created_at"], utc=True)
+    age = ((as_of - created).dt.total_seconds() / 86400).clip(0, horizon_days).to_numpy(np.float64)
+    cdf = close_lag_cdf(scored, horizon_days)
+    share = np.interp(np.nan_to_num(age, nan=0.0), np.arange(horizon_days + 1), cdf)
+    return np.where(scored["mature"].to_numpy(bool), 1.0, share)
+
+
+def outcome_factors(key: np.ndarray, p: np.ndarray, exposed: np.ndarray, won: np.ndarray,
+                    mature: np.ndarray) -> pd.DataFrame:
+    """How much more (or less) often each group's young leads win than the lead model expects.
+
+    Over the leads that have not matured (the registered model never learned from their outcomes), a group's
+    early wins W are compared with the wins its leads should have brought so far, E = sum of p * exposure. The
+    factor is a gamma-Poisson posterior mean, theta = level * (W + k) / (level * E + k): ``level`` is the same
+    ratio over all groups (the model's level on the newest leads), k is measured from how much the groups'
+    ratios spread beyond Poisson noise (method of moments). Groups the model has mostly seen outcomes of and
+    groups it has barely seen differ in how far the model can be off, so each kind gets its own level and k
+    when it has enough groups to measure them (else both kinds share them; with too few groups anywhere the
+    factor is 1). Returns a frame per group: W, E, factor, its variance, and the k used."""
+    young = ~mature
+    g = pd.DataFrame({"key": key, "W": np.where(young, won, 0.0), "E": np.where(young, p * exposed, 0.0),
+                      "matured": mature.astype(np.float64)}).groupby("key", sort=True) \
+        .agg(W=("W", "sum"), E=("E", "sum"), matured=("matured", "mean"))
+    g["factor"], g["factor_var"], g["k"] = 1.0, 0.0, math.inf
+    pooled = _gamma_prior(g)
+    for new in (True, False):
+        kind = (g["matured"] < EARLY_READ_MATURED_SHARE) == new
+        level, k = _gamma_prior(g[kind]) or pooled or (1.0, math.inf)
+        if math.isinf(k):
+            continue
+        w, e = g.loc[kind, "W"], g.loc[kind, "E"]
+        g.loc[kind, "factor"] = level * (w + k) / (level * e + k)
+        g.loc[kind, "factor_var"] = level * g.loc[kind, "factor"] / (level * e + k)
+        g.loc[kind, "k"] = k
+    return g.drop(columns="matured")
+
+
+def _gamma_prior(g: pd.DataFrame) -> tuple[float, float] | None:
+    """(level, k) of the groups' factors, or None when too few groups have enough early outcomes to tell."""
+    enough = g[g["E"] >= MIN_EXPECTED]
+    total_w, total_e = float(g["W"].sum()), float(g["E"].sum())
+    if len(enough) < MIN_GROUPS or total_e <= 0:
+        return None
+    level = total_w / total_e
+    ratio = enough["W"] / (level * enough["E"])
+    noise = 1 / (level * enough["E"])  # Poisson variance of each ratio
+    spread = 0.0
+    for _ in range(20):  # random-effects weights: each group counts by its precision, noise and spread together
+        spread = max(float(np.average((ratio - 1) ** 2 - noise, weights=1 / (spread + noise))), MIN_SPREAD)
+    k = 1 / spread
+    return (total_w + k) / (total_e + k), k  # the level itself shrunk toward the model
+
+
 def quality_table(scored: pd.DataFrame, by: str, costs: pd.DataFrame | None, as_of: pd.Timestamp,
                   horizon_days: int) -> pd.DataFrame:
     """One row per value of ``by``, ranked by cost per expected close (then expected closes).
 
-    ``scored`` needs: by, probability, tier, mature, label, is_open, and created_at (for the early read)."""
-    key = scored[by].astype("string").fillna("(none)")
+    ``scored`` needs: by, probability (at arrival), tier, mature, label (1 for a win known so far), is_open,
+    created_at, and won_at for the close-lag distribution (without it, a straight line)."""
+    key = scored[by].astype("string").fillna("(none)").to_numpy()
     p = scored["probability"].to_numpy(np.float64)
     mature = scored["mature"].to_numpy(bool)
+    won = (scored["label"].to_numpy(np.float64) == 1).astype(np.float64)
+    exposed = exposure(scored, as_of, horizon_days)
+    factors = outcome_factors(key, p, exposed, won, mature)
+    factor = factors["factor"].reindex(key).to_numpy()
+    adjusted = np.minimum(p * factor, 0.999)
+    undecided = ~mature & (won == 0)
+    # the chance of a win in what is left of the horizon, given none so far
+    rest = np.where(undecided, adjusted * (1 - exposed) / (1 - adjusted * exposed), 0.0)
+    slope = np.where(undecided & (p * factor < 0.999), p * (1 - exposed) / (1 - adjusted * exposed) ** 2, 0.0)
     df = pd.DataFrame({
-        "key": key.to_numpy(), "p": p, "mature": mature, "open": scored["is_open"].to_numpy(bool),
-        "mp": np.where(mature, p, 0.0),
-        "win": np.where(mature, scored["label"].fillna(0).to_numpy(np.float64), 0.0),
+        "key": key, "p": p, "mature": mature, "open": scored["is_open"].to_numpy(bool),
+        "mp": np.where(mature, p, 0.0), "win": np.where(mature, won, 0.0), "known": won,
+        "expected": won + rest, "rest_var": rest * (1 - rest), "slope": slope, "undecided": undecided,
         "created_at": scored["created_at"] if "created_at" in scored else pd.NaT,
         **{f"t{t}": (scored["tier"] == t).to_numpy(np.float64) for t in "ABCD"},
     })
@@ -69,16 +163,20 @@ def quality_table(scored: pd.DataFrame, by: str, costs: pd.DataFrame | None, as_
         "matured_leads": g["mature"].sum().astype(np.int64),
         "open_leads": g["open"].sum().astype(np.int64),
         "mean_probability": g["p"].mean(),
-        "expected_closes": g["p"].sum(),
+        "expected_closes": g["expected"].sum(),
         "expected_closes_matured": g["mp"].sum(),
         "actual_closes": g["win"].sum(),
         **{f"tier_{t.lower()}_share": g[f"t{t}"].mean() for t in "ABCD"},
+        "closes_so_far": g["known"].sum(),
+        "early_wins": factors["W"],
+        "early_wins_expected": factors["E"],
+        "outcome_factor": factors["factor"],
         "last_created_at": g["created_at"].max(),
     })
-    bounds = {k: poisson_binomial_interval(grp.to_numpy()) for k, grp in g["p"]}
-    out["expected_closes_low"] = [bounds[k][0] for k in out.index]
-    out["expected_closes_high"] = [bounds[k][1] for k in out.index]
-    # Expected vs actual on matured leads: did they close about as often as predicted?
+    sd = np.sqrt(g["rest_var"].sum() + g["slope"].sum() ** 2 * factors["factor_var"])
+    out["expected_closes_low"] = np.maximum(out["expected_closes"] - Z90 * sd, out["closes_so_far"])
+    out["expected_closes_high"] = np.minimum(out["expected_closes"] + Z90 * sd, out["closes_so_far"] + g["undecided"].sum())
+    # Expected vs actual on matured leads: did they close about as often as the model said?
     matured_bounds = {k: poisson_binomial_interval(grp.to_numpy()) for k, grp in df[df["mature"]].groupby("key")["p"]}
     low = pd.Series({k: b[0] for k, b in matured_bounds.items()}, dtype=float).reindex(out.index)
     high = pd.Series({k: b[1] for k, b in matured_bounds.items()}, dtype=float).reindex(out.index)
@@ -94,18 +192,19 @@ def quality_table(scored: pd.DataFrame, by: str, costs: pd.DataFrame | None, as_
     out["cost_per_lead"] = out["cost"] / out["leads"]
     out["cost_per_expected_close"] = out["cost"] / out["expected_closes"].where(out["expected_closes"] > 0)
 
-    _early_read(out, p.mean() if len(p) else 0.0, as_of, horizon_days)
+    average = out["expected_closes"].sum() / max(len(p), 1)
+    _early_read(out, sd, average, as_of, horizon_days)
     out = out.sort_values(["cost_per_expected_close", "expected_closes"], ascending=[True, False], na_position="last")
     return out.reset_index()[[by, *QUALITY_COLUMNS]]
 
 
-def _early_read(out: pd.DataFrame, average: float, as_of: pd.Timestamp, horizon_days: int) -> None:
-    """For groups whose leads are mostly immature: is their predicted quality different from the average lead's
-    by more than chance in the outcomes would explain? z compares the expected closes with what average leads
-    would give (binomial spread); |z| > 1.645 is flagged (90 %)."""
+def _early_read(out: pd.DataFrame, sd: pd.Series, average: float, as_of: pd.Timestamp, horizon_days: int) -> None:
+    """For groups whose leads are mostly immature: are their expected closes different from what as many average
+    leads would bring, by more than their own uncertainty explains? |z| > 1.645 is flagged (90 %)."""
     out["matured_share"] = out["matured_leads"] / out["leads"]
     expected_if_average = out["leads"] * average
-    spread = np.sqrt(out["leads"] * average * (1 - average)).replace(0, np.nan)
+    # the group's own spread, and at least the binomial spread of as many average leads
+    spread = np.sqrt(np.maximum(sd ** 2, out["leads"] * average * (1 - average))).replace(0, np.nan)
     z = (out["expected_closes"] - expected_if_average) / spread
     early = out["matured_share"] < EARLY_READ_MATURED_SHARE
     verdict = np.where(z > Z90, "better than average", np.where(z < -Z90, "worse than average", "no clear difference yet"))
@@ -146,7 +245,9 @@ def summary_lines(campaigns: pd.DataFrame, previous: pd.DataFrame | None, previo
         text = (f"Early read on {len(early)} campaign(s) whose leads are mostly still open (up to {weeks} weeks of "
                 "outcomes missing)")
         if len(flagged):
-            text += ": " + "; ".join(f"{r.campaign} looks {r.early_read} ({r.mean_probability:.0%} predicted)"
+            text += ": " + "; ".join(f"{r.campaign} looks {r.early_read} ({r.expected_closes / r.leads:.0%} of its leads "
+                                     f"expected to close; {r.early_wins:.0f} early wins where its leads' profiles and "
+                                     f"time open gave {r.early_wins_expected:.1f})"
                                      for r in flagged.head(5).itertuples()) + "."
         else:
             text += ": none differs clearly from the average yet."

@@ -31,13 +31,17 @@ def campaign_report(scores: pd.DataFrame, costs: pd.DataFrame | None, previous: 
     source_trend = weekly_trend(scores, "source", as_of)
     summary = summary_lines(campaigns, previous, previous_label)
     notes = (f"Attribution: {cfg.report.attribution.replace('_', ' ')} (a lead belongs to the campaign in its "
-             f"{cfg.data.leads.campaign or 'campaign'!r} column). Expected closes are sums of calibrated probabilities "
-             f"of a win within {horizon} days, with a 90% interval (exact Poisson-binomial up to 2,000 leads, normal "
-             "approximation above). Actual closes count matured leads only (created at least "
-             f"{horizon} days before {as_of:%Y-%m-%d}) and are compared with the expected closes of those same leads. "
-             "The early read compares campaigns whose leads are mostly still open with the average lead: flagged when "
-             "the difference is larger than chance in the outcomes would give (90%). Cost per expected close uses "
-             "the campaign's total cost from the campaigns table.")
+             f"{cfg.data.leads.campaign or 'campaign'!r} column). Expected closes are the wins known so far plus, for "
+             f"each undecided lead younger than the horizon ({horizon} days), its chance of a win in what is left of it: "
+             "the lead model's calibrated probability at arrival, times the campaign's outcome factor. The factor "
+             "compares the campaign's early wins with what its young leads should have brought by now (a lead open "
+             "20 days has had the share of its chance that wins within 20 days of arrival have among matured leads), "
+             "shrunk toward the lead model by how much campaigns really differ. The 90% interval covers the outcomes "
+             "still to come and the uncertainty in that factor (normal approximation). Matured leads (created at least "
+             f"{horizon} days before {as_of:%Y-%m-%d}) count their actual outcome; the scatter compares those with the "
+             "model's expected closes for the same leads. The early read compares campaigns whose leads are mostly "
+             "still open with as many average leads: flagged when the difference is larger than its uncertainty "
+             "(90%). Cost per expected close uses the campaign's total cost from the campaigns table.")
     page = render_report(campaigns, sources, campaign_trend, source_trend, summary, "Campaign lead quality",
                          f"{len(scores):,} leads as of {as_of:%Y-%m-%d}, model version {model_version}.", notes)
     trend = pd.concat([campaign_trend.rename(columns={"campaign": "name"}).assign(dimension="campaign"),

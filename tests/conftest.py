@@ -147,7 +147,7 @@ def demo_scale(tmp_path_factory):
     model = train_model(fs, cfg).model
     frame = fs.frame.to_pandas()
     p = model.probability(frame)
-    scored = frame[["lead_id", "campaign", "source", "mature", "label", "is_open", "created_at"]].assign(
+    scored = frame[["lead_id", "campaign", "source", "mature", "label", "is_open", "created_at", "won_at"]].assign(
         probability=p, tier=model.tier(p))
     return cfg, result.as_of, scored
 

@@ -11,16 +11,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_generator_expected_closes_match_true_probabilities(demo_scale):
-    """Expected closes per campaign (sum of calibrated probabilities) against the sum of the true probabilities,
-    for campaigns with at least 500 leads whose outcomes the model has seen (at least half matured).
+    """Expected closes per campaign against the sum of the true probabilities, for campaigns with at least 500
+    leads, at the demo's size (issue 15's acceptance at 200,000 leads is in test_from_now).
 
-    The model learns a campaign's quality from its realized outcomes, which scatter around the truth by about
-    sqrt(sum p(1-p)) closes; for a 600-lead campaign that alone is ~8 %. Most (>= 75 %) must be within 10 %
-    outright: on a generator with drift and campaigns of very different quality, knowing every matured outcome
-    gets about 80 % there (the noise floor issue 15 measured). The base rate falls over time and the calibrator
-    is fitted on the validation window, so expected closes run about 5 % above the truth on this generator; until
-    calibration follows drift (issue 15) each campaign must be within 20 % or 3 standard deviations. Brand-new campaigns (no outcomes yet) cannot be judged this way: the report gives them an early
-    read instead (tested above)."""
+    Matured leads count their outcome, which scatters around the truth by about sqrt(sum p(1-p)) closes; for a
+    600-lead campaign that alone is ~8 %. Mostly matured: most (>= 75 %) within 10 %, each within 20 % or 3
+    standard deviations. Mostly young, where early wins against their exposure are all there is to go on:
+    median error at most 25 %, none off by 2x."""
     cfg, as_of, scored = demo_scale
     truth = pacsv.read_csv(cfg.evaluation.truth_path).to_pandas()[["Lead ID", "true_probability"]]
     table = quality_table(scored, "campaign", None, pd.Timestamp(as_of), cfg.label.horizon_days).set_index("campaign")
@@ -28,7 +25,11 @@ def test_generator_expected_closes_match_true_probabilities(demo_scale):
     true_p = with_truth.groupby("campaign")["true_probability"]
     true_sum = true_p.sum()
     noise = with_truth.assign(v=lambda d: d["true_probability"] * (1 - d["true_probability"])).groupby("campaign")["v"].sum() ** 0.5
-    judged = table[(table["leads"] >= 500) & (table["matured_share"] >= 0.5)].index
+    big = table[table["leads"] >= 500]
+    young = big[big["matured_share"] < 0.5].index
+    ratio = big.loc[young, "expected_closes"] / true_sum.loc[young]
+    assert len(young) >= 4 and (ratio - 1).abs().median() <= 0.25 and ratio.between(0.5, 2).all(), ratio
+    judged = big[big["matured_share"] >= 0.5].index
     assert len(judged) >= 25
     gap = (table.loc[judged, "expected_closes"] - true_sum.loc[judged]).abs()
     relative = gap / true_sum.loc[judged]
