@@ -108,7 +108,7 @@ def train_step(cfg: Config, run_id: str) -> dict:
     ingest = read_ingest_manifest(home)
     home.landmarks_file.unlink(missing_ok=True)  # never train on the landmarks of another export
     landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
-    result = train_model(fs, cfg, landmarks)
+    result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]))
     truth = _read_truth(cfg)
     if truth is not None:
         result.metrics.update(against_truth(result.test_frame, truth, cfg.evaluation.truth_id,

@@ -71,7 +71,7 @@ class LeadModel(PythonModel):
     def __init__(self, encoder: FeatureEncoder, booster, calibrator: Calibrator, tier_cutoffs: list[float],
                  feature_labels: dict[str, str] | None = None, reasons=None, attribution=None, reference=None,
                  trained_through=None, evaluated: LeadModel | None = None, evaluated_through=None,
-                 now: LeadModel | None = None, kind: str = "lightgbm", linear=None):
+                 now: LeadModel | None = None, kind: str = "lightgbm", linear=None, outcome_factors=None):
         self.encoder = encoder
         # What gives the raw probability (models.train picks it on the validation leads): the booster
         # ("lightgbm"), a simple model (``linear``: "logistic" or "naive_bayes"), or both ("blend": the mean of
@@ -89,6 +89,9 @@ class LeadModel(PythonModel):
         self.evaluated = evaluated  # the same recipe fitted without the validation and test leads (see models.train)
         self.evaluated_through = evaluated_through
         self.now = now
+        # models.early_outcomes.OutcomeFactors: what its campaigns' young leads have done since (registered
+        # models of exports with time only); the scorer applies them to this model's and ``now``'s probabilities.
+        self.outcome_factors = outcome_factors
 
     @property
     def features(self) -> list[str]:
@@ -132,11 +135,14 @@ class LeadModel(PythonModel):
         index = frame.index if isinstance(frame, pd.DataFrame) else None
         return pd.DataFrame(self.predict_columns(frame, reason_tiers, explain), index=index)
 
-    def predict_columns(self, frame, reason_tiers: tuple[str, ...] = (),
-                        explain: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """``predict_frame`` as a dict of arrays (a frame of one lead costs more to build than its trees)."""
+    def predict_columns(self, frame, reason_tiers: tuple[str, ...] = (), explain: np.ndarray | None = None,
+                        factors=None) -> dict[str, np.ndarray]:
+        """``predict_frame`` as a dict of arrays (a frame of one lead costs more to build than its trees).
+        ``factors``: campaign outcome factors to apply before the tiers are cut."""
         x = self.encoder.matrix(frame)
         p = self.calibrator.transform(self._raw(frame, x)) if len(x) else np.empty(0)
+        if factors is not None:
+            p = factors.apply(frame, p)
         tier = self.tier(p)
         out = {"probability": p, "score": score_from_probability(p), "tier": tier}
         if reason_tiers or explain is not None:

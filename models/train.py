@@ -26,6 +26,7 @@ from leadscore.contract import FeatureSet
 from leadscore.errors import DataError
 from models.baselines import LogisticBaseline, NaiveBayesBaseline
 from models.drift import DriftReference
+from models.early_outcomes import OutcomeFactors
 from models.encoding import FeatureEncoder
 from models.explain import PathAttribution, ReasonBook
 from models.lead_model import Calibrator, LeadModel, blend
@@ -79,9 +80,12 @@ def stratified_split(y: pd.Series, valid_fraction: float, test_fraction: float, 
     return pd.Series(part, index=y.index, name="split")
 
 
-def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None) -> TrainResult:
+def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None,
+                as_of: pd.Timestamp | None = None) -> TrainResult:
     """The fit model (every mature lead at its arrival) and, given ``landmarks``, the model of a win from now on,
-    which the registered model carries (``model.now``, ``result.now``)."""
+    which the registered model carries (``model.now``, ``result.now``). Given ``as_of`` (the features' moment),
+    the registered model also carries each campaign's outcome factor from the early wins of the leads that had
+    not matured (``models.early_outcomes``)."""
     lc = cfg.data.leads
     named = post_outcome_columns([*lc.categorical, *lc.numeric], cfg.features.allow_leaky)
     if named:
@@ -97,8 +101,11 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
             f"only {len(data)} leads have a known outcome (mature: created at least label.horizon_days = "
             f"{cfg.label.horizon_days} days before as_of); at least {MIN_TRAIN_LEADS} are needed to train"
         )
+    young = None
+    if as_of is not None and fs.mode != "snapshot" and "campaign" in frame and "won_at" in frame:
+        young = (frame, pd.Timestamp(as_of))
     result = fit_recipe(data, fs, cfg, time_column=None if fs.mode == "snapshot" else "created_at",
-                        now=now.model if now else None)
+                        now=now.model if now else None, young=young)
     result.now = now
     if now is not None:  # the fit beside it on the same landmark rows: what publishing the fit alone would say
         _fit_beside(now, frame, result.model.evaluated or result.model)
@@ -108,6 +115,8 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
                  time_groups_line(result))
     if result.params["level_trend"]:
         log.info("train: %s", trend_line(result.params["level_trend"], "leads"))
+    if result.params.get("outcome_factors"):
+        log.info("train: %s", factors_line(result.params["outcome_factors"]))
     kind = result.params["model_kind"]
     what = {"lightgbm": f"{result.params['final_rounds']} trees", "blend": f"{result.params['final_rounds']} trees "
             "blended with the logistic regression"}.get(kind, f"the {KIND_WORDS[kind]}")
@@ -119,6 +128,15 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
 
 KIND_WORDS = {"lightgbm": "LightGBM booster", "logistic": "logistic regression", "naive_bayes": "naive Bayes",
               "blend": "blend of booster and logistic regression"}
+
+
+def factors_line(summary: dict) -> str:
+    """What the young leads' early wins said about their campaigns."""
+    return (f"campaign outcome factors from the {summary['young_leads']:,} leads that have not matured "
+            f"({summary['early_wins']:,.0f} early wins where their probabilities and time open gave "
+            f"{summary['early_wins_expected']:,.1f}); campaigns marked down by more than 10 %: "
+            f"{summary['campaigns_down']} (lowest {summary['lowest']:.2f}), up: {summary['campaigns_up']} (highest "
+            f"{summary['highest']:.2f}); applied to the published scores")
 
 
 def trend_line(trend: dict, rows: str) -> str:
@@ -200,13 +218,14 @@ def lgb_params(cfg: Config) -> dict:
 
 def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str | None,
                weight_column: str | None = None, tier_rows: np.ndarray | None = None,
-               now: LeadModel | None = None) -> TrainResult:
+               now: LeadModel | None = None, young: tuple[pd.DataFrame, pd.Timestamp] | None = None) -> TrainResult:
     """Split, guard against leakage, fit, calibrate, evaluate and refit, for rows with a ``label`` (and, with
     ``weight_column``, a weight per row).
 
     - The evaluated model: trees on the oldest rows (``train``), early-stopped and calibrated on the next
       (``valid``), measured on the newest (``test``), which neither saw.
-    - The registered model: the same recipe (rounds scaled to the data) refit on every row.
+    - The registered model: the same recipe (rounds scaled to the data) refit on every row; given ``young``
+      (every lead, matured or not, and the moment they are known at), with each campaign's outcome factor.
     """
     import lightgbm as lgb
 
@@ -295,7 +314,15 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     reasons = ReasonBook(fs.categorical, fs.numeric, fs.labels, cfg.features.prior_strength,
                          definitions=fs.definitions).fit(data, y_all.to_numpy(), w_all)
     recent = pd.concat([parts["valid"], parts["test"]])
-    p_recent = LeadModel(final_encoder, final, calibrator, cutoffs, kind=kind, linear=final_linear).probability(recent)
+    plain = LeadModel(final_encoder, final, calibrator, cutoffs, kind=kind, linear=final_linear)
+    p_recent = plain.probability(recent)
+    factors = None
+    if young is not None:
+        everyone, as_of = young
+        open_rows = ~everyone["mature"].to_numpy(bool)
+        p_young = np.full(len(everyone), np.nan)
+        p_young[open_rows] = plain.probability(everyone[open_rows])
+        factors = OutcomeFactors("campaign").fit(everyone, p_young, as_of, cfg.label.horizon_days)
     snapshot = time_column is None
     # The evaluated model travels along: the next training run's gate compares recipes fitted on similar
     # history (this one against the next one's evaluated model) on leads neither has seen.
@@ -306,7 +333,7 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                       evaluated=evaluated,
                       evaluated_through=None if snapshot else pd.Timestamp(
                           pd.concat([parts["train"], parts["valid"]])[time_column].max()),
-                      now=now, kind=kind, linear=final_linear)
+                      now=now, kind=kind, linear=final_linear, outcome_factors=factors)
 
     weighted = w["test"] if weight_column else None
     metrics = classification_metrics(y["test"], p_test, weighted)
@@ -327,7 +354,8 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                   "final_rounds": rounds if uses_booster else 0, "model_kind": kind,
                   "candidates_valid_log_loss": {name: round(float(c[1]), 6) for name, c in choice.items()},
                   "n_features": len(encoder.features_), "tier_cutoffs": [round(c, 6) for c in cutoffs],
-                  "time_groups": dropped["groups"], "level_trend": trend}
+                  "time_groups": dropped["groups"], "level_trend": trend,
+                  "outcome_factors": factors.summary() if factors is not None else None}
     return TrainResult(model=model, metrics=metrics, params=params_out, split_counts=counts,
                        test_frame=test_frame, single_feature=single, baselines=baselines,
                        baseline_probability=baseline_probability, best_iteration=booster.current_iteration())

@@ -19,13 +19,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from models.early_outcomes import NEW_GROUP_MATURED_SHARE, exposure, outcome_factors
+
 Z90 = 1.6448536269514722
 EXACT_UP_TO = 2000
-EARLY_READ_MATURED_SHARE = 0.5  # a campaign is "early" while fewer than half its leads have matured
-MIN_LAGS = 20  # matured wins needed to measure the close-lag distribution (else: a straight line)
-MIN_EXPECTED = 5.0  # early wins a group's leads should have brought to count in the spread between groups
-MIN_SPREAD = 1e-3  # groups differ by at least a few percent (k at most 1,000)
-MIN_GROUPS = 3  # groups with MIN_EXPECTED needed to measure that spread (else: the lead model is taken as is)
+EARLY_READ_MATURED_SHARE = NEW_GROUP_MATURED_SHARE  # a campaign is "early" while fewer than half its leads have matured
 
 # The CSV contract (spreadsheets depend on these names and their order).
 QUALITY_COLUMNS = [
@@ -56,80 +54,6 @@ def poisson_binomial_interval(p: np.ndarray, level: float = 0.90) -> tuple[float
     pmf = np.clip(np.fft.fft(np.exp(terms.sum(axis=1))).real / (n + 1), 0, None)
     cdf = np.cumsum(pmf / pmf.sum())
     return float(np.searchsorted(cdf, lo_q)), float(np.searchsorted(cdf, hi_q))
-
-
-def close_lag_cdf(scored: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """F(d) for d = 0..horizon days: the share of the matured leads' wins that came within d days of arrival.
-
-    A straight line when the export has no win dates or too few matured wins to tell."""
-    grid = np.arange(horizon_days + 1, dtype=np.float64)
-    lags = np.empty(0)
-    if "won_at" in scored:
-        won = (scored["mature"].to_numpy(bool) & (scored["label"].to_numpy(np.float64) == 1)
-               & scored["won_at"].notna().to_numpy())
-        lags = ((pd.to_datetime(scored["won_at"][won], utc=True) - pd.to_datetime(scored["created_at"][won], utc=True))
-                .dt.total_seconds().to_numpy() / 86400)
-    if len(lags) < MIN_LAGS:
-        return grid / max(horizon_days, 1)
-    cdf = np.searchsorted(np.sort(lags), grid, side="right") / len(lags)
-    cdf[-1] = 1.0
-    return cdf
-
-
-def exposure(scored: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) -> np.ndarray:
-    """The share of each lead's chance of a win within its horizon that has had time to happen by ``as_of``:
-    1 for a matured lead, F(age) for the others."""
-    created = pd.to_datetime(scored["created_at"], utc=True)
-    age = ((as_of - created).dt.total_seconds() / 86400).clip(0, horizon_days).to_numpy(np.float64)
-    cdf = close_lag_cdf(scored, horizon_days)
-    share = np.interp(np.nan_to_num(age, nan=0.0), np.arange(horizon_days + 1), cdf)
-    return np.where(scored["mature"].to_numpy(bool), 1.0, share)
-
-
-def outcome_factors(key: np.ndarray, p: np.ndarray, exposed: np.ndarray, won: np.ndarray,
-                    mature: np.ndarray) -> pd.DataFrame:
-    """How much more (or less) often each group's young leads win than the lead model expects.
-
-    Over the leads that have not matured (the registered model never learned from their outcomes), a group's
-    early wins W are compared with the wins its leads should have brought so far, E = sum of p * exposure. The
-    factor is a gamma-Poisson posterior mean, theta = level * (W + k) / (level * E + k): ``level`` is the same
-    ratio over all groups (the model's level on the newest leads), k is measured from how much the groups'
-    ratios spread beyond Poisson noise (method of moments). Groups the model has mostly seen outcomes of and
-    groups it has barely seen differ in how far the model can be off, so each kind gets its own level and k
-    when it has enough groups to measure them (else both kinds share them; with too few groups anywhere the
-    factor is 1). Returns a frame per group: W, E, factor, its variance, and the k used."""
-    young = ~mature
-    g = pd.DataFrame({"key": key, "W": np.where(young, won, 0.0), "E": np.where(young, p * exposed, 0.0),
-                      "matured": mature.astype(np.float64)}).groupby("key", sort=True) \
-        .agg(W=("W", "sum"), E=("E", "sum"), matured=("matured", "mean"))
-    g["factor"], g["factor_var"], g["k"] = 1.0, 0.0, math.inf
-    pooled = _gamma_prior(g)
-    for new in (True, False):
-        kind = (g["matured"] < EARLY_READ_MATURED_SHARE) == new
-        level, k = _gamma_prior(g[kind]) or pooled or (1.0, math.inf)
-        if math.isinf(k):
-            continue
-        w, e = g.loc[kind, "W"], g.loc[kind, "E"]
-        g.loc[kind, "factor"] = level * (w + k) / (level * e + k)
-        g.loc[kind, "factor_var"] = level * g.loc[kind, "factor"] / (level * e + k)
-        g.loc[kind, "k"] = k
-    return g.drop(columns="matured")
-
-
-def _gamma_prior(g: pd.DataFrame) -> tuple[float, float] | None:
-    """(level, k) of the groups' factors, or None when too few groups have enough early outcomes to tell."""
-    enough = g[g["E"] >= MIN_EXPECTED]
-    total_w, total_e = float(g["W"].sum()), float(g["E"].sum())
-    if len(enough) < MIN_GROUPS or total_e <= 0:
-        return None
-    level = total_w / total_e
-    ratio = enough["W"] / (level * enough["E"])
-    noise = 1 / (level * enough["E"])  # Poisson variance of each ratio
-    spread = 0.0
-    for _ in range(20):  # random-effects weights: each group counts by its precision, noise and spread together
-        spread = max(float(np.average((ratio - 1) ** 2 - noise, weights=1 / (spread + noise))), MIN_SPREAD)
-    k = 1 / spread
-    return (total_w + k) / (total_e + k), k  # the level itself shrunk toward the model
 
 
 def quality_table(scored: pd.DataFrame, by: str, costs: pd.DataFrame | None, as_of: pd.Timestamp,

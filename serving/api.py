@@ -204,6 +204,8 @@ class ScoringService:
                                                       at=at).items() if k not in columns}
         else:
             columns = online.build(canon, self.cfg, scorer.model.features)
+        if "campaign" in canon:  # the campaign outcome factors are looked up by it, as in the batch
+            columns.setdefault("campaign", canon["campaign"])
         pred = scorer.predict(columns, self.cfg.scoring.reason_tiers)
         tiers = pred["tier"]
         lc = self.cfg.data.leads

@@ -68,8 +68,13 @@ class LeadScorer:
         """Per row of a feature frame or a dict of feature arrays (fit and now features side by side): the
         ``probability`` of a win from now on with its score, tier and reasons (for ``reason_tiers``), and ``fit``,
         the chance at arrival, with ``fit_reasons``. Without a model of a win from now on (snapshot exports),
-        ``probability`` is the fit. The batch and the real-time API both come through here."""
+        ``probability`` is the fit. The batch and the real-time API both come through here.
+
+        With the model of a win from now on, both probabilities carry the campaign outcome factors the registered
+        model was trained with (what its campaigns' young leads did since they arrived). ``use_now=False`` gives
+        the fit model alone, each lead as it was seen at arrival: the campaign report applies its own factors."""
         now = self.now_model if use_now else None
+        factors = getattr(self.model, "outcome_factors", None) if now is not None else None
         missing = [c for c in (self.features if now is not None else self.model.features) if c not in columns]
         if missing:
             raise DataError(f"schema drift: model version {self.model_version} needs features {missing[:5]} "
@@ -78,9 +83,9 @@ class LeadScorer:
             out = self.model.predict_columns(columns, reason_tiers=tuple(reason_tiers))
             fit = out
         else:
-            out = now.predict_columns(columns, reason_tiers=tuple(reason_tiers))
+            out = now.predict_columns(columns, reason_tiers=tuple(reason_tiers), factors=factors)
             explain = np.isin(out["tier"], list(reason_tiers)) if reason_tiers else None
-            fit = self.model.predict_columns(columns, explain=explain)
+            fit = self.model.predict_columns(columns, explain=explain, factors=factors)
         out["fit"] = fit["probability"]
         if "reasons" in fit:
             out["fit_reasons"] = fit["reasons"]

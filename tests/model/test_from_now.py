@@ -25,6 +25,8 @@ QUEUE_CAPACITY = 600  # the demo's three rep queues: 150 + 200 + 250 leads
 def published(tmp_path_factory):
     """One run: ingest, features, training, scores and the campaign report."""
     cfg, truth = large_export(200_000, 5, tmp_path_factory.mktemp("from_now"))
+    # 400,000 of the 877,000 landmark rows (every win kept, the rest sampled and weighted): the suite's time
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_landmark_rows": 400_000})})
     steps.ingest_step(cfg, "r1")
     steps.features_step(cfg)
     trained = steps.train_step(cfg, "r1")
@@ -110,3 +112,82 @@ def test_campaign_expected_closes_against_the_truth(published):
     # Nothing lost: every lead belongs to one row, and the wins known so far add up.
     assert table["leads"].sum() == len(leads)
     assert table["closes_so_far"].sum() <= final.sum()
+
+
+def _expected_auc(score: np.ndarray, p: np.ndarray) -> float:
+    """The ROC AUC ``score`` has in expectation when each lead wins with probability ``p`` (ties count half)."""
+    order = np.argsort(score, kind="stable")
+    s, q = score[order], p[order]
+    below = np.cumsum(1 - q) - (1 - q)  # expected losers scored lower (ties aside: scores here are continuous)
+    return float((q * below).sum() / (q.sum() * (1 - q).sum() - (q * (1 - q)).sum()))
+
+
+def test_young_leads_fit_against_the_truth(published):
+    """Issue 15's acceptance on the leads younger than the horizon (their outcomes unknown to every model): the
+    published fit, with its campaign's outcome factor, within 5 % of the truth's mean and within 0.02 of the
+    truth's own expected ROC AUC. The fit alone cannot know the campaigns that started in the last months."""
+    cfg, truth = published
+    home = Home(cfg.home)
+    folder = read_latest(home.scores)
+    scores = pd.read_parquet(folder / "scores.parquet", columns=["lead_id", "fit"])
+    as_of = pd.Timestamp(json.loads((folder / "manifest.json").read_text())["as_of"])
+    created = pd.read_parquet(home.canonical / "leads.parquet", columns=["lead_id", "created_at"])
+    d = scores.merge(created, on="lead_id").merge(truth, left_on="lead_id", right_on="Lead ID")
+    young = (as_of - pd.to_datetime(d["created_at"], utc=True)) < pd.Timedelta(days=cfg.label.horizon_days)
+    fit, true = d.loc[young, "fit"].to_numpy(), d.loc[young, "true_probability"].to_numpy()
+    gap = _expected_auc(true, true) - _expected_auc(fit, true)
+    print({"young_open_leads": int(young.sum()), "mean_fit": round(float(fit.mean()), 4),
+           "mean_true": round(float(true.mean()), 4), "expected_auc_gap": round(gap, 4)})
+    assert young.sum() >= 10_000
+    assert abs(fit.mean() / true.mean() - 1) <= 0.05
+    assert gap <= 0.02
+
+
+def test_forward_calibration_follows_drift(published):
+    """The same export cut 150 days before its end and trained there once (no model of a win from now on: this
+    is about the fit). The registered model (refit on every lead mature at the cut, with the campaign outcome
+    factors of the leads young at the cut), scored forward on the leads it never saw whose outcomes the full
+    export knows: ROC AUC within 0.035 of the true probabilities' on the same leads and above the model's
+    without the factors, nearer the truth lead by lead than without them or than the evaluated model, ECE <= 0.02
+    and the mean within 15 % of what they realized.
+
+    Measured here: ROC AUC 0.803 with the factors, 0.774 without, 0.823 for the truth; mean |p - true p| 0.040,
+    0.059 without. The level is where the factors help least: the leads after the cut fall in a different part
+    of the generator's season than those young at the cut, and realize 14 % less than predicted (11 % without the
+    factors). On the same generator at 300,000 and 520,000 leads the refit alone over-predicts the leads after
+    the cut by 32 % and 16 %, and the factors bring that to 6 % and 4 % (ECE 0.040 -> 0.008, 0.023 -> 0.006)."""
+    from datetime import timedelta
+
+    from features.build import build_features
+    from features.store import load_feature_set
+    from ingest.canonical import read_canonical
+    from models.metrics import against_truth
+    from models.train import train_model
+
+    cfg, truth = published
+    home = Home(cfg.home)
+    full, meta = load_feature_set(home.features_file)
+    cut = pd.Timestamp(meta["as_of"]) - timedelta(days=150)
+    trained = train_model(build_features(read_canonical(home.canonical, lazy=True), cfg, cut.to_pydatetime()), cfg,
+                          as_of=cut)
+    assert trained.split_counts["test_leads"] >= 15_000
+
+    model = trained.model
+    frame = full.frame.to_pandas()
+    unseen = frame[(frame["created_at"] > model.trained_through) & frame["mature"]]
+    assert len(unseen) >= 30_000
+    y = unseen["label"].to_numpy()
+    plain = model.probability(unseen)
+    measured = {}
+    for name, q in (("registered", model.outcome_factors.apply(unseen, plain)), ("without_factors", plain),
+                    ("evaluated", model.evaluated.probability(unseen))):  # never saw the newest 30 % of outcomes
+        f = against_truth(unseen[["lead_id", "label"]].assign(probability=q), truth, "Lead ID", "true_probability")
+        measured[name] = {"ece": round(expected_calibration_error(y, q), 4), "citl": round(q.mean() / y.mean() - 1, 4),
+                          "mae": round(f["mean_abs_error_truth"], 4), "auc": round(roc_auc_score(y, q), 4),
+                          "auc_truth": round(f["roc_auc_truth"], 4)}
+    print(f"forward on {len(unseen):,} leads: {measured}")
+    registered = measured["registered"]
+    assert registered["auc"] >= registered["auc_truth"] - 0.035, measured
+    assert registered["auc"] > measured["without_factors"]["auc"], measured
+    assert registered["mae"] < min(measured["without_factors"]["mae"], measured["evaluated"]["mae"]), measured
+    assert registered["ece"] <= 0.02 and abs(registered["citl"]) <= 0.15, measured

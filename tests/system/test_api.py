@@ -97,7 +97,7 @@ def test_api_and_batch_give_identical_scores(served, client):
 def test_a_new_lead_scores_at_age_0_as_the_batch_landmark_at_age_0(served, client):
     """Leads the snapshot does not know (new ids) are scored at their arrival. Sent with the attributes and
     created date of leads whose landmark row at age 0 the batch built (and no activity before arrival, which a
-    new id cannot have), the API's probability is the model's on that batch row."""
+    new id cannot have), the API's probability is the model's on that batch row, with its campaign's factor."""
     import numpy as np
 
     from features.store import load_feature_set
@@ -108,7 +108,9 @@ def test_a_new_lead_scores_at_age_0_as_the_batch_landmark_at_age_0(served, clien
     rows = lm.frame.to_pandas().query("landmark_days == 0 and now_act_any_90d == 0")
     rows = rows[rows["now_days_since_last_activity"].isna()].iloc[::7].head(300)
     assert len(rows) >= 100
-    want = LeadScorer.from_registry(home).now_model.probability(rows).round(6)  # published to 6 places
+    model = LeadScorer.from_registry(home).model
+    # the model of a win from now on, with the campaign outcome factors the registered model carries
+    want = model.outcome_factors.apply(rows, model.now.probability(rows)).round(6)  # published to 6 places
     leads = [r | {"Lead ID": f"NEW-{r['Lead ID']}"} for r in _export_rows(served, rows["lead_id"].tolist())]
     r = client.post("/v1/score", json={"leads": leads}, headers={"X-API-Key": KEY})
     assert r.status_code == 200, r.text
