@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -117,11 +118,33 @@ def api_cases(config: Path) -> list[dict]:
     return rows
 
 
-def update_results(rows: list[dict]) -> int:
-    result = json.loads((ROOT / "results.json").read_text(encoding="utf-8"))
-    fresh = {r["case"]: r for r in rows}
+def contention_cases() -> list[dict]:
+    """The same LightGBM training alone and beside a busy core, under each OpenMP wait policy."""
+    out = subprocess.run([sys.executable, str(ROOT / "contention_case.py")], capture_output=True, text=True,
+                         check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    label = f"LightGBM {res['rows']:,} rows x {res['rounds']} rounds"
+    rows = []
+    for where in ("alone", "beside_busy_core"):
+        for policy in ("default", "active", "passive", "one_thread"):
+            how = "1 thread" if policy == "one_thread" else f"2 threads, OMP_WAIT_POLICY {policy}"
+            rows.append({"case": f"{label}, {where.replace('_', ' ')}, {how}", "wall_s": res[f"{where}_{policy}_s"],
+                         "peak_mb": None, "target_s": None, "target_mb": None, "ok": True})
+    for row in rows:
+        print(f"{row['case']:<40} {row['wall_s']:>8.2f} s")
+    return rows
+
+
+def update_results(rows: list[dict], machine: dict | None = None) -> int:
+    """Replace the rows of the cases measured now (each stamped with when), keep the others."""
+    path = ROOT / "results.json"
+    result = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"cases": []}
+    if machine:
+        result["machine"] = machine
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    fresh = {r["case"]: {**r, "measured_at": now} for r in rows}
     result["cases"] = [fresh.pop(r["case"], r) for r in result["cases"]] + list(fresh.values())
-    result["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["updated_at"] = now
     (ROOT / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0 if all(r["ok"] for r in result["cases"]) else 1
 
@@ -132,11 +155,13 @@ def main() -> int:
     parser.add_argument("--demo", type=int, default=100_000, help="leads in the demo case")
     parser.add_argument("--huge", type=int, default=10_000_000,
                         help="leads in the largest features case (0 skips it; preparing it needs about 17 GB)")
-    parser.add_argument("--only", choices=["api"], help="re-measure only these cases (after a full run) and "
-                        "update their rows in results.json")
+    parser.add_argument("--only", choices=["api", "contention"], help="re-measure only these cases (api: after a "
+                        "full run) and update their rows in results.json")
     args = parser.parse_args()
     if args.only == "api":
         return update_results(api_cases(WORK / "demo" / "demo.toml"))
+    if args.only == "contention":
+        return update_results(contention_cases())
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     rows = []
@@ -153,17 +178,14 @@ def main() -> int:
     rows.extend(api_cases(WORK / "demo" / "demo.toml"))
     rows.extend(train_cases(WORK / ".leadscore" / "data" / "features.parquet", WORK / "big.toml"))
     rows.append(features_case(args.big, target_s=20, target_mb=None))
+    rows.extend(contention_cases())
     if args.huge:
         rows.append(features_case(args.huge, target_s=180, target_mb=8192))
-    result = {
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
-                    "platform": platform.platform()},
-        "cases": rows,
-    }
-    (ROOT / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
+               "platform": platform.platform()}
+    code = update_results(rows, machine)  # a case not run this time (--huge 0) keeps its last row
     print(f"\nwritten {ROOT / 'results.json'}")
-    return 0 if all(r["ok"] for r in rows) else 1
+    return code
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # before mlflow is imported
 
+    import pandas as pd
+
     from features.store import load_feature_set
     from leadscore.config import load_config
     from leadscore.paths import Home
@@ -30,9 +32,10 @@ def main() -> int:
     from models.train import train_model
 
     cfg = load_config(args.config)
-    fs, _ = load_feature_set(args.features)
+    fs, meta = load_feature_set(args.features)
     start = time.perf_counter()
-    result = train_model(fs, cfg)
+    as_of = pd.Timestamp(meta["as_of"]) if meta.get("as_of") else None  # the campaign outcome factors need it
+    result = train_model(fs, cfg, as_of=as_of)
     train_s = time.perf_counter() - start
     home = Home(args.home)
     registry.log_training_run(home, result, {}, run_name="bench-warmup")  # first connection creates the tables
