@@ -129,7 +129,8 @@ class OutcomeFactors:
             f = np.full(len(p), self.default_)
         elif len(p) <= 64:  # the API's few leads: a dict lookup beats building a pandas Series
             get, default = self.factors_.get, self.default_
-            f = np.array([get(k, default) if isinstance(k, str) else default for k in np.asarray(columns[self.column], dtype=object)])
+            keys = np.asarray(columns[self.column], dtype=object)
+            f = np.array([get(k, default) if isinstance(k, str) else default for k in keys])
         else:
             f = pd.Series(np.asarray(columns[self.column], dtype=object)).map(self.factors_).fillna(self.default_) \
                 .to_numpy(np.float64)
@@ -137,8 +138,9 @@ class OutcomeFactors:
 
     def summary(self) -> dict:
         """For the run's parameters and log: how many campaigns moved, and how far."""
-        values = np.array([*self.factors_.values(), self.default_])
-        return {"level": round(self.default_, 3), "young_leads": self.young_leads_, "early_wins": round(self.early_wins_, 1),
-                "early_wins_expected": round(self.early_wins_expected_, 1),
-                "campaigns_down": int((values < 0.9).sum()), "campaigns_up": int((values > 1.1).sum()),
+        own = np.array(list(self.factors_.values()))
+        values = np.append(own, self.default_)
+        return {"level": round(self.default_, 3), "young_leads": self.young_leads_,
+                "early_wins": round(self.early_wins_, 1), "early_wins_expected": round(self.early_wins_expected_, 1),
+                "campaigns_down": int((own < 0.9).sum()), "campaigns_up": int((own > 1.1).sum()),
                 "lowest": round(float(values.min()), 3), "highest": round(float(values.max()), 3)}

@@ -99,7 +99,8 @@ def quality_table(scored: pd.DataFrame, by: str, costs: pd.DataFrame | None, as_
     })
     sd = np.sqrt(g["rest_var"].sum() + g["slope"].sum() ** 2 * factors["factor_var"])
     out["expected_closes_low"] = np.maximum(out["expected_closes"] - Z90 * sd, out["closes_so_far"])
-    out["expected_closes_high"] = np.minimum(out["expected_closes"] + Z90 * sd, out["closes_so_far"] + g["undecided"].sum())
+    out["expected_closes_high"] = np.minimum(out["expected_closes"] + Z90 * sd,
+                                             out["closes_so_far"] + g["undecided"].sum())
     # Expected vs actual on matured leads: did they close about as often as the model said?
     matured_bounds = {k: poisson_binomial_interval(grp.to_numpy()) for k, grp in df[df["mature"]].groupby("key")["p"]}
     low = pd.Series({k: b[0] for k, b in matured_bounds.items()}, dtype=float).reindex(out.index)

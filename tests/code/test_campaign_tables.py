@@ -83,7 +83,8 @@ def test_young_campaign_that_wins_less_than_its_exposure_implies_is_marked_down(
     assert t.loc["Dud", "outcome_factor"] < 0.5 < 0.8 < t.loc["A", "outcome_factor"] < 1.25
     assert t.loc["Dud", "expected_closes"] < 25 and t.loc["Dud", "expected_closes_high"] < 40
     for name in "ABCD":
-        assert 30 < t.loc[name, "expected_closes_low"] < t.loc[name, "expected_closes"] < t.loc[name, "expected_closes_high"] < 55
+        low, mid, high = t.loc[name, ["expected_closes_low", "expected_closes", "expected_closes_high"]]
+        assert 30 < low < mid < high < 55
         assert t.loc[name, "expected_closes"] == pytest.approx(40, rel=0.1)
     assert t.loc["Dud", "early_read"] == "worse than average"
     assert (t.loc[list("ABCD"), "early_read"] == "no clear difference yet").all()

@@ -107,7 +107,8 @@ def test_campaign_expected_closes_against_the_truth(published):
     assert error[~matured].median() <= 0.25, error[~matured].sort_values()
     ratio = big["expected_closes"] / true.reindex(big.index)
     assert ((ratio < 2) & (ratio > 0.5)).all(), ratio.sort_values()
-    inside = (final.reindex(big.index) >= big["expected_closes_low"]) & (final.reindex(big.index) <= big["expected_closes_high"])
+    later = final.reindex(big.index)
+    inside = (later >= big["expected_closes_low"]) & (later <= big["expected_closes_high"])
     assert inside.mean() >= 0.8, inside.mean()
     # Nothing lost: every lead belongs to one row, and the wins known so far add up.
     assert table["leads"].sum() == len(leads)

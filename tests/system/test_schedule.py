@@ -110,18 +110,28 @@ work_pool = "{pool}"
                               env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, stdout=worker_log,
                               stderr=subprocess.STDOUT)
 
-    def finished_run():
+    def runs_in(*states):
         body = {"deployments": {"id": {"any_": [deployment["id"]]}},
-                "flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}}
-        runs = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json()
-        return runs[0] if runs else None
+                "flow_runs": {"state": {"type": {"any_": list(states)}}}}
+        return httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json()
 
     try:
-        # The cron fires at the next whole minute; the run itself takes about 15 s.
-        run = _wait(finished_run, 180, "the scheduled retrain to finish")
+        # The cron fires at the next whole minute; the run itself takes 15-40 s. Once it has started, the
+        # schedule is paused and the runs it planned are dropped, so the worker is idle when it is stopped
+        # (else the next minute's run may start just before, and a second retrain share the home).
+        _wait(lambda: runs_in("RUNNING", "COMPLETED", "FAILED", "CRASHED"), 180, "the scheduled retrain to start")
+        httpx.patch(f"{url}/deployments/{deployment['id']}", json={"paused": True}, timeout=10).raise_for_status()
+        for planned in runs_in("SCHEDULED", "PENDING"):
+            httpx.delete(f"{url}/flow_runs/{planned['id']}", timeout=10)
+        run = _wait(lambda: (runs_in("COMPLETED", "FAILED", "CRASHED") or [None])[0], 180,
+                    "the scheduled retrain to finish")
     finally:
         worker.terminate()
-        worker.wait(timeout=30)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # Prefect's worker, not leadscore: stopping it is not what is tested
+            worker.kill()
+            worker.wait()
     assert run["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
     home = Home(cfg.home)
     manifest = json.loads((home.canonical / "manifest.json").read_text())
