@@ -131,9 +131,10 @@ class OutcomeFactors:
             get, default = self.factors_.get, self.default_
             keys = np.asarray(columns[self.column], dtype=object)
             f = np.array([get(k, default) if isinstance(k, str) else default for k in keys])
-        else:
-            f = pd.Series(np.asarray(columns[self.column], dtype=object)).map(self.factors_).fillna(self.default_) \
-                .to_numpy(np.float64)
+        else:  # each distinct campaign looked up once
+            codes, names = pd.factorize(np.asarray(columns[self.column], dtype=object))
+            known = np.array([self.factors_.get(k, self.default_) for k in names] + [self.default_])
+            f = known[codes]  # code -1 (no campaign) takes the last entry: the level
         return f * p / (1 - p + f * p)
 
     def summary(self) -> dict:
