@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -38,24 +39,42 @@ log = logging.getLogger("leadscore")
 
 CALENDAR_SQL = {"weekday": "isodow", "hour": "hour", "month": "month"}
 MAX_STAGES = 8  # stages short of a decision counted for the model of a win from now on
+HISTORY_KINDS = ("leads", "wins", "mat", "mwin")  # the events of a shared key's history (see _history)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What one partition of a sharded build (:mod:`features.sharded`) takes from all the others. Its tables hold
+    only its own leads with their activities and stage changes; everything that depends on other leads was
+    counted once over all partitions and comes from here, so no partition needs another's rows and each gives
+    its leads exactly the features the one-machine build gives them."""
+
+    # Shared-key history (:func:`shared_counts`, summed): role ('' for all leads), kind, key, occurred_at, n;
+    # an Arrow table or a Parquet file.
+    events: pa.Table | Path
+    activity_types: list[str] | None  # the export's most frequent activity types (None: no activities)
+    stages: list[str]  # the stages short of a decision that the model of a win from now on counts
+    landmark_rates: tuple[float, float] | None = None  # sampling rates of won and other landmark rows
+    threads: int | None = None  # duckdb threads in this partition (its worker's share of the cores)
 
 
 def build_features(tables: dict, cfg: Config, as_of: datetime, out: Path | None = None,
-                   extra_metadata: dict | None = None, spill_dir: Path | None = None) -> FeatureSet:
+                   extra_metadata: dict | None = None, spill_dir: Path | None = None,
+                   shard: Shard | None = None) -> FeatureSet:
     """Features and the fit label of every lead known at ``as_of``, at its arrival.
 
     ``tables`` are Arrow tables or datasets (a dataset is scanned lazily, so large exports need not fit in
     memory twice). With ``out``, the frame is written to that Parquet file by duckdb and not returned, which
     keeps the peak memory of large runs bounded by ``features.memory_limit`` (duckdb spills to ``spill_dir``).
     """
-    with _session(tables, cfg, as_of, spill_dir) as con:
+    with _session(tables, cfg, as_of, spill_dir, shard) as con:
         con.execute("CREATE TEMP TABLE Q AS SELECT qid, qid AS k, created_at, created_at AS at, campaign_k, "
                     "source_k, account_k FROM L")
-        table = feature_table(cfg, _activity_types(con, cfg, tables))
+        table = feature_table(cfg, _activity_types(con, cfg, tables, shard))
         if not table:
             raise DataError("data.leads: no features to learn from; map at least one categorical or numeric column "
                             "(or a campaign, source or created_at)")
-        selects, joins = _render(con, table, cfg)
+        selects, joins = _render(con, table, cfg, shard is not None)
         meta = _lead_columns(con, cfg)
         query = f"""
             SELECT {', '.join('R.' + c for c in meta)},
@@ -75,34 +94,17 @@ def build_features(tables: dict, cfg: Config, as_of: datetime, out: Path | None 
 
 
 def build_landmarks(tables: dict, cfg: Config, as_of: datetime, out: Path | None = None,
-                    extra_metadata: dict | None = None, spill_dir: Path | None = None) -> FeatureSet:
+                    extra_metadata: dict | None = None, spill_dir: Path | None = None,
+                    shard: Shard | None = None) -> FeatureSet:
     """Landmark rows: each lead still open at each age in ``label.landmarks_days`` whose window of
     ``horizon_days`` has closed by ``as_of``, with what was known then and whether it was won in that window."""
-    horizon = int(cfg.label.horizon_days)
-    with _session(tables, cfg, as_of, spill_dir) as con:
-        ages = ", ".join(f"({int(a)})" for a in sorted(set(cfg.label.landmarks_days)))
-        # Open at the landmark: no win and no loss strictly before it (a decision known at as_of).
-        con.execute(
-            f"""CREATE TEMP TABLE LM0 AS
-            WITH rows AS (
-                SELECT L.qid AS k, L.lead_id, L.created_at, a.days AS landmark_days,
-                       L.created_at + INTERVAL (a.days * 24) HOUR AS at, LO.won_at, LO.lost_at,
-                       L.campaign_k, L.source_k, L.account_k
-                FROM L JOIN LO USING (qid) CROSS JOIN (VALUES {ages}) a(days))
-            SELECT * EXCLUDE (won_at, lost_at),
-                   (r.won_at IS NOT NULL AND r.won_at < r.at + {days(horizon)})::TINYINT AS label
-            FROM rows r
-            WHERE r.at + {days(horizon)} <= (SELECT t FROM cutoff)
-              AND (r.won_at IS NULL OR r.won_at >= r.at) AND (r.lost_at IS NULL OR r.lost_at >= r.at)"""
-        )
-        total, positive = con.execute("SELECT COUNT(*), SUM(label) FROM LM0").fetchall()[0]
-        positive = int(positive or 0)
-        negative = int(total) - positive
-        cap = cfg.train.max_landmark_rows
-        # Wins are rare and carry most of the information: all kept up to half the rows, the rest of the rows
-        # sampled from the others. By a hash of (lead, age), so a rerun keeps the same rows; weights undo it.
-        pos_rate = min(1.0, cap / 2 / max(positive, 1))
-        rate = min(1.0, max(cap - positive * pos_rate, 1) / max(negative, 1))
+    with _session(tables, cfg, as_of, spill_dir, shard) as con:
+        total, positive = _landmark_candidates(con, cfg)
+        negative = total - positive
+        if shard is not None and shard.landmark_rates is not None:
+            pos_rate, rate = shard.landmark_rates  # counted over every partition
+        else:
+            pos_rate, rate = landmark_rates(cfg, positive, negative)
         pos_cut, cut = int(pos_rate * 1_000_003), int(rate * 1_000_003)
         con.execute(
             f"""CREATE TEMP TABLE Q AS
@@ -111,8 +113,8 @@ def build_landmarks(tables: dict, cfg: Config, as_of: datetime, out: Path | None
             FROM LM0 m
             WHERE hash(m.lead_id, m.landmark_days) % 1000003 < (CASE WHEN m.label = 1 THEN {pos_cut} ELSE {cut} END)"""
         )
-        table = now_table(cfg, _activity_types(con, cfg, tables), _stages(con, cfg, tables))
-        selects, joins = _render(con, table, cfg)
+        table = now_table(cfg, _activity_types(con, cfg, tables, shard), _stages(con, cfg, tables, shard))
+        selects, joins = _render(con, table, cfg, shard is not None)
         meta = _lead_columns(con, cfg)
         query = f"""
             SELECT {', '.join('R.' + c for c in meta)}, Q.landmark_days, Q.at, Q.label, Q.weight,
@@ -125,6 +127,75 @@ def build_landmarks(tables: dict, cfg: Config, as_of: datetime, out: Path | None
         return _finish(con, query, table, cfg, counts, out, extra_metadata, mode="landmarks")
 
 
+def landmark_rates(cfg: Config, positive: int, negative: int) -> tuple[float, float]:
+    """The sampling rates of won and other landmark rows under ``train.max_landmark_rows``. Wins are rare and
+    carry most of the information: all kept up to half the rows, the rest of the rows sampled from the others.
+    By a hash of (lead, age), so a rerun keeps the same rows; weights undo the sampling."""
+    cap = cfg.train.max_landmark_rows
+    pos_rate = min(1.0, cap / 2 / max(positive, 1))
+    return pos_rate, min(1.0, max(cap - positive * pos_rate, 1) / max(negative, 1))
+
+
+def _landmark_candidates(con, cfg: Config) -> tuple[int, int]:
+    """LM0: every (lead, landmark age) open at that age whose window has closed by as_of; (rows, won rows)."""
+    horizon = int(cfg.label.horizon_days)
+    ages = ", ".join(f"({int(a)})" for a in sorted(set(cfg.label.landmarks_days)))
+    # Open at the landmark: no win and no loss strictly before it (a decision known at as_of).
+    con.execute(
+        f"""CREATE TEMP TABLE LM0 AS
+        WITH rows AS (
+            SELECT L.qid AS k, L.lead_id, L.created_at, a.days AS landmark_days,
+                   L.created_at + INTERVAL (a.days * 24) HOUR AS at, LO.won_at, LO.lost_at,
+                   L.campaign_k, L.source_k, L.account_k
+            FROM L JOIN LO USING (qid) CROSS JOIN (VALUES {ages}) a(days))
+        SELECT * EXCLUDE (won_at, lost_at),
+               (r.won_at IS NOT NULL AND r.won_at < r.at + {days(horizon)})::TINYINT AS label
+        FROM rows r
+        WHERE r.at + {days(horizon)} <= (SELECT t FROM cutoff)
+          AND (r.won_at IS NULL OR r.won_at >= r.at) AND (r.lost_at IS NULL OR r.lost_at >= r.at)"""
+    )
+    total, positive = con.execute("SELECT COUNT(*), SUM(label) FROM LM0").fetchall()[0]
+    return int(total), int(positive or 0)
+
+
+def shared_counts(tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | None = None,
+                  threads: int | None = None) -> dict:
+    """The first pass of a sharded build, over one partition's tables: its part of every count that depends on
+    other partitions' leads. Summed over all partitions (:func:`features.sharded.merge_counts`) they make the
+    :class:`Shard` each partition's second pass takes.
+
+    Returns ``events`` (an Arrow table: role, kind, key, occurred_at, n; the leads, wins, matured leads and
+    matured wins of each campaign, source and account, and of all leads as role ''), ``activity_types`` and
+    ``stages`` (type -> events), and ``landmarks`` (candidate rows, won rows).
+    """
+    horizon = int(cfg.label.horizon_days)
+    shard = Shard(events=_EMPTY_EVENTS, activity_types=None, stages=[], threads=threads)
+    with _session(tables, cfg, as_of, spill_dir, shard) as con:
+        roles = [r for r in ROLES if r in json.loads(scalar(con, "SELECT names FROM lead_columns"))]
+        later = f"LO.created_at + {days(horizon)}"
+        parts = [f"SELECT '' AS role, 'mat' AS kind, '' AS key, {later} AS occurred_at FROM LO",
+                 f"SELECT '', 'mwin', '', {later} FROM LO WHERE LO.won_in_horizon"]
+        for r in roles:
+            key = f"R.{ident(r)}::VARCHAR"
+            for kind, when, where in (("leads", "LO.created_at", "TRUE"), ("wins", "LO.won_at", "TRUE"),
+                                      ("mat", later, "TRUE"), ("mwin", later, "LO.won_in_horizon")):
+                parts.append(f"SELECT {literal(r)}, {literal(kind)}, {key}, {when} FROM LO JOIN R ON R.k = LO.qid "
+                             f"WHERE {where}")
+        events = con.sql(f"""SELECT role, kind, key, occurred_at, COUNT(*)::BIGINT AS n
+                             FROM ({' UNION ALL '.join(parts)})
+                             WHERE key IS NOT NULL AND occurred_at IS NOT NULL GROUP BY ALL""").to_arrow_table()
+        types = stages = {}
+        if cfg.data.leads.created_at and "activities" in tables:
+            con.execute("""CREATE TEMP TABLE A AS SELECT L.qid AS k, a.type, a.occurred_at FROM raw_activities a
+                           JOIN L USING (lead_id) WHERE a.occurred_at <= (SELECT t FROM cutoff)""")
+            types = dict(con.execute("SELECT type, COUNT(*) FROM A GROUP BY type").fetchall())
+        if not cfg.snapshot and "outcomes" in tables:
+            _stages(con, cfg, tables, shard)
+            stages = dict(con.execute("SELECT type, COUNT(*) FROM S GROUP BY type").fetchall())
+        landmarks = _landmark_candidates(con, cfg) if not cfg.snapshot else (0, 0)
+    return {"events": utc_timestamps(events), "activity_types": types, "stages": stages, "landmarks": landmarks}
+
+
 def build_at(tables: dict, cfg: Config, as_of: datetime, moments: pa.Table, spill_dir: Path | None = None) -> FeatureSet:
     """The now-table of given leads at given moments (``moments``: lead_id, at)."""
     with _session(tables, cfg, as_of, spill_dir) as con:
@@ -135,7 +206,7 @@ def build_at(tables: dict, cfg: Config, as_of: datetime, moments: pa.Table, spil
                    L.created_at, m.at AS at, L.campaign_k, L.source_k, L.account_k
             FROM moments m JOIN L USING (lead_id)"""
         )
-        table = now_table(cfg, _activity_types(con, cfg, tables), _stages(con, cfg, tables))
+        table = now_table(cfg, _activity_types(con, cfg, tables, None), _stages(con, cfg, tables, None))
         selects, joins = _render(con, table, cfg)
         query = f"""SELECT Q.lead_id, Q.at, {', '.join(selects)} FROM Q JOIN R USING (k) {' '.join(joins)}
                     ORDER BY Q.qid"""
@@ -146,9 +217,14 @@ class _session:
     """A duckdb connection with the canonical tables registered and the leads (L), their outcomes (LO), their
     activities (A) and stage changes (S) as known at ``as_of``."""
 
-    def __init__(self, tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | None):
-        self.con = connect(cfg.data.timezone, spill_dir or default_spill_dir(), cfg.features.memory_limit)
+    def __init__(self, tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | None, shard: Shard | None = None):
+        self.con = connect(cfg.data.timezone, spill_dir or default_spill_dir(), cfg.features.memory_limit,
+                           threads=shard.threads if shard else None)
         self.tables, self.cfg, self.as_of = tables, cfg, as_of
+        if isinstance(getattr(shard, "events", None), Path):
+            self.con.execute(f"CREATE VIEW shared_events AS SELECT * FROM read_parquet({literal(str(shard.events))})")
+        elif shard is not None:
+            self.con.register("shared_events", shard.events)
 
     def __enter__(self) -> duckdb.DuckDBPyConnection:
         try:
@@ -191,9 +267,13 @@ def _lead_columns(con, cfg: Config) -> list[str]:
                              if export_column(c) in leads_columns]]
 
 
-def _activity_types(con, cfg: Config, tables: dict) -> list[str] | None:
-    """The most frequent activity types (A: each lead's activities by as_of); None without activities."""
-    if not cfg.data.leads.created_at or "activities" not in tables \
+def _activity_types(con, cfg: Config, tables: dict, shard: Shard | None) -> list[str] | None:
+    """The most frequent activity types (A: each lead's activities by as_of); None without activities. A shard
+    counts its own activities but takes the types counted over all of them."""
+    if shard is not None:
+        if shard.activity_types is None:
+            return None
+    elif not cfg.data.leads.created_at or "activities" not in tables \
             or scalar(con, "SELECT COUNT(*) FROM raw_activities") == 0:
         return None
     if not scalar(con, "SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'A'"):
@@ -202,14 +282,16 @@ def _activity_types(con, cfg: Config, tables: dict) -> list[str] | None:
             SELECT L.qid AS k, a.type, a.occurred_at FROM raw_activities a JOIN L USING (lead_id)
             WHERE a.occurred_at <= (SELECT t FROM cutoff)"""
         )
+    if shard is not None:
+        return list(shard.activity_types)
     return [r[0] for r in con.execute(
         "SELECT type FROM A GROUP BY type ORDER BY COUNT(*) DESC, type LIMIT ?", [cfg.features.max_activity_types]
     ).fetchall()]
 
 
-def _stages(con, cfg: Config, tables: dict) -> list[str]:
+def _stages(con, cfg: Config, tables: dict, shard: Shard | None) -> list[str]:
     """The stages short of a decision (S: each lead's changes to them by as_of): the configured other_stages, or
-    the most frequent ones seen."""
+    the most frequent ones seen (in a shard: over all partitions)."""
     if cfg.snapshot or "outcomes" not in tables:
         return []
     decided = ", ".join(literal(s) for s in (*cfg.label.won_stages, *cfg.label.lost_stages)) or "NULL"
@@ -220,6 +302,8 @@ def _stages(con, cfg: Config, tables: dict) -> list[str]:
     )
     if cfg.label.other_stages:
         return list(cfg.label.other_stages)[:MAX_STAGES]
+    if shard is not None:
+        return list(shard.stages)
     return [r[0] for r in con.execute("SELECT type FROM S GROUP BY type ORDER BY COUNT(*) DESC, type LIMIT ?",
                                       [MAX_STAGES]).fetchall()]
 
@@ -274,10 +358,11 @@ def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
     )
 
 
-def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config) -> tuple[list[str], list[str]]:
+def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config,
+            sharded: bool = False) -> tuple[list[str], list[str]]:
     """One SQL expression per feature of ``table`` for each query row of Q (qid; k, the lead; its created_at;
     ``at``, the moment; its role keys), over the point-in-time counts the table needs: one call of
-    :func:`known_at` per stream and key."""
+    :func:`known_at` per stream and key. ``sharded``: history over shared keys comes from ``shared_events``."""
     selects, joins = [], []
     counted, levels = {}, {}
     for stream, events in (("activities", "A"), ("stages", "S")):
@@ -294,10 +379,10 @@ def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config) -
         joins.append(f"LEFT JOIN {counted[stream]} USING (qid)")
     rates = {f.source.key: f.source.strength for f in table if isinstance(f.source, SmoothedRate)}
     if rates:
-        _overall_rate(con, cfg)
+        _overall_rate(con, cfg, sharded)
     for role in dict.fromkeys(f.source.key for f in table if isinstance(f.source, (Count, SmoothedRate))
                               and f.source.key in ROLES):
-        _history(con, cfg, role, rates.get(role))
+        _history(con, cfg, role, rates.get(role), sharded)
         joins.append(f"LEFT JOIN hist_{role} USING (qid)")
     for f in table:
         s = f.source
@@ -320,35 +405,45 @@ def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config) -
     return selects, joins
 
 
-def _overall_rate(con, cfg: Config) -> None:
+def _overall_rate(con, cfg: Config, sharded: bool) -> None:
     """prior: the overall matured win rate known at each query's moment (what a key with no history is pulled
     toward)."""
     horizon = int(cfg.label.horizon_days)
     con.execute("CREATE OR REPLACE TEMP VIEW Q_all AS SELECT qid, 1 AS g, Q.at AS at FROM Q")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW E_mature_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW E_mwins_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
-    den = known_at(con, "Q_all", "E_mature_all", ["g"])
-    num = known_at(con, "Q_all", "E_mwins_all", ["g"])
+    weight = _events(con, sharded, "E_mature_all", "", "mat", "1 AS g",
+                     f"SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO")
+    _events(con, sharded, "E_mwins_all", "", "mwin", "1 AS g",
+            f"SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
+    den = known_at(con, "Q_all", "E_mature_all", ["g"], weight=weight)
+    num = known_at(con, "Q_all", "E_mwins_all", ["g"], weight=weight)
     con.execute(f"""CREATE TEMP TABLE prior AS SELECT qid, CASE WHEN d.n_all > 0 THEN n.n_all / d.n_all END AS p
                     FROM {den} d JOIN {num} n USING (qid)""")
 
 
-def _history(con, cfg: Config, role: str, strength: float | None) -> None:
+def _history(con, cfg: Config, role: str, strength: float | None, sharded: bool) -> None:
     """hist_<role>: the earlier leads and wins of each query's campaign, source or account as known at its moment,
     and (with a ``strength``) its smoothed win rate."""
     horizon = int(cfg.label.horizon_days)
     k = f"{role}_k"
     con.execute(f"CREATE OR REPLACE TEMP VIEW Q_{role} AS SELECT qid, {k}, Q.at AS at FROM Q")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW E_leads_{role} AS SELECT {k}, created_at AS occurred_at FROM LO")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW E_wins_{role} AS SELECT {k}, won_at AS occurred_at FROM LO WHERE won_at IS NOT NULL")
-    leads_out = known_at(con, f"Q_{role}", f"E_leads_{role}", [k])
-    wins_out = known_at(con, f"Q_{role}", f"E_wins_{role}", [k])
+    if sharded:  # the shared counts name keys by value; L numbers them
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE keys_{role} AS
+                        SELECT DISTINCT R.{ident(role)}::VARCHAR AS key, L.{k}
+                        FROM R JOIN L ON L.qid = R.k WHERE L.{k} IS NOT NULL""")
+    weight = _events(con, sharded, f"E_leads_{role}", role, "leads", k,
+                     f"SELECT {k}, created_at AS occurred_at FROM LO")
+    _events(con, sharded, f"E_wins_{role}", role, "wins", k,
+            f"SELECT {k}, won_at AS occurred_at FROM LO WHERE won_at IS NOT NULL")
+    leads_out = known_at(con, f"Q_{role}", f"E_leads_{role}", [k], weight=weight)
+    wins_out = known_at(con, f"Q_{role}", f"E_wins_{role}", [k], weight=weight)
     rate, joins = "NULL", ""
     if strength is not None:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mat_{role} AS SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mwin_{role} AS SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
-        mat_out = known_at(con, f"Q_{role}", f"E_mat_{role}", [k])
-        mwin_out = known_at(con, f"Q_{role}", f"E_mwin_{role}", [k])
+        _events(con, sharded, f"E_mat_{role}", role, "mat", k,
+                f"SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO")
+        _events(con, sharded, f"E_mwin_{role}", role, "mwin", k,
+                f"SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
+        mat_out = known_at(con, f"Q_{role}", f"E_mat_{role}", [k], weight=weight)
+        mwin_out = known_at(con, f"Q_{role}", f"E_mwin_{role}", [k], weight=weight)
         m = float(strength)
         rate = f"(d.n_all + {m} * prior.p) / (c.n_all + {m})"
         joins = f"JOIN {mat_out} c USING (qid) JOIN {mwin_out} d USING (qid) JOIN prior USING (qid)"
@@ -357,3 +452,23 @@ def _history(con, cfg: Config, role: str, strength: float | None) -> None:
         SELECT qid, a.n_all AS n_leads, b.n_all AS n_wins, {rate} AS rate
         FROM {leads_out} a JOIN {wins_out} b USING (qid) {joins}"""
     )
+
+
+_EMPTY_EVENTS = pa.table({"role": pa.array([], pa.string()), "kind": pa.array([], pa.string()),
+                          "key": pa.array([], pa.string()), "occurred_at": pa.array([], pa.timestamp("us", "UTC")),
+                          "n": pa.array([], pa.int64())})
+
+
+def _events(con, sharded: bool, view: str, role: str, kind: str, key: str, local_sql: str) -> str | None:
+    """The events ``view`` of one history count: from this build's own leads (``local_sql``), or in a shard from
+    the counts over all partitions, by key (then returns the name of the column holding each row's count)."""
+    assert kind in HISTORY_KINDS
+    if not sharded:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {local_sql}")
+        return None
+    source = (f"SELECT {key}, e.occurred_at, e.n FROM shared_events e WHERE e.role = '' AND e.kind = {literal(kind)}"
+              if not role else
+              f"""SELECT m.{key}, e.occurred_at, e.n FROM shared_events e JOIN keys_{role} m ON m.key = e.key
+                  WHERE e.role = {literal(role)} AND e.kind = {literal(kind)}""")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {source}")
+    return "n"

@@ -40,11 +40,13 @@ def known_at(
     few_per_key: bool = False,
     by: str | None = None,
     levels: list[str] = (),
+    weight: str | None = None,
 ) -> str:
     """Count the events known at each query's instant, per key, over all time and in trailing windows.
 
     ``queries``: a table or view with ``qid``, the ``keys`` and ``at`` (TIMESTAMPTZ).
-    ``events``: a table or view with the ``keys`` and ``occurred_at``.
+    ``events``: a table or view with the ``keys`` and ``occurred_at``; with ``weight``, each event row stands for
+    that column's number of events (counts made elsewhere and summed, as a sharded build does).
     Returns the name of a temp table with ``qid``, ``n_all``, ``n_<w>d`` for each window and, if ``last``,
     ``last_at`` (the latest known event; per level too, as ``last_at_<i>``, with ``by``). Counts are NULL where a key is NULL: "no campaign" is unknown,
     not zero.
@@ -59,10 +61,12 @@ def known_at(
       counts per level of the events' column ``by``, as ``n_all_<i>`` and ``n_<w>d_<i>`` for ``levels[i]``.
     """
     if few_per_key:
+        if weight is not None:
+            raise ValueError("weighted events need the ASOF plan (few_per_key=False)")
         return _by_join(con, queries, events, keys, windows_days, last, by, list(levels))
     if by is not None:
         raise ValueError("counting per level (by=...) needs few_per_key=True")
-    return _by_asof(con, queries, events, keys, windows_days, last)
+    return _by_asof(con, queries, events, keys, windows_days, last, weight)
 
 
 def _by_join(con, queries: str, events: str, keys: list[str], windows: tuple[int, ...], last: bool,
@@ -89,15 +93,17 @@ def _by_join(con, queries: str, events: str, keys: list[str], windows: tuple[int
     return out
 
 
-def _by_asof(con, queries: str, events: str, keys: list[str], windows: tuple[int, ...], last: bool) -> str:
+def _by_asof(con, queries: str, events: str, keys: list[str], windows: tuple[int, ...], last: bool,
+             weight: str | None = None) -> str:
     k = ", ".join(f'"{c}"' for c in keys)
     on = " AND ".join(f'q."{c}" = e."{c}"' for c in keys)
     not_null = " AND ".join(f'q."{c}" IS NOT NULL' for c in keys)
     cum = _name("pit_cum")
+    count = f'SUM("{weight}")' if weight else "COUNT(*)"
     con.execute(
         f"""CREATE TEMP TABLE {cum} AS
         SELECT {k}, occurred_at AS t,
-               CAST(SUM(COUNT(*)) OVER (PARTITION BY {k} ORDER BY occurred_at ROWS UNBOUNDED PRECEDING) AS BIGINT) AS cum
+               CAST(SUM({count}) OVER (PARTITION BY {k} ORDER BY occurred_at ROWS UNBOUNDED PRECEDING) AS BIGINT) AS cum
         FROM {events} WHERE occurred_at IS NOT NULL GROUP BY {k}, occurred_at"""
     )
     parts = []

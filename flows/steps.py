@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from leadscore import cluster
 from leadscore.config import Config
 from leadscore.errors import DataError
 from leadscore.paths import Home, read_latest, write_text_atomic
@@ -62,10 +63,17 @@ def features_step(cfg: Config, run_id: str | None = None) -> dict:
     from ingest.canonical import read_canonical
 
     home = cfg.paths.ensure()
-    as_of = datetime.fromisoformat(read_ingest_manifest(home)["as_of"])
+    ingest = read_ingest_manifest(home)
+    as_of = datetime.fromisoformat(ingest["as_of"])
     extra = {"as_of": as_of.isoformat(), "config_hash": cfg.digest()}
-    tables = read_canonical(home.canonical, lazy=True)
-    fs = build_features(tables, cfg, as_of, out=home.features_file, extra_metadata=extra, spill_dir=home.spill)
+    with cluster.session(cfg.engine) as client:
+        if client is None:
+            tables = read_canonical(home.canonical, lazy=True)
+            fs = build_features(tables, cfg, as_of, out=home.features_file, extra_metadata=extra, spill_dir=home.spill)
+        else:
+            from features.sharded import open_build
+
+            fs = open_build(client, cfg, home, as_of, ingest).build("features", home.features_file, extra)
     c = fs.counts
     if fs.mode == "snapshot":
         log.info("features: snapshot export (outcome from data.leads.label): random stratified split, "
@@ -84,8 +92,15 @@ def _landmarks(cfg: Config, home: Home, as_of: str):
     from ingest.canonical import read_canonical
 
     extra = {"as_of": as_of, "config_hash": cfg.digest()}
-    lm = build_landmarks(read_canonical(home.canonical, lazy=True), cfg, datetime.fromisoformat(as_of),
-                         out=home.landmarks_file, extra_metadata=extra, spill_dir=home.spill)
+    with cluster.session(cfg.engine) as client:
+        if client is None:
+            lm = build_landmarks(read_canonical(home.canonical, lazy=True), cfg, datetime.fromisoformat(as_of),
+                                 out=home.landmarks_file, extra_metadata=extra, spill_dir=home.spill)
+        else:
+            from features.sharded import open_build
+
+            lm = open_build(client, cfg, home, datetime.fromisoformat(as_of), read_ingest_manifest(home)).build(
+                "landmarks", home.landmarks_file, extra)
     n = lm.counts
     log.info("train: %s landmark rows at ages %s days, sampled from %s won within %d days after (at %.3g) "
              "and %s not (at %.3g)", f"{n['rows']:,}",
@@ -108,7 +123,8 @@ def train_step(cfg: Config, run_id: str) -> dict:
     ingest = read_ingest_manifest(home)
     home.landmarks_file.unlink(missing_ok=True)  # never train on the landmarks of another export
     landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
-    result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]))
+    with cluster.session(cfg.engine) as client:
+        result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client)
     truth = _read_truth(cfg)
     if truth is not None:
         result.metrics.update(against_truth(result.test_frame, truth, cfg.evaluation.truth_id,
@@ -247,8 +263,9 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     latest = read_latest(home.scores)
     previous = (pd.read_parquet(latest / "scores.parquet") if latest is not None
                 and (latest / "scores.parquet").is_file() else None)
-    run = score_open_leads(scorer, OnlineFeatures(*snapshot), open_leads, cfg, scored_at, seen,
-                           ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d")), previous)
+    with cluster.session(cfg.engine) as client:
+        run = score_open_leads(scorer, OnlineFeatures(*snapshot), open_leads, cfg, scored_at, seen,
+                               ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d")), previous, client)
     drift = drift_report(scorer.model, frame, as_of, fs.labels, cfg.drift.window_days, cfg.drift.psi_warn)
     manifest = scores_manifest(run, scorer, cfg, ingest, fs.counts, meta["as_of"], scored_at, since_last, drift)
     published = run.scores.drop(columns=["input_hash"])
@@ -305,8 +322,9 @@ def report_step(cfg: Config, run_id: str) -> dict:
     scorer.check_schema(fs.categorical, fs.numeric)
     frame = fs.frame.to_pandas()
     keep = [c for c in ("campaign", "source", "created_at", "mature", "label", "is_open", "won_at") if c in frame.columns]
-    scores = scorer.score(frame, datetime.now(timezone.utc).replace(microsecond=0), reason_tiers=(),
-                          extra_columns=keep, use_now=False)  # lead quality is fixed when a lead arrives
+    with cluster.session(cfg.engine) as client:
+        scores = scorer.score(frame, datetime.now(timezone.utc).replace(microsecond=0), reason_tiers=(),
+                              extra_columns=keep, use_now=False, client=client)  # quality is fixed at arrival
     tables = read_canonical(home.canonical, lazy=True)  # only the small campaigns table is read
     costs = tables["campaigns"].to_table().to_pandas() if "campaigns" in tables else None
     before = read_latest(home.campaign_reports)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -325,6 +326,29 @@ class DriftConfig(_Section):
     window_days: Int = Field(30, gt=0)
 
 
+def _check_address(value: str) -> str:
+    value = value.strip()
+    if value != "local" and not re.match(r"^(tcp|tls|ucx|inproc)://\S+$", value):
+        raise ValueError(f"engine.address: {value!r} is neither \"local\" (a cluster this run starts) nor a scheduler "
+                         "address such as \"tcp://scheduler:8786\"")
+    return value
+
+
+class EngineConfig(_Section):
+    """Where the stages that scale with the leads run: here (``local``), or on a Dask cluster (``dask``)."""
+
+    kind: Literal["local", "dask"] = "local"
+    # "local": a LocalCluster of `workers` processes the run starts and stops; else an existing scheduler's address.
+    address: Annotated[str, AfterValidator(_check_address)] = "local"
+    workers: Int = Field(2, ge=1, le=256)  # LocalCluster only
+    threads: Int = Field(1, ge=1, le=256)  # per worker (LightGBM, duckdb and OpenMP get exactly this many)
+    memory_per_worker: str = Field("auto", pattern=r"^\s*(auto|\d+(\.\d+)?\s*(MB|GB|TB|MiB|GiB|TiB))\s*$")
+    # Lead partitions: 0 picks one per 250,000 leads, and at least two per worker thread.
+    partitions: Int = Field(0, ge=0, le=100_000)
+    # Boosters on more rows train across the workers (lightgbm.dask), their rounds picked on a sample this size.
+    train_on_cluster_rows: Int = Field(2_000_000, ge=1000)
+
+
 def _check_cron(value: str) -> str:
     from cronsim import CronSim, CronSimError
 
@@ -363,6 +387,7 @@ class Config(_Section):
     drift: DriftConfig = DriftConfig()
     report: ReportConfig = ReportConfig()
     api: ApiConfig = ApiConfig()
+    engine: EngineConfig = EngineConfig()
     source_file: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -397,8 +422,9 @@ class Config(_Section):
         return self.data.leads.label is not None
 
     def digest(self) -> str:
-        """A short hash of the settings (not of the file's layout), tagged on runs and manifests."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A short hash of the settings (not of the file's layout), tagged on runs and manifests. Where the work
+        runs (``engine``) is left out: it must not change a result."""
+        payload = json.dumps(self.model_dump(mode="json", exclude={"engine"}), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property

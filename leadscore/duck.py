@@ -8,10 +8,14 @@ import duckdb
 import pyarrow as pa
 
 
-def connect(timezone: str, spill_dir: Path, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(timezone: str, spill_dir: Path, memory_limit: str | None = None,
+            threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory connection that reads zone-less timestamps in ``timezone`` and spills to ``spill_dir``
-    (never duckdb's default, a `.tmp` folder in the working directory)."""
+    (never duckdb's default, a `.tmp` folder in the working directory); ``threads``: at most that many (a Dask
+    worker's share of the cores), else one per core."""
     con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
     con.execute("SET enable_progress_bar = false")
     con.execute(f"SET TimeZone = {literal(timezone)}")
     spill_dir.mkdir(parents=True, exist_ok=True)

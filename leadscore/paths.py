@@ -38,6 +38,11 @@ class Home:
         return self.data / "landmarks.parquet"
 
     @property
+    def partitions(self) -> Path:
+        """The canonical tables split by lead, and their shared counts, for a run on a Dask cluster."""
+        return self.data / "partitions"
+
+    @property
     def mlflow_db(self) -> Path:
         return self.root / "mlflow.db"
 

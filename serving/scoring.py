@@ -55,12 +55,12 @@ def open_lead_features(scorer, online, open_leads: pd.DataFrame, cfg: Config) ->
 
 def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scored_at: datetime,
                      seen: pd.DataFrame | None = None, routed_today: pd.DataFrame | None = None,
-                     previous: pd.DataFrame | None = None) -> ScoredLeads:
+                     previous: pd.DataFrame | None = None, client=None) -> ScoredLeads:
     """Score the open leads (canonical rows) with ``scorer`` on features from ``online`` (the snapshot this run
     saves, so batch and real-time scores cannot differ). ``previous``: the last published scores (export names),
     for each lead's trend. With ``seen`` (the ledger's last inputs per lead), only leads whose inputs or model
     changed are scored; the others keep their previous published row. Every open lead is published and routed;
-    routing respects today's earlier routes."""
+    routing respects today's earlier routes. With a Dask ``client``, the scorer runs on its workers."""
     features = open_lead_features(scorer, online, open_leads, cfg)
     # A passthrough named "campaign" or "source" is that role's own column (the config allows no other), which is
     # published anyway.
@@ -77,7 +77,8 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
             todo = features[features.index.isin(todo.index) | ~features["lead_id"].isin(before.index)]
         else:
             todo = features
-    scores = scorer.score(todo, scored_at, cfg.scoring.reason_tiers, extra_columns=[*extra, "input_hash"])
+    scores = scorer.score(todo, scored_at, cfg.scoring.reason_tiers, extra_columns=[*extra, "input_hash"],
+                          client=client)
     earlier = (before["probability"].reindex(scores["lead_id"].to_numpy()).to_numpy(np.float64)
                if before is not None else np.full(len(scores), np.nan))
     scores.insert(scores.columns.get_loc("rank") + 1, "trend", trend(scores["probability"].to_numpy(), earlier))

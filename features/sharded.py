@@ -1,0 +1,231 @@
+"""Features on a Dask cluster: the one-machine point-in-time SQL of :mod:`features.build`, run partition by
+partition on the workers, with the same result.
+
+1. **Co-partition.** The canonical leads, activities and stage changes are split by a hash of ``lead_id``
+   (one task per table), so every lead's own events sit in its partition.
+2. **Count what is shared.** History over keys that many partitions share (campaign, source, account, and the
+   overall win rate) is counted in each partition (:func:`features.build.shared_counts`), then summed in one
+   task into one table of (role, kind, key, instant, count): the only shuffle.
+3. **Build.** Each partition runs the same SQL over its own tables, taking the shared history from that table
+   as of each of its rows, and writes its part; the parts are merged in the one-machine order.
+
+The home must be on storage that the driver and every worker see at the same path (a shared or network file
+system); the parts move through it, never through the driver's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from features.build import MAX_STAGES, Shard, build_features, build_landmarks, landmark_rates, shared_counts
+from leadscore.config import Config
+from leadscore.contract import METADATA_KEY, FeatureSet
+from leadscore.duck import literal
+from leadscore.paths import Home, atomic_write
+
+log = logging.getLogger("leadscore")
+
+SHARDED = ("leads", "activities", "outcomes")  # split by lead; any other table (campaigns) is small and whole
+LEADS_PER_PARTITION = 250_000
+
+
+def partition_count(engine_partitions: int, leads: int, threads: int) -> int:
+    if engine_partitions:
+        return engine_partitions
+    return max(2 * threads, -(-leads // LEADS_PER_PARTITION))
+
+
+def split_tables(client, canonical: Path, work: Path, partitions: int) -> dict[str, Path]:
+    """Each sharded canonical table as ``work/<table>/part=<i>/``, one task per table."""
+    work.mkdir(parents=True)
+    names = [n for n in SHARDED if (canonical / f"{n}.parquet").is_file()]
+    futures = [client.submit(_split_one, canonical / f"{n}.parquet", work / n, partitions, pure=False) for n in names]
+    client.gather(futures)
+    return {n: work / n for n in names}
+
+
+def _split_one(source: Path, out: Path, partitions: int) -> None:
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET threads = {_threads()}")
+        con.execute(f"""COPY (SELECT *, (hash(lead_id) % {int(partitions)})::INTEGER AS part
+                              FROM read_parquet({literal(str(source))}))
+                        TO {literal(str(out))} (FORMAT parquet, PARTITION_BY (part))""")
+    finally:
+        con.close()
+
+
+def _threads() -> int:
+    """This worker's threads (the cores its tasks may use)."""
+    from distributed import get_worker
+
+    try:
+        return int(get_worker().state.nthreads)
+    except (ValueError, AttributeError):
+        return 1
+
+
+def _partition_tables(canonical: Path, split: dict[str, Path], i: int) -> dict:
+    """The tables of partition ``i``: its part of each sharded table (empty with the table's schema when it has
+    no rows there), and the small tables whole."""
+    tables = {}
+    for path in sorted(canonical.glob("*.parquet")):
+        name = path.stem
+        if name not in split:
+            tables[name] = ds.dataset(path)
+            continue
+        folder = split[name] / f"part={i}"
+        tables[name] = (ds.dataset(folder) if folder.is_dir() else
+                        pq.read_schema(path).empty_table())
+    return tables
+
+
+def _count_partition(canonical: Path, split: dict, i: int, cfg: Config, as_of: datetime, spill: Path,
+                     out: Path) -> dict:
+    counts = shared_counts(_partition_tables(canonical, split, i), cfg, as_of, spill / f"p{i}", _threads())
+    pq.write_table(counts.pop("events"), out)
+    return counts
+
+
+def _sum_events(parts: list[Path], out: Path, spill: Path) -> None:
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET threads = {_threads()}")
+        con.execute(f"SET temp_directory = {literal(str(spill))}")
+        files = "[" + ", ".join(literal(str(p)) for p in parts) + "]"
+        with atomic_write(out) as tmp:  # sorted, so a partition reads only its role and kind's row groups
+            con.execute(f"""COPY (SELECT role, kind, key, occurred_at, SUM(n)::BIGINT AS n FROM read_parquet({files})
+                                  GROUP BY ALL ORDER BY role, kind, key, occurred_at)
+                            TO {literal(str(tmp))} (FORMAT parquet)""")
+    finally:
+        con.close()
+
+
+def _build_partition(kind: str, canonical: Path, split: dict, i: int, cfg: Config, as_of: datetime, shard: Shard,
+                     spill: Path, out: Path) -> FeatureSet:
+    build = build_features if kind == "features" else build_landmarks
+    shard = Shard(events=shard.events, activity_types=shard.activity_types, stages=shard.stages,
+                  landmark_rates=shard.landmark_rates, threads=_threads())
+    return build(_partition_tables(canonical, split, i), cfg, as_of, out=out, spill_dir=spill / f"p{i}", shard=shard)
+
+
+def _merge(parts: list[Path], out: Path, order: str, metadata: dict, spill: Path, memory_limit: str) -> None:
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET threads = {_threads()}")
+        con.execute(f"SET temp_directory = {literal(str(spill))}")
+        con.execute(f"SET memory_limit = {literal(memory_limit)}")
+        files = "[" + ", ".join(literal(str(p)) for p in parts) + "]"
+        meta = json.dumps(metadata)
+        with atomic_write(out) as tmp:
+            con.execute(f"COPY (SELECT * FROM read_parquet({files}) ORDER BY {order}) TO {literal(str(tmp))} "
+                        f"(FORMAT parquet, KV_METADATA {{{literal(METADATA_KEY)}: {literal(meta)}}})")
+    finally:
+        con.close()
+
+
+class ShardedBuild:
+    """The canonical tables of one export split into partitions, with its shared history counted: both builds
+    (features, then the training step's landmarks) run on them. ``stamp`` names the ingested export and the
+    settings: a later step of the same run finds the split made and reuses it."""
+
+    def __init__(self, client, cfg: Config, canonical: Path, work: Path, as_of: datetime, leads: int, stamp: dict):
+        from leadscore.cluster import total_threads
+
+        self.client, self.cfg, self.canonical, self.work, self.as_of = client, cfg, canonical, work, as_of
+        self.partitions = partition_count(cfg.engine.partitions, leads, total_threads(client))
+        self.spill = work / "spill"
+        stamp = {**stamp, "partitions": self.partitions, "as_of": as_of.isoformat()}
+        made = work / "stamp.json"
+        if made.is_file() and json.loads(made.read_text(encoding="utf-8")).get("stamp") == stamp:
+            saved = json.loads(made.read_text(encoding="utf-8"))
+            self.split = {n: Path(p) for n, p in saved["split"].items()}
+            self.events = work / "shared_history.parquet"
+            self.shard = Shard(events=self.events, activity_types=saved["activity_types"], stages=saved["stages"],
+                               landmark_rates=tuple(saved["landmark_rates"]))
+            self.landmark_candidates = tuple(saved["landmark_candidates"])
+            return
+        shutil.rmtree(work, ignore_errors=True)  # another export's split, or an earlier run stopped half-way
+        work.mkdir(parents=True)
+        self.split = split_tables(client, canonical, work / "tables", self.partitions)
+        self.spill.mkdir(exist_ok=True)
+        counts_dir = work / "counts"
+        counts_dir.mkdir()
+        parts = [counts_dir / f"part-{i}.parquet" for i in range(self.partitions)]
+        futures = [client.submit(_count_partition, canonical, self.split, i, cfg, as_of, self.spill, parts[i],
+                                 pure=False) for i in range(self.partitions)]
+        counted = client.gather(futures)
+        self.events = work / "shared_history.parquet"
+        client.submit(_sum_events, parts, self.events, self.spill, pure=False).result()
+        types, stages = Counter(), Counter()
+        for c in counted:
+            types.update(c["activity_types"])
+            stages.update(c["stages"])
+        total = sum(c["landmarks"][0] for c in counted)
+        positive = sum(c["landmarks"][1] for c in counted)
+        has_activities = cfg.data.leads.created_at and sum(types.values()) > 0
+        self.shard = Shard(
+            events=self.events,
+            # the order of build._activity_types and build._stages: most frequent first, ties by name
+            activity_types=_top(types, cfg.features.max_activity_types) if has_activities else None,
+            stages=_top(stages, MAX_STAGES), landmark_rates=landmark_rates(cfg, positive, total - positive))
+        self.landmark_candidates = (total, positive)
+        made.write_text(json.dumps({
+            "stamp": stamp, "split": {n: str(p) for n, p in self.split.items()},
+            "activity_types": self.shard.activity_types, "stages": self.shard.stages,
+            "landmark_rates": list(self.shard.landmark_rates), "landmark_candidates": list(self.landmark_candidates),
+        }), encoding="utf-8")
+
+    def build(self, kind: str, out: Path, extra_metadata: dict | None = None) -> FeatureSet:
+        """``kind``: "features" (each lead at its arrival) or "landmarks"; written to ``out`` as one file."""
+        folder = self.work / kind
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        parts = [folder / f"part-{i}.parquet" for i in range(self.partitions)]
+        futures = [self.client.submit(_build_partition, kind, self.canonical, self.split, i, self.cfg, self.as_of,
+                                      self.shard, self.spill, parts[i], pure=False) for i in range(self.partitions)]
+        built = self.client.gather(futures)
+        fs = built[0]
+        fs.counts = _sum_counts([b.counts for b in built])
+        if kind == "landmarks":
+            fs.counts["candidate_rows"], fs.counts["positive"] = self.landmark_candidates
+            fs.counts["negative"] = self.landmark_candidates[0] - self.landmark_candidates[1]
+            fs.counts["positive_sample_rate"], fs.counts["negative_sample_rate"] = (
+                round(r, 6) for r in self.shard.landmark_rates)
+        order = "created_at, lead_id" if kind == "features" else "\"at\", lead_id, landmark_days"
+        self.client.submit(_merge, parts, out, order, fs.metadata(extra_metadata), self.spill,
+                           self.cfg.features.memory_limit, pure=False).result()
+        shutil.rmtree(folder, ignore_errors=True)
+        return fs
+
+
+def _top(counts: Counter, n: int) -> list[str]:
+    return [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def _sum_counts(counts: list[dict]) -> dict:
+    out = {}
+    for c in counts:
+        for k, v in c.items():
+            if isinstance(v, int):
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+def open_build(client, cfg: Config, home: Home, as_of: datetime, ingest_manifest: dict) -> ShardedBuild:
+    """The sharded build of the export ingested last (made now, or found made by an earlier step of its run)."""
+    leads = int(ingest_manifest["counts"]["leads"]["kept"])
+    stamp = {"ingest_run": ingest_manifest["run_id"], "data_fingerprint": ingest_manifest["data_fingerprint"],
+             "config_hash": cfg.digest()}
+    build = ShardedBuild(client, cfg, home.canonical, home.partitions, as_of, leads, stamp)
+    log.info("features: %s leads in %d partitions on the cluster", f"{leads:,}", build.partitions)
+    return build

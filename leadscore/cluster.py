@@ -1,0 +1,71 @@
+"""The Dask cluster a run works on (``[engine] kind = "dask"``): one per pipeline run, opened by the flow and
+shared by its steps; a step run alone opens its own.
+
+Workers get exactly ``engine.threads`` threads for LightGBM, duckdb and OpenMP, and OpenMP threads that sleep
+when idle (``OMP_WAIT_POLICY=PASSIVE``): spinning threads of two workers on the same cores starve each other
+(lightgbm#7399).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from leadscore.config import EngineConfig
+from leadscore.errors import ConfigError
+
+log = logging.getLogger("leadscore")
+
+_open: list = []  # the client of the run in progress, if any
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    return {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "MKL_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": str(threads)}
+
+
+@contextmanager
+def session(engine: EngineConfig) -> Iterator[object | None]:
+    """The ``distributed.Client`` to work on, or None for the local engine."""
+    if engine.kind == "local":
+        yield None
+        return
+    if _open:
+        yield _open[-1]
+        return
+    import dask
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    try:
+        if engine.address == "local":
+            with dask.config.set({"distributed.worker.daemon": False, "distributed.logging.distributed": "error"}):
+                cluster = LocalCluster(n_workers=engine.workers, threads_per_worker=engine.threads, processes=True,
+                                       memory_limit=engine.memory_per_worker.strip(), dashboard_address=":0",
+                                       env=worker_environment(engine.threads), silence_logs=logging.ERROR)
+            client = Client(cluster)
+        else:
+            client = Client(engine.address, timeout="20s")
+    except OSError as exc:  # no scheduler there (distributed raises OSError subclasses on timeouts)
+        if cluster is not None:
+            cluster.close()
+        raise ConfigError(f"engine.address: no Dask scheduler answered at {engine.address} ({exc}); start one with "
+                          "`dask scheduler` (and `dask worker ADDRESS`), or set engine.address = \"local\"") from None
+    try:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        threads = sum(w["nthreads"] for w in workers.values())
+        log.info("engine: Dask at %s, %d workers, %d threads; dashboard %s", client.scheduler.address, len(workers),
+                 threads, client.dashboard_link)
+        _open.append(client)
+        yield client
+    finally:
+        if _open and _open[-1] is client:
+            _open.pop()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def total_threads(client) -> int:
+    return sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()) or 1
