@@ -45,6 +45,7 @@ def session(engine: EngineConfig) -> Iterator[object | None]:
                                        memory_limit=engine.memory_per_worker.strip(), dashboard_address=":0",
                                        env=worker_environment(engine.threads), silence_logs=logging.ERROR)
             client = Client(cluster)
+            client.run(_quiet_stdout)
         else:
             client = Client(engine.address, timeout="20s")
     except OSError as exc:  # no scheduler there (distributed raises OSError subclasses on timeouts)
@@ -65,6 +66,16 @@ def session(engine: EngineConfig) -> Iterator[object | None]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _quiet_stdout() -> None:
+    """A worker of the run's own LocalCluster writes nothing to the terminal's stdout (LightGBM's socket set-up
+    prints there from C++, past any logger); its logs go to stderr as before."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 def total_threads(client) -> int:

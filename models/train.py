@@ -440,11 +440,11 @@ def _boost_on_cluster(client, encoder: FeatureEncoder, frame: pd.DataFrame, y: n
     plain booster (``to_local``): the registered model and serving do not change. One fixed encoding for every
     partition (the driver's encoder, categories as their codes); each worker uses its own threads. With
     ``valid`` (frame, labels, weights), the booster is cut where the validation loss levels off."""
-    import warnings
-
     import lightgbm as lgb
     from lightgbm.dask import DaskLGBMClassifier
 
+    # Errors only: not the workers' retries while they connect, nor "n_jobs will be ignored" (each worker uses
+    # its own threads).
     client.run(quiet_lightgbm)
     quiet_lightgbm()
     # One block of consecutive rows per worker, placed here rather than by the scheduler: which rows a worker
@@ -456,9 +456,7 @@ def _boost_on_cluster(client, encoder: FeatureEncoder, frame: pd.DataFrame, y: n
     model = DaskLGBMClassifier(client=client, n_estimators=rounds, random_state=params["seed"], verbose=-1,
                                **settings)
     categorical = [i for i, c in enumerate(encoder.features_) if c in set(encoder.categorical)]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")  # threads: the worker's own
-        model.fit(dx, dy, sample_weight=dw, categorical_feature=categorical)
+    model.fit(dx, dy, sample_weight=dw, categorical_feature=categorical)
     booster = model.to_local().booster_
     if valid is not None:  # the validation curve here, on every validation row (a worker sees only its own)
         loss = _loss_curve(booster, encoder.matrix(valid[0]), np.asarray(valid[1], np.float64),
@@ -482,12 +480,15 @@ def _loss_curve(booster, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndar
 
 
 def placed_rows(client, values: np.ndarray, workers: list[str]):
-    """``values`` as a Dask array of one block of consecutive rows per worker, in order."""
+    """``values`` as a Dask array of one block per worker: every n-th row from the i-th, so that each worker holds
+    rows from all of the time the data covers. (LightGBM bins each feature on one worker's rows: with consecutive
+    blocks, the oldest rows set half the features' bins, and on 30,000 leads the booster lost 0.007 ROC AUC.)"""
     import dask
     import dask.array as da
 
     arrays = []
-    for rows, worker in zip(np.array_split(np.arange(len(values)), len(workers)), workers):
+    for i, worker in enumerate(workers):
+        rows = np.arange(i, len(values), len(workers))
         if len(rows):
             part = client.scatter(np.ascontiguousarray(values[rows]), workers=[worker])
             arrays.append(da.from_delayed(dask.delayed(part), shape=(len(rows), *values.shape[1:]), dtype=values.dtype))
@@ -495,12 +496,12 @@ def placed_rows(client, values: np.ndarray, workers: list[str]):
 
 
 def quiet_lightgbm() -> None:
-    """LightGBM's messages through Python logging at warning level: its network set-up on every worker prints
-    a dozen lines of [Info] otherwise."""
+    """LightGBM's messages through Python logging, errors only: its network set-up on every worker prints a
+    dozen lines of [Info] and [Warning] otherwise."""
     import lightgbm as lgb
 
     logger = logging.getLogger("lightgbm")
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.ERROR)
     lgb.register_logger(logger)
 
 
