@@ -2,6 +2,7 @@
 
     python bench/features_case.py prepare --leads N --dir DIR   # generate, write Parquet exports, ingest
     python bench/features_case.py measure --dir DIR             # read canonical tables, build features
+    python bench/features_case.py measure --dir DIR --engine dask --workers 2   # the same on a LocalCluster
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def prepare(leads: int, folder: Path) -> None:
     print(json.dumps({k: v["kept"] for k, v in result.counts.items()}))
 
 
-def measure(folder: Path) -> None:
+def measure(folder: Path, engine: str = "local", workers: int = 2) -> None:
     from datetime import datetime
 
     from ingest.canonical import read_canonical
@@ -47,6 +48,8 @@ def measure(folder: Path) -> None:
     from leadscore.config import load_config
 
     cfg = load_config(folder / "leadscore.toml")
+    if engine == "dask":
+        return measure_on_cluster(folder, cfg, workers)
     start = time.perf_counter()
     # As `leadscore features` does it: lazy inputs, the frame written by duckdb.
     tables = read_canonical(folder / "canonical", lazy=True)
@@ -58,13 +61,44 @@ def measure(folder: Path) -> None:
                       "activities": tables["activities"].count_rows(), "features": len(fs.features)}))
 
 
+def measure_on_cluster(folder: Path, cfg, workers: int) -> None:
+    """The sharded build on a LocalCluster of ``workers`` processes with one thread each, as `leadscore features`
+    runs it with ``[engine] kind = "dask"`` (the cluster's start-up is timed too); the peak memory of the driver
+    and of each worker."""
+    from datetime import datetime
+
+    from features.sharded import ShardedBuild
+    from leadscore import cluster
+    from leadscore.config import EngineConfig
+
+    engine = EngineConfig(kind="dask", workers=workers, threads=1)
+    cfg = cfg.model_copy(update={"engine": engine})
+    as_of = datetime.fromisoformat((folder / "as_of.txt").read_text())
+    leads = pq.read_metadata(folder / "canonical" / "leads.parquet").num_rows
+    start = time.perf_counter()
+    with cluster.session(engine) as client:
+        build = ShardedBuild(client, cfg, folder / "canonical", folder / "partitions", as_of, leads, {"bench": 1})
+        fs = build.build("features", folder / "features-dask.parquet")
+        seconds = time.perf_counter() - start
+        worker_peaks = sorted(client.run(_peak_mb).values())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": round(seconds, 2), "peak_mb": round(peak, 1), "worker_peak_mb": worker_peaks,
+                      "partitions": build.partitions, "leads": fs.counts["leads"], "features": len(fs.features)}))
+
+
+def _peak_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("what", choices=["prepare", "measure"])
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--engine", choices=["local", "dask"], default="local")
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    prepare(args.leads, args.dir) if args.what == "prepare" else measure(args.dir)
+    prepare(args.leads, args.dir) if args.what == "prepare" else measure(args.dir, args.engine, args.workers)
     return 0
 
 

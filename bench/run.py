@@ -135,6 +135,36 @@ def contention_cases() -> list[dict]:
     return rows
 
 
+def dask_cases(sizes: tuple[int, ...], targets: dict[int, float]) -> list[dict]:
+    """Features on the local engine and on a 2-worker LocalCluster, at each size: the scaling curve that the
+    README's projection to 100M leads rests on. Issue 16: the cluster within 1.5x of local on this machine."""
+    rows = []
+    script = str(ROOT / "features_case.py")
+    for leads in sizes:
+        folder = WORK / f"features-{leads}"
+        if not (folder / "canonical" / "leads.parquet").is_file():
+            subprocess.run([sys.executable, script, "prepare", "--leads", str(leads), "--dir", str(folder)],
+                           check=True, stdout=subprocess.DEVNULL)
+        results = {}
+        for engine in ("local", "dask"):
+            out = subprocess.run([sys.executable, script, "measure", "--dir", str(folder), "--engine", engine],
+                                 capture_output=True, text=True, check=True)
+            results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
+        local, dask = results["local"], results["dask"]
+        ratio = dask["seconds"] / local["seconds"]
+        rows.append({"case": f"features for {leads:,} leads, local engine", "wall_s": local["seconds"],
+                     "peak_mb": local["peak_mb"], "target_s": targets.get(leads), "target_mb": None,
+                     "ok": targets.get(leads) is None or local["seconds"] <= targets[leads]})
+        rows.append({"case": f"features for {leads:,} leads, Dask LocalCluster 2 workers x 1 thread",
+                     "wall_s": dask["seconds"], "peak_mb": dask["peak_mb"], "worker_peak_mb": dask["worker_peak_mb"],
+                     "partitions": dask["partitions"], "ratio_to_local": round(ratio, 2), "target_ratio": 1.5,
+                     "ok": ratio <= 1.5})
+        print(f"features for {leads:,} leads: local {local['seconds']:.1f} s ({local['peak_mb']:.0f} MB), "
+              f"dask {dask['seconds']:.1f} s (driver {dask['peak_mb']:.0f} MB, workers {dask['worker_peak_mb']} MB, "
+              f"{dask['partitions']} partitions): {ratio:.2f}x", flush=True)
+    return rows
+
+
 def update_results(rows: list[dict], machine: dict | None = None) -> int:
     """Replace the rows of the cases measured now (each stamped with when), keep the others."""
     path = ROOT / "results.json"
@@ -155,13 +185,15 @@ def main() -> int:
     parser.add_argument("--demo", type=int, default=100_000, help="leads in the demo case")
     parser.add_argument("--huge", type=int, default=10_000_000,
                         help="leads in the largest features case (0 skips it; preparing it needs about 17 GB)")
-    parser.add_argument("--only", choices=["api", "contention"], help="re-measure only these cases (api: after a "
-                        "full run) and update their rows in results.json")
+    parser.add_argument("--only", choices=["api", "contention", "dask"], help="re-measure only these cases (api: "
+                        "after a full run) and update their rows in results.json")
     args = parser.parse_args()
     if args.only == "api":
         return update_results(api_cases(WORK / "demo" / "demo.toml"))
     if args.only == "contention":
         return update_results(contention_cases())
+    if args.only == "dask":
+        return update_results(dask_cases(_dask_sizes(args.big, args.huge), {args.huge: 180}))
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     rows = []
@@ -181,11 +213,16 @@ def main() -> int:
     rows.extend(contention_cases())
     if args.huge:
         rows.append(features_case(args.huge, target_s=180, target_mb=8192))
+    rows.extend(dask_cases(_dask_sizes(args.big, args.huge), {}))
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
                "platform": platform.platform()}
     code = update_results(rows, machine)  # a case not run this time (--huge 0) keeps its last row
     print(f"\nwritten {ROOT / 'results.json'}")
     return code
+
+
+def _dask_sizes(big: int, huge: int) -> tuple[int, ...]:
+    return tuple(n for n in dict.fromkeys((big, 3 * big, huge)) if n and n <= max(big, huge))
 
 
 if __name__ == "__main__":

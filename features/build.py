@@ -39,7 +39,9 @@ log = logging.getLogger("leadscore")
 
 CALENDAR_SQL = {"weekday": "isodow", "hour": "hour", "month": "month"}
 MAX_STAGES = 8  # stages short of a decision counted for the model of a win from now on
-HISTORY_KINDS = ("leads", "wins", "mat", "mwin")  # the events of a shared key's history (see _history)
+# The events of a shared key's history (see _history): arrivals, wins, matured leads (an arrival shifted by the
+# horizon, so a sharded build reads it from the arrivals) and matured wins.
+HISTORY_KINDS = ("leads", "wins", "mat", "mwin")
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ class Shard:
     counted once over all partitions and comes from here, so no partition needs another's rows and each gives
     its leads exactly the features the one-machine build gives them."""
 
-    # Shared-key history (:func:`shared_counts`, summed): role ('' for all leads), kind, key, occurred_at, n;
-    # an Arrow table or a Parquet file.
+    # Shared-key history (:func:`shared_counts`, summed over the partitions): role ('' for all leads), kind, key,
+    # occurred_at, cum (the key's running count up to that instant); an Arrow table or a folder of Parquet files.
     events: pa.Table | Path
     activity_types: list[str] | None  # the export's most frequent activity types (None: no activities)
     stages: list[str]  # the stages short of a decision that the model of a win from now on counts
@@ -164,8 +166,8 @@ def shared_counts(tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | 
     other partitions' leads. Summed over all partitions (:func:`features.sharded.merge_counts`) they make the
     :class:`Shard` each partition's second pass takes.
 
-    Returns ``events`` (an Arrow table: role, kind, key, occurred_at, n; the leads, wins, matured leads and
-    matured wins of each campaign, source and account, and of all leads as role ''), ``activity_types`` and
+    Returns ``events`` (an Arrow table: role, kind, key, occurred_at, n; the leads, wins and matured wins of each
+    campaign, source and account, and of all leads as role ''), ``activity_types`` and
     ``stages`` (type -> events), and ``landmarks`` (candidate rows, won rows).
     """
     horizon = int(cfg.label.horizon_days)
@@ -173,12 +175,12 @@ def shared_counts(tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | 
     with _session(tables, cfg, as_of, spill_dir, shard) as con:
         roles = [r for r in ROLES if r in json.loads(scalar(con, "SELECT names FROM lead_columns"))]
         later = f"LO.created_at + {days(horizon)}"
-        parts = [f"SELECT '' AS role, 'mat' AS kind, '' AS key, {later} AS occurred_at FROM LO",
+        parts = [f"SELECT '' AS role, 'leads' AS kind, '' AS key, LO.created_at AS occurred_at FROM LO",
                  f"SELECT '', 'mwin', '', {later} FROM LO WHERE LO.won_in_horizon"]
         for r in roles:
             key = f"R.{ident(r)}::VARCHAR"
             for kind, when, where in (("leads", "LO.created_at", "TRUE"), ("wins", "LO.won_at", "TRUE"),
-                                      ("mat", later, "TRUE"), ("mwin", later, "LO.won_in_horizon")):
+                                      ("mwin", later, "LO.won_in_horizon")):
                 parts.append(f"SELECT {literal(r)}, {literal(kind)}, {key}, {when} FROM LO JOIN R ON R.k = LO.qid "
                              f"WHERE {where}")
         events = con.sql(f"""SELECT role, kind, key, occurred_at, COUNT(*)::BIGINT AS n
@@ -221,8 +223,9 @@ class _session:
         self.con = connect(cfg.data.timezone, spill_dir or default_spill_dir(), cfg.features.memory_limit,
                            threads=shard.threads if shard else None)
         self.tables, self.cfg, self.as_of = tables, cfg, as_of
-        if isinstance(getattr(shard, "events", None), Path):
-            self.con.execute(f"CREATE VIEW shared_events AS SELECT * FROM read_parquet({literal(str(shard.events))})")
+        if isinstance(getattr(shard, "events", None), Path):  # a folder of Parquet files, one per stream
+            pattern = literal(str(shard.events / "*.parquet"))
+            self.con.execute(f"CREATE VIEW shared_events AS SELECT * FROM read_parquet({pattern})")
         elif shard is not None:
             self.con.register("shared_events", shard.events)
 
@@ -410,12 +413,12 @@ def _overall_rate(con, cfg: Config, sharded: bool) -> None:
     toward)."""
     horizon = int(cfg.label.horizon_days)
     con.execute("CREATE OR REPLACE TEMP VIEW Q_all AS SELECT qid, 1 AS g, Q.at AS at FROM Q")
-    weight = _events(con, sharded, "E_mature_all", "", "mat", "1 AS g",
-                     f"SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO")
+    running = _events(con, sharded, "E_mature_all", "", "mat", "1 AS g",
+                      f"SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO", horizon)
     _events(con, sharded, "E_mwins_all", "", "mwin", "1 AS g",
             f"SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
-    den = known_at(con, "Q_all", "E_mature_all", ["g"], weight=weight)
-    num = known_at(con, "Q_all", "E_mwins_all", ["g"], weight=weight)
+    den = known_at(con, "Q_all", "E_mature_all", ["g"], cumulative=running)
+    num = known_at(con, "Q_all", "E_mwins_all", ["g"], cumulative=running)
     con.execute(f"""CREATE TEMP TABLE prior AS SELECT qid, CASE WHEN d.n_all > 0 THEN n.n_all / d.n_all END AS p
                     FROM {den} d JOIN {num} n USING (qid)""")
 
@@ -430,20 +433,20 @@ def _history(con, cfg: Config, role: str, strength: float | None, sharded: bool)
         con.execute(f"""CREATE OR REPLACE TEMP TABLE keys_{role} AS
                         SELECT DISTINCT R.{ident(role)}::VARCHAR AS key, L.{k}
                         FROM R JOIN L ON L.qid = R.k WHERE L.{k} IS NOT NULL""")
-    weight = _events(con, sharded, f"E_leads_{role}", role, "leads", k,
-                     f"SELECT {k}, created_at AS occurred_at FROM LO")
+    running = _events(con, sharded, f"E_leads_{role}", role, "leads", k,
+                      f"SELECT {k}, created_at AS occurred_at FROM LO")
     _events(con, sharded, f"E_wins_{role}", role, "wins", k,
             f"SELECT {k}, won_at AS occurred_at FROM LO WHERE won_at IS NOT NULL")
-    leads_out = known_at(con, f"Q_{role}", f"E_leads_{role}", [k], weight=weight)
-    wins_out = known_at(con, f"Q_{role}", f"E_wins_{role}", [k], weight=weight)
+    leads_out = known_at(con, f"Q_{role}", f"E_leads_{role}", [k], cumulative=running)
+    wins_out = known_at(con, f"Q_{role}", f"E_wins_{role}", [k], cumulative=running)
     rate, joins = "NULL", ""
     if strength is not None:
         _events(con, sharded, f"E_mat_{role}", role, "mat", k,
-                f"SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO")
+                f"SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO", horizon)
         _events(con, sharded, f"E_mwin_{role}", role, "mwin", k,
                 f"SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
-        mat_out = known_at(con, f"Q_{role}", f"E_mat_{role}", [k], weight=weight)
-        mwin_out = known_at(con, f"Q_{role}", f"E_mwin_{role}", [k], weight=weight)
+        mat_out = known_at(con, f"Q_{role}", f"E_mat_{role}", [k], cumulative=running)
+        mwin_out = known_at(con, f"Q_{role}", f"E_mwin_{role}", [k], cumulative=running)
         m = float(strength)
         rate = f"(d.n_all + {m} * prior.p) / (c.n_all + {m})"
         joins = f"JOIN {mat_out} c USING (qid) JOIN {mwin_out} d USING (qid) JOIN prior USING (qid)"
@@ -456,19 +459,22 @@ def _history(con, cfg: Config, role: str, strength: float | None, sharded: bool)
 
 _EMPTY_EVENTS = pa.table({"role": pa.array([], pa.string()), "kind": pa.array([], pa.string()),
                           "key": pa.array([], pa.string()), "occurred_at": pa.array([], pa.timestamp("us", "UTC")),
-                          "n": pa.array([], pa.int64())})
+                          "cum": pa.array([], pa.int64())})
 
 
-def _events(con, sharded: bool, view: str, role: str, kind: str, key: str, local_sql: str) -> str | None:
+def _events(con, sharded: bool, view: str, role: str, kind: str, key: str, local_sql: str,
+            horizon: int = 0) -> str | None:
     """The events ``view`` of one history count: from this build's own leads (``local_sql``), or in a shard from
-    the counts over all partitions, by key (then returns the name of the column holding each row's count)."""
+    the running counts over all partitions, by key (then returns the name of their column). ``horizon``: the
+    days from an arrival to its maturity, for ``kind`` "mat"."""
     assert kind in HISTORY_KINDS
     if not sharded:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {local_sql}")
         return None
-    source = (f"SELECT {key}, e.occurred_at, e.n FROM shared_events e WHERE e.role = '' AND e.kind = {literal(kind)}"
-              if not role else
-              f"""SELECT m.{key}, e.occurred_at, e.n FROM shared_events e JOIN keys_{role} m ON m.key = e.key
-                  WHERE e.role = {literal(role)} AND e.kind = {literal(kind)}""")
+    stored, when = (kind, "e.occurred_at") if kind != "mat" else ("leads", f"e.occurred_at + {days(horizon)}")
+    source = (f"SELECT {key}, {when} AS occurred_at, e.cum FROM shared_events e WHERE e.role = '' "
+              f"AND e.kind = {literal(stored)}" if not role else
+              f"""SELECT m.{key}, {when} AS occurred_at, e.cum FROM shared_events e JOIN keys_{role} m ON m.key = e.key
+                  WHERE e.role = {literal(role)} AND e.kind = {literal(stored)}""")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {source}")
-    return "n"
+    return "cum"

@@ -40,13 +40,14 @@ def known_at(
     few_per_key: bool = False,
     by: str | None = None,
     levels: list[str] = (),
-    weight: str | None = None,
+    cumulative: str | None = None,
 ) -> str:
     """Count the events known at each query's instant, per key, over all time and in trailing windows.
 
     ``queries``: a table or view with ``qid``, the ``keys`` and ``at`` (TIMESTAMPTZ).
-    ``events``: a table or view with the ``keys`` and ``occurred_at``; with ``weight``, each event row stands for
-    that column's number of events (counts made elsewhere and summed, as a sharded build does).
+    ``events``: a table or view with the ``keys`` and ``occurred_at``; or, with ``cumulative``, one row per key
+    and instant whose column of that name holds the running count of the key's events up to that instant (made
+    once over every partition of a sharded build).
     Returns the name of a temp table with ``qid``, ``n_all``, ``n_<w>d`` for each window and, if ``last``,
     ``last_at`` (the latest known event; per level too, as ``last_at_<i>``, with ``by``). Counts are NULL where a key is NULL: "no campaign" is unknown,
     not zero.
@@ -61,12 +62,12 @@ def known_at(
       counts per level of the events' column ``by``, as ``n_all_<i>`` and ``n_<w>d_<i>`` for ``levels[i]``.
     """
     if few_per_key:
-        if weight is not None:
-            raise ValueError("weighted events need the ASOF plan (few_per_key=False)")
+        if cumulative is not None:
+            raise ValueError("running counts need the ASOF plan (few_per_key=False)")
         return _by_join(con, queries, events, keys, windows_days, last, by, list(levels))
     if by is not None:
         raise ValueError("counting per level (by=...) needs few_per_key=True")
-    return _by_asof(con, queries, events, keys, windows_days, last, weight)
+    return _by_asof(con, queries, events, keys, windows_days, last, cumulative)
 
 
 def _by_join(con, queries: str, events: str, keys: list[str], windows: tuple[int, ...], last: bool,
@@ -94,18 +95,20 @@ def _by_join(con, queries: str, events: str, keys: list[str], windows: tuple[int
 
 
 def _by_asof(con, queries: str, events: str, keys: list[str], windows: tuple[int, ...], last: bool,
-             weight: str | None = None) -> str:
+             cumulative: str | None = None) -> str:
     k = ", ".join(f'"{c}"' for c in keys)
     on = " AND ".join(f'q."{c}" = e."{c}"' for c in keys)
     not_null = " AND ".join(f'q."{c}" IS NOT NULL' for c in keys)
     cum = _name("pit_cum")
-    count = f'SUM("{weight}")' if weight else "COUNT(*)"
-    con.execute(
-        f"""CREATE TEMP TABLE {cum} AS
-        SELECT {k}, occurred_at AS t,
-               CAST(SUM({count}) OVER (PARTITION BY {k} ORDER BY occurred_at ROWS UNBOUNDED PRECEDING) AS BIGINT) AS cum
-        FROM {events} WHERE occurred_at IS NOT NULL GROUP BY {k}, occurred_at"""
-    )
+    if cumulative:
+        con.execute(f'CREATE TEMP VIEW {cum} AS SELECT {k}, occurred_at AS t, "{cumulative}" AS cum FROM {events}')
+    else:
+        con.execute(
+            f"""CREATE TEMP TABLE {cum} AS
+            SELECT {k}, occurred_at AS t,
+                   CAST(SUM(COUNT(*)) OVER (PARTITION BY {k} ORDER BY occurred_at ROWS UNBOUNDED PRECEDING) AS BIGINT) AS cum
+            FROM {events} WHERE occurred_at IS NOT NULL GROUP BY {k}, occurred_at"""
+        )
     parts = []
     for offset in (0, *windows):
         part = _name("pit_part")
@@ -130,7 +133,7 @@ def _by_asof(con, queries: str, events: str, keys: list[str], windows: tuple[int
     con.execute(f"CREATE TEMP TABLE {out} AS SELECT qid, {', '.join(cols)} FROM {base} {' '.join(joins)}")
     for _, part in parts:
         con.execute(f"DROP TABLE {part}")
-    con.execute(f"DROP TABLE {cum}")
+    con.execute(f"DROP {'VIEW' if cumulative else 'TABLE'} {cum}")
     return out
 
 

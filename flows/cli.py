@@ -68,6 +68,9 @@ def _setup_logging() -> None:
                                    log_time_format="[%H:%M:%S]"))
     log.setLevel(logging.INFO)
     log.propagate = False
+    for note in _notes:
+        log.info("threads: %s", note)
+    _notes.clear()
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -107,13 +110,16 @@ def home_override(home: Path | None) -> Path | None:
     return home or (Path(os.environ["LEADSCORE_HOME"]) if os.environ.get("LEADSCORE_HOME") else None)
 
 
+_notes: list[str] = []  # what prepare_environment decided, said once logging is set up
+
+
 def _load(config: Path, home: Path | None):
     from leadscore.config import load_config
     from leadscore.runtime import prepare_environment
 
     cfg = load_config(config, home_override(home))
     _home_in_use[0] = cfg.paths
-    prepare_environment(cfg.paths)
+    _notes[:] = prepare_environment(cfg.paths)
     return cfg
 
 

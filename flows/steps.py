@@ -18,7 +18,7 @@ from leadscore import cluster
 from leadscore.config import Config
 from leadscore.errors import DataError
 from leadscore.paths import Home, read_latest, write_text_atomic
-from leadscore.runinfo import data_fingerprint, git_sha
+from leadscore.runinfo import data_fingerprint, git_sha, wait_policy
 from leadscore.spreadsheet import write_csv
 
 log = logging.getLogger("leadscore")
@@ -140,6 +140,7 @@ def train_step(cfg: Config, run_id: str) -> dict:
     tags = {"leadscore_run_id": run_id, "git_sha": git_sha(), "config_hash": cfg.digest(),
             "data_fingerprint": ingest["data_fingerprint"], "as_of": meta["as_of"],
             "horizon_days": str(cfg.label.horizon_days), "features": json.dumps(fs.features),
+            "omp_wait_policy": wait_policy(), "engine": cfg.engine.kind,
             "label_counts": json.dumps(fs.counts)}
     run_dir = home.runs / run_id
     run_dir.mkdir(parents=True, exist_ok=True)

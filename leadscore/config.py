@@ -343,7 +343,7 @@ class EngineConfig(_Section):
     workers: Int = Field(2, ge=1, le=256)  # LocalCluster only
     threads: Int = Field(1, ge=1, le=256)  # per worker (LightGBM, duckdb and OpenMP get exactly this many)
     memory_per_worker: str = Field("auto", pattern=r"^\s*(auto|\d+(\.\d+)?\s*(MB|GB|TB|MiB|GiB|TiB))\s*$")
-    # Lead partitions: 0 picks one per 250,000 leads, and at least two per worker thread.
+    # Lead partitions: 0 picks one per 2.5M leads, and at least one per worker thread.
     partitions: Int = Field(0, ge=0, le=100_000)
     # Boosters on more rows train across the workers (lightgbm.dask), their rounds picked on a sample this size.
     train_on_cluster_rows: Int = Field(2_000_000, ge=1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -25,3 +26,8 @@ def git_sha() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def wait_policy() -> str:
+    """How this process's OpenMP threads wait (chosen at start by ``runtime.choose_wait_policy``)."""
+    return os.environ.get("OMP_WAIT_POLICY") or "default (spin)"
