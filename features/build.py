@@ -51,13 +51,14 @@ class Shard:
     counted once over all partitions and comes from here, so no partition needs another's rows and each gives
     its leads exactly the features the one-machine build gives them."""
 
-    # Shared-key history (:func:`shared_counts`, summed over the partitions): role ('' for all leads), kind, key,
-    # occurred_at, cum (the key's running count up to that instant); an Arrow table or a folder of Parquet files.
-    events: pa.Table | Path
     activity_types: list[str] | None  # the export's most frequent activity types (None: no activities)
     stages: list[str]  # the stages short of a decision that the model of a win from now on counts
     landmark_rates: tuple[float, float] | None = None  # sampling rates of won and other landmark rows
     threads: int | None = None  # duckdb threads in this partition (its worker's share of the cores)
+    # Shared-key history already counted for this partition's query rows (features.sharded): one folder per
+    # stream, ``<role or all>-<kind>/part=<index>/``, with each query's qid and n_all.
+    history: Path | None = None
+    index: int = 0
 
 
 def build_features(tables: dict, cfg: Config, as_of: datetime, out: Path | None = None,
@@ -70,13 +71,12 @@ def build_features(tables: dict, cfg: Config, as_of: datetime, out: Path | None 
     keeps the peak memory of large runs bounded by ``features.memory_limit`` (duckdb spills to ``spill_dir``).
     """
     with _session(tables, cfg, as_of, spill_dir, shard) as con:
-        con.execute("CREATE TEMP TABLE Q AS SELECT qid, qid AS k, created_at, created_at AS at, campaign_k, "
-                    "source_k, account_k FROM L")
+        _arrival_queries(con)
         table = feature_table(cfg, _activity_types(con, cfg, tables, shard))
         if not table:
             raise DataError("data.leads: no features to learn from; map at least one categorical or numeric column "
                             "(or a campaign, source or created_at)")
-        selects, joins = _render(con, table, cfg, shard is not None)
+        selects, joins = _render(con, table, cfg, shard)
         meta = _lead_columns(con, cfg)
         query = f"""
             SELECT {', '.join('R.' + c for c in meta)},
@@ -101,22 +101,10 @@ def build_landmarks(tables: dict, cfg: Config, as_of: datetime, out: Path | None
     """Landmark rows: each lead still open at each age in ``label.landmarks_days`` whose window of
     ``horizon_days`` has closed by ``as_of``, with what was known then and whether it was won in that window."""
     with _session(tables, cfg, as_of, spill_dir, shard) as con:
-        total, positive = _landmark_candidates(con, cfg)
+        total, positive, pos_rate, rate = _landmark_queries(con, cfg, shard)
         negative = total - positive
-        if shard is not None and shard.landmark_rates is not None:
-            pos_rate, rate = shard.landmark_rates  # counted over every partition
-        else:
-            pos_rate, rate = landmark_rates(cfg, positive, negative)
-        pos_cut, cut = int(pos_rate * 1_000_003), int(rate * 1_000_003)
-        con.execute(
-            f"""CREATE TEMP TABLE Q AS
-            SELECT (ROW_NUMBER() OVER (ORDER BY m.at, m.lead_id, m.landmark_days) - 1)::BIGINT AS qid, m.*,
-                   (CASE WHEN m.label = 1 THEN {1.0 / pos_rate} ELSE {1.0 / rate} END)::DOUBLE AS weight
-            FROM LM0 m
-            WHERE hash(m.lead_id, m.landmark_days) % 1000003 < (CASE WHEN m.label = 1 THEN {pos_cut} ELSE {cut} END)"""
-        )
         table = now_table(cfg, _activity_types(con, cfg, tables, shard), _stages(con, cfg, tables, shard))
-        selects, joins = _render(con, table, cfg, shard is not None)
+        selects, joins = _render(con, table, cfg, shard)
         meta = _lead_columns(con, cfg)
         query = f"""
             SELECT {', '.join('R.' + c for c in meta)}, Q.landmark_days, Q.at, Q.label, Q.weight,
@@ -127,6 +115,45 @@ def build_landmarks(tables: dict, cfg: Config, as_of: datetime, out: Path | None
                   "positive": positive, "negative": negative, "negative_sample_rate": round(rate, 6),
                   "positive_sample_rate": round(pos_rate, 6)}
         return _finish(con, query, table, cfg, counts, out, extra_metadata, mode="landmarks")
+
+
+def _arrival_queries(con) -> None:
+    """Q: each lead at its arrival."""
+    con.execute("CREATE TEMP TABLE Q AS SELECT qid, qid AS k, created_at, created_at AS at, campaign_k, "
+                "source_k, account_k FROM L")
+
+
+def _landmark_queries(con, cfg: Config, shard: Shard | None) -> tuple[int, int, float, float]:
+    """Q: the landmark rows kept by the sampling; (candidate rows, won candidates, the two sampling rates)."""
+    total, positive = _landmark_candidates(con, cfg)
+    if shard is not None and shard.landmark_rates is not None:
+        pos_rate, rate = shard.landmark_rates  # counted over every partition
+    else:
+        pos_rate, rate = landmark_rates(cfg, positive, total - positive)
+    pos_cut, cut = int(pos_rate * 1_000_003), int(rate * 1_000_003)
+    con.execute(
+        f"""CREATE TEMP TABLE Q AS
+        SELECT (ROW_NUMBER() OVER (ORDER BY m.at, m.lead_id, m.landmark_days) - 1)::BIGINT AS qid, m.*,
+               (CASE WHEN m.label = 1 THEN {1.0 / pos_rate} ELSE {1.0 / rate} END)::DOUBLE AS weight
+        FROM LM0 m
+        WHERE hash(m.lead_id, m.landmark_days) % 1000003 < (CASE WHEN m.label = 1 THEN {pos_cut} ELSE {cut} END)"""
+    )
+    return total, positive, pos_rate, rate
+
+
+def shard_queries(tables: dict, cfg: Config, as_of: datetime, kind: str, shard: Shard,
+                  spill_dir: Path | None = None) -> pa.Table:
+    """The query rows of one partition's build (``kind``: "features" or "landmarks"): qid, the moment ``at`` and
+    each shared key's value, for the history counts made over every partition's events (features.sharded)."""
+    with _session(tables, cfg, as_of, spill_dir, shard) as con:
+        _arrival_queries(con) if kind == "features" else _landmark_queries(con, cfg, shard)
+        return _query_rows(con)
+
+
+def _query_rows(con) -> pa.Table:
+    present = json.loads(scalar(con, "SELECT names FROM lead_columns"))
+    keys = ", ".join(f"R.{ident(r)}::VARCHAR AS {r}" if r in present else f"NULL::VARCHAR AS {r}" for r in ROLES)
+    return utc_timestamps(con.sql(f"SELECT Q.qid, Q.at, {keys} FROM Q JOIN R USING (k)").to_arrow_table())
 
 
 def landmark_rates(cfg: Config, positive: int, negative: int) -> tuple[float, float]:
@@ -163,15 +190,16 @@ def _landmark_candidates(con, cfg: Config) -> tuple[int, int]:
 def shared_counts(tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | None = None,
                   threads: int | None = None) -> dict:
     """The first pass of a sharded build, over one partition's tables: its part of every count that depends on
-    other partitions' leads. Summed over all partitions (:func:`features.sharded.merge_counts`) they make the
-    :class:`Shard` each partition's second pass takes.
+    other partitions' leads. Summed over all partitions (:class:`features.sharded.ShardedBuild`) they make the
+    shared history streams and the :class:`Shard` each partition's build takes.
 
     Returns ``events`` (an Arrow table: role, kind, key, occurred_at, n; the leads, wins and matured wins of each
     campaign, source and account, and of all leads as role ''), ``activity_types`` and
-    ``stages`` (type -> events), and ``landmarks`` (candidate rows, won rows).
+    ``stages`` (type -> events), ``landmarks`` (candidate rows, won rows) and ``arrivals`` (the query rows of
+    the features build, as :func:`shard_queries` gives them).
     """
     horizon = int(cfg.label.horizon_days)
-    shard = Shard(events=_EMPTY_EVENTS, activity_types=None, stages=[], threads=threads)
+    shard = Shard(activity_types=None, stages=[], threads=threads)
     with _session(tables, cfg, as_of, spill_dir, shard) as con:
         roles = [r for r in ROLES if r in json.loads(scalar(con, "SELECT names FROM lead_columns"))]
         later = f"LO.created_at + {days(horizon)}"
@@ -195,7 +223,10 @@ def shared_counts(tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | 
             _stages(con, cfg, tables, shard)
             stages = dict(con.execute("SELECT type, COUNT(*) FROM S GROUP BY type").fetchall())
         landmarks = _landmark_candidates(con, cfg) if not cfg.snapshot else (0, 0)
-    return {"events": utc_timestamps(events), "activity_types": types, "stages": stages, "landmarks": landmarks}
+        _arrival_queries(con)
+        arrivals = _query_rows(con)
+    return {"events": utc_timestamps(events), "activity_types": types, "stages": stages, "landmarks": landmarks,
+            "roles": roles, "arrivals": arrivals}
 
 
 def build_at(tables: dict, cfg: Config, as_of: datetime, moments: pa.Table, spill_dir: Path | None = None) -> FeatureSet:
@@ -223,11 +254,6 @@ class _session:
         self.con = connect(cfg.data.timezone, spill_dir or default_spill_dir(), cfg.features.memory_limit,
                            threads=shard.threads if shard else None)
         self.tables, self.cfg, self.as_of = tables, cfg, as_of
-        if isinstance(getattr(shard, "events", None), Path):  # a folder of Parquet files, one per stream
-            pattern = literal(str(shard.events / "*.parquet"))
-            self.con.execute(f"CREATE VIEW shared_events AS SELECT * FROM read_parquet({pattern})")
-        elif shard is not None:
-            self.con.register("shared_events", shard.events)
 
     def __enter__(self) -> duckdb.DuckDBPyConnection:
         try:
@@ -362,10 +388,11 @@ def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
 
 
 def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config,
-            sharded: bool = False) -> tuple[list[str], list[str]]:
+            shard: Shard | None = None) -> tuple[list[str], list[str]]:
     """One SQL expression per feature of ``table`` for each query row of Q (qid; k, the lead; its created_at;
     ``at``, the moment; its role keys), over the point-in-time counts the table needs: one call of
-    :func:`known_at` per stream and key. ``sharded``: history over shared keys comes from ``shared_events``."""
+    :func:`known_at` per stream and key. In a shard, history over shared keys was counted already
+    (``shard.history``)."""
     selects, joins = [], []
     counted, levels = {}, {}
     for stream, events in (("activities", "A"), ("stages", "S")):
@@ -382,10 +409,10 @@ def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config,
         joins.append(f"LEFT JOIN {counted[stream]} USING (qid)")
     rates = {f.source.key: f.source.strength for f in table if isinstance(f.source, SmoothedRate)}
     if rates:
-        _overall_rate(con, cfg, sharded)
+        _overall_rate(con, cfg, shard)
     for role in dict.fromkeys(f.source.key for f in table if isinstance(f.source, (Count, SmoothedRate))
                               and f.source.key in ROLES):
-        _history(con, cfg, role, rates.get(role), sharded)
+        _history(con, cfg, role, rates.get(role), shard)
         joins.append(f"LEFT JOIN hist_{role} USING (qid)")
     for f in table:
         s = f.source
@@ -408,45 +435,42 @@ def _render(con: duckdb.DuckDBPyConnection, table: list[Feature], cfg: Config,
     return selects, joins
 
 
-def _overall_rate(con, cfg: Config, sharded: bool) -> None:
+def _overall_rate(con, cfg: Config, shard: Shard | None) -> None:
     """prior: the overall matured win rate known at each query's moment (what a key with no history is pulled
     toward)."""
     horizon = int(cfg.label.horizon_days)
-    con.execute("CREATE OR REPLACE TEMP VIEW Q_all AS SELECT qid, 1 AS g, Q.at AS at FROM Q")
-    running = _events(con, sharded, "E_mature_all", "", "mat", "1 AS g",
-                      f"SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO", horizon)
-    _events(con, sharded, "E_mwins_all", "", "mwin", "1 AS g",
-            f"SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
-    den = known_at(con, "Q_all", "E_mature_all", ["g"], cumulative=running)
-    num = known_at(con, "Q_all", "E_mwins_all", ["g"], cumulative=running)
+    if shard is not None and shard.history is not None:
+        den, num = _counted(con, shard, "", "mat"), _counted(con, shard, "", "mwin")
+    else:
+        con.execute("CREATE OR REPLACE TEMP VIEW Q_all AS SELECT qid, 1 AS g, Q.at AS at FROM Q")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mature_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_mwins_all AS SELECT 1 AS g, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
+        den = known_at(con, "Q_all", "E_mature_all", ["g"])
+        num = known_at(con, "Q_all", "E_mwins_all", ["g"])
     con.execute(f"""CREATE TEMP TABLE prior AS SELECT qid, CASE WHEN d.n_all > 0 THEN n.n_all / d.n_all END AS p
                     FROM {den} d JOIN {num} n USING (qid)""")
 
 
-def _history(con, cfg: Config, role: str, strength: float | None, sharded: bool) -> None:
+def _history(con, cfg: Config, role: str, strength: float | None, shard: Shard | None) -> None:
     """hist_<role>: the earlier leads and wins of each query's campaign, source or account as known at its moment,
     and (with a ``strength``) its smoothed win rate."""
     horizon = int(cfg.label.horizon_days)
     k = f"{role}_k"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW Q_{role} AS SELECT qid, {k}, Q.at AS at FROM Q")
-    if sharded:  # the shared counts name keys by value; L numbers them
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE keys_{role} AS
-                        SELECT DISTINCT R.{ident(role)}::VARCHAR AS key, L.{k}
-                        FROM R JOIN L ON L.qid = R.k WHERE L.{k} IS NOT NULL""")
-    running = _events(con, sharded, f"E_leads_{role}", role, "leads", k,
-                      f"SELECT {k}, created_at AS occurred_at FROM LO")
-    _events(con, sharded, f"E_wins_{role}", role, "wins", k,
-            f"SELECT {k}, won_at AS occurred_at FROM LO WHERE won_at IS NOT NULL")
-    leads_out = known_at(con, f"Q_{role}", f"E_leads_{role}", [k], cumulative=running)
-    wins_out = known_at(con, f"Q_{role}", f"E_wins_{role}", [k], cumulative=running)
+    if shard is not None and shard.history is not None:
+        leads_out, wins_out, mat_out, mwin_out = (_counted(con, shard, role, kind) for kind in HISTORY_KINDS)
+    else:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW Q_{role} AS SELECT qid, {k}, Q.at AS at FROM Q")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_leads_{role} AS SELECT {k}, created_at AS occurred_at FROM LO")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW E_wins_{role} AS SELECT {k}, won_at AS occurred_at FROM LO WHERE won_at IS NOT NULL")
+        leads_out = known_at(con, f"Q_{role}", f"E_leads_{role}", [k])
+        wins_out = known_at(con, f"Q_{role}", f"E_wins_{role}", [k])
+        if strength is not None:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW E_mat_{role} AS SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW E_mwin_{role} AS SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
+            mat_out = known_at(con, f"Q_{role}", f"E_mat_{role}", [k])
+            mwin_out = known_at(con, f"Q_{role}", f"E_mwin_{role}", [k])
     rate, joins = "NULL", ""
     if strength is not None:
-        _events(con, sharded, f"E_mat_{role}", role, "mat", k,
-                f"SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO", horizon)
-        _events(con, sharded, f"E_mwin_{role}", role, "mwin", k,
-                f"SELECT {k}, created_at + {days(horizon)} AS occurred_at FROM LO WHERE won_in_horizon")
-        mat_out = known_at(con, f"Q_{role}", f"E_mat_{role}", [k], cumulative=running)
-        mwin_out = known_at(con, f"Q_{role}", f"E_mwin_{role}", [k], cumulative=running)
         m = float(strength)
         rate = f"(d.n_all + {m} * prior.p) / (c.n_all + {m})"
         joins = f"JOIN {mat_out} c USING (qid) JOIN {mwin_out} d USING (qid) JOIN prior USING (qid)"
@@ -457,24 +481,19 @@ def _history(con, cfg: Config, role: str, strength: float | None, sharded: bool)
     )
 
 
-_EMPTY_EVENTS = pa.table({"role": pa.array([], pa.string()), "kind": pa.array([], pa.string()),
-                          "key": pa.array([], pa.string()), "occurred_at": pa.array([], pa.timestamp("us", "UTC")),
-                          "cum": pa.array([], pa.int64())})
+def stream_name(role: str, kind: str) -> str:
+    """The folder (and file) name of one shared-key history stream."""
+    return f"{role or 'all'}-{kind}"
 
 
-def _events(con, sharded: bool, view: str, role: str, kind: str, key: str, local_sql: str,
-            horizon: int = 0) -> str | None:
-    """The events ``view`` of one history count: from this build's own leads (``local_sql``), or in a shard from
-    the running counts over all partitions, by key (then returns the name of their column). ``horizon``: the
-    days from an arrival to its maturity, for ``kind`` "mat"."""
+def _counted(con, shard: Shard, role: str, kind: str) -> str:
+    """A view of one stream's counts for this partition's queries (qid, n_all), made over every partition."""
     assert kind in HISTORY_KINDS
-    if not sharded:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {local_sql}")
-        return None
-    stored, when = (kind, "e.occurred_at") if kind != "mat" else ("leads", f"e.occurred_at + {days(horizon)}")
-    source = (f"SELECT {key}, {when} AS occurred_at, e.cum FROM shared_events e WHERE e.role = '' "
-              f"AND e.kind = {literal(stored)}" if not role else
-              f"""SELECT m.{key}, {when} AS occurred_at, e.cum FROM shared_events e JOIN keys_{role} m ON m.key = e.key
-                  WHERE e.role = {literal(role)} AND e.kind = {literal(stored)}""")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {source}")
-    return "cum"
+    view = f"counted_{role or 'all'}_{kind}"
+    folder = shard.history / stream_name(role, kind) / f"part={shard.index}"
+    if any(folder.glob("*.parquet")):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT qid, n_all "
+                    f"FROM read_parquet({literal(str(folder / '*.parquet'))})")
+    else:  # no query rows here
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT NULL::BIGINT AS qid, NULL::BIGINT AS n_all WHERE FALSE")
+    return view

@@ -3,11 +3,13 @@ partition on the workers, with the same result.
 
 1. **Co-partition.** The canonical leads, activities and stage changes are split by a hash of ``lead_id``
    (one task per table), so every lead's own events sit in its partition.
-2. **Count what is shared.** History over keys that many partitions share (campaign, source, account, and the
-   overall win rate) is counted in each partition (:func:`features.build.shared_counts`), then summed in one
-   task into one table of (role, kind, key, instant, count): the only shuffle.
-3. **Build.** Each partition runs the same SQL over its own tables, taking the shared history from that table
-   as of each of its rows, and writes its part; the parts are merged in the one-machine order.
+2. **Count what is shared.** Each partition counts its part of the history over keys that many partitions
+   share (campaign, source, account, and all leads for the overall win rate); one task per stream then sums
+   them into running counts per (key, instant): the only shuffle.
+3. **Build.** Each partition writes its query rows (qid, moment, keys); one task per stream counts, by the one
+   point-in-time function, what every query row knew, and writes it back by partition; each partition then
+   runs the same SQL over its own tables with those counts, and the driver merges the parts in the
+   one-machine order. No stream is read more than once per build, however many partitions there are.
 
 The home must be on storage that the driver and every worker see at the same path (a shared or network file
 system); the parts move through it, never through the driver's memory.
@@ -19,17 +21,21 @@ import json
 import logging
 import shutil
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from features.build import MAX_STAGES, Shard, build_features, build_landmarks, landmark_rates, shared_counts
+from features.build import (HISTORY_KINDS, MAX_STAGES, Shard, build_features, build_landmarks, landmark_rates,
+                            shard_queries, shared_counts, stream_name)
+from features.pit import known_at
 from leadscore.config import Config
 from leadscore.contract import METADATA_KEY, FeatureSet
-from leadscore.duck import literal
+from leadscore.duck import days, literal
 from leadscore.paths import Home, atomic_write
 
 log = logging.getLogger("leadscore")
@@ -39,7 +45,7 @@ SHARDED = ("leads", "activities", "outcomes")  # split by lead; any other table 
 # so fewer, larger partitions are faster until a worker's memory binds: at 1M leads on 2 workers, 4 partitions
 # took 12.0 s to build and 2 took 10.3 s.
 LEADS_PER_PARTITION = 2_500_000
-LAYOUT = 4  # of the files under the partitions folder; a split made by another layout is made again
+LAYOUT = 6  # of the files under the partitions folder; a split made by another layout is made again
 
 
 def partition_count(engine_partitions: int, leads: int, threads: int) -> int:
@@ -94,12 +100,11 @@ def _partition_tables(canonical: Path, split: dict[str, Path], i: int) -> dict:
 
 
 def _count_partition(canonical: Path, split: dict, i: int, cfg: Config, as_of: datetime, spill: Path,
-                     out: Path) -> dict:
+                     out: Path, arrivals: Path) -> dict:
     counts = shared_counts(_partition_tables(canonical, split, i), cfg, as_of, spill / f"p{i}", _threads())
+    _write_part(counts.pop("arrivals"), i, arrivals)
     events = counts.pop("events").sort_by([("role", "ascending"), ("kind", "ascending")])
     pq.write_table(events, out, row_group_size=65_536)  # small groups: each sum reads only its role and kind's
-    streams = events.group_by(["role", "kind"]).aggregate([])
-    counts["streams"] = sorted(zip(streams["role"].to_pylist(), streams["kind"].to_pylist()))
     return counts
 
 
@@ -122,11 +127,56 @@ def _sum_events(parts: list[Path], role: str, kind: str, out: Path, spill: Path)
         con.close()
 
 
+def _write_queries(kind: str, canonical: Path, split: dict, i: int, cfg: Config, as_of: datetime, shard: Shard,
+                   spill: Path, out: Path) -> None:
+    shard = _here(shard)
+    _write_part(shard_queries(_partition_tables(canonical, split, i), cfg, as_of, kind, shard, spill / f"p{i}"),
+                i, out)
+
+
+def _write_part(queries: pa.Table, i: int, out: Path) -> None:
+    pq.write_table(queries.append_column("part", pa.array([i] * len(queries), pa.int32())), out)
+
+
+def _count_role(queries: Path, events: Path, role: str, kinds: list[str], horizon: int, out: Path,
+                spill: Path) -> None:
+    """The history counts of one shared key (``role``; '' for all leads) for every partition's query rows, by the
+    one point-in-time function, each kind written back by partition to ``out/<role>-<kind>/``. A matured lead is
+    its arrival ``horizon`` days later, so "mat" reads the arrivals, shifted."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET threads = {_threads()}")
+        con.execute(f"SET temp_directory = {literal(str(spill))}")
+        key = role or "''"
+        # One number per query row across partitions: the partition in the high bits.
+        con.execute(f"""CREATE TEMP TABLE Qs AS SELECT (part::BIGINT << 40) | qid AS qid, {key}::VARCHAR AS key, "at"
+                        FROM read_parquet({literal(str(queries / '*.parquet'))})""")
+        for kind in kinds:
+            stored, shift = ("leads", f" + {days(horizon)}") if kind == "mat" else (kind, "")
+            source = events / f"{stream_name(role, stored)}.parquet"
+            con.execute(f"CREATE OR REPLACE VIEW Es AS SELECT key, occurred_at{shift} AS occurred_at, cum FROM "
+                        f"read_parquet({literal(str(source))})" if source.is_file() else
+                        "CREATE OR REPLACE VIEW Es AS SELECT NULL::VARCHAR AS key, NULL::TIMESTAMPTZ AS occurred_at, "
+                        "NULL::BIGINT AS cum WHERE FALSE")
+            counted = known_at(con, "Qs", "Es", ["key"], cumulative="cum")
+            target = out / stream_name(role, kind)
+            con.execute(f"""COPY (SELECT (qid >> 40)::INTEGER AS part, qid & {(1 << 40) - 1} AS qid, n_all
+                                  FROM {counted}) TO {literal(str(target))} (FORMAT parquet, PARTITION_BY (part))""")
+            con.execute(f"DROP TABLE {counted}")
+    finally:
+        con.close()
+
+
+def _here(shard: Shard) -> Shard:
+    """The shard as this worker runs it: with its own thread count."""
+    return Shard(activity_types=shard.activity_types, stages=shard.stages, landmark_rates=shard.landmark_rates,
+                 threads=_threads(), history=shard.history, index=shard.index)
+
+
 def _build_partition(kind: str, canonical: Path, split: dict, i: int, cfg: Config, as_of: datetime, shard: Shard,
                      spill: Path, out: Path) -> FeatureSet:
     build = build_features if kind == "features" else build_landmarks
-    shard = Shard(events=shard.events, activity_types=shard.activity_types, stages=shard.stages,
-                  landmark_rates=shard.landmark_rates, threads=_threads())
+    shard = _here(replace(shard, index=i))
     return build(_partition_tables(canonical, split, i), cfg, as_of, out=out, spill_dir=spill / f"p{i}", shard=shard)
 
 
@@ -162,8 +212,8 @@ class ShardedBuild:
         if made.is_file() and json.loads(made.read_text(encoding="utf-8")).get("stamp") == stamp:
             saved = json.loads(made.read_text(encoding="utf-8"))
             self.split = {n: Path(p) for n, p in saved["split"].items()}
-            self.events = work / "shared_history"
-            self.shard = Shard(events=self.events, activity_types=saved["activity_types"], stages=saved["stages"],
+            self.events, self.roles = work / "shared_history", saved["roles"]
+            self.shard = Shard(activity_types=saved["activity_types"], stages=saved["stages"],
                                landmark_rates=tuple(saved["landmark_rates"]))
             self.landmark_candidates = tuple(saved["landmark_candidates"])
             return
@@ -174,14 +224,15 @@ class ShardedBuild:
         counts_dir = work / "counts"
         counts_dir.mkdir()
         parts = [counts_dir / f"part-{i}.parquet" for i in range(self.partitions)]
+        (work / "arrivals").mkdir()
         futures = [client.submit(_count_partition, canonical, self.split, i, cfg, as_of, self.spill, parts[i],
-                                 pure=False) for i in range(self.partitions)]
+                                 work / "arrivals" / f"part-{i}.parquet", pure=False) for i in range(self.partitions)]
         counted = client.gather(futures)
         self.events = work / "shared_history"  # one file per stream, each summed by its own task
         self.events.mkdir()
-        streams = sorted({tuple(s) for c in counted for s in c.pop("streams")})
-        client.gather([client.submit(_sum_events, parts, role, kind, self.events / f"{i}.parquet", self.spill,
-                                     pure=False) for i, (role, kind) in enumerate(streams)])
+        self.roles = counted[0]["roles"]
+        client.gather([client.submit(_sum_events, parts, role, kind, self.events / f"{stream_name(role, kind)}.parquet",
+                                     self.spill, pure=False) for role, kind in self._streams(stored=True)])
         types, stages = Counter(), Counter()
         for c in counted:
             types.update(c["activity_types"])
@@ -190,26 +241,41 @@ class ShardedBuild:
         positive = sum(c["landmarks"][1] for c in counted)
         has_activities = cfg.data.leads.created_at and sum(types.values()) > 0
         self.shard = Shard(
-            events=self.events,
             # the order of build._activity_types and build._stages: most frequent first, ties by name
             activity_types=_top(types, cfg.features.max_activity_types) if has_activities else None,
             stages=_top(stages, MAX_STAGES), landmark_rates=landmark_rates(cfg, positive, total - positive))
         self.landmark_candidates = (total, positive)
         made.write_text(json.dumps({
-            "stamp": stamp, "split": {n: str(p) for n, p in self.split.items()},
+            "stamp": stamp, "split": {n: str(p) for n, p in self.split.items()}, "roles": self.roles,
             "activity_types": self.shard.activity_types, "stages": self.shard.stages,
             "landmark_rates": list(self.shard.landmark_rates), "landmark_candidates": list(self.landmark_candidates),
         }), encoding="utf-8")
 
     def build(self, kind: str, out: Path, extra_metadata: dict | None = None) -> FeatureSet:
         """``kind``: "features" (each lead at its arrival) or "landmarks"; written to ``out`` as one file."""
-        folder = self.work / kind
+        client, folder = self.client, self.work / kind
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
+        (folder / "counted").mkdir(parents=True)
+        # 1. Each partition's query rows (qid, moment, shared keys; the arrivals were written by the first pass),
+        # 2. every history count for all of them, one task per shared key, written back by partition, 3. each
+        # partition's build with its counts.
+        queries = self.work / "arrivals" if kind == "features" else folder / "queries"
+        if kind != "features":
+            queries.mkdir()
+            client.gather([client.submit(_write_queries, kind, self.canonical, self.split, i, self.cfg, self.as_of,
+                                         replace(self.shard, index=i), self.spill,
+                                         queries / f"part-{i}.parquet", pure=False) for i in range(self.partitions)])
+        horizon = int(self.cfg.label.horizon_days)
+        by_role: dict[str, list[str]] = {}
+        for role, stream in self._streams(stored=False):
+            by_role.setdefault(role, []).append(stream)
+        client.gather([client.submit(_count_role, queries, self.events, role, kinds, horizon, folder / "counted",
+                                     self.spill, pure=False) for role, kinds in by_role.items()])
+        shard = replace(self.shard, history=folder / "counted")
         parts = [folder / f"part-{i}.parquet" for i in range(self.partitions)]
-        futures = [self.client.submit(_build_partition, kind, self.canonical, self.split, i, self.cfg, self.as_of,
-                                      self.shard, self.spill, parts[i], pure=False) for i in range(self.partitions)]
-        built = self.client.gather(futures)
+        built = client.gather([client.submit(_build_partition, kind, self.canonical, self.split, i, self.cfg,
+                                             self.as_of, shard, self.spill, parts[i], pure=False)
+                               for i in range(self.partitions)])
         fs = built[0]
         fs.counts = _sum_counts([b.counts for b in built])
         if kind == "landmarks":
@@ -221,6 +287,14 @@ class ShardedBuild:
         _merge(parts, out, order, fs.metadata(extra_metadata), self.spill, self.cfg.features.memory_limit)
         shutil.rmtree(folder, ignore_errors=True)
         return fs
+
+
+    def _streams(self, stored: bool) -> list[tuple[str, str]]:
+        """(role, kind) of each shared history stream: the overall rate's two, and four per shared key. Stored,
+        a matured lead is its arrival (the "mat" counts read the "leads" stream, shifted)."""
+        kinds = [k for k in HISTORY_KINDS if not (stored and k == "mat")]
+        overall = [("", "leads"), ("", "mwin")] if stored else [("", "mat"), ("", "mwin")]
+        return overall + [(role, kind) for role in self.roles for kind in kinds]
 
 
 def _top(counts: Counter, n: int) -> list[str]:
