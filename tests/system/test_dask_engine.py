@@ -13,10 +13,10 @@ from conftest import LEADSCORE, make_config
 from features.build import build_features, build_landmarks
 from flows import steps
 from ingest.canonical import read_canonical
-from models.train import train_model
 from leadscore import cluster
 from leadscore.config import EngineConfig
 from leadscore.paths import Home, read_latest
+from models.train import train_model
 from serving.scorer import LeadScorer
 
 pytestmark = pytest.mark.slow
@@ -57,27 +57,25 @@ def test_a_run_on_a_local_dask_cluster_equals_the_local_engine(crm_small, tmp_pa
     columns = ["lead_id", "probability", "fit", "score", "tier", "rank", "reasons", "fit_reasons"]
     pd.testing.assert_frame_equal(published[columns], again[columns], check_exact=True)
 
-    # Unrounded, partition by partition on a cluster against the scorer alone.
-    scorer = LeadScorer.from_registry(home)
-    frame = fs.frame.to_pandas()
-    with cluster.session(EngineConfig(kind="dask", workers=2, threads=1)) as client:
-        on_cluster = scorer.predict_on(client, frame, use_now=False, rows_per_partition=1500)
-    alone = scorer.predict(frame, use_now=False)
-    assert np.abs(on_cluster["probability"] - alone["probability"]).max() <= 1e-9
-    assert (on_cluster["tier"] == alone["tier"]).all()
-    assert list(on_cluster["reasons"]) == list(alone["reasons"])
-
 
 def test_a_booster_trained_across_the_cluster_matches_one_trained_here(medium_run, caplog):
     """lightgbm.dask on 2 workers, each holding half the rows, against the one-machine booster on the same test
-    leads (the first guess of the rounds made on the driver, on 95 % of the training rows)."""
+    leads (the first guess of the rounds made on the driver, on 95 % of the training rows); then that model
+    scoring partition by partition on the cluster against the scorer alone, unrounded."""
     cfg, _, fs, _ = medium_run
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"candidates": ("lightgbm",)})})
     here = train_model(fs, cfg)
     rows = int(0.95 * here.split_counts["train_leads"])
     engine = EngineConfig(kind="dask", workers=2, threads=1, train_on_cluster_rows=rows)
+    frame = fs.frame.to_pandas()
     with cluster.session(engine) as client, caplog.at_level("INFO", logger="leadscore"):
         there = train_model(fs, cfg.model_copy(update={"engine": engine}), client=client)
+        scorer = LeadScorer(there.model, "1")
+        on_cluster = scorer.predict_on(client, frame, use_now=False, rows_per_partition=7000)
+    alone = scorer.predict(frame, use_now=False)
+    assert np.abs(on_cluster["probability"] - alone["probability"]).max() <= 1e-9
+    assert (on_cluster["tier"] == alone["tier"]).all()
+    assert list(on_cluster["reasons"]) == list(alone["reasons"])
     assert caplog.text.count("across 2 Dask workers (lightgbm.dask)") == 2  # the evaluated and registered boosters
     assert there.params["model_kind"] == here.params["model_kind"] == "lightgbm"
     assert (there.test_frame["lead_id"].to_numpy() == here.test_frame["lead_id"].to_numpy()).all()
