@@ -41,9 +41,8 @@ from leadscore.paths import Home, atomic_write
 log = logging.getLogger("leadscore")
 
 SHARDED = ("leads", "activities", "outcomes")  # split by lead; any other table (campaigns) is small and whole
-# Every partition reads the shared history streams whole (their size grows with the leads, not the partition),
-# so fewer, larger partitions are faster until a worker's memory binds: at 1M leads on 2 workers, 4 partitions
-# took 12.0 s to build and 2 took 10.3 s.
+# Each partition is prepared once per pass (counting, query rows, build), so fewer, larger partitions are faster
+# until a worker's memory binds (about 0.5 GB plus 1.5 GB per million leads; README, "Sizing").
 LEADS_PER_PARTITION = 2_500_000
 LAYOUT = 6  # of the files under the partitions folder; a split made by another layout is made again
 
