@@ -1,61 +1,15 @@
-"""The pipeline on a Dask cluster (``[engine] kind = "dask"``): a real 2-worker LocalCluster that the run starts
-and stops, with the same features and scores as the local engine on the same export."""
-
-import os
-import subprocess
-from datetime import datetime
+"""Training and scoring on a Dask cluster (``[engine] kind = "dask"``), on a real 2-worker LocalCluster, against
+the same work on one machine. The whole pipeline on the Dask engine is in test_end_to_end."""
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import LEADSCORE, make_config
 
-from features.build import build_features, build_landmarks
-from flows import steps
-from ingest.canonical import read_canonical
 from leadscore import cluster
 from leadscore.config import EngineConfig
-from leadscore.paths import Home, read_latest
 from models.train import train_model
 from serving.scorer import LeadScorer
 
 pytestmark = pytest.mark.slow
-
-# Three partitions over two workers: uneven, so a lead's history must come from the other partitions' counts.
-# (Training stays on the driver at this size; the second test trains across the cluster.)
-DASK = '\n[engine]\nkind = "dask"\nworkers = 2\nthreads = 1\npartitions = 3\n'
-
-
-def test_a_run_on_a_local_dask_cluster_equals_the_local_engine(crm_small, tmp_path):
-    cfg = make_config(crm_small, tmp_path / "home", DASK)
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
-    done = subprocess.run([LEADSCORE, "run", "--config", str(cfg.source_file)], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
-    assert "engine: Dask at tcp://" in done.stderr and "2 workers" in done.stderr and "dashboard http" in done.stderr
-    assert done.stderr.count("engine: Dask at") == 1  # one cluster for the whole run
-    assert "[LightGBM]" not in done.stdout + done.stderr
-
-    home = Home(cfg.home)
-    local = cfg.model_copy(update={"engine": EngineConfig()})
-    as_of = datetime.fromisoformat(steps.read_ingest_manifest(home)["as_of"])
-    tables = read_canonical(home.canonical)
-    # Features and landmark rows: exactly the one-machine build's, row for row.
-    fs = build_features(tables, local, as_of)
-    pd.testing.assert_frame_equal(pd.read_parquet(home.features_file), fs.frame.to_pandas(), check_exact=True)
-    lm = build_landmarks(tables, local, as_of)
-    sharded_lm = pd.read_parquet(home.landmarks_file)
-    assert len(sharded_lm) > 1000
-    pd.testing.assert_frame_equal(sharded_lm, lm.frame.to_pandas(), check_exact=True)
-
-    # The published scores: the same model scoring the same leads on one machine gives the same rows.
-    published = pd.read_parquet(read_latest(home.scores) / "scores.parquet")
-    steps.score_step(local, "local-check")
-    again = pd.read_parquet(read_latest(home.scores) / "scores.parquet")
-    assert read_latest(home.scores).name == "local-check"
-    columns = ["lead_id", "probability", "fit", "score", "tier", "rank", "reasons", "fit_reasons"]
-    pd.testing.assert_frame_equal(published[columns], again[columns], check_exact=True)
 
 
 def test_a_booster_trained_across_the_cluster_matches_one_trained_here(medium_run, caplog):

@@ -1,20 +1,30 @@
-"""The whole pipeline as a user runs it: `leadscore run`, in a real process with Prefect's own local server."""
+"""The whole pipeline as a user runs it: `leadscore run`, in a real process with Prefect's own local server, on
+the Dask engine (a real 2-worker LocalCluster the run starts and stops), checked against the local engine. The
+local engine runs every step in process in the other tests, and in real processes `leadscore score` (test_crashes)
+and the scheduled retrain flow (test_schedule)."""
 
 import json
 import os
 import subprocess
+from datetime import datetime
 
 import pandas as pd
 import pytest
 from conftest import LEADSCORE, make_config
 
+from features.build import build_features, build_landmarks
 from flows import steps
+from ingest.canonical import read_canonical
+from leadscore.config import EngineConfig
 from leadscore.paths import Home, read_latest
 from models import registry
 
 pytestmark = pytest.mark.slow
 
 LEADS = 5_000  # crm_small: the whole run in a real process, kept small so the suite stays quick
+# Three partitions over two workers: uneven, so a lead's history must come from the other partitions' counts.
+# (Training stays on the driver at this size; tests/system/test_dask_engine.py trains across a cluster.)
+DASK = '\n[engine]\nkind = "dask"\nworkers = 2\nthreads = 1\npartitions = 3\n'
 COLUMNS = ["lead_id", "probability", "fit", "score", "tier", "rank", "trend", "reasons", "fit_reasons", "route",
            "model_version", "scored_at"]
 
@@ -26,7 +36,7 @@ def _cli(*args, env):
 
 def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_small, tmp_path):
     home_dir = tmp_path / "home"
-    cfg = make_config(crm_small, home_dir)
+    cfg = make_config(crm_small, home_dir, DASK)
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
     done = _cli("run", "--config", str(cfg.source_file), env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -34,6 +44,9 @@ def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_sma
     # The run used the temporary server leadscore starts (which dies with it), not one Prefect started itself.
     assert "starting a temporary Prefect server" in done.stderr and "Stopping temporary server" not in done.stderr
     assert "scores" in done.stdout and "mlflow ui" in done.stdout
+    assert "engine: Dask at tcp://" in done.stderr and "2 workers" in done.stderr and "dashboard http" in done.stderr
+    assert done.stderr.count("engine: Dask at") == 1  # one cluster for the whole run
+    assert "[LightGBM]" not in done.stdout + done.stderr
 
     home = Home(home_dir)
     latest = read_latest(home.scores)
@@ -79,7 +92,20 @@ def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_sma
     assert {"leadscore-routing", "leadscore-scores", "leadscore-drift", "leadscore-campaign-quality"} <= set(artifacts)
     assert "sdr-europe" in artifacts["leadscore-routing"] and "scores.csv" in artifacts["leadscore-scores"]
 
-    # Scoring again publishes a new run and moves LATEST; the earlier run stays. (In process: `leadscore score`
-    # in a real process has its own tests, kill -9 among them.)
-    steps.score_step(cfg, "again")
+    # The Dask engine's features and landmark rows are exactly the one-machine build's, row for row.
+    local = cfg.model_copy(update={"engine": EngineConfig()})
+    as_of = datetime.fromisoformat(steps.read_ingest_manifest(home)["as_of"])
+    tables = read_canonical(home.canonical)
+    pd.testing.assert_frame_equal(features, build_features(tables, local, as_of).frame.to_pandas(), check_exact=True)
+    sharded_lm = pd.read_parquet(home.landmarks_file)
+    assert len(sharded_lm) > 1000
+    pd.testing.assert_frame_equal(sharded_lm, build_landmarks(tables, local, as_of).frame.to_pandas(), check_exact=True)
+
+    # Scoring again, on the local engine, publishes a new run and moves LATEST; the earlier run stays, and the
+    # same model gives the same rows as it did on the cluster. (In process: `leadscore score` in a real process
+    # has its own tests, kill -9 among them.)
+    steps.score_step(local, "again")
     assert read_latest(home.scores) != latest and latest.is_dir()
+    again = pd.read_parquet(read_latest(home.scores) / "scores.parquet")
+    same = ["lead_id", "probability", "fit", "score", "tier", "rank", "reasons", "fit_reasons"]
+    pd.testing.assert_frame_equal(pd.read_parquet(latest / "scores.parquet")[same], again[same], check_exact=True)
