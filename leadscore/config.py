@@ -232,6 +232,11 @@ class TrainConfig(_Section):
     # Landmark rows the model of a win from now on trains on at most: wins kept up to half of them, the rest
     # sampled (with weights that undo the sampling), so a million leads still train in minutes.
     max_landmark_rows: Int = Field(1_000_000, ge=1000)
+    # Below these a model is not trained (exit 2, saying what is there): leads with a known outcome, wins and
+    # leads that did not win among them. Defaults: Einstein's 1,000 leads and 120 wins; Dynamics' 40 lost.
+    min_leads: Int = Field(1000, ge=100)
+    min_wins: Int = Field(120, ge=10)
+    min_losses: Int = Field(40, ge=10)
 
 
 Tier = Literal["A", "B", "C", "D"]

@@ -35,8 +35,6 @@ from models.metrics import classification_metrics
 
 log = logging.getLogger("leadscore")
 
-MIN_TRAIN_LEADS = 200
-
 # The simple models that are baselines of the fit model and candidates beside the booster.
 SIMPLE = {"logistic": LogisticBaseline,
           "naive_bayes": lambda categorical, numeric, seed: NaiveBayesBaseline(categorical, numeric)}
@@ -94,14 +92,11 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
                     "outcome: %s. If they are set after a lead arrives, the model learns from the future: leave them "
                     "out of the config, or list them in features.allow_leaky if they are known at arrival",
                     ", ".join(f"{col!r} ({name})" for col, name in named.items()))
-    now = train_now_model(landmarks, cfg, client) if landmarks is not None else None
     frame = fs.frame.to_pandas()
     data = frame[frame["mature"] & frame["label"].notna()].copy()
-    if len(data) < MIN_TRAIN_LEADS:
-        raise DataError(
-            f"only {len(data)} leads have a known outcome (mature: created at least label.horizon_days = "
-            f"{cfg.label.horizon_days} days before as_of); at least {MIN_TRAIN_LEADS} are needed to train"
-        )
+    check_minimums(data["label"].to_numpy(np.float64), cfg, "" if fs.mode == "snapshot" else (
+        f" (created at least label.horizon_days = {cfg.label.horizon_days} days before as_of)"))
+    now = train_now_model(landmarks, cfg, client) if landmarks is not None else None
     young = None
     if as_of is not None and fs.mode != "snapshot" and "campaign" in frame and "won_at" in frame:
         young = (frame, pd.Timestamp(as_of))
@@ -177,11 +172,25 @@ def _fit_beside(now: TrainResult, frame: pd.DataFrame, fit_model: LeadModel) -> 
                                                   test["weight"].to_numpy(np.float64))
 
 
+def check_minimums(labels: np.ndarray, cfg: Config, known: str = "", what: str = "this export") -> None:
+    """Stop (DataError, exit 2) below ``train.min_leads`` / ``min_wins`` / ``min_losses``, saying what is there
+    and what is needed: a model on less would be published with probabilities nobody should trust."""
+    tc = cfg.train
+    n, wins = len(labels), int(np.nansum(labels))
+    short = [f"{need:,} {name} (train.{key})" for name, key, have, need in (
+        ("leads with a known outcome", "min_leads", n, tc.min_leads), ("wins", "min_wins", wins, tc.min_wins),
+        ("leads that did not win", "min_losses", n - wins, tc.min_losses)) if have < need]
+    if short:
+        raise DataError(f"too little data to train: {what} has {n:,} leads with a known outcome{known}, {wins:,} of "
+                        f"them won and {n - wins:,} did not; a model needs at least {' and '.join(short)}. Add "
+                        "history, or lower those minimums in [train] to accept a less reliable model")
+
+
 def train_now_model(fs: FeatureSet, cfg: Config, client=None) -> TrainResult:
     """The model of a win from now on: landmark rows (``features.build.build_landmarks``), split by landmark
     time, weighted."""
     data = fs.frame.to_pandas()
-    if len(data) < MIN_TRAIN_LEADS or data["label"].sum() < 20:
+    if len(data) < cfg.train.min_leads or data["label"].sum() < cfg.train.min_wins:
         raise DataError(f"only {len(data):,} landmark rows ({int(data['label'].sum()):,} won within the horizon after "
                         "their landmark): too few to learn a win from now on; add history or lower label.horizon_days")
     # Tier cut-offs are set on leads as they arrive, so a tier means the same for both models: a lead that has

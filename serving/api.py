@@ -30,7 +30,6 @@ from leadscore.errors import LeadscoreError
 
 log = logging.getLogger("leadscore.api")
 API_KEY_ENV = "LEADSCORE_API_KEY"
-Value = str | int | float | bool | None
 
 
 class ApiSetupError(LeadscoreError):
@@ -117,18 +116,13 @@ class ScoringService:
         self._stop.set()
 
     # -- scoring ----------------------------------------------------------------------------------------
-    def canonical(self, leads: list[dict[str, Value]], now: datetime, decimal: str | None = None) -> dict[str, np.ndarray]:
+    def canonical(self, leads: list[dict[str, Any]], now: datetime, decimal: str | None = None) -> dict[str, np.ndarray]:
         """The export's fields -> canonical columns, by the cell rules ingest uses (leadscore.cells), one
         field at a time over the whole request. ``decimal``: how the export wrote numbers as text (saved with the
         snapshot by the scoring run); JSON numbers are numbers. Every problem is reported with its lead and field."""
         lc, errors = self.cfg.data.leads, []
         decimal = decimal or cells.decimal_for(lc.decimal, lc.delimiter)
         n = len(leads)
-        for i, lead in enumerate(leads):
-            for name in lead:
-                if name not in self.known_fields:
-                    errors.append(_error(i, name, "unknown field; the config maps: " + ", ".join(sorted(self.known_fields)),
-                                         "extra_forbidden"))
         out: dict[str, np.ndarray] = {}
         ids = cells.text(self._strings(leads, lc.id, errors))
         for i in np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False)):
@@ -169,14 +163,17 @@ class ScoringService:
         return out
 
     @staticmethod
-    def _strings(leads: list[dict[str, Value]], name: str | None, errors: list, numbers: bool = False) -> list:
+    def _strings(leads: list[dict[str, Any]], name: str | None, errors: list, numbers: bool = False) -> list:
         """One field of every lead as text for the cell rules (JSON numbers by their text; with
         ``numbers``, JSON numbers are left out: they are read as numbers). NaN is missing. A value that is no valid
-        Unicode, or a true/false where a number belongs, is an error of that lead and field."""
+        Unicode, a JSON object or list, or a true/false where a number belongs, is an error of that lead and field."""
         values = []
         for i, lead in enumerate(leads):
             v = lead.get(name) if name else None
-            if isinstance(v, bool) and numbers:
+            if isinstance(v, (dict, list)):
+                errors.append(_error(i, name, "must be text or a number, not a JSON object or list", "string_type"))
+                v = None
+            elif isinstance(v, bool) and numbers:
                 errors.append(_error(i, name, "must be a number", "float_parsing"))
                 v = None
             elif isinstance(v, float) and v != v or numbers and isinstance(v, (int, float)):
@@ -190,7 +187,14 @@ class ScoringService:
             values[i] = None
         return values
 
-    def score(self, leads: list[dict[str, Value]]) -> dict:
+    def unmapped(self, leads: list[dict[str, Any]]) -> list[str]:
+        """Fields the config does not map. A CRM webhook sends the whole record; these are ignored, and named in
+        the response so a typo in a mapped name is still visible."""
+        seen = {name for lead in leads for name in lead}
+        # A name that is no valid Unicode is named by its escapes: the answer must stay encodable JSON.
+        return sorted({n.encode("utf-8", "backslashreplace").decode("utf-8") for n in seen - self.known_fields})
+
+    def score(self, leads: list[dict[str, Any]]) -> dict:
         from serving.routing import first_matching_queue
 
         state = self.state  # this request's model and snapshot, whatever happens meanwhile
@@ -220,7 +224,7 @@ class ScoringService:
                    for lid, p, f, s, t, r, fr, q in zip(canon["lead_id"], prob, fit, pred["score"], tiers,
                                                         reasons, fit_reasons, route)]
         return {"model_version": state.scorer.model_version, "scored_at": now.isoformat(timespec="seconds"),
-                "results": results}
+                "ignored_fields": self.unmapped(leads), "results": results}
 
 
 class GuardMiddleware:
@@ -331,9 +335,9 @@ def create_app(cfg: Config, service: ScoringService | None = None, api_key: str 
 
     class ScoreRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        leads: list[dict[str, Value]] = Field(min_length=1, max_length=max_batch, description=(
+        leads: list[dict[str, Any]] = Field(min_length=1, max_length=max_batch, description=(
             "Leads with their fields named as in the CRM export (the config's data.leads mapping); one lead "
-            f"or up to {max_batch}."))
+            f"or up to {max_batch}. Fields the config does not map are ignored and listed in ignored_fields."))
 
     class LeadScore(BaseModel):
         lead_id: str
@@ -349,6 +353,7 @@ def create_app(cfg: Config, service: ScoringService | None = None, api_key: str 
     class ScoreResponse(BaseModel):
         model_version: str
         scored_at: str
+        ignored_fields: list[str] = Field(description="Fields sent that the config does not map (not used)")
         results: list[LeadScore]
 
     @asynccontextmanager

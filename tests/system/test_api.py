@@ -143,12 +143,29 @@ def test_auth_limits_and_field_errors(served, client):
     assert small.status_code == 200, small.text
 
     bad = client.post("/v1/score", headers={"X-API-Key": KEY}, json={"leads": [
-        {**lead, "Employees": "many"}, {**lead, "Lead ID": " "}, {**lead, "Colour": "red"},
-        {**lead, "Created Date": "yesterday"}]})
+        {**lead, "Employees": "many"}, {**lead, "Lead ID": " "}, {**lead, "Country": {"name": "France"}},
+        {**lead, "Created Date": "yesterday"}, {**lead, "Colour": "red"}]})
     assert bad.status_code == 422
     where = {(e["loc"][2], e["loc"][3]) for e in bad.json()["detail"]}
-    assert where == {(0, "Employees"), (1, "Lead ID"), (2, "Colour"), (3, "Created Date")}
+    assert where == {(0, "Employees"), (1, "Lead ID"), (2, "Country"), (3, "Created Date")}  # not the unmapped one
     assert "Traceback" not in bad.text
+
+
+def test_a_whole_export_row_scores_and_its_unmapped_fields_are_named(served, client):
+    """A webhook sends the full record: every column of the export, the unmapped ones (Status, Lead Score...)
+    included, some of them JSON objects. It scores as the mapped fields alone score, and the response names
+    what it ignored."""
+    raw = pd.read_csv(served.data.leads.path, dtype=str, keep_default_na=False).head(20)
+    mapped = _export_rows(served, raw["Lead ID"].tolist())
+    unmapped = sorted(set(raw.columns) - set(mapped[0]))
+    assert unmapped  # the generator's export carries columns the config leaves out
+    full = [row | {"hs_analytics": {"visits": 3}} for row in raw.to_dict("records")]
+    got = client.post("/v1/score", json={"leads": full}, headers={"X-API-Key": KEY})
+    want = client.post("/v1/score", json={"leads": mapped}, headers={"X-API-Key": KEY})
+    assert got.status_code == 200 and want.status_code == 200, got.text
+    assert got.json()["ignored_fields"] == sorted([*unmapped, "hs_analytics"])
+    assert want.json()["ignored_fields"] == []
+    assert got.json()["results"] == want.json()["results"]
 
 
 def test_a_crash_is_a_500_without_a_stack_trace(served):
