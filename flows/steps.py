@@ -227,6 +227,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     from features.store import load_feature_set
     from models.drift import drift_report
     from serving import ledger
+    from serving.crm_files import crm_frames
     from serving.publish import frame_writers, publish_run, reconcile_scores
     from serving.scorer import LeadScorer
     from serving.scoring import score_open_leads, scores_manifest
@@ -272,6 +273,8 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     published = run.scores.drop(columns=["input_hash"])
     writers = {**frame_writers(published, "scores"), **frame_writers(run.queues, "routing", parquet=False),
                "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
+    for name, crm in crm_frames(published, cfg).items():
+        writers |= frame_writers(crm, f"crm/{name.removesuffix('.csv')}", parquet=False)
     pending = []  # the ledger holds this run's rows before LATEST names it, so no reader sees unrecorded scores
     folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs,
                          before_latest=lambda _: pending.append(

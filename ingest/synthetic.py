@@ -408,6 +408,10 @@ lost_stages = ["Closed Lost"]
 other_stages = ["Qualified", "Proposal"]
 horizon_days = {HORIZON_DAYS}
 
+# Besides scores.csv, a file for each CRM's import tool (under crm/ in each published run).
+[publish]
+crm = ["salesforce", "hubspot", "dynamics"]
+
 # Routing: queues in order, each with a daily capacity; the best leads fill the first matching queue,
 # the overflow goes to the next one that matches, and the rest to the fallback queue.
 [routing]

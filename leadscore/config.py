@@ -259,8 +259,59 @@ class GateConfig(_Section):
     max_ece: Float = Field(0.03, gt=0, le=1)
 
 
+class _CrmFields(_Section):
+    """Column names of one CRM's write-back file; a team that named its custom fields otherwise renames them here."""
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        names = list(self.model_dump().values())
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two fields share the column name {', '.join(map(repr, twice))}")
+        return self
+
+
+class SalesforceFields(_CrmFields):
+    # Data Loader upsert on the Lead Id into custom fields of the Lead object.
+    id: NonEmpty = "Id"
+    score: NonEmpty = "Lead_Score__c"
+    tier: NonEmpty = "Lead_Tier__c"
+    probability: NonEmpty = "Lead_Probability__c"
+    reasons: NonEmpty = "Lead_Score_Reasons__c"
+    model: NonEmpty = "Lead_Score_Model__c"
+
+
+class HubspotFields(_CrmFields):
+    # A contacts import matched on HubSpot's Record ID, into custom contact properties.
+    id: NonEmpty = "Record ID"
+    score: NonEmpty = "leadscore_score"
+    tier: NonEmpty = "leadscore_tier"
+    probability: NonEmpty = "leadscore_probability"
+    reasons: NonEmpty = "leadscore_reasons"
+
+
+class DynamicsFields(_CrmFields):
+    # Rows of the msdyn_predictivescore table, which Dynamics 365 Sales fills from an outside model too.
+    id: NonEmpty = "msdyn_entityid"
+    entity_type: NonEmpty = "msdyn_entitytype"
+    name: NonEmpty = "msdyn_name"
+    score: NonEmpty = "msdyn_score"
+    grade: NonEmpty = "msdyn_grade"
+    trend: NonEmpty = "msdyn_scoretrend"
+    reasons: NonEmpty = "msdyn_scorereasons"
+    scored_on: NonEmpty = "msdyn_scoredon"
+
+
+CRMS = ("salesforce", "hubspot", "dynamics")
+
+
 class PublishConfig(_Section):
     keep_runs: Int = Field(30, ge=1)
+    # Write-back files for these CRMs' import tools, under crm/ beside scores.csv.
+    crm: tuple[Literal["salesforce", "hubspot", "dynamics"], ...] = ()
+    salesforce: SalesforceFields = SalesforceFields()
+    hubspot: HubspotFields = HubspotFields()
+    dynamics: DynamicsFields = DynamicsFields()
     # Optional SQL sink (SQLAlchemy URL, e.g. sqlite:////srv/scores.db or postgresql://user@host/crm):
     # scores are upserted into `sql_table` keyed by lead_id, in one transaction.
     sql_url: str | None = None
@@ -481,6 +532,7 @@ def _explain(err: ValidationError, path: Path) -> str:
     problems = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-after"))
+        key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)  # publish.crm.0 -> publish.crm[0]
         msg = item["msg"]
         if item["type"] == "missing":
             msg = "is required but missing"

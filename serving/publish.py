@@ -47,6 +47,7 @@ def publish_run(root: Path, run_id: str, writers: dict[str, Writer], manifest: d
         files = {}
         for name, write in writers.items():
             try:
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)  # "crm/salesforce_leads.csv"
                 write(tmp / name)
             except OSError as exc:
                 raise with_filename(exc, final / name) from exc
@@ -103,9 +104,10 @@ def prune_runs(root: Path, keep_runs: int) -> list[str]:
 
 
 def _fsync_dir(folder: Path) -> None:
-    for path in folder.iterdir():
-        with path.open("rb") as fh:
-            os.fsync(fh.fileno())
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as fh:
+                os.fsync(fh.fileno())
 
 
 def frame_writers(frame: pd.DataFrame, stem: str, csv: bool = True, parquet: bool = True) -> dict[str, Writer]:

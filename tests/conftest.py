@@ -38,10 +38,10 @@ max_ece = 0.1
 """
 
 
-def make_config(export: Path, home: Path, extra: str = "", path: Path | None = None) -> Config:
+def make_config(export: Path, home: Path, extra: str = "", path: Path | None = None, publish: str = "") -> Config:
     """The demo config for ``export``, single-threaded for tests, plus any extra TOML (written to ``path``,
-    by default beside ``home``)."""
-    text = demo_config_text(export, home) + TEST_SETTINGS + extra
+    by default beside ``home``) and any extra lines of its ``[publish]`` table."""
+    text = demo_config_text(export, home).replace("[publish]\n", f"[publish]\n{publish}\n", 1) + TEST_SETTINGS + extra
     path = path or home.parent / f"{home.name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -185,7 +185,7 @@ def small_champion(tmp_path_factory):
     return cfg, export, fs.frame.to_pandas().set_index("lead_id")
 
 
-def copy_home(cfg: Config, export: Path, folder: Path, extra: str = "") -> Config:
+def copy_home(cfg: Config, export: Path, folder: Path, extra: str = "", publish: str = "") -> Config:
     """A config for ``export`` whose home is a fresh copy of ``cfg``'s (its trained champion included), so a test
     can ingest, score and publish without touching what other tests see. The model's files stay where they
     are (the copied registry points at them)."""
@@ -193,4 +193,4 @@ def copy_home(cfg: Config, export: Path, folder: Path, extra: str = "") -> Confi
 
     home = folder / "home"
     shutil.copytree(cfg.home, home, ignore=shutil.ignore_patterns("prefect"))
-    return make_config(export, home, extra=extra, path=folder / f"{export.name}-{folder.name}.toml")
+    return make_config(export, home, extra=extra, path=folder / f"{export.name}-{folder.name}.toml", publish=publish)

@@ -79,3 +79,16 @@ def test_digest_changes_with_settings():
     b = parse_config(GOOD.replace('["Closed Won"]', '["Won"]'), Path("/cfg/leadscore.toml"))
     assert a.digest() != b.digest()
     assert a.digest() == parse_config(GOOD, Path("/cfg/leadscore.toml")).digest()
+
+
+def test_crm_write_back_keys_are_checked_and_named():
+    cfg = parse_config(GOOD + '[publish]\ncrm = ["hubspot"]\n[publish.hubspot]\nscore = "hs_lead_score"\n',
+                       Path("/cfg/leadscore.toml"))
+    assert cfg.publish.crm == ("hubspot",) and cfg.publish.hubspot.score == "hs_lead_score"
+    assert cfg.publish.salesforce.score == "Lead_Score__c"
+    msg = _error(GOOD + '[publish]\ncrm = ["pipedrive"]\n')
+    assert "publish.crm[0]" in msg and "salesforce" in msg
+    msg = _error(GOOD + '[publish.salesforce]\nscor = "X__c"\n')
+    assert "publish.salesforce.scor" in msg
+    msg = _error(GOOD + '[publish.salesforce]\ntier = "Lead_Score__c"\n')
+    assert "publish.salesforce" in msg and "'Lead_Score__c'" in msg

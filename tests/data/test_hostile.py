@@ -255,6 +255,7 @@ def test_4_no_published_csv_cell_is_a_formula(small_champion, home, tmp_path):
                        (steps.score_step, (cfg, "evil")), (steps.report_step, (cfg, "evil"))):
         assert outcome(step, *args) == (0, "")
     home = Home(cfg.home)
+    assert (read_latest(home.scores) / "crm" / "salesforce_leads.csv").is_file()  # the CRM files are checked too
     assert executable_cells(read_latest(home.scores)) == []
     assert executable_cells(read_latest(home.campaign_reports)) == []
     published = pd.read_parquet(read_latest(home.scores) / "scores.parquet")
@@ -278,7 +279,7 @@ def test_6_config_and_home_mistakes_are_one_line(small_champion, tmp_path):
                   "data.leads.passthrough[1]: 'route' is a column leadscore publishes"),
         "tier": (text.replace('passthrough = ["Owner"]', 'passthrough = ["tier"]'), "data.leads.passthrough[0]"),
         "bool": (text.replace("max_quarantine_share = 0.5", "max_quarantine_share = true"), "data.max_quarantine_share"),
-        "sql_url": (text + '\n[publish]\nsql_url = "not a url"\n', "publish.sql_url"),
+        "sql_url": (text.replace("[publish]\n", '[publish]\nsql_url = "not a url"\n'), "publish.sql_url"),
     }
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
@@ -367,7 +368,8 @@ def test_8_an_unreachable_sql_sink_stops_scoring_before_anything_is_published(sm
     home = Home(cfg.home)
     steps.score_step(cfg, "sql0")
     before = read_latest(home.scores)
-    bad = parse_config(cfg.source_file.read_text() + f'\n[publish]\nsql_url = "sqlite:///{tmp_path}/no/such/dir/x.db"\n',
+    bad = parse_config(cfg.source_file.read_text().replace(
+                           "[publish]\n", f'[publish]\nsql_url = "sqlite:///{tmp_path}/no/such/dir/x.db"\n'),
                        cfg.source_file)
     code, message = outcome(steps.score_step, bad, "sql1")
     assert code == 2 and "publish.sql_url: cannot connect" in message and "nothing was published" in message

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import copy_home, make_config
@@ -14,6 +15,7 @@ from flows import steps
 from flows.cli import app
 from leadscore.paths import Home, read_latest
 from serving import ledger
+from serving.crm_files import crm_reasons
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +38,7 @@ def scored_home(trained_home, crm_medium, tmp_path):
     export = tmp_path / "export"
     shutil.copytree(crm_medium, export)
     # The demo config's queues: sdr-europe 150, sdr-americas 200, sdr-global 250 a day, tiers A and B.
-    cfg = copy_home(trained_home, export, tmp_path, extra=f'\n[publish]\nsql_url = "sqlite:///{tmp_path}/scores.db"\n')
+    cfg = copy_home(trained_home, export, tmp_path, publish=f'sql_url = "sqlite:///{tmp_path}/scores.db"')
     return cfg, export
 
 
@@ -82,6 +84,8 @@ def test_scores_reasons_routing_ledger_and_sql_sink(scored_home):
         n, distinct = conn.execute(sa.text("SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM lead_scores")).one()
     assert n == distinct == len(scores) == first["sql_rows"]
 
+    _check_crm_files(read_latest(home.scores), scores)
+
     # Same input, same model: identical scores, ranks, reasons and routes.
     steps.score_step(cfg, "r2")
     again = _published(read_latest(home.scores))
@@ -104,6 +108,37 @@ def test_scores_reasons_routing_ledger_and_sql_sink(scored_home):
     assert " new " in lines[2] and " steady " in lines[-1]
     unknown = CliRunner().invoke(app, ["history", "NO-SUCH-LEAD", "--config", str(cfg.source_file)])
     assert unknown.exit_code == 2 and "no published score" in unknown.output
+
+
+def _check_crm_files(folder, scores):
+    """Each CRM's write-back file, read back as its import tool would (text): one row per published lead, in
+    the order published, with the values of scores.parquet in that CRM's columns."""
+    read = {name: pd.read_csv(folder / "crm" / name, dtype=str, keep_default_na=False)
+            for name in ("salesforce_leads.csv", "hubspot_contacts.csv", "dynamics_predictivescores.csv")}
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {f"crm/{name}" for name in read} <= set(manifest["files"])
+    sf, hs, dy = read.values()
+    assert list(sf.columns) == ["Id", "Lead_Score__c", "Lead_Tier__c", "Lead_Probability__c", "Lead_Score_Reasons__c",
+                                "Lead_Score_Model__c"]
+    assert list(hs.columns) == ["Record ID", "leadscore_score", "leadscore_tier", "leadscore_probability",
+                                "leadscore_reasons"]
+    assert list(dy.columns) == ["msdyn_entityid", "msdyn_entitytype", "msdyn_name", "msdyn_score", "msdyn_grade",
+                                "msdyn_scoretrend", "msdyn_scorereasons", "msdyn_scoredon"]
+    percent = (scores["probability"] * 100).round(2).to_numpy()
+    for frame, (ident, score, tier, prob) in ((sf, sf.columns[:4]), (hs, hs.columns[:4])):
+        assert frame[ident].tolist() == scores["lead_id"].tolist()
+        assert frame[score].astype(int).tolist() == scores["score"].tolist()
+        assert frame[tier].tolist() == scores["tier"].tolist()
+        assert np.allclose(frame[prob].astype(float).to_numpy(), percent, atol=1e-9)
+        assert frame.iloc[:, 4].tolist() == crm_reasons(scores["reasons"]).tolist()
+    ab = scores["reasons"].notna()
+    assert ab.any() and sf.loc[ab, "Lead_Score_Reasons__c"].str.startswith("▲ ").any()
+    assert not sf["Lead_Score_Reasons__c"].str.contains(r"^'|; [+-] ", regex=True).any()  # no apostrophe, no sign
+    assert (sf["Lead_Score_Model__c"] == scores["model_version"]).all()
+    assert dy["msdyn_entityid"].tolist() == scores["lead_id"].tolist() and (dy["msdyn_entitytype"] == "lead").all()
+    assert dy["msdyn_grade"].tolist() == ("Grade " + scores["tier"]).tolist()
+    assert (dy["msdyn_scoretrend"] == "Not enough info").all()  # first published: every trend is "new"
+    assert (dy["msdyn_scoredon"] == scores["scored_at"].dt.strftime("%Y-%m-%d")).all()
 
 
 def test_since_last_scores_only_new_or_changed_leads(scored_home):
