@@ -226,6 +226,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     from features.online import OnlineFeatures, save_snapshot, snapshot_tables
     from features.store import load_feature_set
     from models.drift import drift_report
+    from reports.accounts import account_table
     from serving import ledger
     from serving.crm_files import crm_frames
     from serving.publish import frame_writers, publish_run, reconcile_scores
@@ -275,6 +276,12 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
                "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
     for name, crm in crm_frames(published, cfg).items():
         writers |= frame_writers(crm, f"crm/{name.removesuffix('.csv')}", parquet=False)
+    accounts = None
+    if cfg.data.leads.account:
+        account = open_leads.set_index("lead_id")["account"].reindex(published["lead_id"].to_numpy())
+        accounts = account_table(published, account)
+        writers |= frame_writers(accounts, "accounts")
+        manifest["accounts"] = len(accounts)
     pending = []  # the ledger holds this run's rows before LATEST names it, so no reader sees unrecorded scores
     folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs,
                          before_latest=lambda _: pending.append(
@@ -298,6 +305,11 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
         log.info("score: probability of a win in the next %d days against the last published run: %s",
                  cfg.label.horizon_days, ", ".join(f"{moved.get(k, 0):,} {k}" for k in ("rising", "steady", "falling", "new")))
     log.info("score: routing\n%s", run.queues.to_string(index=False))
+    if accounts is not None and len(accounts):
+        top = accounts.iloc[0]
+        log.info("score: %s accounts with open leads; the likeliest to buy: %s (chance %.0f%%, %s open leads, %.2f "
+                 "expected wins)", f"{len(accounts):,}", top["account"], 100 * top["chance_any_win"],
+                 top["open_leads"], top["expected_wins"])
     names = [f["label"] for f in drift["features"] if f["drifted"]]
     if drift.get("score_drifted"):
         names.insert(0, f"the score (PSI {drift['score_psi']:.3f})")
@@ -337,8 +349,11 @@ def report_step(cfg: Config, run_id: str) -> dict:
         previous = pd.read_parquet(before / "campaign_quality.parquet")
     elif before is not None and (before / "campaign_quality.csv").is_file():
         previous = pd.read_csv(before / "campaign_quality.csv", dtype={"campaign": str})
+    published = read_latest(home.scores)
+    accounts = (pd.read_parquet(published / "accounts.parquet")
+                if published is not None and (published / "accounts.parquet").is_file() else None)
     report = campaign_report(scores, costs, previous, before.name if before else None, cfg,
-                             pd.Timestamp(meta["as_of"]), scorer.model_version)
+                             pd.Timestamp(meta["as_of"]), scorer.model_version, accounts)
     writers = {
         **frame_writers(report.campaigns, "campaign_quality"),
         **frame_writers(report.sources, "source_quality", parquet=False),
@@ -366,6 +381,8 @@ def summarize_outputs(cfg: Config) -> dict[str, str]:
     return {
         "scores": str(scores / "scores.csv") if scores else "(none yet)",
         "manifest": str(scores / "manifest.json") if scores else "(none yet)",
+        **({"accounts": str(scores / "accounts.csv")} if scores and (scores / "accounts.csv").is_file() else {}),
+        **({"crm files": str(scores / "crm")} if scores and (scores / "crm").is_dir() else {}),
         "campaign report": str(report / "index.html") if report else "(none yet)",
         "quarantine": str(home.quarantine),
         "mlflow db": str(home.mlflow_db),

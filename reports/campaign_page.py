@@ -123,7 +123,7 @@ def trend_lines(trend: pd.DataFrame, by: str, value: str, title: str, name: str,
 def _fmt(value, col: str) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return "&ndash;"
-    if col in ("mean_probability", "tier_a_share"):
+    if col in ("mean_probability", "tier_a_share", "chance_any_win", "best_lead_probability"):
         return f"{value:.1%}"
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
@@ -136,8 +136,8 @@ def _fmt(value, col: str) -> str:
     return html.escape(str(value))
 
 
-def _table(frame: pd.DataFrame, key: str) -> str:
-    cols = [key, *[c for c in SHOWN_COLUMNS if c in frame.columns]]
+def _table(frame: pd.DataFrame, key: str, shown: list[str] = SHOWN_COLUMNS) -> str:
+    cols = [key, *[c for c in shown if c in frame.columns]]
     head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
     rows = "".join("<tr>" + "".join(f"<td>{_fmt(v, c)}</td>" for c, v in zip(cols, row)) + "</tr>"
                    for row in frame[cols].itertuples(index=False))
@@ -145,7 +145,9 @@ def _table(frame: pd.DataFrame, key: str) -> str:
 
 
 def render_report(campaigns: pd.DataFrame, sources: pd.DataFrame, campaign_trend: pd.DataFrame,
-                  source_trend: pd.DataFrame, summary: list[str], title: str, subtitle: str, notes: str) -> str:
+                  source_trend: pd.DataFrame, summary: list[str], title: str, subtitle: str, notes: str,
+                  accounts: str = "") -> str:
+    """``accounts``: the account section's HTML (see :func:`account_section`), or empty."""
     charts = [
         cost_bars(campaigns),
         expected_vs_actual(campaigns),
@@ -163,7 +165,26 @@ def render_report(campaigns: pd.DataFrame, sources: pd.DataFrame, campaign_trend
 {_table(campaigns, "campaign")}
 <h2>Sources</h2>
 {_table(sources, "source")}
+{accounts}
 <h2>How to read this</h2><p class="notes">{html.escape(notes)}</p>"""
     style = (".wide { overflow-x: auto; } table { min-width: 100%; } th { position: sticky; top: 0; } "
              "figure { margin: 0; } .summary li { margin: .3rem 0; } .notes { color: #52606d; max-width: 60rem; }")
     return page(title, subtitle, body, style)
+
+
+ACCOUNT_COLUMNS = ["chance_any_win", "expected_wins", "open_leads", "best_lead_id", "best_lead_probability",
+                   "best_lead_tier"]
+
+
+def account_section(accounts: pd.DataFrame | None, top: int = 15) -> str:
+    """The accounts most likely to buy now, from the last published scores (``reports.accounts``)."""
+    if accounts is None:
+        return ('<h2>Accounts</h2><p class="notes">No published scores yet: run <code>leadscore score</code> and the '
+                "accounts most likely to buy appear here.</p>")
+    if accounts.empty:
+        return '<h2>Accounts</h2><p class="notes">No open lead belongs to an account.</p>'
+    lead = (f"{len(accounts):,} accounts have open leads; the {min(top, len(accounts))} most likely to buy in the "
+            "horizon (the chance that at least one of their open leads wins), from the last published scores. "
+            "The whole ranking is in accounts.csv beside scores.csv.")
+    return (f'<h2>Accounts most likely to buy</h2><p class="notes">{html.escape(lead)}</p>'
+            + _table(accounts.head(top), "account", ACCOUNT_COLUMNS))

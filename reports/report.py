@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from leadscore.config import Config
-from reports.campaign_page import render_report
+from reports.campaign_page import account_section, render_report
 from reports.campaign_quality import quality_table, summary_lines, weekly_trend
 
 
@@ -21,9 +21,11 @@ class CampaignReport:
 
 
 def campaign_report(scores: pd.DataFrame, costs: pd.DataFrame | None, previous: pd.DataFrame | None,
-                    previous_label: str | None, cfg: Config, as_of: pd.Timestamp, model_version: str) -> CampaignReport:
+                    previous_label: str | None, cfg: Config, as_of: pd.Timestamp, model_version: str,
+                    accounts: pd.DataFrame | None = None) -> CampaignReport:
     """``scores``: every lead with campaign, source, probability, tier, created_at, mature, label, is_open.
-    ``previous``: the last report's campaign table, for what changed since."""
+    ``previous``: the last report's campaign table, for what changed since. ``accounts``: the last published
+    account ranking (``reports.accounts``); the section is left out when the export maps no account."""
     horizon = cfg.label.horizon_days
     campaigns = quality_table(scores, "campaign", costs, as_of, horizon)
     sources = quality_table(scores, "source", None, as_of, horizon)
@@ -43,7 +45,8 @@ def campaign_report(scores: pd.DataFrame, costs: pd.DataFrame | None, previous: 
              "still open with as many average leads: flagged when the difference is larger than its uncertainty "
              "(90%). Cost per expected close uses the campaign's total cost from the campaigns table.")
     page = render_report(campaigns, sources, campaign_trend, source_trend, summary, "Campaign lead quality",
-                         f"{len(scores):,} leads as of {as_of:%Y-%m-%d}, model version {model_version}.", notes)
+                         f"{len(scores):,} leads as of {as_of:%Y-%m-%d}, model version {model_version}.", notes,
+                         account_section(accounts) if cfg.data.leads.account else "")
     trend = pd.concat([campaign_trend.rename(columns={"campaign": "name"}).assign(dimension="campaign"),
                        source_trend.rename(columns={"source": "name"}).assign(dimension="source")])
     return CampaignReport(campaigns, sources, trend[["dimension", "name", "week", "leads", "mean_probability"]],

@@ -140,3 +140,36 @@ def test_page_is_self_contained_with_every_chart():
         assert f'data-chart="{name}"' in page
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
     assert "<script" not in page
+
+
+def test_account_table_against_a_plain_loop():
+    """Per account: the chance at least one open lead wins (independent given the model), expected wins, the
+    best lead (ties: the smaller id), ranked; leads without an account left out."""
+    from reports.accounts import account_table
+
+    rng = np.random.default_rng(3)
+    n = 400
+    scores = pd.DataFrame({"lead_id": [f"L{i:04d}" for i in range(n)],
+                           "probability": rng.choice([0.0, 0.01, 0.2, 0.5, 0.97, 1.0], n),
+                           "tier": rng.choice(list("ABCD"), n)})
+    account = pd.Series(rng.choice([*[f"Acme {k}" for k in range(40)], None], n))
+    got = account_table(scores, account).set_index("account")
+    want = {}
+    for (_, lead), acc in zip(scores.iterrows(), account):
+        if pd.isna(acc):
+            continue
+        w = want.setdefault(acc, {"none": 1.0, "sum": 0.0, "n": 0, "best": None})
+        w["none"] *= 1 - lead["probability"]
+        w["sum"] += lead["probability"]
+        w["n"] += 1
+        if w["best"] is None or (lead["probability"], w["best"]["lead_id"]) > (w["best"]["probability"], lead["lead_id"]):
+            w["best"] = lead
+    assert set(got.index) == set(want)
+    for acc, w in want.items():
+        row = got.loc[acc]
+        assert row["chance_any_win"] == pytest.approx(1 - w["none"], abs=1e-6)
+        assert row["expected_wins"] == pytest.approx(w["sum"], abs=1e-6) and row["open_leads"] == w["n"]
+        assert row["best_lead_id"] == w["best"]["lead_id"] and row["best_lead_tier"] == w["best"]["tier"]
+    assert got["rank"].tolist() == list(range(1, len(got) + 1))
+    assert got["chance_any_win"].is_monotonic_decreasing
+    assert account_table(scores.head(0), account.head(0)).empty

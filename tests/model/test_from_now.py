@@ -3,6 +3,7 @@ pipeline is measured against the generator's truth and its simulated future: iss
 published ``probability`` (a win in the next horizon days after the export) and issue 15's for the campaign
 report's expected closes."""
 
+import html
 import json
 
 import numpy as np
@@ -79,6 +80,38 @@ def test_probability_from_now_beats_fit_and_the_truths_fit_and_age(published):
     routed = d["route"].isin(["sdr-europe", "sdr-americas", "sdr-global"]).to_numpy()
     assert routed.sum() == QUEUE_CAPACITY
     assert np.median(age[routed]) < np.median(age)
+
+
+def test_accounts_rank_the_companies_whose_leads_win_next(published):
+    """accounts.csv from the published open leads, against the generator's future: accounts where at least one
+    open lead wins in the next horizon are ranked above those where none does, the chances are calibrated
+    (computed as if a company's leads were independent, which the generator's are given their chances), and
+    expected wins add up to the published probabilities. The campaign report carries the top of the ranking."""
+    cfg, truth = published
+    home = Home(cfg.home)
+    folder = read_latest(home.scores)
+    accounts = pd.read_parquet(folder / "accounts.parquet")
+    scores = pd.read_parquet(folder / "scores.parquet", columns=["lead_id", "probability"])
+    as_of = pd.Timestamp(json.loads((folder / "manifest.json").read_text())["as_of"])
+    leads = pd.read_parquet(home.canonical / "leads.parquet", columns=["lead_id", "account"])
+    d = scores.merge(leads, on="lead_id").merge(truth, left_on="lead_id", right_on="Lead ID")
+    won = pd.to_datetime(d["won_at"], utc=True)
+    d["future"] = (won > as_of) & (won <= as_of + pd.Timedelta(days=cfg.label.horizon_days))
+    realized = d[d["account"].notna()].groupby("account")["future"].any()
+    a = accounts.set_index("account").join(realized)
+    chance, hit = a["chance_any_win"].to_numpy(), a["future"].to_numpy(int)
+    measured = {"accounts": len(a), "shared": int((a["open_leads"] > 1).sum()), "hit_rate": hit.mean(),
+                "mean_chance": chance.mean(), "auc": roc_auc_score(hit, chance),
+                "ece": expected_calibration_error(hit, chance), "top_100_hits": hit[:100].mean()}
+    print({k: round(float(v), 4) for k, v in measured.items()})
+    assert len(a) == d["account"].nunique() and a["open_leads"].sum() == d["account"].notna().sum()
+    assert measured["shared"] >= 1_000  # accounts are shared by leads here
+    assert a["expected_wins"].sum() == pytest.approx(d.loc[d["account"].notna(), "probability"].sum(), rel=1e-6)
+    assert measured["auc"] >= 0.85, measured
+    assert abs(measured["mean_chance"] / measured["hit_rate"] - 1) <= 0.15 and measured["ece"] <= 0.02, measured
+    assert measured["top_100_hits"] >= 5 * measured["hit_rate"], measured
+    page = (read_latest(home.campaign_reports) / "index.html").read_text(encoding="utf-8")
+    assert "Accounts most likely to buy" in page and html.escape(accounts["account"].iloc[0]) in page
 
 
 def test_campaign_expected_closes_against_the_truth(published):
