@@ -178,6 +178,35 @@ def generate(
 
 
 @command
+def init(
+    export_dir: Annotated[Path, typer.Argument(help="Folder with the CRM's export files (CSV or Parquet).")],
+    crm: Annotated[str, typer.Option(help="Whose column names to expect: salesforce, hubspot, dynamics or auto "
+                                          "(the one the columns match best).")] = "auto",
+    out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path("leadscore.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Propose a config from an export: which file holds the leads, the stage history, the activities and the
+    campaign costs, each column's role, the won and lost stages, and which columns to leave out (post-outcome)."""
+    from ingest.discover import propose_config
+    from leadscore.paths import write_text_atomic
+
+    _setup_logging()
+    if crm not in ("auto", "salesforce", "hubspot", "dynamics"):
+        _fail(f"--crm: must be salesforce, hubspot, dynamics or auto; found {crm!r}")
+    if out.exists() and not force:
+        _fail(f"--out: {out} exists; pass --force to replace it, or another --out")
+    proposal = propose_config(export_dir, crm)
+    write_text_atomic(out, proposal.text)
+    for role, path in proposal.files.items():
+        log.info("init: %s <- %s", role, path.name)
+    if proposal.left_out:
+        log.info("init: left out %d leads columns: %s", len(proposal.left_out), ", ".join(proposal.left_out))
+    for line in proposal.warnings:
+        log.warning("init: %s", line)
+    log.info("init: wrote %s (%s); next: leadscore run --config %s", out, proposal.crm, out)
+
+
+@command
 def ingest(config: ConfigOpt, home: HomeOpt = None) -> None:
     """Read the export files, check every row, write canonical tables and the quarantine."""
     _run_steps(config, home, ("ingest",))

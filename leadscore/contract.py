@@ -8,6 +8,7 @@ its own name back, where the config has checked that it cannot collide.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -61,3 +62,41 @@ class FeatureSet:
 
 
 METADATA_KEY = "leadscore.features"
+
+
+# Names CRM and marketing exports give to columns that are filled in after contact or after the outcome (a
+# call's duration, the lead's status or quality, sales tags, the stage reached). Mapped as a feature, such a column
+# teaches the model the future; the guard names it even when its AUC stays below the limit. Matched on the
+# column name in lower case with every run of other characters as one space.
+POST_OUTCOME_NAMES = ("duration", "call duration", "status", "lead status", "quality", "lead quality", "tags", "tag",
+                      "lead profile", "last activity", "last notable activity", "stage", "deal stage", "outcome",
+                      "converted", "conversion", "closed", "close date", "won", "lost reason", "reason lost",
+                      "disqualified reason", "rating", "lead rating", "lead score", "score",
+                      # as Salesforce, HubSpot and Dynamics 365 export them
+                      "isconverted", "converteddate", "convertedopportunityid", "lifecycle stage", "lifecyclestage",
+                      "statuscode", "statecode", "leadqualitycode", "number of sales activities",
+                      "became a customer date", "recent deal close date", "days to close", "last contacted",
+                      "number of times contacted", "actualdurationminutes")
+
+
+def column_words(col) -> str:
+    """A column name as words for matching: lower case, every run of other characters one space."""
+    return re.sub(r"[^0-9a-z]+", " ", str(col).lower()).strip()
+
+
+def post_outcome_columns(columns, allow: tuple[str, ...] = ()) -> dict[str, str]:
+    """Mapped columns whose names are well-known post-outcome ones: column -> the name it matched."""
+    known = sorted(set(POST_OUTCOME_NAMES), key=len, reverse=True)  # the most specific name first
+    out = {}
+    for col in columns:
+        words = column_words(col)
+        if col in allow or not words:
+            continue
+        if words in known:
+            out[col] = words
+        else:
+            for name in known:  # "Lead Status Reason", "Total call duration (s)"
+                if f" {name} " in f" {words} " and len(name) > 3:
+                    out[col] = name
+                    break
+    return out

@@ -22,36 +22,6 @@ PURE_WIN_SHARE = 0.20
 FOLDS = 5
 
 
-# Names CRM and marketing exports give to columns that are filled in after contact or after the outcome (a
-# call's duration, the lead's status or quality, sales tags, the stage reached). Mapped as a feature, such a column
-# teaches the model the future; the guard names it even when its AUC stays below the limit. Matched on the
-# column name in lower case with every run of other characters as one space.
-POST_OUTCOME_NAMES = ("duration", "call duration", "status", "lead status", "quality", "lead quality", "tags", "tag",
-                      "lead profile", "last activity", "last notable activity", "stage", "deal stage", "outcome",
-                      "converted", "conversion", "closed", "close date", "won", "lost reason", "reason lost",
-                      "disqualified reason", "rating", "lead rating", "lead score", "score")
-
-
-def post_outcome_columns(columns, allow: tuple[str, ...] = ()) -> dict[str, str]:
-    """Mapped columns whose names are well-known post-outcome ones: column -> the name it matched."""
-    import re
-
-    known = sorted(set(POST_OUTCOME_NAMES), key=len, reverse=True)  # the most specific name first
-    out = {}
-    for col in columns:
-        words = re.sub(r"[^0-9a-z]+", " ", str(col).lower()).strip()
-        if col in allow or not words:
-            continue
-        if words in known:
-            out[col] = words
-        else:
-            for name in known:  # "Lead Status Reason", "Total call duration (s)"
-                if f" {name} " in f" {words} " and len(name) > 3:
-                    out[col] = name
-                    break
-    return out
-
-
 class LeakageError(LeadscoreError):
     """Training stopped: a column looks like it was set after the outcome."""
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from features.definitions import time_groups
 from leadscore.config import Config
-from leadscore.contract import FeatureSet
+from leadscore.contract import FeatureSet, post_outcome_columns
 from leadscore.errors import DataError
 from models.baselines import LogisticBaseline, NaiveBayesBaseline
 from models.drift import DriftReference
@@ -30,7 +30,7 @@ from models.early_outcomes import OutcomeFactors
 from models.encoding import FeatureEncoder
 from models.explain import PathAttribution, ReasonBook
 from models.lead_model import Calibrator, LeadModel, blend
-from models.leakage import check_leakage, post_outcome_columns, single_feature_report
+from models.leakage import check_leakage, single_feature_report
 from models.metrics import classification_metrics
 
 log = logging.getLogger("leadscore")

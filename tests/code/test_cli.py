@@ -18,7 +18,7 @@ def test_help_does_not_import_heavy_libraries():
     assert out.stdout.strip() == "[]"
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("generate", "ingest", "features", "train", "score", "report", "run", "demo"):
+    for command in ("init", "generate", "ingest", "features", "train", "score", "report", "run", "demo"):
         assert command in result.output
 
 

@@ -65,7 +65,7 @@ def test_many_valued_honest_column_is_not_flagged():
 
 
 def test_well_known_post_outcome_names_are_named():
-    from models.leakage import post_outcome_columns
+    from leadscore.contract import post_outcome_columns
 
     named = post_outcome_columns(["Country", "Lead Quality", "Tags", "duration", "Total call duration (s)",
                                   "Lead Status Reason", "TotalVisits", "pdays", "Lead Source", "Job Level"],
