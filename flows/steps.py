@@ -110,27 +110,100 @@ def _landmarks(cfg: Config, home: Home, as_of: str):
 
 
 def train_step(cfg: Config, run_id: str) -> dict:
+    """Train the model, register it, gate it against its champion; then one model per ``[[segments]]`` that
+    meets the minimums, each gated against its own champion and against the global model on its leads."""
     from features.store import load_feature_set
+    from models.train import train_model
+
+    home = cfg.paths.ensure()
+    fs, meta = load_feature_set(home.features_file)
+    home.landmarks_file.unlink(missing_ok=True)  # never train on the landmarks of another export
+    landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
+    with cluster.session(cfg.engine) as client:
+        result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client)
+        out = _register(cfg, home, run_id, result, fs, meta, home.runs / run_id)
+        if cfg.segments:
+            out["segments"] = _train_segments(cfg, home, run_id, fs, landmarks, meta, result, client)
+    return out
+
+
+def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: dict, global_result,
+                    client) -> dict[str, dict]:
+    """A model per segment that meets train.min_leads / min_wins / min_losses; the others are scored by the
+    global model, and the run says so. Each is kept only where it ranks its segment's newest leads at least as
+    well as the global model does."""
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from features.segments import members
+    from models import registry
+    from models.compare import compare_with_champion
+    from models.train import check_minimums, train_model
+
+    lc = cfg.data.leads
+    wanted = {"lead_id", *(lc.internal_column(c) for s in cfg.segments for c in s.where)}
+    groups = members(pq.read_table(home.canonical / "leads.parquet", columns=sorted(wanted)).to_pandas(), cfg)
+    out = {}
+    for segment in cfg.segments:
+        ids = pa.array(groups[segment.name], pa.string())
+
+        def part(features):
+            return dataclasses.replace(features, frame=features.frame.filter(
+                pc.is_in(features.frame["lead_id"], value_set=ids)))
+
+        seg_fs = part(fs)
+        known = seg_fs.frame.filter(pc.and_(seg_fs.frame["mature"], pc.is_valid(seg_fs.frame["label"])))
+        try:
+            check_minimums(known["label"].to_numpy(zero_copy_only=False).astype(float), cfg,
+                           what=f"segment {segment.name!r}")
+        except DataError as exc:
+            log.info("train: %s; its %s leads are scored by the global model", str(exc).split(". Add history")[0],
+                     f"{len(ids):,}")
+            out[segment.name] = {"trained": False, "leads": len(ids), "reason": str(exc)}
+            continue
+        log.info("train: segment %r: %s leads, a model of its own", segment.name, f"{len(ids):,}")
+        result = train_model(seg_fs, cfg, part(landmarks) if landmarks is not None else None,
+                             as_of=pd.Timestamp(meta["as_of"]), client=client)
+        against = compare_with_champion(global_result.model, "(the global model of this run)", fs.frame,
+                                        result.test_frame)
+        refusals = []
+        if against is not None:
+            result.metrics["global_roc_auc_same_leads"] = against[0]
+            if against[1] < against[0]:
+                refusals.append(f"the global model ranks this segment's newest leads better (ROC AUC {against[0]:.3f} "
+                                f"vs {against[1]:.3f} on the same leads)")
+            else:
+                log.info("train: segment %r: ROC AUC %.3f on its newest leads, the global model %.3f on the same leads",
+                         segment.name, against[1], against[0])
+        out[segment.name] = {"trained": True, "leads": len(ids), "global_roc_auc": against[0] if against else None,
+                             "roc_auc": against[1] if against else None,
+                             **_register(cfg, home, run_id, result, seg_fs, meta,
+                                         home.runs / run_id / "segments" / segment.name,
+                                         registry.segment_model_name(segment.name), refusals)}
+    return out
+
+
+def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, run_dir: Path,
+              name: str | None = None, refusals: list[str] = ()) -> dict:
+    """Log a trained model with its evaluation in MLflow as a new version of ``name``, and promote it if it passes
+    the gate (against its champion and the baselines; ``refusals``: other reasons it may not)."""
     from models import registry
     from models.compare import compare_with_champion
     from models.evaluation import comparison_table, evaluation_report
     from models.gate import decide
     from models.metrics import against_truth, auc_difference_se
-    from models.train import train_model
 
-    home = cfg.paths.ensure()
-    fs, meta = load_feature_set(home.features_file)
+    name = name or registry.MODEL_NAME
+    what = "" if name == registry.MODEL_NAME else f" of {name}"
     ingest = read_ingest_manifest(home)
-    home.landmarks_file.unlink(missing_ok=True)  # never train on the landmarks of another export
-    landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
-    with cluster.session(cfg.engine) as client:
-        result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client)
     truth = _read_truth(cfg)
     if truth is not None:
         result.metrics.update(against_truth(result.test_frame, truth, cfg.evaluation.truth_id,
                                             cfg.evaluation.truth_probability))
-    for name, metrics in result.baselines.items():
-        result.metrics.update({f"baseline_{name}_{k}": v for k, v in metrics.items() if k != "base_rate"})
+    for baseline, metrics in result.baselines.items():
+        result.metrics.update({f"baseline_{baseline}_{k}": v for k, v in metrics.items() if k != "base_rate"})
     result.split_counts.update({f"labels_{k}": v for k, v in fs.counts.items()})
     if result.now is not None:  # the model of a win from now on, on its own test rows (the newest landmarks)
         result.metrics.update({f"now_{k}": v for k, v in result.now.metrics.items()})
@@ -141,58 +214,62 @@ def train_step(cfg: Config, run_id: str) -> dict:
             "data_fingerprint": ingest["data_fingerprint"], "as_of": meta["as_of"],
             "horizon_days": str(cfg.label.horizon_days), "features": json.dumps(fs.features),
             "omp_wait_policy": wait_policy(), "engine": cfg.engine.kind,
-            "label_counts": json.dumps(fs.counts)}
-    run_dir = home.runs / run_id
+            "label_counts": json.dumps(fs.counts), "registered_model": name}
     run_dir.mkdir(parents=True, exist_ok=True)
     write_csv(result.single_feature, run_dir / "single_feature_auc.csv")
     page, charts = evaluation_report(result, fs, cfg.label.horizon_days)
     (run_dir / "plots").mkdir(exist_ok=True)
-    for name, svg in charts.items():  # each chart also stands alone, as an MLflow artifact
-        write_text_atomic(run_dir / "plots" / f"{name}.svg", svg)
+    for chart, svg in charts.items():  # each chart also stands alone, as an MLflow artifact
+        write_text_atomic(run_dir / "plots" / f"{chart}.svg", svg)
     write_text_atomic(run_dir / "evaluation.html", page)
-    ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}",
+    ref = registry.log_training_run(home, result, tags, run_name=f"train-{run_id}" + (what and f"-{name}"),
                                     artifacts={"leakage": run_dir / "single_feature_auc.csv",
-                                               "evaluation": run_dir / "evaluation.html", "plots": run_dir / "plots"})
-    registry.set_alias(home, ref.version, registry.CHALLENGER)
+                                               "evaluation": run_dir / "evaluation.html", "plots": run_dir / "plots"},
+                                    name=name)
+    registry.set_alias(home, ref.version, registry.CHALLENGER, name=name)
     compared = None
-    if registry.champion_version(home) is not None:
-        champion, champion_ref = registry.load_model(home)
+    if registry.champion_version(home, name) is not None:
+        champion, champion_ref = registry.load_model(home, name=name)
         compared = compare_with_champion(champion, champion_ref.version, fs.frame, result.test_frame)
     champion_auc = compared[0] if compared else None
     gate_metrics = {**result.metrics, "roc_auc": compared[1]} if compared else result.metrics
     y_test, p_test = result.test_frame["label"].to_numpy(), result.test_frame["probability"].to_numpy()
     decision = decide(gate_metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece,
-                      {name: m["roc_auc"] for name, m in result.baselines.items()},
-                      {name: auc_difference_se(y_test, p_test, result.baseline_probability[name])
-                       for name in result.baselines if name in result.baseline_probability})
-    verdict = ("refused: " + "; ".join(decision.reasons) if not decision.promote else
+                      {b: m["roc_auc"] for b, m in result.baselines.items()},
+                      {b: auc_difference_se(y_test, p_test, result.baseline_probability[b])
+                       for b in result.baselines if b in result.baseline_probability})
+    reasons = [*decision.reasons, *refusals]
+    promote = decision.promote and not refusals
+    verdict = ("refused: " + "; ".join(reasons) if not promote else
                "passed with warnings: " + "; ".join(decision.warnings) if decision.warnings else "passed")
-    registry.tag_version(home, ref.version, {"gate": verdict})
+    registry.tag_version(home, ref.version, {"gate": verdict}, name=name)
     top = ", ".join(f"{fs.labels.get(r.feature, r.feature)} {r.auc:.3f}" for r in result.single_feature.head(5).itertuples())
-    log.info("train: strongest single features (ROC AUC): %s", top)
+    log.info("train: strongest single features%s (ROC AUC): %s", what, top)
     m = result.metrics
     if "roc_auc_truth" in m:
         log.info("train: ROC AUC of the true probabilities on the same test leads: %.3f", m["roc_auc_truth"])
-    log.info("train: model version %s against the baselines on the same %s test leads:\n%s", ref.version,
+    log.info("train: model version %s%s against the baselines on the same %s test leads:\n%s", ref.version, what,
              f"{result.split_counts['test_leads']:,}", comparison_table({"model": m, **result.baselines}))
     if result.now is not None:
         log.info("train: model of a win from now on, on its %s newest landmark rows (weighted), beside the fit on "
                  "the same rows:\n%s", f"{result.now.split_counts['test_rows']:,}",
                  comparison_table({"from now": result.now.metrics, **result.now.baselines}))
-    if decision.promote:
+    if promote:
         against = (f"ROC AUC {compared[1]:.3f} vs the champion's {champion_auc:.3f} on the same leads" if compared
                    else "judged against the baselines")
-        previous = registry.promote(home, ref.version, reason=f"passed the gate ({against})", who="leadscore train")
-        log.info("train: version %s is champion%s", ref.version, f" (was version {previous})" if previous else "")
+        previous = registry.promote(home, ref.version, reason=f"passed the gate ({against})", who="leadscore train",
+                                    name=name)
+        log.info("train: version %s%s is champion%s", ref.version, what,
+                 f" (was version {previous})" if previous else "")
         for warning in decision.warnings:
-            log.warning("train: version %s is the first champion, but its %s; its probabilities of the newest leads "
-                        "may be off until the next training run (see the evaluation report)", ref.version, warning)
+            log.warning("train: version %s%s is the first champion, but its %s; its probabilities of the newest leads "
+                        "may be off until the next training run (see the evaluation report)", ref.version, what, warning)
     else:
-        log.warning("train: version %s stays challenger: %s", ref.version, "; ".join(decision.reasons))
+        log.warning("train: version %s%s stays challenger: %s", ref.version, what, "; ".join(reasons))
     log.info("train: evaluation report %s", run_dir / "evaluation.html")
     return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
-            "evaluation": str(run_dir / "evaluation.html"), "promoted": decision.promote,
-            "gate_reasons": decision.reasons, "gate_warnings": decision.warnings, "champion_auc": champion_auc,
+            "evaluation": str(run_dir / "evaluation.html"), "promoted": promote,
+            "gate_reasons": reasons, "gate_warnings": decision.warnings, "champion_auc": champion_auc,
             "compared_auc": compared[1] if compared else None}
 
 
@@ -245,7 +322,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     scored_at = datetime.now(timezone.utc).replace(microsecond=0)
     ingest = read_ingest_manifest(home)
     fs, meta = load_feature_set(home.features_file)
-    scorer = LeadScorer.from_registry(home)
+    scorer = LeadScorer.from_registry(home, segments=tuple(s.name for s in cfg.segments))
     scorer.check_schema(fs.categorical, fs.numeric)
     frame = fs.frame.to_pandas()
     as_of = datetime.fromisoformat(meta["as_of"])
@@ -271,6 +348,8 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
                                ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d")), previous, client)
     drift = drift_report(scorer.model, frame, as_of, fs.labels, cfg.drift.window_days, cfg.drift.psi_warn)
     manifest = scores_manifest(run, scorer, cfg, ingest, fs.counts, meta["as_of"], scored_at, since_last, drift)
+    if cfg.segments:  # which model scored how many leads
+        manifest["models"] = run.scores["model_version"].value_counts().sort_index().to_dict()
     published = run.scores.drop(columns=["input_hash"])
     writers = {**frame_writers(published, "scores"), **frame_writers(run.queues, "routing", parquet=False),
                "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
@@ -297,6 +376,13 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     rows = manifest["rows"]
     what = "changed or new open leads" if since_last else "open leads"
     log.info("score: %s %s scored with model version %s -> %s", f"{rows['scored']:,}", what, scorer.model_version, folder)
+    for name, seg in scorer.segments.items():
+        n = int((run.scores["model_version"] == seg.label).sum())
+        log.info("score: segment %r: %s open leads scored by its own model (version %s)", name, f"{n:,}",
+                 seg.model_version)
+    for name in sorted({s.name for s in cfg.segments} - set(scorer.segments)):
+        log.info("score: segment %r has no model of its own (below the minimums, or not promoted): the global "
+                 "model scores its leads", name)
     if since_last:
         log.info("score: %s open leads unchanged since their last score, published as they were",
                  f"{rows['unchanged_since_last']:,}")

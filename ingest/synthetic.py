@@ -91,10 +91,11 @@ def _seconds(ts: np.ndarray) -> np.ndarray:
 
 
 def generate_crm(n_leads: int = 100_000, seed: int = 7, drift_per_year: float = DRIFT_PER_YEAR,
-                 season: float = SEASON) -> GeneratedCRM:
+                 season: float = SEASON, product_lines: bool = False) -> GeneratedCRM:
     """Build the CRM tables in memory. Deterministic for given arguments. ``drift_per_year`` and ``season``:
     how fast the base rate's log-odds move, and the amplitude of its yearly swing (tests build exports that
-    drift far harder than the default)."""
+    drift far harder than the default). ``product_lines``: a "Product Line" column whose Enterprise leads (40 %)
+    buy differently (job level and industry count the other way, size counts more), as a segment does."""
     if n_leads < 100:
         raise ValueError("n_leads must be at least 100")
     rng = np.random.default_rng(seed)
@@ -172,6 +173,12 @@ def generate_crm(n_leads: int = 100_000, seed: int = 7, drift_per_year: float = 
         + 0.05 * np.minimum(n_by_window[90][:, 1], 10)
         + 1.10 * (n_by_window[90][:, 3] > 0)
     )
+
+    enterprise = None
+    if product_lines:  # its own random stream: the rest of the export is the same as without product lines
+        enterprise = np.random.default_rng([seed, 17]).random(n_leads) < 0.4
+        static_logit = static_logit + enterprise * (-2.0 * JOB_EFFECT[job] - 2.0 * INDUSTRY_EFFECT[industry]
+                                                    + 0.30 * np.log10(employees) - 0.40)
 
     # Outcomes, week by week, so that an account's earlier wins can raise a lead's chance.
     u_buy, u_in = rng.random(n_leads), rng.random(n_leads)
@@ -276,6 +283,7 @@ def generate_crm(n_leads: int = 100_000, seed: int = 7, drift_per_year: float = 
         "Job Level": JOB_LEVELS[job],
         "Owner": owners,
         "Lead Status": status,
+        **({"Product Line": np.where(enterprise, "Enterprise", "Core")} if product_lines else {}),
     })
     activities = pa.table({
         "Lead ID": lead_ids[act_lead],

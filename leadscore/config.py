@@ -428,6 +428,13 @@ class ScheduleConfig(_Section):
     work_pool: NonEmpty = "leadscore"
 
 
+class SegmentConfig(_Section):
+    """Leads that get a model of their own (a region, a product line), when they meet the train minimums."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")  # lower case: it names the registered model
+    where: dict[str, tuple[str, ...]] = Field(min_length=1)  # mapped lead column -> the values that belong
+
+
 class Config(_Section):
     home: Path = Path(".leadscore")
     data: DataConfig
@@ -444,6 +451,8 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
     api: ApiConfig = ApiConfig()
     engine: EngineConfig = EngineConfig()
+    # In order: a lead belongs to the first segment whose filters it matches, else to none (the global model).
+    segments: tuple[SegmentConfig, ...] = ()
     source_file: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -470,6 +479,18 @@ class Config(_Section):
                 if col not in mapped:
                     raise ValueError(f"routing.queues[{i}].where.{col}: not a mapped lead column; use one of "
                                      f"{sorted(mapped)} (map it under data.leads, e.g. as passthrough)")
+        return self
+
+    @model_validator(mode="after")
+    def _segment_columns(self) -> Config:
+        mapped, names = self.data.leads.mapped_columns(), set()
+        for i, segment in enumerate(self.segments):
+            if segment.name in names:
+                raise ValueError(f"segments[{i}].name: {segment.name!r} names two segments")
+            names.add(segment.name)
+            for col in segment.where:
+                if col not in mapped:
+                    raise ValueError(f"segments[{i}].where.{col}: not a mapped lead column; use one of {sorted(mapped)}")
         return self
 
     @property

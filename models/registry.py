@@ -16,6 +16,11 @@ from leadscore.errors import LeadscoreError, ModelNotFoundError
 from leadscore.paths import Home
 
 MODEL_NAME = "lead-quality"
+
+
+def segment_model_name(segment: str) -> str:
+    """The registered model of one segment (``[[segments]]``), with its own versions and champion."""
+    return f"{MODEL_NAME}-{segment}"
 EXPERIMENT = "leadscore"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -87,7 +92,8 @@ def _signature(model):
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, artifacts: dict[str, Path] | None = None) -> ModelRef:
+def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, artifacts: dict[str, Path] | None = None,
+                     name: str = MODEL_NAME) -> ModelRef:
     """Log params, metrics, tags and the pyfunc model in one run, and register it as a new version."""
     mlflow, client = _client(home)
     exp_id = _experiment_id(client, home)
@@ -102,9 +108,9 @@ def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, ar
         mlflow.log_metrics(result.metrics)
         mlflow.log_metrics({k: float(v) for k, v in result.split_counts.items()})
         mlflow.set_tags(tags)
-        for name, path in (artifacts or {}).items():
+        for folder_name, path in (artifacts or {}).items():
             if path.is_dir():
-                mlflow.log_artifacts(str(path), artifact_path=name)
+                mlflow.log_artifacts(str(path), artifact_path=folder_name)
             else:
                 mlflow.log_artifact(str(path))
         info = mlflow.pyfunc.log_model(
@@ -113,12 +119,12 @@ def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, ar
             signature=_signature(result.model),
             pip_requirements=PIP_REQUIREMENTS,
         )
-    _ensure_registered_model(client)
+    _ensure_registered_model(client, name)
     sha = files_sha256(_artifact_dir(client, info.model_id))
     version_tags = {k: tags[k] for k in ("git_sha", "config_hash", "data_fingerprint") if k in tags}
-    mv = client.create_model_version(MODEL_NAME, source=info.model_uri, run_id=run.info.run_id,
+    mv = client.create_model_version(name, source=info.model_uri, run_id=run.info.run_id,
                                      model_id=info.model_id, tags={**version_tags, "model_sha256": sha})
-    return ModelRef(MODEL_NAME, str(mv.version), run.info.run_id, sha)
+    return ModelRef(name, str(mv.version), run.info.run_id, sha)
 
 
 def _project_run_id(client) -> str | None:
@@ -135,33 +141,34 @@ def _project_run_id(client) -> str | None:
     return run_id
 
 
-def _ensure_registered_model(client) -> None:
+def _ensure_registered_model(client, name: str = MODEL_NAME) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_registered_model(MODEL_NAME)
+        client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(MODEL_NAME, description="Chance that a lead is won within the label horizon.")
+        what = "" if name == MODEL_NAME else f", for the leads of segment {name.removeprefix(MODEL_NAME + '-')}"
+        client.create_registered_model(name, description=f"Chance that a lead is won within the label horizon{what}.")
 
 
-def set_alias(home: Home, version: str, alias: str = CHAMPION) -> None:
+def set_alias(home: Home, version: str, alias: str = CHAMPION, name: str = MODEL_NAME) -> None:
     _, client = _client(home)
-    client.set_registered_model_alias(MODEL_NAME, alias, version)
+    client.set_registered_model_alias(name, alias, version)
 
 
-def load_model(home: Home, alias: str = CHAMPION):
+def load_model(home: Home, alias: str = CHAMPION, name: str = MODEL_NAME):
     """The LeadModel behind ``models:/lead-quality@<alias>`` and its version reference."""
     mlflow, client = _client(home)
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = client.get_model_version_by_alias(MODEL_NAME, alias)
+        mv = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         hint = "run `leadscore train --config FILE` first"
         if alias == CHAMPION and any(CHALLENGER in v["aliases"] for v in list_versions(home)):
             hint = ("the promotion gate kept the trained version as challenger (see `leadscore models`); "
                     "improve it, or promote it by hand with `leadscore promote VERSION`")
-        raise ModelNotFoundError(f"no model '{MODEL_NAME}@{alias}' in {home.mlflow_db}; {hint}") from None
+        raise ModelNotFoundError(f"no model '{name}@{alias}' in {home.mlflow_db}; {hint}") from None
     folder = _artifact_dir(client, mv.model_id or mv.source.removeprefix("models:/"))
     expected = (mv.tags or {}).get("model_sha256")
     found = files_sha256(folder) if folder.is_dir() else "missing"
@@ -171,11 +178,11 @@ def load_model(home: Home, alias: str = CHAMPION):
                 f"the files of model version {mv.version} in {folder} are not the ones registered (sha256 "
                 f"{found[:12]}, registered {expected[:12]}); restore them, promote another version or retrain")
     try:  # by version: the alias may move meanwhile, and this is the version whose files were checked
-        loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{mv.version}")
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
     except Exception as exc:  # unpickling a damaged file can raise nearly anything
         raise ModelIntegrityError(f"cannot load model version {mv.version} from {folder}: "
                                   f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    return loaded.unwrap_python_model(), ModelRef(MODEL_NAME, str(mv.version), mv.run_id, expected or found)
+    return loaded.unwrap_python_model(), ModelRef(name, str(mv.version), mv.run_id, expected or found)
 
 
 def model_summary(home: Home, alias: str = CHAMPION) -> dict[str, object]:
@@ -189,12 +196,12 @@ def model_summary(home: Home, alias: str = CHAMPION) -> dict[str, object]:
     return {"version": str(mv.version), "run_id": mv.run_id, "metrics": dict(run.data.metrics), "created_at": created}
 
 
-def champion_version(home: Home) -> str | None:
+def champion_version(home: Home, name: str = MODEL_NAME) -> str | None:
     from mlflow.exceptions import MlflowException
 
     _, client = _client(home)
     try:
-        return str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version)
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None
 
@@ -205,24 +212,24 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def promote(home: Home, version: str, reason: str, who: str) -> str | None:
+def promote(home: Home, version: str, reason: str, who: str, name: str = MODEL_NAME) -> str | None:
     """Make ``version`` the champion; record who, why, when and the champion it replaces. Returns that one."""
     from mlflow.exceptions import MlflowException
 
     _, client = _client(home)
     try:
-        mv = client.get_model_version(MODEL_NAME, str(version))
+        mv = client.get_model_version(name, str(version))
     except MlflowException:
-        raise ModelNotFoundError(f"no version {version} of '{MODEL_NAME}'; `leadscore models` lists them") from None
+        raise ModelNotFoundError(f"no version {version} of '{name}'; `leadscore models` lists them") from None
     previous = champion_version(home)
-    client.set_registered_model_alias(MODEL_NAME, CHAMPION, mv.version)
+    client.set_registered_model_alias(name, CHAMPION, mv.version)
     tags = {"promoted_at": _now(), "promoted_by": who, "promotion_reason": reason}
     if previous is not None and previous != str(mv.version):
         tags["previous_champion"] = previous
     for key, value in tags.items():
-        client.set_model_version_tag(MODEL_NAME, mv.version, key, value)
-    if str(client.get_registered_model(MODEL_NAME).aliases.get(CHALLENGER)) == str(mv.version):
-        client.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
+        client.set_model_version_tag(name, mv.version, key, value)
+    if str(client.get_registered_model(name).aliases.get(CHALLENGER)) == str(mv.version):
+        client.delete_registered_model_alias(name, CHALLENGER)
     return previous
 
 
@@ -270,7 +277,7 @@ def list_versions(home: Home) -> list[dict]:
     return rows
 
 
-def tag_version(home: Home, version: str, tags: dict[str, str]) -> None:
+def tag_version(home: Home, version: str, tags: dict[str, str], name: str = MODEL_NAME) -> None:
     _, client = _client(home)
     for key, value in tags.items():
-        client.set_model_version_tag(MODEL_NAME, str(version), key, value)
+        client.set_model_version_tag(name, str(version), key, value)

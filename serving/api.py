@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from features.segments import segment_of
 from leadscore import cells
 from leadscore.config import Config
 from leadscore.contract import export_column
@@ -81,7 +82,7 @@ class ScoringService:
             raise ApiSetupError(f"no scoring snapshot in {self.home.snapshot}; run `leadscore score --config FILE` "
                                 "once before serving (it saves the history the API needs)")
         stamp = self._snapshot_stamp()
-        scorer = LeadScorer.from_registry(self.home)
+        scorer = LeadScorer.from_registry(self.home, segments=tuple(s.name for s in self.cfg.segments))
         info = registry.model_summary(self.home)
         return ServingState(scorer, OnlineFeatures.load(self.home.snapshot),
                             {**info, "features": scorer.model.features}, stamp)
@@ -91,9 +92,12 @@ class ScoringService:
         from models import registry
 
         current = self.state
-        version = registry.champion_version(self.home)
-        if current is not None and version == current.scorer.model_version \
-                and self._snapshot_stamp() == current.snapshot_stamp:
+        names = [s.name for s in self.cfg.segments]
+        versions = (registry.champion_version(self.home),
+                    *(registry.champion_version(self.home, registry.segment_model_name(n)) for n in names))
+        if current is not None and self._snapshot_stamp() == current.snapshot_stamp and versions == (
+                current.scorer.model_version,
+                *(getattr(current.scorer.segments.get(n), "model_version", None) for n in names)):
             return False
         fresh = self.load()
         self.state = fresh  # one assignment: requests already running keep the state they read
@@ -203,11 +207,13 @@ class ScoringService:
         scorer, online = state.scorer, state.features
         if scorer.now_model is not None and self.cfg.data.leads.created_at:
             canon["created_at"], at, _ = online.moments(canon["lead_id"], canon["created_at"])
-            columns = online.build(canon, self.cfg, scorer.model.features)
-            columns |= {k: v for k, v in online.build(canon, self.cfg, scorer.now_model.features, table="now",
+            columns = online.build(canon, self.cfg, scorer.fit_features)
+            columns |= {k: v for k, v in online.build(canon, self.cfg, scorer.now_features, table="now",
                                                       at=at).items() if k not in columns}
         else:
-            columns = online.build(canon, self.cfg, scorer.model.features)
+            columns = online.build(canon, self.cfg, scorer.fit_features)
+        if self.cfg.segments:
+            columns["segment"] = segment_of(canon, self.cfg)
         if "campaign" in canon:  # the campaign outcome factors are looked up by it, as in the batch
             columns.setdefault("campaign", canon["campaign"])
         pred = scorer.predict(columns, self.cfg.scoring.reason_tiers)
@@ -220,9 +226,9 @@ class ScoringService:
         prob, fit = pred["probability"].round(6), pred["fit"].round(6)
         results = [{"lead_id": lid, "probability": float(p), "fit": float(f), "score": int(s), "tier": str(t),
                     "reasons": r if isinstance(r, str) and r else None,
-                    "fit_reasons": fr if isinstance(fr, str) and fr else None, "route": str(q)}
-                   for lid, p, f, s, t, r, fr, q in zip(canon["lead_id"], prob, fit, pred["score"], tiers,
-                                                        reasons, fit_reasons, route)]
+                    "fit_reasons": fr if isinstance(fr, str) and fr else None, "route": str(q), "model_version": v}
+                   for lid, p, f, s, t, r, fr, q, v in zip(canon["lead_id"], prob, fit, pred["score"], tiers,
+                                                           reasons, fit_reasons, route, pred["model_version"])]
         return {"model_version": state.scorer.model_version, "scored_at": now.isoformat(timespec="seconds"),
                 "ignored_fields": self.unmapped(leads), "results": results}
 
@@ -349,6 +355,8 @@ def create_app(cfg: Config, service: ScoringService | None = None, api_key: str 
         reasons: str | None
         fit_reasons: str | None
         route: str
+        model_version: str = Field(description="The model that scored it: a version of the global model, or "
+                                               "<segment>/<version> for a segment's own model")
 
     class ScoreResponse(BaseModel):
         model_version: str

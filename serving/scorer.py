@@ -11,17 +11,42 @@ from leadscore.errors import DataError
 
 
 class LeadScorer:
-    def __init__(self, model, model_version: str, model_sha256: str | None = None):
+    def __init__(self, model, model_version: str, model_sha256: str | None = None, segment: str | None = None,
+                 segments: dict[str, LeadScorer] | None = None):
         self.model = model
         self.model_version = str(model_version)
         self.model_sha256 = model_sha256  # of the registered files, checked when they were loaded
+        self.segment = segment  # the segment this model is for (None: the global model)
+        # Segment -> its own scorer; a row whose ``segment`` column names one is scored by it.
+        self.segments = dict(segments or {})
 
     @classmethod
-    def from_registry(cls, home, alias: str = "champion") -> LeadScorer:
-        from models.registry import load_model
+    def from_registry(cls, home, alias: str = "champion", segments: tuple[str, ...] = ()) -> LeadScorer:
+        """The global model at ``alias``, with the champion of each of ``segments`` that has one."""
+        from models.registry import champion_version, load_model, segment_model_name
 
         model, ref = load_model(home, alias)
-        return cls(model, ref.version, ref.sha256)
+        own = {}
+        for name in segments:
+            if champion_version(home, segment_model_name(name)) is not None:
+                seg_model, seg_ref = load_model(home, name=segment_model_name(name))
+                own[name] = cls(seg_model, seg_ref.version, seg_ref.sha256, segment=name)
+        return cls(model, ref.version, ref.sha256, segments=own)
+
+    @property
+    def label(self) -> str:
+        """What a published row says scored it: the version, or ``<segment>/<version>`` for a segment's model."""
+        return self.model_version if self.segment is None else f"{self.segment}/{self.model_version}"
+
+    def labels_for(self, segment) -> np.ndarray:
+        """The label of the model that scores each row, given each row's segment (None: no segment)."""
+        out = np.full(len(segment), self.label, dtype=object)
+        for name, scorer in self.segments.items():
+            out[np.asarray(segment, dtype=object) == name] = scorer.label
+        return out
+
+    def _all(self) -> list[LeadScorer]:
+        return [self, *self.segments.values()]
 
     @property
     def now_model(self):
@@ -29,14 +54,26 @@ class LeadScorer:
         return getattr(self.model, "now", None)
 
     @property
+    def fit_features(self) -> list[str]:
+        """Every feature a fit model reads (the global one's first, then the segments')."""
+        return list(dict.fromkeys(f for scorer in self._all() for f in scorer.model.features))
+
+    @property
+    def now_features(self) -> list[str]:
+        """Every feature a model of a win from now on reads."""
+        return list(dict.fromkeys(f for scorer in self._all() if scorer.now_model is not None
+                                  for f in scorer.now_model.features))
+
+    @property
     def features(self) -> list[str]:
-        """Every feature either model reads (the fit model's first)."""
-        now = self.now_model
-        return list(dict.fromkeys([*self.model.features, *(now.features if now is not None else [])]))
+        """Every feature any model reads (the fit models' first)."""
+        return list(dict.fromkeys([*self.fit_features, *self.now_features]))
 
     def check_schema(self, categorical: list[str], numeric: list[str], now_features: list[str] | None = None) -> None:
         """Schema drift stops scoring: a feature a model needs is gone, or changed between text and number.
         ``now_features``: the features the landmark rows have (checked against the model of a win from now on)."""
+        for scorer in self.segments.values():
+            scorer.check_schema(categorical, numeric, now_features)
         enc = self.model.encoder
         have = set(categorical) | set(numeric)
         missing = [c for c in self.model.features if c not in have]
@@ -65,6 +102,27 @@ class LeadScorer:
         return pd.util.hash_pandas_object(columns, index=False).to_numpy().view(np.int64)
 
     def predict(self, columns, reason_tiers: tuple[str, ...] = ("A", "B"), use_now: bool = True) -> dict[str, np.ndarray]:
+        """:meth:`predict_one` by the model of each row's segment (a ``segment`` column, if any): rows of a segment
+        with a model of its own by that model, the others by the global one. ``model_version`` says which."""
+        segment = columns["segment"] if self.segments and "segment" in columns else None
+        if segment is None:
+            return self.predict_one(columns, reason_tiers, use_now)
+        segment = np.asarray(segment, dtype=object)
+        parts = []
+        rest = ~np.isin(segment, list(self.segments))
+        for scorer, rows in [(self, rest), *((sc, segment == name) for name, sc in self.segments.items())]:
+            index = np.flatnonzero(rows)
+            if len(index):
+                sub = (columns.iloc[index] if isinstance(columns, pd.DataFrame)
+                       else {k: np.asarray(v)[index] for k, v in columns.items()})
+                pred = scorer.predict_one(sub, reason_tiers, use_now)
+                parts.append(pd.DataFrame({k: pd.Series(v, index=index, dtype=object if v.dtype == object else v.dtype)
+                                           for k, v in pred.items()}))
+        merged = pd.concat(parts).sort_index()
+        return {k: merged[k].to_numpy() for k in merged.columns}
+
+    def predict_one(self, columns, reason_tiers: tuple[str, ...] = ("A", "B"),
+                    use_now: bool = True) -> dict[str, np.ndarray]:
         """Per row of a feature frame or a dict of feature arrays (fit and now features side by side): the
         ``probability`` of a win from now on with its score, tier and reasons (for ``reason_tiers``), and ``fit``,
         the chance at arrival, with ``fit_reasons``. Without a model of a win from now on (snapshot exports),
@@ -75,7 +133,7 @@ class LeadScorer:
         the fit model alone, each lead as it was seen at arrival: the campaign report applies its own factors."""
         now = self.now_model if use_now else None
         factors = getattr(self.model, "outcome_factors", None) if now is not None else None
-        missing = [c for c in (self.features if now is not None else self.model.features) if c not in columns]
+        missing = [c for c in [*self.model.features, *(now.features if now is not None else [])] if c not in columns]
         if missing:
             raise DataError(f"schema drift: model version {self.model_version} needs features {missing[:5]} "
                             "that are not in the leads given")
@@ -89,6 +147,7 @@ class LeadScorer:
         out["fit"] = fit["probability"]
         if "reasons" in fit:
             out["fit_reasons"] = fit["reasons"]
+        out["model_version"] = np.full(len(out["probability"]), self.label, dtype=object)
         return out
 
     def predict_on(self, client, frame: pd.DataFrame, reason_tiers: tuple[str, ...] = ("A", "B"),
@@ -97,7 +156,7 @@ class LeadScorer:
         sent to each worker once): every row is scored alone, so the result equals :meth:`predict`'s."""
         import dask.dataframe as dd
 
-        columns = [c for c in dict.fromkeys([*self.features, "campaign"]) if c in frame.columns]
+        columns = [c for c in dict.fromkeys([*self.features, "campaign", "segment"]) if c in frame.columns]
         parts = dd.from_pandas(frame[columns], npartitions=max(1, -(-len(frame) // rows_per_partition)), sort=False)
         meta = _prediction_frame(frame[columns].head(2), self, reason_tiers, use_now).iloc[:0]
         scattered = client.scatter(self, broadcast=True)
@@ -122,7 +181,7 @@ class LeadScorer:
         out["rank"] = rank
         out["reasons"] = pred.get("reasons")
         out["fit_reasons"] = pred.get("fit_reasons")
-        out["model_version"] = self.model_version
+        out["model_version"] = pred["model_version"]
         out["scored_at"] = pd.Timestamp(scored_at).tz_convert("UTC")  # scored_at must be timezone-aware
         for col in extra_columns:
             if col not in out.columns:

@@ -9,6 +9,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from features.segments import segment_of
 from leadscore.config import Config
 from leadscore.contract import export_column, export_name
 from serving.ledger import changed_since
@@ -43,13 +44,14 @@ def trend(probability: np.ndarray, previous: np.ndarray) -> np.ndarray:
 def open_lead_features(scorer, online, open_leads: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """Both models' features of the open leads from the snapshot: the fit features at each lead's arrival and
     the now-features at the snapshot's moment (just after as_of: every event up to as_of is known)."""
-    features = pd.DataFrame(online.build(open_leads, cfg, scorer.model.features))
-    now = scorer.now_model
-    if now is not None:
+    features = pd.DataFrame(online.build(open_leads, cfg, scorer.fit_features))
+    if scorer.now_model is not None:
         at = np.full(len(open_leads), online.as_of_us + 1, np.int64)
-        extra = pd.DataFrame(online.build(open_leads, cfg, now.features, table="now", at=at))
+        extra = pd.DataFrame(online.build(open_leads, cfg, scorer.now_features, table="now", at=at))
         features = pd.concat([features, extra.drop(columns=[c for c in extra.columns if c in features.columns])],
                              axis=1)
+    if cfg.segments:
+        features["segment"] = segment_of(open_leads, cfg)
     return features
 
 
@@ -72,7 +74,8 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
               else None)
     todo = features
     if seen is not None:
-        todo = changed_since(seen, features, scorer.model_version)
+        todo = changed_since(seen, features, scorer.labels_for(features["segment"]) if "segment" in features
+                             else scorer.model_version)
         if before is not None:  # a lead missing from the last publication cannot be carried
             todo = features[features.index.isin(todo.index) | ~features["lead_id"].isin(before.index)]
         else:

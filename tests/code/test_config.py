@@ -92,3 +92,15 @@ def test_crm_write_back_keys_are_checked_and_named():
     assert "publish.salesforce.scor" in msg
     msg = _error(GOOD + '[publish.salesforce]\ntier = "Lead_Score__c"\n')
     assert "publish.salesforce" in msg and "'Lead_Score__c'" in msg
+
+
+def test_segment_filters_name_the_key():
+    seg = '[[segments]]\nname = "emea"\nwhere = { Country = ["France"] }\n'
+    cfg = parse_config(GOOD + seg, Path("/cfg/leadscore.toml"))
+    assert cfg.segments[0].name == "emea" and cfg.segments[0].where == {"Country": ("France",)}
+    msg = _error(GOOD + seg.replace("Country", "Region"))
+    assert "segments[0].where.Region" in msg and "not a mapped lead column" in msg
+    msg = _error(GOOD + seg + seg)
+    assert "segments[1].name" in msg
+    msg = _error(GOOD + seg.replace('"emea"', '"EMEA west"'))
+    assert "segments[0].name" in msg
