@@ -369,12 +369,28 @@ def _who() -> str:
         return "unknown"
 
 
+SegmentOpt = Annotated[Optional[str], typer.Option(help="A segment's own model (a [[segments]] name) instead of the "
+                                                       "global one.")]
+
+
+def _model_name(cfg, segment: str | None) -> str:
+    from models.registry import MODEL_NAME, segment_model_name
+
+    if segment is None:
+        return MODEL_NAME
+    names = [s.name for s in cfg.segments]
+    if segment not in names:
+        _fail(f"--segment: {segment!r} is not a segment of the config ({', '.join(names) or 'it has none'})")
+    return segment_model_name(segment)
+
+
 @command
-def models(config: ConfigOpt, home: HomeOpt = None) -> None:
+def models(config: ConfigOpt, home: HomeOpt = None, segment: SegmentOpt = None) -> None:
     """List the registered model versions with their aliases and test metrics."""
     from models.registry import list_versions
 
-    rows = list_versions(_load(config, home).paths)
+    cfg = _load(config, home)
+    rows = list_versions(cfg.paths, _model_name(cfg, segment))
     if not rows:
         typer.echo("no model registered yet; run `leadscore train --config FILE`")
         return
@@ -394,11 +410,13 @@ def promote(
     config: ConfigOpt,
     home: HomeOpt = None,
     reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "promoted by hand",
+    segment: SegmentOpt = None,
 ) -> None:
     """Make a model version the champion (recorded with who, why and when)."""
     from models.registry import promote as promote_version
 
-    previous = promote_version(_load(config, home).paths, version, reason, _who())
+    cfg = _load(config, home)
+    previous = promote_version(cfg.paths, version, reason, _who(), name=_model_name(cfg, segment))
     typer.echo(f"version {version} is champion" + (f" (was version {previous})" if previous else ""))
 
 

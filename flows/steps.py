@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from leadscore import cluster
 from leadscore.config import Config
-from leadscore.errors import DataError
+from leadscore.errors import DataError, LeadscoreError
 from leadscore.paths import Home, read_latest, write_text_atomic
 from leadscore.runinfo import data_fingerprint, git_sha, wait_policy
 from leadscore.spreadsheet import write_csv
@@ -154,34 +154,41 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
                 pc.is_in(features.frame["lead_id"], value_set=ids)))
 
         seg_fs = part(fs)
+        name = registry.segment_model_name(segment.name)
         known = seg_fs.frame.filter(pc.and_(seg_fs.frame["mature"], pc.is_valid(seg_fs.frame["label"])))
         try:
             check_minimums(known["label"].to_numpy(zero_copy_only=False).astype(float), cfg,
                            what=f"segment {segment.name!r}")
-        except DataError as exc:
-            log.info("train: %s; its %s leads are scored by the global model", str(exc).split(". Add history")[0],
-                     f"{len(ids):,}")
+            log.info("train: segment %r: %s leads, a model of its own", segment.name, f"{len(ids):,}")
+            result = train_model(seg_fs, cfg, part(landmarks) if landmarks is not None else None,
+                                 as_of=pd.Timestamp(meta["as_of"]), client=client)
+        except LeadscoreError as exc:  # this segment cannot have a model now; the others still may
+            why = str(exc).split(". Add history")[0]
+            retired = registry.retire_champion(home, name, why, "leadscore train")
+            log.info("train: %s; its %s leads are scored by the global model%s", why, f"{len(ids):,}",
+                     f" (its version {retired} is champion no more)" if retired else "")
             out[segment.name] = {"trained": False, "leads": len(ids), "reason": str(exc)}
             continue
-        log.info("train: segment %r: %s leads, a model of its own", segment.name, f"{len(ids):,}")
-        result = train_model(seg_fs, cfg, part(landmarks) if landmarks is not None else None,
-                             as_of=pd.Timestamp(meta["as_of"]), client=client)
         against = compare_with_champion(global_result.model, "(the global model of this run)", fs.frame,
                                         result.test_frame)
-        refusals = []
-        if against is not None:
+        if against is None:
+            refusals = ["too few of its newest leads are new to the global model to compare the two"]
+        else:
             result.metrics["global_roc_auc_same_leads"] = against[0]
-            if against[1] < against[0]:
-                refusals.append(f"the global model ranks this segment's newest leads better (ROC AUC {against[0]:.3f} "
-                                f"vs {against[1]:.3f} on the same leads)")
-            else:
-                log.info("train: segment %r: ROC AUC %.3f on its newest leads, the global model %.3f on the same leads",
-                         segment.name, against[1], against[0])
+            refusals = [] if against[1] >= against[0] else [
+                f"the global model ranks this segment's newest leads better (ROC AUC {against[0]:.3f} vs "
+                f"{against[1]:.3f} on the same leads)"]
+            log.info("train: segment %r: ROC AUC %.3f on its newest leads, the global model %.3f on the same leads",
+                     segment.name, against[1], against[0])
+        registered = _register(cfg, home, run_id, result, seg_fs, meta, home.runs / run_id / "segments" / segment.name,
+                               name, refusals)
+        if refusals:  # an older version of it must not keep scoring leads the global model ranks better
+            retired = registry.retire_champion(home, name, refusals[0], "leadscore train")
+            if retired:
+                log.info("train: segment %r: version %s is champion no more; the global model scores its leads",
+                         segment.name, retired)
         out[segment.name] = {"trained": True, "leads": len(ids), "global_roc_auc": against[0] if against else None,
-                             "roc_auc": against[1] if against else None,
-                             **_register(cfg, home, run_id, result, seg_fs, meta,
-                                         home.runs / run_id / "segments" / segment.name,
-                                         registry.segment_model_name(segment.name), refusals)}
+                             "roc_auc": against[1] if against else None, **registered}
     return out
 
 

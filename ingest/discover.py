@@ -114,12 +114,16 @@ PERSONAL_WORDS = ("first name", "last name", "full name", "name", "firstname", "
                   "salutation", "middle name", "lead name", "contact name", "title name")
 
 
+OWNER_WORDS = {n for crm in NAMES.values() for n in crm["owner"]}
+
+
 @dataclass
 class FileSample:
     path: Path
     table: pa.Table  # every cell as text, the first SAMPLE_ROWS rows
     rows: int
     words: dict[str, str]  # column -> column_words
+    decimal: str = "."  # how the file writes numbers as text (ingest's rule: "," in a ";"-delimited file)
 
     def find(self, names: tuple[str, ...], taken: set[str] = frozenset()) -> str | None:
         """The first column (in the order of ``names``) whose words are one of ``names``."""
@@ -140,9 +144,12 @@ class Proposal:
 
 
 def _sample(path: Path) -> FileSample:
-    raw, _ = read_export(FileTable(path=path), f"init ({path.name})")
-    return FileSample(path, raw.slice(0, SAMPLE_ROWS), raw.num_rows,
-                      {c: column_words(c) for c in raw.column_names})
+    """The file as ingest reads it, every cell as text (typed Parquet columns too)."""
+    raw, info = read_export(FileTable(path=path), f"init ({path.name})")
+    head = raw.slice(0, SAMPLE_ROWS)
+    head = pa.table([cells.as_strings(c.combine_chunks()) for c in head.columns], names=head.column_names)
+    return FileSample(path, head, raw.num_rows, {c: column_words(c) for c in raw.column_names},
+                      info.get("decimal", "."))
 
 
 def _names(crm: str, role: str) -> tuple[str, ...]:
@@ -165,13 +172,13 @@ def _present(column: pa.Array) -> np.ndarray:
     return (pc.fill_null(pc.not_equal(trimmed, ""), False)).to_numpy(zero_copy_only=False)
 
 
-def _share_parsed(column: pa.Array, kind: str) -> float:
+def _share_parsed(column: pa.Array, kind: str, decimal: str = ".") -> float:
     """Of the non-empty cells, the share the cell rules read as a number or a date-time."""
     present = _present(column)
     if not present.any():
         return 0.0
     if kind == "number":
-        _, problem = cells.number(column)
+        _, problem = cells.number(column, decimal)
     else:
         _, problem = cells.timestamp(column, "UTC", np.iinfo(np.int64).min + 1, np.iinfo(np.int64).max)
     return float((problem[present] == cells.OK).mean())
@@ -191,8 +198,9 @@ def _role_of_file(sample: FileSample, crm: str) -> str | None:
     return None
 
 
-def _campaign_key(campaigns: FileSample, crm: str, lead_campaigns: pa.Array) -> str | None:
-    """The campaigns file's column whose values name the leads' campaigns (a name or an id)."""
+def _campaign_key(campaigns: FileSample, crm: str, lead_campaigns: pa.Array) -> tuple[str | None, int]:
+    """The campaigns file's column whose values name the leads' campaigns (a name or an id), and how many of
+    the leads' campaigns it names."""
     wanted = pc.unique(lead_campaigns)
     best, overlap = None, -1
     for name in _names(crm, "campaign_key"):
@@ -201,7 +209,7 @@ def _campaign_key(campaigns: FileSample, crm: str, lead_campaigns: pa.Array) -> 
             found = int(pc.sum(pc.is_in(wanted, value_set=campaigns.table[col].combine_chunks())).as_py() or 0)
             if found > overlap:
                 best, overlap = col, found
-    return best
+    return best, max(overlap, 0)
 
 
 def _pick_leads(samples: list[FileSample], crm: str) -> FileSample:
@@ -212,7 +220,12 @@ def _pick_leads(samples: list[FileSample], crm: str) -> FileSample:
                         f"{', '.join(repr(n) for n in _names(crm, 'lead_id')[:4])} and "
                         f"{', '.join(repr(n) for n in _names(crm, 'created_at')[:3])}); name them with --crm or write "
                         "the config by hand (README: Use your own CRM export)")
-    return max(candidates, key=lambda s: (len(s.words), s.rows))
+    return max(candidates, key=lambda s: (s.rows > 0, len(s.words), s.rows))
+
+
+def _values(sample: FileSample, column: str) -> list[str]:
+    """The distinct non-empty values of a column in the sample, sorted."""
+    return sorted(v for v in pc.unique(pc.utf8_trim_whitespace(sample.table[column])).to_pylist() if v)
 
 
 def _stage_labels(values: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -248,15 +261,16 @@ def _judge_lead_columns(sample: FileSample, taken: set[str]) -> tuple[list[str],
             left[col] = "empty in the first rows"
         elif distinct == 1:
             left[col] = "one value in every row: tells nothing apart"
-        elif _share_parsed(column, "time") >= 0.9 and _share_parsed(column, "number") < 0.5:
+        elif words in OWNER_WORDS or words.removesuffix(" id").removesuffix("id") in OWNER_WORDS:
+            passthrough.append(col)
+        elif _share_parsed(column, "time") >= 0.9 and _share_parsed(column, "number", sample.decimal) < 0.5:
             left[col] = ("a date: dates other than the creation time are often set later, and the lead's age "
                          "is a feature already")
-        elif words.endswith(" id") or words.endswith("id") and distinct > 0.5 * filled:
+        elif words.split()[-1] in ("id", "guid", "uuid") or (
+                " " not in words and words.endswith("id") and distinct > 0.5 * filled):  # "Account ID", "parentid"
             left[col] = "another record's id"
-        elif _share_parsed(column, "number") >= 0.95:
+        elif _share_parsed(column, "number", sample.decimal) >= 0.95:
             numeric.append(col)
-        elif words in {column_words(n) for crm in NAMES.values() for n in crm["owner"]}:
-            passthrough.append(col)
         elif distinct > 50 and distinct > 0.5 * filled:
             left[col] = f"an identifier or free text ({distinct:,} different values in {filled:,} rows)"
         else:
@@ -278,15 +292,27 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
                    and not p.name.startswith("."))
     if not paths:
         raise DataError(f"EXPORT_DIR: no .csv or .parquet file in {export_dir}")
-    samples = [_sample(p) for p in paths]
+    samples, warnings = [], []
+    for path in paths:
+        try:
+            samples.append(_sample(path))
+        except DataError as exc:  # one unreadable or empty file must not hide the others
+            warnings.append(f"{path.name}: cannot be read ({str(exc).split(': ', 1)[-1]}); left out")
     crm = _crm_of(samples) if crm == "auto" else crm
     leads = _pick_leads(samples, crm)
-    others = [s for s in samples if s is not leads]
+    others = [s for s in samples if s is not leads and s.rows > 0]
+    warnings += [f"{s.path.name}: no rows; left out" for s in samples if s is not leads and s.rows == 0]
     roles = {s.path: _role_of_file(s, crm) for s in others}
-    outcomes, activities, campaigns = (next((s for s in others if roles[s.path] == role), None)
-                                       for role in ("outcomes", "activities", "campaigns"))
-    warnings = [f"{s.path.name}: not recognised as stage history, activities or campaigns; left out"
-                for s in others if roles[s.path] is None]
+    picked = {}
+    for role in ("outcomes", "activities", "campaigns"):
+        found = [s for s in others if roles[s.path] == role]
+        if role == "outcomes" and len(found) > 1:  # the one whose stages include a win
+            found.sort(key=lambda s: not _stage_labels(_values(s, s.find(_names(crm, "stage"))))[0])
+        picked[role] = found[0] if found else None
+        warnings += [f"{s.path.name}: also looks like {role}; {found[0].path.name} is used" for s in found[1:]]
+    outcomes, activities, campaigns = picked["outcomes"], picked["activities"], picked["campaigns"]
+    warnings += [f"{s.path.name}: not recognised as stage history, activities or campaigns; left out"
+                 for s in others if roles[s.path] is None]
 
     def find(sample: FileSample, role: str, taken: set[str] = frozenset()) -> str | None:
         return sample.find(_names(crm, role), taken)
@@ -326,8 +352,8 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
         if at is None:
             warnings.append(f"{outcomes.path.name}: no stage date column found; stage history left out")
         else:
-            full, _ = read_export(FileTable(path=outcomes.path), "init")
-            values = sorted(v for v in pc.unique(pc.utf8_trim_whitespace(full[stage])).to_pylist() if v)
+            full, _ = read_export(FileTable(path=outcomes.path), "init")  # every stage: an unlisted one is quarantined
+            values = sorted(v for v in pc.unique(pc.utf8_trim_whitespace(cells.as_strings(full[stage]))).to_pylist() if v)
             won, lost, other = _stage_labels(values)
             lines += ["", "[data.outcomes]", f"path = {_toml(outcomes.path.as_posix())}", f"lead_id = {_toml(ref)}",
                       f"stage = {_toml(stage)}", f"occurred_at = {_toml(at)}"]
@@ -350,7 +376,10 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
         warnings.append(f"{campaigns.path.name}: campaign costs found, but no campaign column in the leads file")
     if campaigns is not None and "campaign" in mapping:
         cost = find(campaigns, "cost")
-        key = _campaign_key(campaigns, crm, leads.table[mapping["campaign"]].combine_chunks())
+        key, overlap = _campaign_key(campaigns, crm, leads.table[mapping["campaign"]].combine_chunks())
+        if not overlap:
+            warnings.append(f"{campaigns.path.name}: no value of {key!r} names a campaign of the leads' "
+                            f"{mapping['campaign']!r}; campaign costs will join nothing until they match")
         channel = find(campaigns, "channel", {key, cost})
         lines += ["", "[data.campaigns]", f"path = {_toml(campaigns.path.as_posix())}", f"campaign = {_toml(key)}",
                   f"cost = {_toml(cost)}"]

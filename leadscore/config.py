@@ -302,9 +302,6 @@ class DynamicsFields(_CrmFields):
     scored_on: NonEmpty = "msdyn_scoredon"
 
 
-CRMS = ("salesforce", "hubspot", "dynamics")
-
-
 class PublishConfig(_Section):
     keep_runs: Int = Field(30, ge=1)
     # Write-back files for these CRMs' import tools, under crm/ beside scores.csv.
@@ -491,6 +488,8 @@ class Config(_Section):
             for col in segment.where:
                 if col not in mapped:
                     raise ValueError(f"segments[{i}].where.{col}: not a mapped lead column; use one of {sorted(mapped)}")
+                if col in self.data.leads.numeric:  # numbers are read as numbers: "100" would never match
+                    raise ValueError(f"segments[{i}].where.{col}: a numeric column; filter on a text column")
         return self
 
     @property

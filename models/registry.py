@@ -221,7 +221,7 @@ def promote(home: Home, version: str, reason: str, who: str, name: str = MODEL_N
         mv = client.get_model_version(name, str(version))
     except MlflowException:
         raise ModelNotFoundError(f"no version {version} of '{name}'; `leadscore models` lists them") from None
-    previous = champion_version(home)
+    previous = champion_version(home, name)
     client.set_registered_model_alias(name, CHAMPION, mv.version)
     tags = {"promoted_at": _now(), "promoted_by": who, "promotion_reason": reason}
     if previous is not None and previous != str(mv.version):
@@ -231,6 +231,19 @@ def promote(home: Home, version: str, reason: str, who: str, name: str = MODEL_N
     if str(client.get_registered_model(name).aliases.get(CHALLENGER)) == str(mv.version):
         client.delete_registered_model_alias(name, CHALLENGER)
     return previous
+
+
+def retire_champion(home: Home, name: str, reason: str, who: str) -> str | None:
+    """Take the champion alias off ``name`` (a segment's model that may no longer score: the global model
+    takes its leads), saying why on the version. Returns the version retired, or None if there was none."""
+    current = champion_version(home, name)
+    if current is None:
+        return None
+    _, client = _client(home)
+    client.delete_registered_model_alias(name, CHAMPION)
+    for key, value in {"retired_at": _now(), "retired_by": who, "retirement_reason": reason}.items():
+        client.set_model_version_tag(name, current, key, value)
+    return current
 
 
 def rollback(home: Home, reason: str, who: str) -> tuple[str, str]:
@@ -249,20 +262,20 @@ def rollback(home: Home, reason: str, who: str) -> tuple[str, str]:
     return current, previous
 
 
-def list_versions(home: Home) -> list[dict]:
+def list_versions(home: Home, name: str = MODEL_NAME) -> list[dict]:
     """Every registered version with its aliases, when it was made and its key test metrics."""
     from mlflow.exceptions import MlflowException
 
     _, client = _client(home)
     try:
-        versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+        versions = client.search_model_versions(f"name = '{name}'")
     except MlflowException:
         return []
     if not versions:  # nothing registered yet: the registered model itself may not exist
         return []
     # Search results do not carry aliases; the registered model does (alias -> version).
     by_version: dict[str, list[str]] = {}
-    for alias, version in client.get_registered_model(MODEL_NAME).aliases.items():
+    for alias, version in client.get_registered_model(name).aliases.items():
         by_version.setdefault(str(version), []).append(alias)
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version)):

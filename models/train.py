@@ -192,7 +192,9 @@ def train_now_model(fs: FeatureSet, cfg: Config, client=None) -> TrainResult:
     data = fs.frame.to_pandas()
     if len(data) < cfg.train.min_leads or data["label"].sum() < cfg.train.min_wins:
         raise DataError(f"only {len(data):,} landmark rows ({int(data['label'].sum()):,} won within the horizon after "
-                        "their landmark): too few to learn a win from now on; add history or lower label.horizon_days")
+                        f"their landmark): too few to learn a win from now on (at least train.min_leads = "
+                        f"{cfg.train.min_leads:,} rows and train.min_wins = {cfg.train.min_wins:,} wins); add history "
+                        "or lower label.horizon_days")
     # Tier cut-offs are set on leads as they arrive, so a tier means the same for both models: a lead that has
     # gone cold drops below the tiers of fresh ones.
     result = fit_recipe(data, fs, cfg, time_column="at", weight_column="weight",

@@ -105,7 +105,7 @@ class LeadScorer:
         """:meth:`predict_one` by the model of each row's segment (a ``segment`` column, if any): rows of a segment
         with a model of its own by that model, the others by the global one. ``model_version`` says which."""
         segment = columns["segment"] if self.segments and "segment" in columns else None
-        if segment is None:
+        if segment is None or len(segment) == 0:
             return self.predict_one(columns, reason_tiers, use_now)
         segment = np.asarray(segment, dtype=object)
         parts = []

@@ -74,3 +74,16 @@ def test_a_segment_that_buys_differently_gets_its_own_model(tmp_path):
     got = pd.DataFrame(answer.json()["results"])
     assert got["model_version"].tolist() == sample["model_version"].tolist()
     assert got["probability"].tolist() == sample["probability"].tolist()
+
+    # Nothing changed: --since-last carries every row. Then the segment's champion is retired (as training does
+    # when it falls below the minimums or the global model ranks its leads better): its leads are rescored by
+    # the global model, and only they.
+    again = steps.score_step(cfg, "r2", since_last=True)
+    assert again["rows"]["scored"] == 0 and again["rows"]["unchanged_since_last"] == len(scores)
+    from models import registry
+
+    assert registry.retire_champion(Home(cfg.home), registry.segment_model_name("enterprise"), "test", "test") == version
+    moved = steps.score_step(cfg, "r3", since_last=True)
+    assert moved["rows"]["scored"] == int(ent.sum())
+    after = pd.read_parquet(read_latest(Home(cfg.home).scores) / "scores.parquet")
+    assert (after["model_version"] == trained["model_version"]).all()

@@ -1,0 +1,43 @@
+"""`leadscore init` on awkward exports: typed Parquet, semicolons with decimal commas, empty and header-only
+files, a second file that looks like stage history. The proposal must still be a config that loads, and map
+what it should."""
+
+import pyarrow.parquet as pq
+
+from ingest.discover import propose_config
+from ingest.synthetic import generate_crm, write_crm
+from leadscore.config import parse_config
+
+
+def test_awkward_exports_still_give_a_config_that_loads(tmp_path):
+    crm = generate_crm(1_000, seed=9)
+    export = tmp_path / "export"
+    write_crm(crm, export)
+    (export / "truth.csv").unlink()
+    leads = crm.leads.to_pandas()
+    # Typed Parquet leads beside an empty file and a header-only file with more columns than the leads.
+    (export / "leads.csv").unlink()
+    leads["Paid Amount"] = leads["Employees"].astype(float) * 1.5
+    leads["Account ID"] = [f"A{i}" for i in range(len(leads))]
+    pq.write_table(crm.leads.append_column("Paid Amount", [leads["Paid Amount"].to_numpy()])
+                   .append_column("Account ID", [leads["Account ID"].to_numpy()]), export / "leads.parquet")
+    (export / "empty.csv").write_bytes(b"")
+    (export / "template.csv").write_text(",".join([*leads.columns, "Extra 1", "Extra 2", "Extra 3"]) + "\n")
+    # Campaign costs written with semicolons and decimal commas.
+    costs = crm.campaigns.to_pandas()
+    costs["Cost"] = costs["Cost"].map(lambda v: f"{v:.2f}".replace(".", ","))
+    costs.to_csv(export / "campaigns.csv", sep=";", index=False)
+    # An activities file that also has a Status column, named so it sorts before the real stage history.
+    acts = crm.activities.to_pandas().assign(Status="Completed", Stage="Done")
+    acts.to_csv(export / "a_tasks.csv", index=False)
+
+    proposal = propose_config(export)
+    cfg = parse_config(proposal.text, tmp_path / "leadscore.toml")
+    lc = cfg.data.leads
+    assert lc.path.name == "leads.parquet" and lc.id == "Lead ID" and lc.created_at == "Created Date"
+    assert "Employees" in lc.numeric and "Paid Amount" in lc.numeric  # a name ending in "id" is not an id
+    assert "Account ID" in proposal.left_out and "Lead Status" in proposal.left_out
+    assert cfg.data.outcomes.path.name == "opportunities.csv" and cfg.label.won_stages == ("Closed Won",)
+    assert cfg.data.campaigns.cost == "Cost" and cfg.data.campaigns.path.name == "campaigns.csv"
+    said = " ".join(proposal.warnings)
+    assert "empty.csv" in said and "template.csv" in said and "a_tasks.csv" in said
