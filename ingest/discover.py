@@ -102,6 +102,11 @@ NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
+# A snapshot export's outcome column (one row per lead, no stage history), and the values config's
+# data.leads.positive counts as a win by default.
+LABEL_NAMES = ("converted", "is converted", "isconverted", "won", "is won", "outcome", "label", "target", "closed won")
+POSITIVE = ("1", "yes", "true", "won", "converted")
+
 # Stage values: a loss first ("Closed - Not Converted" holds "converted"), then a win.
 LOST_WORDS = ("lost", "not converted", "disqualif", "unqualif", "dead", "cancel", "rejected", "junk", "churn")
 WON_WORDS = ("won", "converted", "closed win", "customer", "signed", "win")
@@ -213,14 +218,27 @@ def _campaign_key(campaigns: FileSample, crm: str, lead_campaigns: pa.Array) -> 
 
 
 def _pick_leads(samples: list[FileSample], crm: str) -> FileSample:
-    """The leads file: an id and a creation time, and the most columns (stage and activity files have few)."""
-    candidates = [s for s in samples if s.find(_names(crm, "lead_id")) and s.find(_names(crm, "created_at"))]
+    """The leads file: an id, a creation time (or, in a snapshot export, an outcome column), and the most
+    columns (stage and activity files have few)."""
+    candidates = [s for s in samples if s.find(_names(crm, "lead_id"))
+                  and (s.find(_names(crm, "created_at")) or _label_column(s))]
     if not candidates:
         raise DataError("no file in the export has a lead id and a creation date column (looked for "
                         f"{', '.join(repr(n) for n in _names(crm, 'lead_id')[:4])} and "
                         f"{', '.join(repr(n) for n in _names(crm, 'created_at')[:3])}); name them with --crm or write "
                         "the config by hand (README: Use your own CRM export)")
-    return max(candidates, key=lambda s: (s.rows > 0, len(s.words), s.rows))
+    return max(candidates, key=lambda s: (s.rows > 0, s.find(_names(crm, "created_at")) is not None,
+                                          len(s.words), s.rows))
+
+
+def _label_column(sample: FileSample) -> str | None:
+    """A snapshot export's outcome column: named like one, with two values of which one reads as a win."""
+    for col, words in sample.words.items():
+        if words in LABEL_NAMES:
+            values = _values(sample, col)
+            if len(values) == 2 and any(v.lower() in POSITIVE for v in values):
+                return col
+    return None
 
 
 def _values(sample: FileSample, column: str) -> list[str]:
@@ -255,7 +273,7 @@ def _judge_lead_columns(sample: FileSample, taken: set[str]) -> tuple[list[str],
         if col in leaky:
             left[col] = (f"post-outcome: named like a column filled in after contact or after the outcome "
                          f"({leaky[col]!r}); mapping it would teach the model the future")
-        elif words in PERSONAL_WORDS or words.endswith(" email") or words.endswith(" phone"):
+        elif words in PERSONAL_WORDS or (words.endswith((" email", " phone")) and distinct > 20):
             left[col] = "describes a person or holds free text: never a feature"
         elif filled == 0:
             left[col] = "empty in the first rows"
@@ -319,7 +337,11 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
 
     lead_id = find(leads, "lead_id")
     created = find(leads, "created_at", {lead_id})
-    taken = {lead_id, created}
+    label_column = _label_column(leads) if outcomes is None else None
+    if created is None and label_column is None:
+        raise DataError(f"{leads.path.name}: no creation date column and no outcome column; write the config by hand "
+                        "(README: Use your own CRM export)")
+    taken = {lead_id, created, label_column} - {None}
     mapping = {}
     for role in ("campaign", "source", "account"):
         col = find(leads, role, taken)
@@ -327,7 +349,7 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
             mapping[role] = col
             taken.add(col)
     categorical, numeric, passthrough, left = _judge_lead_columns(leads, taken)
-    if _share_parsed(leads.table[created].combine_chunks(), "time") < 0.9:
+    if created is not None and _share_parsed(leads.table[created].combine_chunks(), "time") < 0.9:
         warnings.append(f"{leads.path.name}: {created!r} does not read as date-times such as 2026-05-01T09:30:00Z in "
                         "most rows; export it in ISO 8601 (or those leads are quarantined)")
 
@@ -335,8 +357,15 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
              "generic": "column names of no CRM leadscore knows: matched by common names"}[crm]
     lines = [f"# leadscore config proposed by `leadscore init` from {export_dir.as_posix()}",
              f"# ({title}). Check each mapping; `leadscore run --config THIS_FILE` accepts it as is.",
-             "", "[data.leads]", f"path = {_toml(leads.path.as_posix())}", f"id = {_toml(lead_id)}",
-             f"created_at = {_toml(created)}"]
+             "", "[data.leads]", f"path = {_toml(leads.path.as_posix())}", f"id = {_toml(lead_id)}"]
+    if label_column is not None:
+        lines += [f"# A snapshot export: no stage history, the outcome is {label_column!r} (random split, no history "
+                  "features).", f"label = {_toml(label_column)}"]
+        if created is not None:
+            warnings.append(f"{leads.path.name}: no stage history file; the outcome is read from {label_column!r}, so "
+                            f"{created!r} is left out: a snapshot has no time to split by")
+    elif created is not None:
+        lines.append(f"created_at = {_toml(created)}")
     lines += [f"{role} = {_toml(col)}" for role, col in mapping.items()]
     lines += [f"categorical = {_toml(categorical)}", f"numeric = {_toml(numeric)}",
               f"passthrough = {_toml(passthrough)}  # copied to the published scores, never a feature"]
@@ -385,12 +414,14 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
                   f"cost = {_toml(cost)}"]
         if channel:
             lines.append(f"channel = {_toml(channel)}")
-    if not label:
-        raise DataError(f"no stage history found in {export_dir} (a file with a lead reference, a stage and a date): "
-                        "leadscore needs the outcomes to learn from; for a snapshot export with an outcome column, "
-                        "write the config by hand (README: Use your own CRM export)")
-    lines += ["", "[label]", *label, f"horizon_days = {horizon_days}  # a lead is a win if won within this many days",
-              "", "[publish]", f"crm = {_toml([crm] if crm in CRMS else [])}  # write-back files under crm/", ""]
+    if not label and label_column is None:
+        raise DataError(f"no stage history found in {export_dir} (a file with a lead reference, a stage and a date), "
+                        "and no outcome column (such as 'Converted') in the leads: leadscore needs the outcomes to "
+                        "learn from")
+    if label:
+        lines += ["", "[label]", *label,
+                  f"horizon_days = {horizon_days}  # a lead is a win if won within this many days"]
+    lines += ["", "[publish]", f"crm = {_toml([crm] if crm in CRMS else [])}  # write-back files under crm/", ""]
     files = {"leads": leads.path, **{k: s.path for k, s in (("outcomes", outcomes), ("activities", activities),
                                                              ("campaigns", campaigns)) if s is not None}}
     return Proposal(crm, "\n".join(lines), files, left, warnings)
