@@ -421,7 +421,10 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
     if label:
         lines += ["", "[label]", *label,
                   f"horizon_days = {horizon_days}  # a lead is a win if won within this many days"]
-    lines += ["", "[publish]", f"crm = {_toml([crm] if crm in CRMS else [])}  # write-back files under crm/", ""]
+    lines += ["", "[publish]", f"crm = {_toml([crm] if crm in CRMS else [])}  # write-back files under crm/", "",
+              "# Routing (README: Routing): every lead goes to the fallback queue until queues are listed, e.g.",
+              "# [[routing.queues]]", '# name = "sdr"', "# capacity = 100        # leads per day",
+              '# tiers = ["A", "B"]', ""]
     files = {"leads": leads.path, **{k: s.path for k, s in (("outcomes", outcomes), ("activities", activities),
                                                              ("campaigns", campaigns)) if s is not None}}
     return Proposal(crm, "\n".join(lines), files, left, warnings)
