@@ -88,7 +88,7 @@ NAMES: dict[str, dict[str, tuple[str, ...]]] = {
         "created_at": ("created date", "created at", "created", "create date", "created on", "signup date"),
         "campaign": ("campaign", "campaign name", "utm campaign"),
         "source": ("lead source", "source", "channel", "utm source"),
-        "account": ("company", "account", "organization", "organisation", "account name"),
+        "account": ("company", "account", "organization", "organisation", "account name", "company name"),
         "owner": ("owner", "lead owner", "assigned to", "rep", "sales rep"),
         "ref": ("lead id", "lead", "lead number"),
         "stage": ("stage", "status", "deal stage", "to stage"),
@@ -383,6 +383,10 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
         else:
             full, _ = read_export(FileTable(path=outcomes.path), "init")  # every stage: an unlisted one is quarantined
             values = sorted(v for v in pc.unique(pc.utf8_trim_whitespace(cells.as_strings(full[stage]))).to_pylist() if v)
+            field_col = outcomes.find(("field", "field event"))
+            if field_col is not None and len(_values(outcomes, field_col)) > 1:  # a field-history export
+                warnings.append(f"{outcomes.path.name}: {field_col!r} holds changes of several fields; export only the "
+                                "status or stage changes, or every other field's values count as stages")
             won, lost, other = _stage_labels(values)
             lines += ["", "[data.outcomes]", f"path = {_toml(outcomes.path.as_posix())}", f"lead_id = {_toml(ref)}",
                       f"stage = {_toml(stage)}", f"occurred_at = {_toml(at)}"]
