@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -116,9 +117,17 @@ work_pool = "{pool}"
         return httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json()
 
     try:
-        # The cron fires at the next whole minute; the run itself takes 15-40 s. Once it has started, the
-        # schedule is paused and the runs it planned are dropped, so the worker is idle when it is stopped
-        # (else the next minute's run may start just before, and a second retrain share the home).
+        # Prefect's scheduler plans the cron's runs (one a minute) within seconds. The first is brought forward
+        # to now rather than waited for (up to a minute): it is still the run the schedule made. Once it has
+        # started, the schedule is paused and the runs it planned are dropped, so the worker is idle when it is
+        # stopped (else the next minute's run may start just before, and a second retrain share the home).
+        planned = _wait(lambda: runs_in("SCHEDULED"), 90, "the scheduler to plan the cron's runs")
+        first = min(planned, key=lambda r: r["expected_start_time"])
+        assert first["auto_scheduled"] and first["deployment_id"] == deployment["id"]
+        now = datetime.now(timezone.utc).isoformat()
+        httpx.post(f"{url}/flow_runs/{first['id']}/set_state", timeout=10, json={
+            "state": {"type": "SCHEDULED", "name": "Scheduled", "state_details": {"scheduled_time": now}},
+            "force": True}).raise_for_status()
         _wait(lambda: runs_in("RUNNING", "COMPLETED", "FAILED", "CRASHED"), 180, "the scheduled retrain to start")
         httpx.patch(f"{url}/deployments/{deployment['id']}", json={"paused": True}, timeout=10).raise_for_status()
         for planned in runs_in("SCHEDULED", "PENDING"):
