@@ -156,9 +156,12 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
         seg_fs = part(fs)
         name = registry.segment_model_name(segment.name)
         known = seg_fs.frame.filter(pc.and_(seg_fs.frame["mature"], pc.is_valid(seg_fs.frame["label"])))
+        labels = known["label"].to_numpy(zero_copy_only=False).astype(float)
+        wins = int(labels.sum())
+        seg_fs = dataclasses.replace(seg_fs, counts={"leads": seg_fs.frame.num_rows, "positive": wins,
+                                                     "negative": len(labels) - wins})
         try:
-            check_minimums(known["label"].to_numpy(zero_copy_only=False).astype(float), cfg,
-                           what=f"segment {segment.name!r}")
+            check_minimums(labels, cfg, what=f"segment {segment.name!r}")
             log.info("train: segment %r: %s leads, a model of its own", segment.name, f"{len(ids):,}")
             result = train_model(seg_fs, cfg, part(landmarks) if landmarks is not None else None,
                                  as_of=pd.Timestamp(meta["as_of"]), client=client)
