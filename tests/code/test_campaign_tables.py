@@ -105,6 +105,18 @@ def test_poisson_binomial_interval_is_exact_for_small_groups_and_normal_for_larg
     assert lo == pytest.approx(big.sum() - 1.645 * sd, rel=1e-3) and hi == pytest.approx(big.sum() + 1.645 * sd, rel=1e-3)
 
 
+def test_poisson_binomial_interval_equals_the_full_transform():
+    """The short transform (counts up to mean + 12 sd) gives the interval of the full (n + 1)-point one."""
+    rng = np.random.default_rng(4)
+    for n, a, b in ((40, 2, 8), (700, 1, 30), (1500, 8, 2), (2000, 2, 8)):
+        p = rng.beta(a, b, n)
+        omega = 2 * np.pi * np.arange(n + 1) / (n + 1)
+        terms = np.log((1 - p)[None, :] + p[None, :] * np.exp(1j * omega)[:, None])
+        pmf = np.clip(np.fft.fft(np.exp(terms.sum(axis=1))).real / (n + 1), 0, None)
+        cdf = np.cumsum(pmf / pmf.sum())
+        assert poisson_binomial_interval(p) == (float(np.searchsorted(cdf, 0.05)), float(np.searchsorted(cdf, 0.95)))
+
+
 def test_early_read_flags_a_clearly_better_new_campaign():
     n = 600
     rng = np.random.default_rng(2)
