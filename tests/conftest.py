@@ -87,6 +87,20 @@ def crm_medium(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def medium_champion(crm_medium, tmp_path_factory):
+    """The medium CRM through ingest, features and the training step once: a champion, its evaluation report and
+    MLflow run. Tests that write (score, publish, train again) work on a copy (``copy_home``)."""
+    from flows import steps
+
+    cfg = make_config(crm_medium, tmp_path_factory.mktemp("medium_champion") / "home")
+    steps.ingest_step(cfg, "r0")
+    steps.features_step(cfg)
+    trained = steps.train_step(cfg, "r0")
+    assert trained["promoted"], trained["gate_reasons"]
+    return cfg, trained
+
+
+@pytest.fixture(scope="session")
 def medium_run(crm_medium, tmp_path_factory):
     """Ingest + features + train on the medium CRM, shared by model and report tests."""
     from features.build import build_features

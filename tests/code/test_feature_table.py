@@ -291,7 +291,7 @@ def landmark_rows_by_loop(tables, cfg, as_of) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["lead_id", "landmark_days", "at", "label"])
 
 
-@settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(case=exports(), hours=st.lists(st.integers(0, 24 * 20), min_size=1, max_size=6))
 @example(case=ACROSS_NEW_YORK, hours=[0, 30, 50])
 @example(case=ACROSS_BERLIN, hours=[0, 24 * 5, 24 * 9])

@@ -121,11 +121,8 @@ def test_a_first_model_is_the_best_candidate_and_not_worse_than_a_baseline(crm_s
     assert steps.score_step(cfg, "r1")["leads_scored"] > 0
 
 
-def test_training_writes_an_evaluation_report_with_every_chart(crm_medium, tmp_path):
-    cfg = make_config(crm_medium, tmp_path / "home")
-    steps.ingest_step(cfg, "r1")
-    steps.features_step(cfg)
-    result = steps.train_step(cfg, "r1")
+def test_training_writes_an_evaluation_report_with_every_chart(medium_champion):
+    cfg, result = medium_champion
     page = open(result["evaluation"], encoding="utf-8").read()
     # The fit: reliability, ROC, PR, gain, score distribution, importance; the published probability of a win
     # from now on: reliability and gain, beside the fit on the same landmark rows.

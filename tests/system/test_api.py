@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 import schemathesis
-from conftest import LEADSCORE, make_config
+from conftest import LEADSCORE, copy_home
 from fastapi.testclient import TestClient
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
@@ -24,13 +24,11 @@ KEY = "test-key-123"
 
 
 @pytest.fixture(scope="module")
-def served(crm_medium, tmp_path_factory):
-    """30,000 leads: ingest, features, train (champion), score (saves the snapshot the API reads)."""
-    root = tmp_path_factory.mktemp("api") / "home"
-    cfg = make_config(crm_medium, root, extra="\n[api]\nmax_batch = 500\nmax_body_bytes = 400000\nreload_seconds = 0.2\n")
-    steps.ingest_step(cfg, "r1")
-    steps.features_step(cfg)
-    assert steps.train_step(cfg, "r1")["promoted"]
+def served(medium_champion, crm_medium, tmp_path_factory):
+    """30,000 leads: ingest, features, train (champion; a copy of the session's home), score (saves the snapshot
+    the API reads)."""
+    cfg = copy_home(medium_champion[0], crm_medium, tmp_path_factory.mktemp("api"),
+                    extra="\n[api]\nmax_batch = 500\nmax_body_bytes = 400000\nreload_seconds = 0.2\n")
     steps.score_step(cfg, "r1")
     return cfg
 

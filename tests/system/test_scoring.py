@@ -21,14 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained_home(crm_medium, tmp_path_factory):
+def trained_home(medium_champion):
     """30,000 leads ingested, featurized and trained once; tests work on copies (see ``scored_home``)."""
-    cfg = make_config(crm_medium, tmp_path_factory.mktemp("scoring") / "home")
-    steps.ingest_step(cfg, "r0")
-    steps.features_step(cfg)
-    trained = steps.train_step(cfg, "r0")
-    assert trained["promoted"], trained["gate_reasons"]
-    return cfg
+    return medium_champion[0]
 
 
 @pytest.fixture
