@@ -38,9 +38,34 @@ max_ece = 0.1
 """
 
 
+_MLFLOW_TEMPLATE: list[Path] = []
+
+
+def seed_mlflow(home: Path) -> None:
+    """Give a new home the empty MLflow database MLflow itself made once this session. Each new sqlite store runs
+    MLflow's schema migrations (about 1.7 s); copied, it opens in 0.04 s, and is the same file."""
+    import shutil
+
+    from leadscore.paths import Home
+
+    target = Home(home).mlflow_db
+    if target.exists() or (home.exists() and any(home.iterdir())):
+        return
+    if not _MLFLOW_TEMPLATE:
+        from mlflow import MlflowClient
+
+        template = _STATE / "mlflow-template.db"
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+        _MLFLOW_TEMPLATE.append(template)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_MLFLOW_TEMPLATE[0], target)
+
+
 def make_config(export: Path, home: Path, extra: str = "", path: Path | None = None, publish: str = "") -> Config:
     """The demo config for ``export``, single-threaded for tests, plus any extra TOML (written to ``path``,
-    by default beside ``home``) and any extra lines of its ``[publish]`` table."""
+    by default beside ``home``) and any extra lines of its ``[publish]`` table. A new home starts with an empty
+    MLflow database (:func:`seed_mlflow`)."""
+    seed_mlflow(home)
     text = demo_config_text(export, home).replace("[publish]\n", f"[publish]\n{publish}\n", 1) + TEST_SETTINGS + extra
     path = path or home.parent / f"{home.name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
