@@ -313,6 +313,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     from features.online import OnlineFeatures, save_snapshot, snapshot_tables
     from features.store import load_feature_set
     from models.drift import drift_report
+    from models.registry import segment_model_name
     from reports.accounts import account_table
     from serving import ledger
     from serving.crm_files import crm_frames
@@ -358,8 +359,10 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
                                ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d")), previous, client)
     drift = drift_report(scorer.model, frame, as_of, fs.labels, cfg.drift.window_days, cfg.drift.psi_warn)
     manifest = scores_manifest(run, scorer, cfg, ingest, fs.counts, meta["as_of"], scored_at, since_last, drift)
-    if cfg.segments:  # which model scored how many leads
+    if cfg.segments:  # which model scored how many leads, and the segments' own models
         manifest["models"] = run.scores["model_version"].value_counts().sort_index().to_dict()
+        manifest["segment_models"] = {name: {"model_name": segment_model_name(name), "model_version": seg.model_version,
+                                             "model_sha256": seg.model_sha256} for name, seg in scorer.segments.items()}
     published = run.scores.drop(columns=["input_hash"])
     writers = {**frame_writers(published, "scores"), **frame_writers(run.queues, "routing", parquet=False),
                "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}

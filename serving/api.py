@@ -406,7 +406,9 @@ def create_app(cfg: Config, service: ScoringService | None = None, api_key: str 
         return {"name": "lead-quality", "version": state.scorer.model_version,
                 "trained_at": info.get("created_at"), "metrics": info.get("metrics", {}),
                 "features": info.get("features", []), "snapshot_as_of": state.features.meta["as_of"],
-                "loaded_at": state.loaded_at}
+                "loaded_at": state.loaded_at,
+                "segments": {name: {"version": seg.model_version, "label": seg.label}
+                             for name, seg in state.scorer.segments.items()}}
 
     @app.post("/v1/score", response_model=ScoreResponse, summary="Score one lead or a batch",
               responses={401: {"description": "Missing or wrong API key"}, 413: {"description": "Body too large"},

@@ -59,6 +59,8 @@ def test_a_segment_that_buys_differently_gets_its_own_model(tmp_path):
     assert len(top) and top["reasons"].str.startswith(("+ ", "- ")).all()  # its own reasons
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["models"] == {trained["model_version"]: int((~ent).sum()), f"enterprise/{version}": int(ent.sum())}
+    assert manifest["segment_models"]["enterprise"]["model_version"] == version
+    assert len(manifest["segment_models"]["enterprise"]["model_sha256"]) == 64
 
     # The real-time API scores a segment's lead with the segment's model, as the batch did.
     from fastapi.testclient import TestClient
@@ -70,6 +72,8 @@ def test_a_segment_that_buys_differently_gets_its_own_model(tmp_path):
     leads = raw.loc[sample["lead_id"]].reset_index().to_dict("records")
     with TestClient(create_app(cfg, api_key=None, watch=False)) as client:
         answer = client.post("/v1/score", json={"leads": leads})
+        described = client.get("/v1/model").json()
+    assert described["segments"] == {"enterprise": {"version": version, "label": f"enterprise/{version}"}}
     assert answer.status_code == 200, answer.text
     got = pd.DataFrame(answer.json()["results"])
     assert got["model_version"].tolist() == sample["model_version"].tolist()
