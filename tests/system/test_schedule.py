@@ -28,6 +28,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _api(method: str, url: str, **kwargs) -> httpx.Response:
+    """One call to the Prefect API, retried while the server answers 503 or 429, as Prefect's own client does:
+    its sqlite database is briefly locked while a flow run starts and writes."""
+    for _ in range(20):
+        response = httpx.request(method, url, timeout=10, **kwargs)
+        if response.status_code not in (429, 503):
+            return response.raise_for_status()
+        time.sleep(0.5)
+    return response.raise_for_status()
+
+
 def _wait(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,7 +113,7 @@ work_pool = "{pool}"
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     assert f"leadscore-retrain/{cfg.source_file.stem}" in deployed.stdout and "worker start" in deployed.stdout
 
-    deployment = httpx.get(f"{url}/deployments/name/leadscore-retrain/{cfg.source_file.stem}").json()
+    deployment = _api("GET", f"{url}/deployments/name/leadscore-retrain/{cfg.source_file.stem}").json()
     assert deployment["schedules"][0]["schedule"]["cron"] == "* * * * *"
     assert deployment["parameters"]["config"] == str(cfg.source_file)
 
@@ -114,7 +125,7 @@ work_pool = "{pool}"
     def runs_in(*states):
         body = {"deployments": {"id": {"any_": [deployment["id"]]}},
                 "flow_runs": {"state": {"type": {"any_": list(states)}}}}
-        return httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json()
+        return _api("POST", f"{url}/flow_runs/filter", json=body).json()
 
     try:
         # Prefect's scheduler plans the cron's runs (one a minute) within seconds. The first is brought forward
@@ -125,13 +136,13 @@ work_pool = "{pool}"
         first = min(planned, key=lambda r: r["expected_start_time"])
         assert first["auto_scheduled"] and first["deployment_id"] == deployment["id"]
         now = datetime.now(timezone.utc).isoformat()
-        httpx.post(f"{url}/flow_runs/{first['id']}/set_state", timeout=10, json={
+        _api("POST", f"{url}/flow_runs/{first['id']}/set_state", json={
             "state": {"type": "SCHEDULED", "name": "Scheduled", "state_details": {"scheduled_time": now}},
-            "force": True}).raise_for_status()
+            "force": True})
         _wait(lambda: runs_in("RUNNING", "COMPLETED", "FAILED", "CRASHED"), 180, "the scheduled retrain to start")
-        httpx.patch(f"{url}/deployments/{deployment['id']}", json={"paused": True}, timeout=10).raise_for_status()
+        _api("PATCH", f"{url}/deployments/{deployment['id']}", json={"paused": True})
         for planned in runs_in("SCHEDULED", "PENDING"):
-            httpx.delete(f"{url}/flow_runs/{planned['id']}", timeout=10)
+            httpx.delete(f"{url}/flow_runs/{planned['id']}", timeout=10)  # gone already is fine
         run = _wait(lambda: (runs_in("COMPLETED", "FAILED", "CRASHED") or [None])[0], 180,
                     "the scheduled retrain to finish")
     finally:
