@@ -121,13 +121,14 @@ def train_step(cfg: Config, run_id: str) -> dict:
     landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
     with cluster.session(cfg.engine) as client:
         result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client)
-        out = _register(cfg, home, run_id, result, fs, meta, home.runs / run_id)
+        inputs = {"ingest": read_ingest_manifest(home), "truth": _read_truth(cfg)}  # read once for every model
+        out = _register(cfg, home, run_id, result, fs, meta, inputs, home.runs / run_id)
         if cfg.segments:
-            out["segments"] = _train_segments(cfg, home, run_id, fs, landmarks, meta, result, client)
+            out["segments"] = _train_segments(cfg, home, run_id, fs, landmarks, meta, inputs, result, client)
     return out
 
 
-def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: dict, global_result,
+def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: dict, inputs: dict, global_result,
                     client) -> dict[str, dict]:
     """A model per segment that meets train.min_leads / min_wins / min_losses; the others are scored by the
     global model, and the run says so. Each is kept only where it ranks its segment's newest leads at least as
@@ -183,7 +184,8 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
                 f"{against[1]:.3f} on the same leads)"]
             log.info("train: segment %r: ROC AUC %.3f on its newest leads, the global model %.3f on the same leads",
                      segment.name, against[1], against[0])
-        registered = _register(cfg, home, run_id, result, seg_fs, meta, home.runs / run_id / "segments" / segment.name,
+        registered = _register(cfg, home, run_id, result, seg_fs, meta, inputs,
+                               home.runs / run_id / "segments" / segment.name,
                                name, refusals)
         if refusals:  # an older version of it must not keep scoring leads the global model ranks better
             retired = registry.retire_champion(home, name, refusals[0], "leadscore train")
@@ -195,7 +197,7 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
     return out
 
 
-def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, run_dir: Path,
+def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inputs: dict, run_dir: Path,
               name: str | None = None, refusals: list[str] = ()) -> dict:
     """Log a trained model with its evaluation in MLflow as a new version of ``name``, and promote it if it passes
     the gate (against its champion and the baselines; ``refusals``: other reasons it may not)."""
@@ -207,8 +209,7 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, run_
 
     name = name or registry.MODEL_NAME
     what = "" if name == registry.MODEL_NAME else f" of {name}"
-    ingest = read_ingest_manifest(home)
-    truth = _read_truth(cfg)
+    ingest, truth = inputs["ingest"], inputs["truth"]  # the ingest manifest, the synthetic truth (or None)
     if truth is not None:
         result.metrics.update(against_truth(result.test_frame, truth, cfg.evaluation.truth_id,
                                             cfg.evaluation.truth_probability))
