@@ -102,7 +102,7 @@ def _landmarks(cfg: Config, home: Home, as_of: str):
             lm = open_build(client, cfg, home, datetime.fromisoformat(as_of), read_ingest_manifest(home)).build(
                 "landmarks", home.landmarks_file, extra)
     n = lm.counts
-    log.info("train: %s landmark rows at ages %s days, sampled from %s won within %d days after (at %.3g) "
+    log.info("train: %s landmark rows in the spans of age ending at %s days, sampled from %s won within %d days after (at %.3g) "
              "and %s not (at %.3g)", f"{n['rows']:,}",
              ", ".join(str(a) for a in sorted(set(cfg.label.landmarks_days))), f"{n['positive']:,}",
              cfg.label.horizon_days, n["positive_sample_rate"], f"{n['negative']:,}", n["negative_sample_rate"])

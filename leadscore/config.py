@@ -185,7 +185,8 @@ class LabelConfig(_Section):
     # Stages that are neither won nor lost. If given, a stage outside all three lists is quarantined.
     other_stages: tuple[str, ...] | None = None
     horizon_days: Int = Field(90, gt=0, le=3650)
-    # The ages (days after arrival) at which the model of a win from now on looks at each lead still open.
+    # The ages (days after arrival) at which the model of a win from now on looks at each lead still open: one
+    # row per lead and age, at an age drawn (by a hash of the lead id) in the span since the previous age.
     landmarks_days: tuple[Annotated[Int, Field(ge=0, le=3650)], ...] = (0, 7, 14, 30, 60, 90, 180, 365)
 
     @model_validator(mode="after")

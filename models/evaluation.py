@@ -157,8 +157,11 @@ def now_section(now, horizon_days: int) -> tuple[str, dict[str, str]]:
                    + "</tr>" for n, m in (("probability", now.metrics), ("fit", now.baselines.get("fit", {}))))
     by_age = (tf.assign(yw=y * w, pw=probabilities["probability"] * w, fw=probabilities["fit"] * w)
               .groupby("landmark_days")[["weight", "yw", "pw", "fw"]].sum())
-    ages = "".join(f"<tr><td>{int(a)}</td><td>{r.weight:,.0f}</td><td>{r.yw / r.weight:.2%}</td>"
-                   f"<td>{r.pw / r.weight:.2%}</td><td>{r.fw / r.weight:.2%}</td></tr>" for a, r in by_age.iterrows())
+    # A landmark row's age was drawn in the span since the landmark before it (features.build).
+    spans = [f"{int(b)}-{int(a)}" if a else "0 (arrival)" for b, a in zip([0, *by_age.index[:-1]], by_age.index)]
+    ages = "".join(f"<tr><td>{span}</td><td>{r.weight:,.0f}</td><td>{r.yw / r.weight:.2%}</td>"
+                   f"<td>{r.pw / r.weight:.2%}</td><td>{r.fw / r.weight:.2%}</td></tr>"
+                   for span, (_, r) in zip(spans, by_age.iterrows()))
     body = f"""<h2>The published probability: a win in the next {horizon_days} days from now on</h2>
 <p>{len(tf):,} test rows: leads still open at a landmark age, the newest landmarks whose {horizon_days} days have
 passed (from {tf['at'].min():%Y-%m-%d} to {tf['at'].max():%Y-%m-%d}), each weighted by the open leads its sample
@@ -166,7 +169,7 @@ stands for. <em>fit</em> is the chance at arrival on the same rows, as the evalu
 <table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>
 <div class="charts">{"".join(charts.values())}</div>
 <h2>By age of the lead at the landmark</h2>
-<table><thead><tr><th>age (days)</th><th>open leads (weighted)</th><th>won in the next {horizon_days} days</th>
+<table><thead><tr><th>age span (days)</th><th>open leads (weighted)</th><th>won in the next {horizon_days} days</th>
 <th>mean probability</th><th>mean fit</th></tr></thead><tbody>{ages}</tbody></table>"""
     return body, charts
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from features.build import build_at, build_features, build_landmarks
+from features.build import build_at, build_features, build_landmarks, landmark_age_seconds, landmark_spans
 from features.definitions import Age, Calendar, Column, Count, DaysSince, from_json
 from features.online import OnlineFeatures, snapshot_tables
 from leadscore.config import parse_config
@@ -270,8 +270,9 @@ def plain_loop_now(table, tables, cfg, as_of, moments: list[tuple[str, datetime]
 
 
 def landmark_rows_by_loop(tables, cfg, as_of) -> pd.DataFrame:
-    """Which (lead, age) landmark rows exist and their label, the obvious way: open at t = created_at + age (no
-    win and no loss before t), t + horizon passed by as_of; label: won in [t, t + horizon)."""
+    """Which (lead, landmark) rows exist and their label, the obvious way: open at t = created_at + the age drawn
+    for that lead in the span ending at the landmark (no win and no loss before t), t + horizon passed by as_of;
+    label: won in [t, t + horizon)."""
     stages = [r for r in tables["outcomes"].to_pylist() if r["occurred_at"] <= as_of]
     first = {}
     for r in sorted(stages, key=lambda r: r["occurred_at"]):
@@ -282,8 +283,10 @@ def landmark_rows_by_loop(tables, cfg, as_of) -> pd.DataFrame:
         if lead["created_at"] > as_of:
             continue
         won, lost = first.get((lead["lead_id"], "Won")), first.get((lead["lead_id"], "Lost"))
-        for age in cfg.label.landmarks_days:
-            t = lead["created_at"] + timedelta(days=age)
+        for index, age, before in landmark_spans(cfg):
+            seconds = landmark_age_seconds(lead["lead_id"], index, age, before)
+            assert before * 86400 < seconds <= age * 86400 or seconds == age == 0
+            t = lead["created_at"] + timedelta(seconds=seconds)
             if t + horizon > as_of or (won is not None and won < t) or (lost is not None and lost < t):
                 continue
             rows.append({"lead_id": lead["lead_id"], "landmark_days": age, "at": t,
