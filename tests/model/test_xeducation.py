@@ -22,9 +22,12 @@ def test_x_education_runs_end_to_end(tmp_path):
     assert "tags" not in built["features"] and "lead_quality" not in built["features"]
 
     trained = steps.train_step(cfg, "xe-1")
-    # Reference: LightGBM on a stratified split without the post-contact columns reaches about 0.86.
-    assert trained["metrics"]["roc_auc"] > 0.83
-    assert trained["metrics"]["ece"] < 0.06
+    # Issue 15's bar on this file: ROC AUC 0.87 on the stratified split (measured 0.874), and not below the best
+    # baseline on the same test leads (logistic regression 0.863, naive Bayes 0.830).
+    m = trained["metrics"]
+    assert m["roc_auc"] >= 0.87, m
+    assert m["roc_auc"] >= max(m["baseline_logistic_roc_auc"], m["baseline_naive_bayes_roc_auc"]) - 0.005, m
+    assert m["ece"] < 0.06
 
     steps.score_step(cfg, "xe-1")
     scores = pd.read_csv(read_latest(Home(cfg.home).scores) / "scores.csv")
