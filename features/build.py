@@ -11,7 +11,8 @@ history feature goes through :func:`features.pit.known_at` at its row's own mome
 - :func:`build_landmarks`: each lead still open (no win, no loss) at one age in each span between the ages
   ``label.landmarks_days`` after it arrived, with the label "won in the ``horizon_days`` from then": the rows
   the model of a win from now on learns from (landmarking, van Houwelingen 2007). Only landmarks whose window
-  has closed by ``as_of`` are built. Negatives are sampled (``train.max_landmark_rows``) and carry weights that undo the sampling.
+  has closed by ``as_of`` are built. Negatives are sampled (``train.max_landmark_rows``) and carry weights
+  that undo the sampling.
 - :func:`build_at`: given leads at given moments (a test, or a check against the online rendering).
 """
 
@@ -160,7 +161,7 @@ def _query_rows(con) -> pa.Table:
 def landmark_rates(cfg: Config, positive: int, negative: int) -> tuple[float, float]:
     """The sampling rates of won and other landmark rows under ``train.max_landmark_rows``. Wins are rare and
     carry most of the information: all kept up to half the rows, the rest of the rows sampled from the others.
-    By a hash of (lead, age), so a rerun keeps the same rows; weights undo the sampling."""
+    By a hash of (lead, landmark), so a rerun keeps the same rows; weights undo the sampling."""
     cap = cfg.train.max_landmark_rows
     pos_rate = min(1.0, cap / 2 / max(positive, 1))
     return pos_rate, min(1.0, max(cap - positive * pos_rate, 1) / max(negative, 1))

@@ -85,8 +85,8 @@ def features_step(cfg: Config, run_id: str | None = None) -> dict:
 
 
 def _landmarks(cfg: Config, home: Home, as_of: str):
-    """The landmark rows (each lead still open at each of label.landmarks_days, for the model of a win from now
-    on): training data only, so built by the training step (a scoring run never needs them)."""
+    """The landmark rows (each lead still open at an age drawn in the span ending at each of
+    label.landmarks_days, for the model of a win from now on): training data only, so built by the training step (a scoring run never needs them)."""
     from features.build import build_landmarks
     from features.store import load_feature_set
     from ingest.canonical import read_canonical
@@ -228,7 +228,7 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
             "label_counts": json.dumps(fs.counts), "registered_model": name}
     run_dir.mkdir(parents=True, exist_ok=True)
     write_csv(result.single_feature, run_dir / "single_feature_auc.csv")
-    page, charts = evaluation_report(result, fs, cfg.label.horizon_days)
+    page, charts = evaluation_report(result, fs, cfg.label.horizon_days, cfg.label.landmarks_days)
     (run_dir / "plots").mkdir(exist_ok=True)
     for chart, svg in charts.items():  # each chart also stands alone, as an MLflow artifact
         write_text_atomic(run_dir / "plots" / f"{chart}.svg", svg)

@@ -186,7 +186,8 @@ class LabelConfig(_Section):
     other_stages: tuple[str, ...] | None = None
     horizon_days: Int = Field(90, gt=0, le=3650)
     # The ages (days after arrival) at which the model of a win from now on looks at each lead still open: one
-    # row per lead and age, at an age drawn (by a hash of the lead id) in the span since the previous age.
+    # row per lead and landmark, at an age drawn (by a hash of the lead id) in the span since the previous
+    # landmark. It must hold 0 (arrival): tiers are cut on leads as they arrive.
     landmarks_days: tuple[Annotated[Int, Field(ge=0, le=3650)], ...] = (0, 7, 14, 30, 60, 90, 180, 365)
 
     @model_validator(mode="after")
@@ -195,6 +196,13 @@ class LabelConfig(_Section):
         if both:
             raise ValueError(f"stages {sorted(both)} are listed as both won and lost")
         return self
+
+    @field_validator("landmarks_days")
+    @classmethod
+    def _arrival_landmark(cls, ages: tuple[int, ...]) -> tuple[int, ...]:
+        if 0 not in ages:
+            raise ValueError("must include 0: the tiers are cut on leads as they arrive (the landmark at age 0)")
+        return ages
 
 
 class FeaturesConfig(_Section):

@@ -135,7 +135,7 @@ def evaluation_charts(y: np.ndarray, probabilities: dict[str, np.ndarray], tiers
     }
 
 
-def now_section(now, horizon_days: int) -> tuple[str, dict[str, str]]:
+def now_section(now, horizon_days: int, landmarks_days: tuple[int, ...] = ()) -> tuple[str, dict[str, str]]:
     """The published ``probability`` (a win in the next ``horizon_days`` from a moment) on the newest landmark
     rows, beside the fit (the chance at arrival) on the same rows; its charts by name."""
     tf = now.test_frame
@@ -157,13 +157,15 @@ def now_section(now, horizon_days: int) -> tuple[str, dict[str, str]]:
                    + "</tr>" for n, m in (("probability", now.metrics), ("fit", now.baselines.get("fit", {}))))
     by_age = (tf.assign(yw=y * w, pw=probabilities["probability"] * w, fw=probabilities["fit"] * w)
               .groupby("landmark_days")[["weight", "yw", "pw", "fw"]].sum())
-    # A landmark row's age was drawn in the span since the landmark before it (features.build).
-    spans = [f"{int(b)}-{int(a)}" if a else "0 (arrival)" for b, a in zip([0, *by_age.index[:-1]], by_age.index)]
+    # A landmark row's age was drawn in the span since the landmark before it (features.build.landmark_spans).
+    configured = sorted(set(landmarks_days) | {int(a) for a in by_age.index})
+    before = {a: configured[i - 1] if i else 0 for i, a in enumerate(configured)}
+    spans = [f"{before[int(a)]}-{int(a)}" if a else "0 (arrival)" for a in by_age.index]
     ages = "".join(f"<tr><td>{span}</td><td>{r.weight:,.0f}</td><td>{r.yw / r.weight:.2%}</td>"
                    f"<td>{r.pw / r.weight:.2%}</td><td>{r.fw / r.weight:.2%}</td></tr>"
                    for span, (_, r) in zip(spans, by_age.iterrows()))
     body = f"""<h2>The published probability: a win in the next {horizon_days} days from now on</h2>
-<p>{len(tf):,} test rows: leads still open at a landmark age, the newest landmarks whose {horizon_days} days have
+<p>{len(tf):,} test rows: leads still open at the age drawn for a landmark, the newest landmarks whose {horizon_days} days have
 passed (from {tf['at'].min():%Y-%m-%d} to {tf['at'].max():%Y-%m-%d}), each weighted by the open leads its sample
 stands for. <em>fit</em> is the chance at arrival on the same rows, as the evaluated fit model gives it.</p>
 <table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>
@@ -210,7 +212,7 @@ def comparison_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def evaluation_report(result, fs, horizon_days: int) -> tuple[str, dict[str, str]]:
+def evaluation_report(result, fs, horizon_days: int, landmarks_days: tuple[int, ...] = ()) -> tuple[str, dict[str, str]]:
     """The evaluation page of a training run and each of its charts as a standalone SVG (name -> svg)."""
     evaluated = result.model.evaluated or result.model  # the model the page evaluates
     if evaluated.booster is not None:
@@ -233,7 +235,7 @@ def evaluation_report(result, fs, horizon_days: int) -> tuple[str, dict[str, str
     y, tiers = tf["label"].to_numpy(), tf["tier"].to_numpy()
     charts = evaluation_charts(y, {"model": tf["probability"].to_numpy(), **result.baseline_probability}, tiers,
                                importance)
-    extra, now_charts = now_section(result.now, horizon_days) if result.now is not None else ("", {})
+    extra, now_charts = now_section(result.now, horizon_days, landmarks_days) if result.now is not None else ("", {})
     page_html = render_evaluation("Lead-quality model: evaluation", what, {"model": result.metrics, **result.baselines},
                                   y, charts, tiers, single, extra)
     return page_html, {**charts, **now_charts}

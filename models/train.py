@@ -5,9 +5,9 @@ Two models, one recipe (:func:`fit_recipe`):
 
 - the ``fit`` model (:func:`train_model`): one row per mature lead at its arrival, label "won within the
   horizon of creation";
-- the model of a win from now on (:func:`train_now_model`): landmark rows (each lead still open at each of
-  ``label.landmarks_days``), label "won within the horizon after the landmark", rows weighted to undo the
-  sampling of negatives.
+- the model of a win from now on (:func:`train_now_model`): landmark rows (each lead still open at an age
+  drawn in the span ending at each of ``label.landmarks_days``), label "won within the horizon after the
+  landmark", rows weighted to undo the sampling of negatives.
 
 Knows frames and models, not files or MLflow (see ``models.registry``).
 """

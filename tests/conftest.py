@@ -27,7 +27,7 @@ LEADSCORE = str(Path(sys.executable).with_name("leadscore"))
 # 650 leads), so the gate's calibration limit is looser here than the 0.03 default.
 # One thread (the suite runs one test at a time on two cores, beside servers it starts), and at most 60,000
 # landmark rows for the model of a win from now on (every win kept, the rest sampled and weighted): the
-# 30,000-lead exports have about 130,000, and training on all of them doubles the suite's training time.
+# 30,000-lead exports have about 140,000, and training on all of them doubles the suite's training time.
 TEST_SETTINGS = """
 [train]
 num_threads = 1

@@ -104,3 +104,8 @@ def test_segment_filters_name_the_key():
     assert "segments[1].name" in msg
     msg = _error(GOOD + seg.replace('"emea"', '"EMEA west"'))
     assert "segments[0].name" in msg
+
+
+def test_landmarks_must_include_arrival():
+    msg = _error(GOOD.replace('won_stages = ["Closed Won"]', 'won_stages = ["Closed Won"]\nlandmarks_days = [7, 30]'))
+    assert "label.landmarks_days" in msg and "must include 0" in msg

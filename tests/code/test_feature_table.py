@@ -339,3 +339,23 @@ def test_landmark_rows_and_features_at_any_moment_equal_the_plain_loop(case, hou
     at = np.array([(m[1] - EPOCH) // timedelta(microseconds=1) for m in moments], np.int64)
     got = pd.DataFrame(online.build(rows, cfg, [f.name for f in table], table="now", at=at))
     assert_same(got, want, table, f"online now-table in {zone}")
+
+
+def test_landmark_ages_in_sql_equal_the_python_rule_for_any_landmark_list():
+    """The SQL draw of each landmark row's age against :func:`landmark_age_seconds`, for a list with a duplicate
+    and the widest span the config allows, and lead ids of any text; every age in its span."""
+    text = CONFIG.format(zone="UTC", horizon=HORIZON).replace("landmarks_days = [0, 1, 3, 8]",
+                                                              "landmarks_days = [3650, 0, 1, 1, 2]")
+    cfg = parse_config(text, Path("/cfg/leadscore.toml"))
+    ids = ["L0", "", "Ünïcødé-lead 42", "x" * 300, "0x7f", "lead with spaces"]
+    tables = tables_of([(T0 + timedelta(hours=i), None, None, None, "US", None) for i in range(len(ids))], [], [])
+    tables["leads"] = tables["leads"].set_column(0, "lead_id", pa.array(ids, pa.string()))
+    lm = build_landmarks(tables, cfg, T0 + timedelta(days=3650 + HORIZON + 1)).frame.to_pandas()
+    assert len(lm) == len(ids) * 4  # every lead is open at every landmark, 1 counted once
+    spans = {age: (index, before) for index, age, before in landmark_spans(cfg)}
+    for row in lm.itertuples():
+        created = T0 + timedelta(hours=ids.index(row.lead_id))
+        seconds = (pd.Timestamp(row.at) - pd.Timestamp(created)).total_seconds()
+        index, before = spans[row.landmark_days]
+        assert seconds == landmark_age_seconds(row.lead_id, index, row.landmark_days, before)
+        assert before * 86400 < seconds <= row.landmark_days * 86400 or seconds == row.landmark_days == 0
