@@ -18,6 +18,7 @@ history feature goes through :func:`features.pit.known_at` at its row's own mome
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -176,22 +177,21 @@ SPREAD_TURN = 2654435769
 def landmark_spans(cfg: Config) -> list[tuple[int, int, int]]:
     """(index, configured age, the age before it) of each landmark, in days: the row for landmark ``a`` is drawn
     in ``(before, a]``, ``a`` itself for the arrival landmark 0."""
-    ages = sorted(set(cfg.label.landmarks_days))
-    return [(i, a, ages[i - 1] if i else min(a, 0)) for i, a in enumerate(ages)]
+    ages = sorted(set(cfg.label.landmarks_days))  # the config requires 0
+    return [(i, a, ages[i - 1] if i else 0) for i, a in enumerate(ages)]
 
 
 def landmark_age_seconds(lead_id: str, index: int, age: int, before: int) -> int:
     """The age in seconds of lead ``lead_id``'s row for the ``index``-th landmark (``age`` days, the previous one
     ``before``): the plain Python of what :func:`_landmark_candidates` computes in SQL."""
-    import hashlib
-
     spread = int(hashlib.md5(lead_id.encode("utf-8")).hexdigest()[:SPREAD_BITS // 4], 16)
     turned = (spread + index * SPREAD_TURN) % 2 ** SPREAD_BITS
     return age * 86400 - (((age - before) * 86400 * turned) >> SPREAD_BITS)
 
 
 def _landmark_candidates(con, cfg: Config) -> tuple[int, int]:
-    """LM0: every (lead, landmark) open at the landmark's moment whose window has closed by as_of; (rows, won rows).
+    """LM0: every (lead, landmark) open at the landmark's moment whose window has closed by as_of; (rows, won
+    rows).
 
     A lead's row for landmark ``a`` (``label.landmarks_days``) is at an age drawn in ``(a_before, a]`` by a hash
     of its id (:func:`landmark_age_seconds`), not at ``a`` itself: open leads are scored at every age, and a model

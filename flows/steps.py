@@ -86,7 +86,8 @@ def features_step(cfg: Config, run_id: str | None = None) -> dict:
 
 def _landmarks(cfg: Config, home: Home, as_of: str):
     """The landmark rows (each lead still open at an age drawn in the span ending at each of
-    label.landmarks_days, for the model of a win from now on): training data only, so built by the training step (a scoring run never needs them)."""
+    label.landmarks_days, for the model of a win from now on): training data only, so built by the training
+    step (a scoring run never needs them)."""
     from features.build import build_landmarks
     from features.store import load_feature_set
     from ingest.canonical import read_canonical
@@ -102,8 +103,8 @@ def _landmarks(cfg: Config, home: Home, as_of: str):
             lm = open_build(client, cfg, home, datetime.fromisoformat(as_of), read_ingest_manifest(home)).build(
                 "landmarks", home.landmarks_file, extra)
     n = lm.counts
-    log.info("train: %s landmark rows in the spans of age ending at %s days, sampled from %s won within %d days after (at %.3g) "
-             "and %s not (at %.3g)", f"{n['rows']:,}",
+    log.info("train: %s landmark rows in the spans of age ending at %s days, sampled from %s won within %d days "
+             "after (at %.3g) and %s not (at %.3g)", f"{n['rows']:,}",
              ", ".join(str(a) for a in sorted(set(cfg.label.landmarks_days))), f"{n['positive']:,}",
              cfg.label.horizon_days, n["positive_sample_rate"], f"{n['negative']:,}", n["negative_sample_rate"])
     return load_feature_set(home.landmarks_file)[0]

@@ -165,8 +165,8 @@ def now_section(now, horizon_days: int, landmarks_days: tuple[int, ...] = ()) ->
                    f"<td>{r.pw / r.weight:.2%}</td><td>{r.fw / r.weight:.2%}</td></tr>"
                    for span, (_, r) in zip(spans, by_age.iterrows()))
     body = f"""<h2>The published probability: a win in the next {horizon_days} days from now on</h2>
-<p>{len(tf):,} test rows: leads still open at the age drawn for a landmark, the newest landmarks whose {horizon_days} days have
-passed (from {tf['at'].min():%Y-%m-%d} to {tf['at'].max():%Y-%m-%d}), each weighted by the open leads its sample
+<p>{len(tf):,} test rows: leads still open at the age drawn for a landmark, the newest landmarks whose
+{horizon_days} days have passed (from {tf['at'].min():%Y-%m-%d} to {tf['at'].max():%Y-%m-%d}), each weighted by the open leads its sample
 stands for. <em>fit</em> is the chance at arrival on the same rows, as the evaluated fit model gives it.</p>
 <table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>
 <div class="charts">{"".join(charts.values())}</div>
@@ -212,7 +212,8 @@ def comparison_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def evaluation_report(result, fs, horizon_days: int, landmarks_days: tuple[int, ...] = ()) -> tuple[str, dict[str, str]]:
+def evaluation_report(result, fs, horizon_days: int,
+                      landmarks_days: tuple[int, ...] = ()) -> tuple[str, dict[str, str]]:
     """The evaluation page of a training run and each of its charts as a standalone SVG (name -> svg)."""
     evaluated = result.model.evaluated or result.model  # the model the page evaluates
     if evaluated.booster is not None:
