@@ -1,6 +1,9 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+# Two pytest processes, one per core (most tests use one thread); a module's tests stay in one process, so its
+# fixtures are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench clean
 
@@ -12,7 +15,7 @@ demo: setup
 	$(UV) run leadscore demo
 
 test: setup
-	$(UV) run pytest -q
+	$(UV) run pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 bench: setup
 	$(UV) run python bench/run.py

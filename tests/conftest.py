@@ -25,7 +25,7 @@ LEADSCORE = str(Path(sys.executable).with_name("leadscore"))
 
 # Test exports have a few hundred test leads: their ECE is noisy (about 0.03 for a perfectly calibrated model on
 # 650 leads), so the gate's calibration limit is looser here than the 0.03 default.
-# One thread (the suite runs one test at a time on two cores, beside servers it starts), and at most 60,000
+# One thread (`make test` runs two tests at a time on two cores, beside servers they start), and at most 60,000
 # landmark rows for the model of a win from now on (every win kept, the rest sampled and weighted): the
 # 30,000-lead exports have about 140,000, and training on all of them doubles the suite's training time.
 TEST_SETTINGS = """
@@ -75,7 +75,8 @@ def make_config(export: Path, home: Path, extra: str = "", path: Path | None = N
 
 def large_export(n_leads: int, seed: int, folder: Path):
     """A large generator export written as Parquet (quicker than CSV) with its truth.csv, and its config with
-    two training threads (a large test runs alone). Returns (config, truth frame)."""
+    two training threads (the largest tests; OMP_WAIT_POLICY=passive keeps them from
+    spinning against the other pytest process). Returns (config, truth frame)."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
