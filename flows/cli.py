@@ -74,7 +74,10 @@ def _setup_logging() -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    _console().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    # The message is text, not markup: "[train]" or a bracket in a file name must reach the user as written.
+    _console().print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -29,6 +29,13 @@ def test_missing_config_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_an_error_with_brackets_is_shown_as_written(tmp_path):
+    """Errors go through rich: "[train]" or "[team]" in a message must not be taken for markup and dropped."""
+    result = runner.invoke(app, ["run", "--config", str(tmp_path / "[team] leads.toml")])
+    assert result.exit_code == 2
+    assert "[team] leads.toml" in result.output
+
+
 def test_bad_config_names_the_key(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[data.leads]\npath = "x.csv"\nid = "ID"\n[label]\nwon_stages = ["Won"]\nhorizon_days = -3\n')
