@@ -307,6 +307,23 @@ def _now_definitions(scorer) -> list[dict]:
     return definitions
 
 
+# Beside each published run: every published lead's input hash and the model that scored it, which is what
+# --since-last compares against. Reading it costs one run's rows, where the ledger's latest row per lead costs
+# every run's (and an archived ledger day would make its leads look new).
+INPUTS_FILE = "inputs.parquet"
+INPUTS_COLUMNS = ("lead_id", "input_hash", "model_version", "scored_at")
+
+
+def last_inputs(latest: Path | None, ledger_root: Path) -> pd.DataFrame:
+    """Each lead's inputs and model as last published: from the last run's ``inputs.parquet``, or (a run
+    published before that file existed, or none) from the ledger's latest row per lead."""
+    from serving import ledger
+
+    if latest is not None and (latest / INPUTS_FILE).is_file():
+        return pq.read_table(latest / INPUTS_FILE).to_pandas()
+    return ledger.read(ledger_root, columns=list(INPUTS_COLUMNS))
+
+
 def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     """Score the open leads (no win or loss yet) with the champion, route them and publish them."""
     import pyarrow as pa
@@ -351,9 +368,8 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     leads = pq.read_table(home.canonical / "leads.parquet")
     open_ids = pa.array(frame.loc[frame["is_open"], "lead_id"].to_numpy(dtype=object), pa.string())
     open_leads = leads.filter(pc.is_in(leads["lead_id"], value_set=open_ids)).to_pandas()
-    seen = (ledger.read(home.ledger, columns=["lead_id", "input_hash", "model_version", "scored_at"])
-            if since_last else None)
     latest = read_latest(home.scores)
+    seen = last_inputs(latest, home.ledger) if since_last else None
     previous = (pd.read_parquet(latest / "scores.parquet") if latest is not None
                 and (latest / "scores.parquet").is_file() else None)
     with cluster.session(cfg.engine) as client:
@@ -366,8 +382,10 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
         manifest["segment_models"] = {name: {"model_name": segment_model_name(name), "model_version": seg.model_version,
                                              "model_sha256": seg.model_sha256} for name, seg in scorer.segments.items()}
     published = run.scores.drop(columns=["input_hash"])
+    inputs = pa.Table.from_pandas(run.scores[list(INPUTS_COLUMNS)], preserve_index=False)
     writers = {**frame_writers(published, "scores"), **frame_writers(run.queues, "routing", parquet=False),
-               "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8")}
+               "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8"),
+               INPUTS_FILE: lambda path: pq.write_table(inputs, path)}
     for name, crm in crm_frames(published, cfg).items():
         writers |= frame_writers(crm, f"crm/{name.removesuffix('.csv')}", parquet=False)
     accounts = None

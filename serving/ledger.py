@@ -20,6 +20,7 @@ COLUMNS = ["lead_id", "probability", "fit", "score", "tier", "trend", "route", "
            "scored_at", "run_id", "input_hash"]
 
 
+ROW_GROUP = 65_536
 PENDING = ".pending"  # a run's rows, written before its publication became LATEST
 
 
@@ -34,8 +35,10 @@ def append(ledger: Path, run_id: str, scores: pd.DataFrame, scored_at=None) -> P
         if pa.types.is_large_string(field.type) or pa.types.is_null(field.type):
             table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
     pending = ledger / f"scored_date={day}" / f".{run_id}.parquet{PENDING}"
+    # Sorted by lead, in row groups of 64k: a lead's history then reads one row group per run, found by the
+    # groups' min/max statistics, instead of every row of every run.
     with atomic_write(pending) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table.sort_by("lead_id"), tmp, row_group_size=ROW_GROUP)
     return pending
 
 

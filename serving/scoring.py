@@ -92,7 +92,8 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
         kept = features.loc[~features.index.isin(todo.index), ["lead_id", "input_hash"]]
         carried = before.reindex(kept["lead_id"].to_numpy()).reset_index()
         carried["input_hash"] = kept["input_hash"].to_numpy()
-        carried = carried.reindex(columns=scores.columns).assign(rescored=False)
+        # Published again as it was: against its previous row it has not moved.
+        carried = carried.reindex(columns=scores.columns).assign(rescored=False, trend="steady")
         scores = pd.concat([scores, carried], ignore_index=True)
         order = np.lexsort((scores["lead_id"].to_numpy().astype(str), -scores["probability"].to_numpy()))
         scores = scores.iloc[order].reset_index(drop=True)

@@ -69,7 +69,8 @@ def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_sma
     # Every lead of the export is accounted for: scored, or quarantined, or why it was not scored.
     assert rows["leads_in"] == (rows["quarantined"] + rows["created_after_as_of"] + rows["closed"]
                                 + rows["unchanged_since_last"] + rows["scored"])
-    assert set(manifest["files"]) == {"scores.csv", "scores.parquet", "routing.csv", "drift.json", "accounts.csv",
+    assert set(manifest["files"]) == {"scores.csv", "scores.parquet", "routing.csv", "drift.json", "inputs.parquet",
+                                      "accounts.csv",
                                       "accounts.parquet", "crm/salesforce_leads.csv", "crm/hubspot_contacts.csv",
                                       "crm/dynamics_predictivescores.csv"}
     assert manifest["input_rows"]["leads"] == {"rows_in": LEADS, "kept": LEADS, "quarantined": 0}

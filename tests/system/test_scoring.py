@@ -144,6 +144,8 @@ def test_since_last_scores_only_new_or_changed_leads(scored_home):
     assert nothing["leads_scored"] == 0
     open_ids = pd.read_parquet(home.features_file, columns=["lead_id", "is_open"]).query("is_open")["lead_id"]
     assert nothing["rows"]["unchanged_since_last"] == len(open_ids)
+    # First published by s1 ("new"), unchanged since: steady against that row.
+    assert set(_published(read_latest(home.scores))["trend"]) == {"steady"}
 
     # One open lead's employee count changes in the export: only that lead is rescored.
     leads = pd.read_csv(export / "leads.csv", dtype=str, keep_default_na=False)
@@ -166,6 +168,14 @@ def test_since_last_scores_only_new_or_changed_leads(scored_home):
     assert ledger.run_rows(home.ledger, "s2").empty
     r = changed["rows"]
     assert r["leads_in"] == r["quarantined"] + r["created_after_as_of"] + r["closed"] + r["unchanged_since_last"] + r["scored"]
+
+    # What was last published is what --since-last compares against, not the ledger's history: with every ledger
+    # day archived (moved away, as its docstring allows), the next run still rescores nobody.
+    shutil.move(home.ledger, home.root / "ledger-archive")
+    again = steps.score_step(cfg, "s4", since_last=True)
+    assert again["leads_scored"] == 0 and again["rows"]["unchanged_since_last"] == len(open_ids)
+    inputs = pd.read_parquet(read_latest(home.scores) / "inputs.parquet")
+    assert set(inputs["lead_id"]) == set(open_ids) and inputs["input_hash"].notna().all()
 
 
 def test_drift_report_is_published(scored_home):
