@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from ingest.files import decimal_of, read_export, require_columns
 from leadscore import cells
-from leadscore.config import Config
+from leadscore.config import Config, stage_key
 from leadscore.contract import export_column
 from leadscore.errors import DataError
 from leadscore.paths import atomic_write
@@ -231,6 +231,28 @@ def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
     return _record(result, "leads", raw, checks, columns, info)
 
 
+def _one_spelling(stage: pa.Array, configured: list[str]) -> tuple[pa.Array, dict[str, list[str]]]:
+    """Every spelling of a stage (:func:`leadscore.config.stage_key`) as one: the config's, else the commonest in
+    the file. Returns the stages and, per stage that had others, the spellings read as it."""
+    counts = stage.value_counts()
+    found = [(v, n) for v, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())
+             if v is not None]
+    chosen: dict[str, str] = {}
+    for name in configured:
+        chosen.setdefault(stage_key(name), name)
+    for name, _ in sorted(found, key=lambda vn: (-vn[1], vn[0])):
+        chosen.setdefault(stage_key(name), name)
+    renamed = {name: chosen[stage_key(name)] for name, _ in found if chosen[stage_key(name)] != name}
+    if not renamed:
+        return stage, {}
+    spelled = pc.take(pa.array(list(renamed.values()), pa.string()),
+                      pc.index_in(stage, value_set=pa.array(list(renamed), pa.string())))
+    groups: dict[str, list[str]] = {}
+    for name, to in sorted(renamed.items()):
+        groups.setdefault(to, []).append(name)
+    return pc.coalesce(spelled, stage), groups
+
+
 def _known_leads(leads: pa.Table, lead_id: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """For each event row: is its lead known, and that lead's created_at (microseconds; int64 min if unknown)."""
     never = np.iinfo(np.int64).min
@@ -259,6 +281,12 @@ def _outcomes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table)
     read = Reader(cfg, now, raw, info.get("decimal", decimal_of(oc, None)))
     checks = Checks(raw.num_rows)
     lead_id, stage = read.text(oc.lead_id), read.text(oc.stage)
+    stage, spellings = _one_spelling(stage, [*cfg.label.won_stages, *cfg.label.lost_stages,
+                                             *(cfg.label.other_stages or ())])
+    if spellings:
+        info["stage_spellings"] = spellings
+        log.warning("data.outcomes: %s (stage names are compared without case, spaces, hyphens or underscores)",
+                    "; ".join(f"{', '.join(map(repr, names))} read as {to!r}" for to, names in spellings.items()))
     checks.add(lead_id.is_null().to_numpy(zero_copy_only=False), "missing lead id")
     checks.add(stage.is_null().to_numpy(zero_copy_only=False), f"missing {oc.stage}")
     if cfg.label.other_stages is not None:

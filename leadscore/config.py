@@ -179,6 +179,13 @@ class DataConfig(_Section):
         return value.astimezone(timezone.utc)
 
 
+def stage_key(name: str) -> str:
+    """A stage's name as compared: case folded, without spaces, hyphens or underscores ("Closed Won",
+    "closed-won" and "CLOSED_WON" are one stage; "=Closed Won" is not). Exports spell a stage several ways where
+    people typed it or a tool renamed it."""
+    return re.sub(r"[\s_-]+", "", name.casefold()) or name
+
+
 class LabelConfig(_Section):
     won_stages: tuple[NonEmpty, ...] = ()
     lost_stages: tuple[str, ...] = ()
@@ -192,9 +199,11 @@ class LabelConfig(_Section):
 
     @model_validator(mode="after")
     def _disjoint(self) -> LabelConfig:
-        both = set(self.won_stages) & set(self.lost_stages)
+        lost = {stage_key(s) for s in self.lost_stages}
+        both = sorted(s for s in self.won_stages if stage_key(s) in lost)
         if both:
-            raise ValueError(f"stages {sorted(both)} are listed as both won and lost")
+            raise ValueError(f"stages {both} are listed as both won and lost (stage names are compared without case, "
+                             "spaces, hyphens or underscores)")
         return self
 
     @field_validator("landmarks_days")

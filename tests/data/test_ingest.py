@@ -169,6 +169,47 @@ def test_unknown_stage_is_quarantined_when_stages_are_listed(tmp_path):
     assert reasons["unknown Stage: Negotiation"] == 1
 
 
+def test_a_stage_spelled_several_ways_is_one_stage(tmp_path, caplog):
+    """Case, spaces, hyphens and underscores do not make another stage: a win typed "closed-won" is a win, and
+    the stages outside the config take their commonest spelling. The log and the manifest say what was read
+    as what; a stage outside every list is still quarantined when other_stages is given."""
+    stages = """Lead ID,Stage,Stage Date,Amount
+L1,closed-won,2025-02-01 00:00:00,
+L2,CLOSED  WON,2025-02-01 00:00:00,
+L7,Closed_Won,2025-03-01 00:00:00,
+L1,Qualified To Buy,2025-01-10 00:00:00,
+L2,Qualified To Buy,2025-01-10 00:00:00,
+L7,qualified-to-buy,2025-02-10 00:00:00,
+L2,Closed Lost,2025-02-02 00:00:00,
+L7,Negotiation,2025-02-11 00:00:00,
+"""
+    _write(tmp_path, {"leads.csv": LEADS, "stages.csv": stages, "activities.csv": ACTIVITIES,
+                      "campaigns.csv": CAMPAIGNS})
+    caplog.set_level("WARNING", logger="leadscore")
+    result = ingest(_cfg(tmp_path))
+    assert result.tables["outcomes"]["stage"].to_pylist() == [
+        "Closed Won", "Closed Won", "Closed Won", "Qualified To Buy", "Qualified To Buy", "Qualified To Buy",
+        "Closed Lost", "Negotiation"]
+    assert result.files["outcomes"]["stage_spellings"] == {
+        "Closed Won": ["CLOSED  WON", "Closed_Won", "closed-won"], "Qualified To Buy": ["qualified-to-buy"]}
+    assert "'closed-won' read as 'Closed Won'" in caplog.text
+
+    listed = CONFIG.replace('won_stages = ["Closed Won"]',
+                            'won_stages = ["Closed Won"]\nlost_stages = ["closed lost"]\nother_stages = ["qualified to buy"]')
+    result = ingest(_cfg(tmp_path, listed))
+    assert result.tables["outcomes"]["stage"].to_pylist() == ["Closed Won"] * 3 + ["qualified to buy"] * 3 + [
+        "closed lost"]
+    assert result.reasons()["outcomes"] == {"unknown Stage: Negotiation": 1}
+
+
+def test_stages_listed_as_both_won_and_lost_are_refused_in_any_spelling(tmp_path):
+    from leadscore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"label.*\['Closed Won'\] are listed as both won and lost"):
+        _cfg(tmp_path, CONFIG.replace('won_stages = ["Closed Won"]',
+                                      'won_stages = ["Closed Won"]\nlost_stages = ["closed-won"]'))
+
+
 def test_too_much_quarantine_fails_the_step_and_says_where(tmp_path):
     from flows.steps import ingest_step
 
