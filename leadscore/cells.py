@@ -9,11 +9,13 @@ changes how a cell is read.
   (``1,200`` and ``12,345.5``; with ``decimal = ","``: ``1.200,5`` or ``1 200,5``). ``3,5`` is not 35: with a
   ``.`` decimal it is no number at all. An infinite value is an error; NaN (typed, or the text ``NaN``) is a
   missing value, as pandas writes one.
-- Date-time: ISO 8601 ``YYYY-MM-DD`` (or ``YYYY/MM/DD``), optionally ``[T ]hh:mm[:ss[.fraction]]`` and a zone
+- Date-time: ISO 8601 ``YYYY-MM-DD`` (or ``YYYY/MM/DD``, or ``DD.MM.YYYY``), optionally
+  ``[T ]hh:mm[:ss[.fraction]]`` and a zone
   (``Z``, ``UTC``, ``GMT``, ``±hh``, ``±hh:mm``, ``±hhmm``, at most 14 hours from UTC). Without a zone it is
   local time in ``data.timezone``: a time skipped when clocks move forward is read as the first instant after the
   change, a time that happens twice as its first occurrence. It must lie between ``data.earliest`` and one day
-  after now (a lead dated 1900-01-01 or 9999-12-31 is a placeholder, not a date). Values are int64
+  after now (a lead dated 1900-01-01 or 9999-12-31 is a placeholder, not a date). A cell of 10 or 13 digits
+  alone is seconds or milliseconds since 1970 (UTC). Values are int64
   microseconds since 1970 (UTC), which no plausible date can overflow.
 
 A rule is its patterns (below) and the numpy arithmetic after them. Which engine matches the patterns depends on
@@ -48,12 +50,17 @@ _INT_PART = {".": r"(?:\d{1,3}(?:,\d{3})+|\d+)", ",": r"(?:\d{1,3}(?:[." + _SPAC
 NUMBER = {d: rf"^[+-]?(?:{p}(?:\{d}\d*)?|\{d}\d+)(?:[eE][+-]?\d+)?$" for d, p in _INT_PART.items()}
 GROUPING = {".": ",", ",": "[." + _SPACES + "]"}
 NAN = r"^[+-]?[nN][aA][nN]$"
-DATETIME = (r"^(?P<y>\d{4})[-/](?P<m>\d{1,2})[-/](?P<d>\d{1,2})"
+# ISO's year first, or the day first with dots (31.12.2025, as much of Europe writes it: no one writes the month
+# first with dots, so it is not ambiguous the way 01/02/2025 is).
+DATETIME = (r"^(?:(?P<y>\d{4})[-/](?P<m>\d{1,2})[-/](?P<d>\d{1,2})|(?P<d2>\d{1,2})\.(?P<m2>\d{1,2})\.(?P<y2>\d{4}))"
             r"(?:[T ](?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d{1,9}))?)?)?"
             r"[ \t]*(?P<z>[zZ]|UTC|GMT|utc|gmt|[+-]\d{2}(?::?\d{2})?)?$")
-_GROUPS = ("y", "m", "d", "H", "M", "S", "f", "z")
+_GROUPS = ("y", "m", "d", "y2", "m2", "d2", "H", "M", "S", "f", "z")
+_INTS = ("y", "m", "d", "y2", "m2", "d2", "H", "M", "S")
+# Seconds (10 digits: 2001-09-09 to 2286) or milliseconds (13) since 1970 in UTC, as systems log them.
+EPOCH = r"^(?:\d{10}|\d{13})$"
 _MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
-_RE = {p: re.compile(p) for p in (*NUMBER.values(), *GROUPING.values(), NAN, DATETIME)}
+_RE = {p: re.compile(p) for p in (*NUMBER.values(), *GROUPING.values(), NAN, DATETIME, EPOCH)}
 
 
 def us_of(t) -> int:
@@ -154,12 +161,25 @@ def _extract(cells) -> dict[str, np.ndarray]:
             col = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)  # "": took no part in the match
             groups[g] = col if g in "fz" else pc.cast(col, pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
     out = {"matched": matched}
-    for g in "ymdHMS":
+    for g in _INTS:
         v = groups[g]
         out[g] = v if not isinstance(v, np.ndarray) or v.dtype != object else \
             np.array([int(x) if x is not None else 0 for x in v], np.int64)
+    for g in "ymd":  # one of the two date forms took part, the other's groups are 0
+        out[g] = out[g] + out.pop(f"{g}2")
     out["f"], out["z"] = groups["f"], groups["z"]
     return out
+
+
+def _epoch_us(cells, epoch: np.ndarray) -> np.ndarray:
+    """Microseconds of the cells ``epoch`` marks (seconds, or milliseconds when 13 digits); 0 elsewhere."""
+    if isinstance(cells, list):
+        return np.array([int(v) * (1000 if len(v) == 13 else 1_000_000) if e else 0 for v, e in zip(cells, epoch)],
+                        np.int64)
+    kept = pc.if_else(pa.array(epoch), cells, pa.scalar(None, pa.string()))
+    n = pc.cast(kept, pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    millis = pc.equal(pc.utf8_length(kept), 13).fill_null(False).to_numpy(zero_copy_only=False)
+    return np.where(millis, n * 1000, n * 1_000_000)
 
 
 def _per_value(column, fn, kind) -> np.ndarray:
@@ -263,6 +283,10 @@ def _parse_timestamp(cells, zone: str) -> tuple[np.ndarray, np.ndarray]:
     local = valid & ~has_zone
     if local.any():
         us = np.where(local, _local_to_utc(np.where(local, us, 0), local, zone), us)
+    epoch = present & ~valid & _matches(cells, EPOCH)
+    if epoch.any():
+        us = np.where(epoch, _epoch_us(cells, epoch), us)
+        valid = valid | epoch
     problem = np.where(present & ~valid, UNREADABLE, OK).astype(np.int8)
     return np.where(valid, us, NEVER), problem
 

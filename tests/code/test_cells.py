@@ -33,6 +33,14 @@ def test_dates_follow_the_grammar():
                      "2026-10-25T00:30:00.000000",  # twice: the first one
                      1, 1, 1, 1, "2026-06-29T08:00:00.000000", 1, 1, 1, "2026-06-29T10:00:00.123456",
                      "2025-12-31T23:00:00.000000"]
+    # The day first with dots (local time like ISO without a zone); seconds or milliseconds since 1970 (UTC).
+    # Not a month first, two-digit years, or digits of another length.
+    when = ["31.12.2025 14:05", "1.2.2026", "29.06.2026T10:00Z", "12.31.2025", "31.12.25", "31.12.2025.",
+            "1767225600", "1767225600500", "176722560", "17672256000", "1767225600.5", "2026.12.31"]
+    us, problem = cells.timestamp(when, "Europe/Berlin", LO, HI)
+    shown = [str(np.datetime64(int(u), "us")) if p == 0 else int(p) for u, p in zip(us, problem)]
+    assert shown == ["2025-12-31T13:05:00.000000", "2026-01-31T23:00:00.000000", "2026-06-29T10:00:00.000000",
+                     1, 1, 1, "2026-01-01T00:00:00.000000", "2026-01-01T00:00:00.500000", 1, 1, 1, 1]
 
 
 TEXT = st.lists(st.sampled_from(list("0123456789+-.,:/ TtZzeE\u00a0\u202f\u3000\t\nUTCGMnaN") + ["12", "2026-", "000"]),
@@ -41,6 +49,10 @@ DATES = st.builds(lambda y, m, d, rest: f"{y:04d}-{m}-{d}{rest}", st.integers(19
                   st.integers(0, 32), st.sampled_from(["", " 10:00", "T23:59:59", "T01:02:03.5", " 02:30:00",
                                                        "T10:00Z", "T10:00+05:30", "T10:00-0800", "+14", "+15",
                                                        "T10:00 UTC", "T10:00:61"]))
+
+DOTTED = st.builds(lambda d, m, y, rest: f"{d}.{m}.{y}{rest}", st.integers(0, 32), st.integers(0, 13),
+                   st.integers(1980, 2030), st.sampled_from(["", " 10:00", "T23:59:59", " 02:30:00", "T10:00Z", "."]))
+EPOCHS = st.integers(0, 10**14).map(str)
 
 
 # Numbers built to the grammar and just beside it: grouped, decimal point or comma, exponent, sign, spaces.
@@ -60,7 +72,7 @@ def _both(fn, values):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-@given(values=st.lists(st.one_of(TEXT, DATES, NUMBERS, st.none()), min_size=1, max_size=12),
+@given(values=st.lists(st.one_of(TEXT, DATES, DOTTED, EPOCHS, NUMBERS, st.none()), min_size=1, max_size=12),
        zone=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]))
 def test_both_engines_read_every_cell_alike(values, zone):
     n = len(values)
