@@ -112,14 +112,17 @@ class OutcomeFactors:
         mature = frame["mature"].to_numpy(bool)
         won = (frame["label"].to_numpy(np.float64) == 1).astype(np.float64)
         keys = frame[self.column].astype("string").to_numpy(dtype=object, na_value=None)
-        g = outcome_factors(keys, p, exposure(frame, as_of, horizon_days), won, mature)
+        exposed = exposure(frame, as_of, horizon_days)
+        g = outcome_factors(keys, p, exposed, won, mature)
         pooled = _gamma_prior(g)
         # A campaign the export never showed (or none at all) gets the level every young lead shows.
         self.default_ = float(pooled[0]) if pooled else 1.0
         self.factors_ = {str(k): float(f) for k, f in g["factor"].items() if f != self.default_}
         self.young_leads_ = int((~mature).sum())
-        self.early_wins_ = float(g["W"].sum())
-        self.early_wins_expected_ = float(g["E"].sum())
+        # Over every young lead, those without a campaign too (the groups leave them out).
+        young = ~mature
+        self.early_wins_ = float(won[young].sum())
+        self.early_wins_expected_ = float(np.sum(p[young] * exposed[young]))
         return self
 
     def apply(self, columns, p: np.ndarray) -> np.ndarray:

@@ -63,3 +63,17 @@ def test_too_few_campaigns_with_early_outcomes_leave_the_model_as_is():
     assert factors.factors_ == {} and factors.default_ == 1.0
     assert np.array_equal(factors.apply({"campaign": np.array(["Dud"], dtype=object)}, np.array([0.3])), [0.3])
     assert factors.summary()["campaigns_down"] == 0
+
+
+def test_early_wins_are_counted_over_every_young_lead_with_or_without_a_campaign():
+    """An export with no campaign mapped has no groups to compare: the model is left as it is, but the log still
+    says how many early wins the young leads brought against how many their probabilities gave."""
+    frame, p = _leads({"A": 0.05, "B": 0.03})
+    young = ~frame["mature"].to_numpy()
+    expected = float(np.sum(p[young] * exposure(frame, AS_OF, 90)[young]))
+    wins = float((frame["label"][young] == 1).sum())
+    for column in ("campaign", None):
+        data = frame if column else frame.assign(campaign=None)
+        summary = OutcomeFactors("campaign").fit(data, p, AS_OF, 90).summary()
+        assert summary["early_wins"] == wins == 40
+        assert summary["early_wins_expected"] == pytest.approx(expected, abs=0.05)
