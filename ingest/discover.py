@@ -225,10 +225,41 @@ def _pick_leads(samples: list[FileSample], crm: str) -> FileSample:
     if not candidates:
         raise DataError("no file in the export has a lead id and a creation date column (looked for "
                         f"{', '.join(repr(n) for n in _names(crm, 'lead_id')[:4])} and "
-                        f"{', '.join(repr(n) for n in _names(crm, 'created_at')[:3])}); name them with --crm or write "
-                        "the config by hand (README: Use your own CRM export)")
+                        f"{', '.join(repr(n) for n in _names(crm, 'created_at')[:3])}); rename those columns in the "
+                        "export, or write the config by hand (README: Use your own CRM export)")
     return max(candidates, key=lambda s: (s.rows > 0, s.find(_names(crm, "created_at")) is not None,
                                           len(s.words), s.rows))
+
+
+ID_WORDS = ("id", "number", "no", "key", "code", "guid", "uuid")
+
+
+def _id_problem(sample: FileSample, col: str) -> str | None:
+    """Why the column cannot be the lead id (empty or repeated cells in the first rows), or None."""
+    column = sample.table[col].combine_chunks()
+    present = _present(column)
+    filled = int(present.sum())
+    repeated = filled - (len(pc.unique(column.filter(pa.array(present)))) if filled else 0)
+    if filled < 0.99 * len(column) or repeated > 0.01 * max(filled, 1):
+        return f"{len(column) - filled:,} empty and {repeated:,} repeated cells in the first {len(column):,} rows"
+    return None
+
+
+def _lead_id(sample: FileSample, names: tuple[str, ...]) -> tuple[str, str | None]:
+    """The lead id: the first column named like one that is filled and unique; else a column named like any
+    identifier ("Customer Number") that is; else the first named like a lead id, with a warning."""
+    named = [c for name in names for c, words in sample.words.items() if words == name]
+    for col in dict.fromkeys(named):
+        if _id_problem(sample, col) is None:
+            return col, None
+    other = [c for c, words in sample.words.items() if c not in named
+             and (words.split()[-1:] and words.split()[-1] in ID_WORDS or (" " not in words and words.endswith("id")))]
+    for col in other:
+        if _id_problem(sample, col) is None:
+            return col, (f"{sample.path.name}: {named[0]!r} is not an id ({_id_problem(sample, named[0])}); {col!r}, "
+                         "filled and unique, is used as the lead id") if named else None
+    return named[0], (f"{sample.path.name}: the lead id {named[0]!r} has {_id_problem(sample, named[0])}; those rows "
+                      "will be quarantined (missing or duplicate lead id)")
 
 
 def _label_column(sample: FileSample) -> str | None:
@@ -335,7 +366,9 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
     def find(sample: FileSample, role: str, taken: set[str] = frozenset()) -> str | None:
         return sample.find(_names(crm, role), taken)
 
-    lead_id = find(leads, "lead_id")
+    lead_id, note = _lead_id(leads, _names(crm, "lead_id"))
+    if note:
+        warnings.append(note)
     created = find(leads, "created_at", {lead_id})
     label_column = _label_column(leads) if outcomes is None else None
     if created is None and label_column is None:

@@ -130,8 +130,9 @@ def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> t
             malformed = [(_decode(text.encode("latin-1")), why) for text, why in malformed]
             fixed = sum(n for _, n in decoded)
             encoding = f"utf-8, {fixed:,} cells windows-1252"
-            log.warning("%s: %s is not all UTF-8: %s cells read as Windows-1252 (set %s.encoding if the whole file "
-                        "has another encoding)", key, path.name, f"{fixed:,}", key)
+            setting = f"{key}.encoding" if key.startswith("data.") else "data.<table>.encoding in the config"
+            log.warning("%s: %s is not all UTF-8: %s cells read as Windows-1252 (set %s if the whole file "
+                        "has another encoding)", key, path.name, f"{fixed:,}", setting)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{key}.path: cannot read {path} as {fmt.upper()}: {str(exc).splitlines()[0]}") from None
     info = {"format": "csv", "encoding": encoding, "delimiter": delimiter, "decimal": decimal_of(table, delimiter)}

@@ -41,3 +41,22 @@ def test_awkward_exports_still_give_a_config_that_loads(tmp_path):
     assert cfg.data.campaigns.cost == "Cost" and cfg.data.campaigns.path.name == "campaigns.csv"
     said = " ".join(proposal.warnings)
     assert "empty.csv" in said and "template.csv" in said and "a_tasks.csv" in said
+
+
+def test_a_column_named_like_a_lead_id_that_is_not_one_is_passed_over(tmp_path):
+    """A snapshot export whose "lead_id" column is a third empty and full of repeats (another system's key),
+    while "Customer Number" is filled and unique: the proposal takes the one that identifies a lead, and says
+    why."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    n = 600
+    other_key = np.where(rng.random(n) < 0.3, "", rng.integers(0, 150, n).astype(str))
+    pd.DataFrame({"lead_id": other_key, "Customer Number": [f"C{i:05d}" for i in range(n)],
+                  "Country": rng.choice(["US", "DE", "FR"], n), "converted": rng.choice(["yes", "no", ""], n)}
+                 ).to_csv(tmp_path / "customers.csv", index=False)
+    proposal = propose_config(tmp_path)
+    cfg = parse_config(proposal.text, tmp_path / "leadscore.toml")
+    assert cfg.data.leads.id == "Customer Number" and cfg.data.leads.label == "converted"
+    assert any("'lead_id' is not an id" in w and "'Customer Number'" in w for w in proposal.warnings)
