@@ -19,25 +19,29 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
     model must not rank worse than any baseline on the same test leads by more than noise: ``auc_tolerance``,
     or twice the standard error of the difference on these leads (``baseline_noise``) if that is larger.
     Refusing on noise would leave a new user with nothing scored."""
-    reasons = []
+    reasons, warnings = [], []
     if champion_auc is None:
         for name, auc in (baseline_aucs or {}).items():
             noise = 2 * (baseline_noise or {}).get(name, 0.0)
+            allowed = (f"twice the standard error of the difference on these test leads ({noise:.4f})"
+                       if noise > auc_tolerance else f"gate.auc_tolerance = {auc_tolerance}")
             if challenger["roc_auc"] < auc - max(auc_tolerance, noise):
-                allowed = (f"twice the standard error of the difference on these test leads ({noise:.4f})"
-                           if noise > auc_tolerance else f"gate.auc_tolerance = {auc_tolerance}")
                 reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the {name} baseline's {auc:.4f} by more "
                                f"than {allowed}")
+            elif challenger["roc_auc"] < auc - auc_tolerance:  # said, so a promotion on noise is not read as a win
+                warnings.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the {name} baseline's {auc:.4f}, within "
+                                f"{allowed}: too few test wins to tell them apart")
     # A perfectly calibrated model shows some ECE by chance on a finite test set; the limit allows for it, so a
     # small export is not refused for noise while a miscalibrated model still is. A first model is promoted
     # anyway, with a warning: a level shift in the newest leads no model could foresee should not leave a new
     # user with nothing scored, while a champion is never replaced by a worse-calibrated model.
     noise = challenger.get("ece_noise", 0.0)
-    warnings = []
     if challenger["ece"] > max_ece + noise:
         (reasons if champion_auc is not None else warnings).append(
             f"calibration error {challenger['ece']:.4f} is above gate.max_ece = {max_ece} plus the {noise:.4f} a "
-            "calibrated model would show by chance on these test leads")
+            "calibrated model would show by chance on these test leads"
+            + ("" if champion_auc is not None else
+               ": its probabilities of the newest leads may be off until the next training run"))
     if champion_auc is not None and challenger["roc_auc"] < champion_auc - auc_tolerance:
         reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the champion's {champion_auc:.4f} on the same "
                        f"test leads by more than gate.auc_tolerance = {auc_tolerance}")

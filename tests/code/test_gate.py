@@ -48,7 +48,12 @@ def test_a_first_model_is_refused_only_for_a_gap_larger_than_noise():
     # 0.02 below the baseline: refused with the configured tolerance alone, promoted when the difference's standard
     # error on the test leads is 0.015 (twice that is 0.03), refused again when the error is small.
     good = {"roc_auc": 0.80, "ece": 0.01}
-    assert decide(good, None, 0.005, 0.03, {"logistic": 0.82}, {"logistic": 0.015}).promote
+    within = decide(good, None, 0.005, 0.03, {"logistic": 0.82}, {"logistic": 0.015})
+    # Promoted, and the run says it ranks below the baseline within noise, so it is not read as a win.
+    assert within.promote and within.warnings == [
+        "ROC AUC 0.8000 is below the logistic baseline's 0.8200, within twice the standard error of the difference "
+        "on these test leads (0.0300): too few test wins to tell them apart"]
+    assert not decide(good, None, 0.005, 0.03, {"logistic": 0.804}, {"logistic": 0.015}).warnings
     refused = decide(good, None, 0.005, 0.03, {"logistic": 0.82}, {"logistic": 0.002})
     assert not refused.promote and "gate.auc_tolerance = 0.005" in refused.reasons[0]
     noisy = decide(good, None, 0.005, 0.03, {"logistic": 0.85}, {"logistic": 0.015})
