@@ -114,11 +114,12 @@ def train_step(cfg: Config, run_id: str) -> dict:
     """Train the model, register it, gate it against its champion; then one model per ``[[segments]]`` that
     meets the minimums, each gated against its own champion and against the global model on its leads."""
     from features.store import load_feature_set
-    from models.train import train_model
+    from models.train import check_fit_minimums, train_model
 
     home = cfg.paths.ensure()
     fs, meta = load_feature_set(home.features_file)
     home.landmarks_file.unlink(missing_ok=True)  # never train on the landmarks of another export
+    check_fit_minimums(fs, cfg)  # before the landmark rows are built for nothing
     landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
     with cluster.session(cfg.engine) as client:
         result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client)

@@ -92,10 +92,9 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
                     "outcome: %s. If they are set after a lead arrives, the model learns from the future: leave them "
                     "out of the config, or list them in features.allow_leaky if they are known at arrival",
                     ", ".join(f"{col!r} ({name})" for col, name in named.items()))
+    check_fit_minimums(fs, cfg)
     frame = fs.frame.to_pandas()
     data = frame[frame["mature"] & frame["label"].notna()].copy()
-    check_minimums(data["label"].to_numpy(np.float64), cfg, "" if fs.mode == "snapshot" else (
-        f" (created at least label.horizon_days = {cfg.label.horizon_days} days before as_of)"))
     now = train_now_model(landmarks, cfg, client) if landmarks is not None else None
     young = None
     if as_of is not None and fs.mode != "snapshot" and "campaign" in frame and "won_at" in frame:
@@ -170,6 +169,15 @@ def _fit_beside(now: TrainResult, frame: pd.DataFrame, fit_model: LeadModel) -> 
     test["fit"] = fit_model.probability(rows)
     now.baselines["fit"] = classification_metrics(test["label"].to_numpy(), test["fit"].to_numpy(),
                                                   test["weight"].to_numpy(np.float64))
+
+
+def check_fit_minimums(fs: FeatureSet, cfg: Config) -> None:
+    """:func:`check_minimums` on the leads whose outcome is known (two columns read: cheap enough to run before
+    the landmark rows are built)."""
+    t = fs.frame.select(["mature", "label"]).to_pandas()
+    labels = t.loc[t["mature"].astype(bool) & t["label"].notna(), "label"].to_numpy(np.float64)
+    check_minimums(labels, cfg, "" if fs.mode == "snapshot" else (
+        f" (created at least label.horizon_days = {cfg.label.horizon_days} days before as_of)"))
 
 
 def check_minimums(labels: np.ndarray, cfg: Config, known: str = "", what: str = "this export") -> None:

@@ -25,6 +25,7 @@ def test_a_small_export_stops_with_exit_2_saying_what_it_has_and_needs(tmp_path)
     assert f"{int(known['label'].sum()):,} of them won" in message
     assert "1,000 leads with a known outcome (train.min_leads)" in message and "train.min_wins" in message
     assert "Traceback" not in message
+    assert not Home(cfg.home).landmarks_file.exists()  # stopped before building the landmark rows
 
     # The minimums are the user's to lower; the message then names only what is still short.
     lower = cfg.model_copy(update={"train": cfg.train.model_copy(update={"min_leads": 100, "min_wins": 5000})})
