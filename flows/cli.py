@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 log = logging.getLogger("leadscore")
 
@@ -182,7 +183,7 @@ def generate(
 
 @command
 def init(
-    export_dir: Annotated[Path, typer.Argument(help="Folder with the CRM's export files (CSV or Parquet).")],
+    export_dir: Annotated[Path, typer.Argument(metavar="EXPORT_DIR", help="Folder with the CRM's export files (CSV or Parquet).")],
     crm: Annotated[str, typer.Option(help="Whose column names to expect: salesforce, hubspot, dynamics or auto "
                                           "(the one the columns match best).")] = "auto",
     out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path("leadscore.toml"),
@@ -311,7 +312,7 @@ def deploy(
 
 @command
 def history(
-    lead_id: Annotated[str, typer.Argument(help="The lead's id as in the export.")],
+    lead_id: Annotated[str, typer.Argument(metavar="LEAD_ID", help="The lead's id as in the export.")],
     config: ConfigOpt,
     home: HomeOpt = None,
 ) -> None:
@@ -409,7 +410,7 @@ def models(config: ConfigOpt, home: HomeOpt = None, segment: SegmentOpt = None) 
 
 @command
 def promote(
-    version: Annotated[str, typer.Argument(help="The registered version to make champion.")],
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="The registered version to make champion.")],
     config: ConfigOpt,
     home: HomeOpt = None,
     reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "promoted by hand",

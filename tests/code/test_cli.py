@@ -20,6 +20,9 @@ def test_help_does_not_import_heavy_libraries():
     assert result.exit_code == 0
     for command in ("init", "generate", "ingest", "features", "train", "score", "report", "run", "demo"):
         assert command in result.output
+    # A flag reads as a flag, not as an option that takes a value.
+    init = runner.invoke(app, ["init", "--help"])
+    assert "--force " in init.output and "<bool>" not in init.output and "EXPORT_DIR" in init.output
 
 
 def test_missing_config_is_one_line_and_exit_2(tmp_path):
