@@ -275,8 +275,8 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
         log.info("train: version %s%s is champion%s", ref.version, what,
                  f" (was version {previous})" if previous else "")
         for warning in decision.warnings:
-            log.warning("train: version %s%s is the first champion, but its %s (see the evaluation report)",
-                        ref.version, what, warning)
+            log.warning("train: version %s%s is champion, judged against the baselines alone, but its %s (see the "
+                        "evaluation report)", ref.version, what, warning)
     else:
         log.warning("train: version %s%s stays challenger: %s", ref.version, what, "; ".join(reasons))
     log.info("train: evaluation report %s", run_dir / "evaluation.html")

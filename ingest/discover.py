@@ -245,14 +245,15 @@ def _id_problem(sample: FileSample, col: str) -> str | None:
     return None
 
 
-def _lead_id(sample: FileSample, names: tuple[str, ...]) -> tuple[str, str | None]:
-    """The lead id: the first column named like one that is filled and unique; else a column named like any
-    identifier ("Customer Number") that is; else the first named like a lead id, with a warning."""
+def _lead_id(sample: FileSample, names: tuple[str, ...], other_columns: bool) -> tuple[str, str | None]:
+    """The lead id: the first column named like one that is filled and unique; else (``other_columns``: no other
+    file refers to leads) a column named like any identifier ("Customer Number") that is; else the first named
+    like a lead id, with a warning."""
     named = [c for name in names for c, words in sample.words.items() if words == name]
     for col in dict.fromkeys(named):
         if _id_problem(sample, col) is None:
             return col, None
-    other = [c for c, words in sample.words.items() if c not in named
+    other = [c for c, words in sample.words.items() if other_columns and c not in named
              and (words.split()[-1:] and words.split()[-1] in ID_WORDS or (" " not in words and words.endswith("id")))]
     for col in other:
         if _id_problem(sample, col) is None:
@@ -366,7 +367,8 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
     def find(sample: FileSample, role: str, taken: set[str] = frozenset()) -> str | None:
         return sample.find(_names(crm, role), taken)
 
-    lead_id, note = _lead_id(leads, _names(crm, "lead_id"))
+    # Stage and activity files name the lead by their own id column: with them, the id is the one named so.
+    lead_id, note = _lead_id(leads, _names(crm, "lead_id"), other_columns=outcomes is None and activities is None)
     if note:
         warnings.append(note)
     created = find(leads, "created_at", {lead_id})

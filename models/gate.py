@@ -18,7 +18,8 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
     leads (None when there is no champion, or it cannot score the new feature set). Without a champion, the
     model must not rank worse than any baseline on the same test leads by more than noise: ``auc_tolerance``,
     or twice the standard error of the difference on these leads (``baseline_noise``) if that is larger.
-    Refusing on noise would leave a new user with nothing scored."""
+    Refusing on noise would leave a new user with nothing scored; a gap beyond ``auc_tolerance`` but within
+    noise is promoted with a warning."""
     reasons, warnings = [], []
     if champion_auc is None:
         for name, auc in (baseline_aucs or {}).items():

@@ -60,7 +60,7 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
                      previous: pd.DataFrame | None = None, client=None) -> ScoredLeads:
     """Score the open leads (canonical rows) with ``scorer`` on features from ``online`` (the snapshot this run
     saves, so batch and real-time scores cannot differ). ``previous``: the last published scores (export names),
-    for each lead's trend. With ``seen`` (the ledger's last inputs per lead), only leads whose inputs or model
+    for each lead's trend. With ``seen`` (each lead's inputs as last published), only leads whose inputs or model
     changed are scored; the others keep their previous published row. Every open lead is published and routed;
     routing respects today's earlier routes. With a Dask ``client``, the scorer runs on its workers."""
     features = open_lead_features(scorer, online, open_leads, cfg)

@@ -41,6 +41,11 @@ def test_dates_follow_the_grammar():
     shown = [str(np.datetime64(int(u), "us")) if p == 0 else int(p) for u, p in zip(us, problem)]
     assert shown == ["2025-12-31T13:05:00.000000", "2026-01-31T23:00:00.000000", "2026-06-29T10:00:00.000000",
                      1, 1, 1, "2026-01-01T00:00:00.000000", "2026-01-01T00:00:00.500000", 1, 1, 1, 1]
+    # Typed numbers by the same rule (a float column with gaps, as pandas writes epoch milliseconds); digits
+    # other than 0-9 are no digits, for the few cells of an API request as for a column.
+    us, problem = cells.timestamp(pa.array([1767225600.0, None, 1767225600500.0, 17.0]), "UTC", LO, HI)
+    assert list(problem) == [0, 0, 0, 1] and list(us[[0, 2]]) == [1767225600 * 10**6, 1767225600500 * 10**3]
+    assert list(cells.timestamp(["\u0661\u0667\u0666\u0667\u0662\u0662\u0665\u0666\u0660\u0660"], "UTC", LO, HI)[1]) == [1]
 
 
 TEXT = st.lists(st.sampled_from(list("0123456789+-.,:/ TtZzeE\u00a0\u202f\u3000\t\nUTCGMnaN") + ["12", "2026-", "000"]),

@@ -60,3 +60,13 @@ def test_a_column_named_like_a_lead_id_that_is_not_one_is_passed_over(tmp_path):
     cfg = parse_config(proposal.text, tmp_path / "leadscore.toml")
     assert cfg.data.leads.id == "Customer Number" and cfg.data.leads.label == "converted"
     assert any("'lead_id' is not an id" in w and "'Customer Number'" in w for w in proposal.warnings)
+
+    # With a stage file that names leads by "lead_id", that column stays the id (its repeats are quarantined):
+    # another column would leave every stage row without its lead.
+    pd.DataFrame({"lead_id": other_key[:50], "Stage": "Closed Won", "Stage Date": "2025-01-01"}).to_csv(
+        tmp_path / "stages.csv", index=False)
+    pd.read_csv(tmp_path / "customers.csv").assign(**{"Created Date": "2024-12-01"}).to_csv(
+        tmp_path / "customers.csv", index=False)
+    proposal = propose_config(tmp_path)
+    assert parse_config(proposal.text, tmp_path / "leadscore.toml").data.leads.id == "lead_id"
+    assert any("the lead id 'lead_id' has" in w for w in proposal.warnings)

@@ -124,7 +124,6 @@ def test_a_first_model_is_the_best_candidate_and_not_worse_than_a_baseline(crm_s
                      caplog.text)
     assert said and float(said.group(2)) >= 0, caplog.text[-2000:]
     assert not any("below the" in r for r in result["gate_reasons"])
-    assert all("within" in w for w in result["gate_warnings"] if "below the" in w)  # noise is said to be noise
     assert steps.score_step(cfg, "r1")["leads_scored"] > 0
 
 
