@@ -32,6 +32,11 @@ def campaign_report(scores: pd.DataFrame, costs: pd.DataFrame | None, previous: 
     campaign_trend = weekly_trend(scores, "campaign", as_of)
     source_trend = weekly_trend(scores, "source", as_of)
     summary = summary_lines(campaigns, previous, previous_label)
+    unmapped = [role for role in ("campaign", "source") if not getattr(cfg.data.leads, role)]
+    if unmapped:  # one "(none)" row is not a comparison; say why
+        keys = ", ".join(f"data.leads.{role}" for role in unmapped)
+        summary.insert(0, f"No {' or '.join(unmapped)} column is mapped ({keys}): every lead counts under "
+                          "\"(none)\"; map one to compare them.")
     notes = (f"Attribution: {cfg.report.attribution.replace('_', ' ')} (a lead belongs to the campaign in its "
              f"{cfg.data.leads.campaign or 'campaign'!r} column). Expected closes are the wins known so far plus, for "
              f"each undecided lead younger than the horizon ({horizon} days), its chance of a win in what is left of it: "

@@ -33,8 +33,10 @@ def test_x_education_runs_end_to_end(tmp_path):
     scores = pd.read_csv(read_latest(Home(cfg.home).scores) / "scores.csv")
     assert len(scores) == 5679  # the leads that have not converted
     assert "Lead Number" in scores.columns
-    steps.report_step(cfg, "xe-1")
+    report = steps.report_step(cfg, "xe-1")
     assert (read_latest(Home(cfg.home).campaign_reports) / "source_quality.csv").is_file()
+    # The file has sources but no campaign column: the report says so rather than rank one "(none)" row.
+    assert report["summary"][0].startswith("No campaign column is mapped (data.leads.campaign)")
 
 
 def test_init_on_x_education_leaves_out_what_its_readme_calls_post_contact(tmp_path):
