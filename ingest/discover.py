@@ -383,6 +383,10 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
         if col:
             mapping[role] = col
             taken.add(col)
+            column = leads.table[col].combine_chunks()
+            if _share_parsed(column, "number", leads.decimal) >= 0.95:  # a count named like a role ("campaign")
+                warnings.append(f"{leads.path.name}: {col!r} is mapped as the {role}, but it holds numbers; if they "
+                                f"count something rather than name a {role}, move it to numeric")
     categorical, numeric, passthrough, left = _judge_lead_columns(leads, taken)
     if created is not None and _share_parsed(leads.table[created].combine_chunks(), "time") < 0.9:
         warnings.append(f"{leads.path.name}: {created!r} does not read as date-times such as 2026-05-01T09:30:00Z in "

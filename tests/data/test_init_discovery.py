@@ -54,12 +54,14 @@ def test_a_column_named_like_a_lead_id_that_is_not_one_is_passed_over(tmp_path):
     n = 600
     other_key = np.where(rng.random(n) < 0.3, "", rng.integers(0, 150, n).astype(str))
     pd.DataFrame({"lead_id": other_key, "Customer Number": [f"C{i:05d}" for i in range(n)],
-                  "Country": rng.choice(["US", "DE", "FR"], n), "converted": rng.choice(["yes", "no", ""], n)}
-                 ).to_csv(tmp_path / "customers.csv", index=False)
+                  "Country": rng.choice(["US", "DE", "FR"], n), "converted": rng.choice(["yes", "no", ""], n),
+                  "campaign": rng.integers(0, 12, n)}).to_csv(tmp_path / "customers.csv", index=False)
     proposal = propose_config(tmp_path)
     cfg = parse_config(proposal.text, tmp_path / "leadscore.toml")
     assert cfg.data.leads.id == "Customer Number" and cfg.data.leads.label == "converted"
     assert any("'lead_id' is not an id" in w and "'Customer Number'" in w for w in proposal.warnings)
+    # "campaign" here counts contacts (as in the bank-marketing export): mapped by its name, with a warning.
+    assert any("'campaign' is mapped as the campaign, but it holds numbers" in w for w in proposal.warnings)
 
     # With a stage file that names leads by "lead_id", that column stays the id (its repeats are quarantined):
     # another column would leave every stage row without its lead.
