@@ -231,16 +231,18 @@ def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
     return _record(result, "leads", raw, checks, columns, info)
 
 
-def _one_spelling(stage: pa.Array, configured: list[str]) -> tuple[pa.Array, dict[str, list[str]]]:
-    """Every spelling of a stage (:func:`leadscore.config.stage_key`) as one: the config's, else the commonest in
-    the file. Returns the stages and, per stage that had others, the spellings read as it."""
-    counts = stage.value_counts()
-    found = [(v, n) for v, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())
-             if v is not None]
+def _one_spelling(stage: pa.Array, at: np.ndarray, configured: list[str]) -> tuple[pa.Array, dict[str, list[str]]]:
+    """Every spelling of a stage (:func:`leadscore.config.stage_key`) as one: the config's, else the one the file
+    used first (``at``: each row's time), which a growing export keeps, so the stage features of the model in
+    service keep their name. Returns the stages and, per stage that had others, the spellings read as it."""
+    latest = np.iinfo(np.int64).max
+    first = pa.table({"stage": stage, "at": np.where(at == np.iinfo(np.int64).min, latest, at)}) \
+        .group_by("stage").aggregate([("at", "min")])
+    found = [(v, t) for v, t in zip(first["stage"].to_pylist(), first["at_min"].to_pylist()) if v is not None]
     chosen: dict[str, str] = {}
     for name in configured:
         chosen.setdefault(stage_key(name), name)
-    for name, _ in sorted(found, key=lambda vn: (-vn[1], vn[0])):
+    for name, _ in sorted(found, key=lambda vt: (vt[1], vt[0])):
         chosen.setdefault(stage_key(name), name)
     renamed = {name: chosen[stage_key(name)] for name, _ in found if chosen[stage_key(name)] != name}
     if not renamed:
@@ -281,20 +283,20 @@ def _outcomes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table)
     read = Reader(cfg, now, raw, info.get("decimal", decimal_of(oc, None)))
     checks = Checks(raw.num_rows)
     lead_id, stage = read.text(oc.lead_id), read.text(oc.stage)
-    stage, spellings = _one_spelling(stage, [*cfg.label.won_stages, *cfg.label.lost_stages,
-                                             *(cfg.label.other_stages or ())])
+    checks.add(lead_id.is_null().to_numpy(zero_copy_only=False), "missing lead id")
+    checks.add(stage.is_null().to_numpy(zero_copy_only=False), f"missing {oc.stage}")
+    at = read.add_timestamp(checks, oc.occurred_at)
+    stage, spellings = _one_spelling(stage, at, [*cfg.label.won_stages, *cfg.label.lost_stages,
+                                                 *(cfg.label.other_stages or ())])
     if spellings:
         info["stage_spellings"] = spellings
         log.warning("data.outcomes: %s (stage names are compared without case, spaces, hyphens or underscores)",
                     "; ".join(f"{', '.join(map(repr, names))} read as {to!r}" for to, names in spellings.items()))
-    checks.add(lead_id.is_null().to_numpy(zero_copy_only=False), "missing lead id")
-    checks.add(stage.is_null().to_numpy(zero_copy_only=False), f"missing {oc.stage}")
     if cfg.label.other_stages is not None:
         known = pa.array([*cfg.label.won_stages, *cfg.label.lost_stages, *cfg.label.other_stages], pa.string())
         unknown = pc.invert(pc.is_in(stage, value_set=known)).to_numpy(zero_copy_only=False)
         shown = read.shown(oc.stage)
         checks.add(unknown, lambda rows: [f"unknown {oc.stage}: {v}" for v in shown(rows)])
-    at = read.add_timestamp(checks, oc.occurred_at)
     known_lead, created = _known_leads(leads, lead_id)
     checks.add(~known_lead, "outcome for an unknown lead")
     checks.add(known_lead & (created != np.iinfo(np.int64).min) & (at < created),

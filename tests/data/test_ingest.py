@@ -171,15 +171,16 @@ def test_unknown_stage_is_quarantined_when_stages_are_listed(tmp_path):
 
 def test_a_stage_spelled_several_ways_is_one_stage(tmp_path, caplog):
     """Case, spaces, hyphens and underscores do not make another stage: a win typed "closed-won" is a win, and
-    the stages outside the config take their commonest spelling. The log and the manifest say what was read
-    as what; a stage outside every list is still quarantined when other_stages is given."""
+    the stages outside the config take the spelling the file used first (not the commonest: that one may change
+    as the export grows). The log and the manifest say what was read as what; a stage outside every list is
+    still quarantined when other_stages is given."""
     stages = """Lead ID,Stage,Stage Date,Amount
 L1,closed-won,2025-02-01 00:00:00,
 L2,CLOSED  WON,2025-02-01 00:00:00,
 L7,Closed_Won,2025-03-01 00:00:00,
-L1,Qualified To Buy,2025-01-10 00:00:00,
+L1,qualified-to-buy,2025-01-05 00:00:00,
 L2,Qualified To Buy,2025-01-10 00:00:00,
-L7,qualified-to-buy,2025-02-10 00:00:00,
+L7,Qualified To Buy,2025-02-10 00:00:00,
 L2,Closed Lost,2025-02-02 00:00:00,
 L7,Negotiation,2025-02-11 00:00:00,
 """
@@ -188,10 +189,10 @@ L7,Negotiation,2025-02-11 00:00:00,
     caplog.set_level("WARNING", logger="leadscore")
     result = ingest(_cfg(tmp_path))
     assert result.tables["outcomes"]["stage"].to_pylist() == [
-        "Closed Won", "Closed Won", "Closed Won", "Qualified To Buy", "Qualified To Buy", "Qualified To Buy",
+        "Closed Won", "Closed Won", "Closed Won", "qualified-to-buy", "qualified-to-buy", "qualified-to-buy",
         "Closed Lost", "Negotiation"]
     assert result.files["outcomes"]["stage_spellings"] == {
-        "Closed Won": ["CLOSED  WON", "Closed_Won", "closed-won"], "Qualified To Buy": ["qualified-to-buy"]}
+        "Closed Won": ["CLOSED  WON", "Closed_Won", "closed-won"], "qualified-to-buy": ["Qualified To Buy"]}
     assert "'closed-won' read as 'Closed Won'" in caplog.text
 
     listed = CONFIG.replace('won_stages = ["Closed Won"]',
