@@ -53,7 +53,10 @@ class LogisticBaseline:
         prep = ColumnTransformer([
             *((f"cat{i}", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20), [c])
               for i, c in enumerate(self.categorical)),
-            ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), self.numeric),
+            # keep_empty_features: a feature with no value in the training rows (no activity before any lead
+            # arrived) stays a column of its own, so the terms below line up with self.numeric.
+            ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                                  StandardScaler()), self.numeric),
         ], sparse_threshold=1.0)
         pipeline = make_pipeline(prep, LogisticRegression(max_iter=500, C=1.0)).fit(x, y)
         self._read_terms(prep, pipeline[-1])

@@ -29,7 +29,8 @@ def test_logistic_terms_equal_the_fitted_pipeline():
     prep = ColumnTransformer([
         ("cat0", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20), ["country"]),
         ("cat1", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20), ["industry"]),
-        ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()),
+        ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                              StandardScaler()),
          ["employees", "visits"]),
     ], sparse_threshold=1.0)
     reference = make_pipeline(prep, LogisticRegression(max_iter=500, C=1.0)).fit(x, y)
@@ -48,3 +49,20 @@ def test_logistic_terms_equal_the_fitted_pipeline():
     # A handful of leads goes by dict lookup, many by index: the same terms.
     many = pd.concat([new] * 20, ignore_index=True)
     np.testing.assert_allclose(model.predict_proba(many)[:4], model.predict_proba(new), rtol=1e-12)
+
+
+def test_a_feature_with_no_value_in_training_changes_nothing():
+    """An export where no activity came before any lead arrived leaves "days since the last activity" empty in
+    every training row: the baseline fits (it used to stop training with an IndexError), and the feature moves
+    no probability, whatever value a new lead has."""
+    rng = np.random.default_rng(2)
+    n = 2000
+    frame = pd.DataFrame({"country": rng.choice(["DE", "FR", "US"], n), "visits": rng.poisson(3, n).astype(float),
+                          "silence": np.full(n, np.nan)})
+    y = (rng.random(n) < 1 / (1 + np.exp(1.5 - 0.3 * frame["visits"]))).astype(int)
+    with_empty = LogisticBaseline(["country"], ["visits", "silence"]).fit(frame, y)
+    without = LogisticBaseline(["country"], ["visits"]).fit(frame.drop(columns="silence"), y)
+    new = frame.head(300).assign(silence=rng.exponential(10, 300))
+    p = with_empty.predict_proba(new)
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p, without.predict_proba(new), rtol=1e-4)
