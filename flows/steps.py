@@ -33,6 +33,24 @@ def read_ingest_manifest(home: Home) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def file_stats(cfg: Config) -> dict[str, list[int]]:
+    """Each export file's size and modification time: enough to notice, for free, that it changed."""
+    return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in cfg.input_paths() if p.is_file()}
+
+
+def warn_if_export_changed(cfg: Config, ingest: dict, step: str) -> None:
+    """A step run on its own reads what the last ingest wrote: say so when the export has changed since."""
+    seen = ingest.get("file_stats")
+    if seen is None:  # ingested by a version that did not record them
+        return
+    now = file_stats(cfg)
+    changed = sorted({Path(p).name for p in set(seen) | set(now) if seen.get(p) != now.get(p)})
+    if changed:
+        log.warning("%s: the export changed since the last ingest (%s); this step works on the data ingested then "
+                    "(as of %s): run `leadscore run`, or `leadscore ingest` and `leadscore features` first",
+                    step, ", ".join(changed), ingest.get("as_of"))
+
+
 def ingest_step(cfg: Config, run_id: str) -> dict:
     """Export files -> canonical Parquet tables + quarantine; fails if too much was quarantined."""
     from ingest.canonical import check_usable, ingest, write_canonical, write_quarantine
@@ -47,6 +65,7 @@ def ingest_step(cfg: Config, run_id: str) -> dict:
         "quarantine_files": {k: str(v) for k, v in written.items()},
         "quarantined_share": round(result.quarantine_share(), 6),
         "data_fingerprint": data_fingerprint(cfg.input_paths()), "config_hash": cfg.digest(),
+        "file_stats": file_stats(cfg),
     }
     check_usable(result, cfg, written, quarantine_dir)
     write_canonical(result, home.canonical)
@@ -64,6 +83,7 @@ def features_step(cfg: Config, run_id: str | None = None) -> dict:
 
     home = cfg.paths.ensure()
     ingest = read_ingest_manifest(home)
+    warn_if_export_changed(cfg, ingest, "features")
     as_of = datetime.fromisoformat(ingest["as_of"])
     extra = {"as_of": as_of.isoformat(), "config_hash": cfg.digest()}
     with cluster.session(cfg.engine) as client:
@@ -352,6 +372,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
         check_connection(cfg.publish.sql_url)  # before anything is published
     scored_at = datetime.now(timezone.utc).replace(microsecond=0)
     ingest = read_ingest_manifest(home)
+    warn_if_export_changed(cfg, ingest, "score")
     fs, meta = load_feature_set(home.features_file)
     scorer = LeadScorer.from_registry(home, segments=tuple(s.name for s in cfg.segments))
     scorer.check_schema(fs.categorical, fs.numeric)

@@ -2,6 +2,7 @@
 the SQL sink, the drift report."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def _check_crm_files(folder, scores):
     assert (dy["msdyn_scoredon"] == scores["scored_at"].dt.strftime("%Y-%m-%d")).all()
 
 
-def test_since_last_scores_only_new_or_changed_leads(scored_home):
+def test_since_last_scores_only_new_or_changed_leads(scored_home, caplog):
     cfg, export = scored_home
     home = Home(cfg.home)
     steps.score_step(cfg, "s1")
@@ -176,6 +177,17 @@ def test_since_last_scores_only_new_or_changed_leads(scored_home):
     assert again["leads_scored"] == 0 and again["rows"]["unchanged_since_last"] == len(open_ids)
     inputs = pd.read_parquet(read_latest(home.scores) / "inputs.parquet")
     assert set(inputs["lead_id"]) == set(open_ids) and inputs["input_hash"].notna().all()
+
+    # A step run alone after the export changed says it works on the data ingested before (and names the file).
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="leadscore"):
+        steps.warn_if_export_changed(cfg, steps.read_ingest_manifest(home), "score")
+    assert "changed since the last ingest" not in caplog.text
+    stat = (export / "leads.csv").stat()
+    os.utime(export / "leads.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with caplog.at_level("WARNING", logger="leadscore"):
+        steps.warn_if_export_changed(cfg, steps.read_ingest_manifest(home), "score")
+    assert "score: the export changed since the last ingest (leads.csv); this step works on the data" in caplog.text
 
 
 def test_drift_report_is_published(scored_home):
