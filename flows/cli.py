@@ -183,7 +183,8 @@ def generate(
 
 @command
 def init(
-    export_dir: Annotated[Path, typer.Argument(metavar="EXPORT_DIR", help="Folder with the CRM's export files (CSV or Parquet).")],
+    export_dir: Annotated[Path, typer.Argument(metavar="EXPORT_DIR",
+                                               help="Folder with the CRM's export files (CSV or Parquet).")],
     crm: Annotated[str, typer.Option(help="Whose column names to expect: salesforce, hubspot, dynamics or auto "
                                           "(the one the columns match best).")] = "auto",
     out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path("leadscore.toml"),
