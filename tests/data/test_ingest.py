@@ -195,8 +195,8 @@ L7,Negotiation,2025-02-11 00:00:00,
         "Closed Won": ["CLOSED  WON", "Closed_Won", "closed-won"], "qualified-to-buy": ["Qualified To Buy"]}
     assert "'closed-won' read as 'Closed Won'" in caplog.text
 
-    listed = CONFIG.replace('won_stages = ["Closed Won"]', 'won_stages = ["Closed Won"]\nlost_stages = ["closed lost"]\n'
-                            'other_stages = ["qualified to buy"]')
+    lists = 'won_stages = ["Closed Won"]\nlost_stages = ["closed lost"]\nother_stages = ["qualified to buy"]'
+    listed = CONFIG.replace('won_stages = ["Closed Won"]', lists)
     result = ingest(_cfg(tmp_path, listed))
     assert result.tables["outcomes"]["stage"].to_pylist() == ["Closed Won"] * 3 + ["qualified to buy"] * 3 + [
         "closed lost"]
