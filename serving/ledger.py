@@ -110,8 +110,8 @@ def lead_history(ledger: Path, lead_id: str) -> pd.DataFrame:
 def changed_since(seen: pd.DataFrame, frame: pd.DataFrame, model_version) -> pd.DataFrame:
     """Rows of ``frame`` whose inputs (``input_hash``) or model differ from their latest row in ``seen`` (lead_id,
     input_hash, model_version, scored_at: the last published run's ``inputs.parquet``, or the ledger's rows), or
-    that have none. ``model_version``: the label of
-    the model that would score each row now (one for all, or one per row when segments have their own)."""
+    that have none. ``model_version``: the label of the model that would score each row now (one for all, or one
+    per row when segments have their own)."""
     if seen.empty:
         return frame
     latest = seen.sort_values("scored_at").drop_duplicates("lead_id", keep="last").set_index("lead_id")
