@@ -369,7 +369,28 @@ def check_usable(result: IngestResult, cfg: Config, written: dict[str, Path], qu
         raise DataError(
             f"{share:.1%} of input rows were quarantined, more than data.max_quarantine_share = "
             f"{cfg.data.max_quarantine_share:.1%}; see {quarantine_dir} for each row and its reason "
-            f"({common_reasons(result)})")
+            f"({common_reasons(result)}){_zeros_hint(result, cfg)}")
+
+
+def _zeros_hint(result: IngestResult, cfg: Config, sample: int = 1000) -> str:
+    """When events were quarantined for unknown leads whose ids match a lead's once leading zeros are dropped
+    ("015456" against 15456 written as a number), say so: the ids are text and are compared as written."""
+    lead_ids = result.tables["leads"]["lead_id"].combine_chunks()
+    stripped = pc.utf8_ltrim(lead_ids, characters="0")
+    for table, what, mapped in (("outcomes", "outcome", cfg.data.outcomes),
+                                ("activities", "activity", cfg.data.activities)):
+        q = result.quarantined.get(table)
+        if q is None or mapped is None:
+            continue
+        unknown = np.flatnonzero(pc.equal(q.reasons, f"{what} for an unknown lead").to_numpy(zero_copy_only=False))
+        ids = cells.text(q.raw.column(mapped.lead_id).take(pa.array(unknown[:sample], pa.int64())))
+        found = pc.is_in(pc.utf8_ltrim(ids, characters="0"), value_set=stripped).fill_null(False)
+        if len(ids) and pc.sum(found).as_py() >= len(ids) / 2:
+            event = ids.filter(found)[0].as_py()
+            lead = lead_ids.filter(pc.equal(stripped, event.lstrip("0")))[0].as_py()
+            return (f"; data.{table}.lead_id and data.leads.id differ in leading zeros ({event!r} against {lead!r}): "
+                    "ids are compared as written, so write them alike in both files")
+    return ""
 
 
 def common_reasons(result: IngestResult, top: int = 3) -> str:

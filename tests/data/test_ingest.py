@@ -224,3 +224,20 @@ def test_too_much_quarantine_fails_the_step_and_says_where(tmp_path):
     loose = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_quarantine_share": 0.9})})
     summary = ingest_step(loose, "run-2")
     assert summary["counts"]["leads"] == {"rows_in": 9, "kept": 3, "quarantined": 6}
+
+
+def test_ids_that_differ_in_leading_zeros_are_named_in_the_error(tmp_path):
+    """Leads written with zero-padded ids and stages with the same ids as numbers share no id: the run stops on
+    the quarantined share, and the message says why rather than only "unknown lead"."""
+    from flows.steps import ingest_step
+
+    leads = "Lead ID,Created Date,Campaign,Country,Employees,Owner\n" + "".join(
+        f"{i:06d},2025-01-0{1 + i % 5} 10:00:00,Spring,US,10,Ann\n" for i in range(1, 41))
+    stages = "Lead ID,Stage,Stage Date,Amount\n" + "".join(
+        f"{i},Closed Won,2025-02-01 00:00:00,\n" for i in range(1, 41))
+    _write(tmp_path, {"leads.csv": leads, "stages.csv": stages, "activities.csv": "Lead ID,Type,When\n",
+                      "campaigns.csv": CAMPAIGNS})
+    cfg = _cfg(tmp_path, 'home = "home"\n' + CONFIG)
+    with pytest.raises(DataError, match=r"data.outcomes.lead_id and data.leads.id differ in leading zeros "
+                                        r"\('1' against '000001'\)"):
+        ingest_step(cfg, "run-1")
