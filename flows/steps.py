@@ -35,7 +35,8 @@ def read_ingest_manifest(home: Home) -> dict:
 
 def file_stats(cfg: Config) -> dict[str, list[int]]:
     """Each export file's size and modification time: enough to notice, for free, that it changed."""
-    return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in cfg.input_paths() if p.is_file()}
+    stats = {str(p): p.stat() for p in cfg.input_paths() if p.is_file()}
+    return {path: [st.st_size, st.st_mtime_ns] for path, st in stats.items()}
 
 
 def warn_if_export_changed(cfg: Config, ingest: dict, step: str) -> None:

@@ -166,8 +166,8 @@ def now_section(now, horizon_days: int, landmarks_days: tuple[int, ...] = ()) ->
                    for span, (_, r) in zip(spans, by_age.iterrows()))
     body = f"""<h2>The published probability: a win in the next {horizon_days} days from now on</h2>
 <p>{len(tf):,} test rows: leads still open at the age drawn for a landmark, the newest landmarks whose
-{horizon_days} days have passed (from {tf['at'].min():%Y-%m-%d} to {tf['at'].max():%Y-%m-%d}), each weighted by the open leads its sample
-stands for. <em>fit</em> is the chance at arrival on the same rows, as the evaluated fit model gives it.</p>
+{horizon_days} days have passed (from {tf['at'].min():%Y-%m-%d} to {tf['at'].max():%Y-%m-%d}), each weighted by
+the open leads its sample stands for. <em>fit</em> is the chance at arrival on the same rows, as the evaluated fit model gives it.</p>
 <table><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>
 <div class="charts">{"".join(charts.values())}</div>
 <h2>By age of the lead at the landmark</h2>

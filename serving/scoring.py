@@ -82,9 +82,6 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
             todo = features
     scores = scorer.score(todo, scored_at, cfg.scoring.reason_tiers, extra_columns=[*extra, "input_hash"],
                           client=client)
-    earlier = (before["probability"].reindex(scores["lead_id"].to_numpy()).to_numpy(np.float64)
-               if before is not None else np.full(len(scores), np.nan))
-    scores.insert(scores.columns.get_loc("rank") + 1, "trend", trend(scores["probability"].to_numpy(), earlier))
     scores = scores.rename(columns=export_name)
     unchanged = len(features) - len(todo)
     scores["rescored"] = True
@@ -92,12 +89,15 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
         kept = features.loc[~features.index.isin(todo.index), ["lead_id", "input_hash"]]
         carried = before.reindex(kept["lead_id"].to_numpy()).reset_index()
         carried["input_hash"] = kept["input_hash"].to_numpy()
-        # Published again as it was: against its previous row it has not moved.
-        carried = carried.reindex(columns=scores.columns).assign(rescored=False, trend="steady")
+        carried = carried.reindex(columns=scores.columns).assign(rescored=False)
         scores = pd.concat([scores, carried], ignore_index=True)
         order = np.lexsort((scores["lead_id"].to_numpy().astype(str), -scores["probability"].to_numpy()))
         scores = scores.iloc[order].reset_index(drop=True)
         scores["rank"] = np.arange(1, len(scores) + 1)
+    # Every row against its previous published one, rescored or carried (a carried row has not moved: steady).
+    earlier = (before["probability"].reindex(scores["lead_id"].to_numpy()).to_numpy(np.float64)
+               if before is not None else np.full(len(scores), np.nan))
+    scores.insert(scores.columns.get_loc("rank") + 1, "trend", trend(scores["probability"].to_numpy(), earlier))
     rescored = scores.pop("rescored").to_numpy(bool)
     scores = scores.drop(columns=["route"], errors="ignore")
     route, queues = route_leads(scores, routing_columns(cfg.routing, cfg.data.leads, open_leads, scores["lead_id"]),
