@@ -357,7 +357,7 @@ def _stages(con, cfg: Config, tables: dict, shard: Shard | None) -> list[str]:
     the most frequent ones seen (in a shard: over all partitions)."""
     if cfg.snapshot or "outcomes" not in tables:
         return []
-    decided = ", ".join(literal(s) for s in (*cfg.label.won_stages, *cfg.label.lost_stages)) or "NULL"
+    decided = ", ".join(literal(s) for s in (*cfg.won_stages, *cfg.lost_stages)) or "NULL"
     con.execute(
         f"""CREATE TEMP TABLE S AS
         SELECT L.qid AS k, o.stage AS type, o.occurred_at FROM raw_outcomes o JOIN L USING (lead_id)
@@ -401,8 +401,8 @@ def _outcomes(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
         )
         return
     horizon = int(cfg.label.horizon_days)
-    won = ", ".join(literal(s) for s in cfg.label.won_stages)
-    lost = ", ".join(literal(s) for s in cfg.label.lost_stages) or "NULL"
+    won = ", ".join(literal(s) for s in cfg.won_stages)
+    lost = ", ".join(literal(s) for s in cfg.lost_stages) or "NULL"
     # The first win and the first loss of each lead, as known at as_of.
     con.execute(
         f"""CREATE TEMP TABLE O AS

@@ -81,7 +81,7 @@ def snapshot_tables(frame: pd.DataFrame, activities: pa.Table | None, cfg: Confi
         acts = pa.table({"lead_id": acts["lead_id"], "type": acts["type"], "occurred_us": to_us(acts["occurred_at"])})
     changes = None
     if stages is not None and stages.num_rows:  # the stage changes short of a decision, up to as_of
-        decided = pa.array([*cfg.label.won_stages, *cfg.label.lost_stages], pa.string())
+        decided = pa.array([*cfg.won_stages, *cfg.lost_stages], pa.string())
         s = stages.filter(pc.and_(pc.invert(pc.is_in(stages["stage"], value_set=decided)),
                                   pc.less_equal(stages["occurred_at"],
                                                 pa.scalar(pd.Timestamp(as_of), stages["occurred_at"].type))))

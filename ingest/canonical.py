@@ -197,7 +197,7 @@ def _record(result: IngestResult, name: str, raw: pa.Table, checks: Checks, kept
 def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
     lc = cfg.data.leads
     roles = {"id": lc.id}
-    for role in ("created_at", "label", "campaign", "source", "account"):
+    for role in ("created_at", "label", "won_at", "lost_at", "campaign", "source", "account"):
         if getattr(lc, role):
             roles[role] = getattr(lc, role)
     attrs = {f"categorical[{i}]": c for i, c in enumerate(lc.categorical)}
@@ -211,10 +211,19 @@ def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
     lead_id = read.text(lc.id)
     checks.add(lead_id.is_null().to_numpy(zero_copy_only=False), "missing lead id")
     created = read.add_timestamp(checks, lc.created_at) if lc.created_at else np.full(n, np.iinfo(np.int64).min)
+    # An empty cell is no outcome yet; an unreadable one quarantines the lead, which would otherwise look open.
+    decided = {role: read.add_timestamp(checks, getattr(lc, role), required=False)
+               for role in ("won_at", "lost_at") if getattr(lc, role) and not lc.label}
+    for role, at in decided.items():
+        col = getattr(lc, role)
+        checks.add((at != np.iinfo(np.int64).min) & (created != np.iinfo(np.int64).min) & (at < created),
+                   f"{col} before {lc.created_at}")
     numbers = {c: read.add_number(checks, c) for c in lc.numeric}
     checks.add(_later_duplicates(lead_id, checks.passing), "duplicate lead id (first row kept)")
 
     columns: dict[str, pa.Array] = {"lead_id": lead_id, "created_at": cells.to_timestamp_array(created)}
+    for role, at in decided.items():
+        columns[f"outcome:{role}"] = cells.to_timestamp_array(at)
     if lc.label:
         # Snapshot exports: 1 for a positive value, 0 for any other value, NULL (unknown) for an empty cell.
         label = read.text(lc.label)
@@ -268,7 +277,29 @@ def _known_leads(leads: pa.Table, lead_id: pa.Array) -> tuple[np.ndarray, np.nda
 
 
 def _outcomes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table) -> None:
-    """Stage changes; a snapshot export has none."""
+    """Stage changes: the outcomes file's, and the wins and losses dated in the leads file's ``won_at`` /
+    ``lost_at`` columns, each as a change to a stage named after its column (``Config.won_stages``). A snapshot
+    export has none."""
+    _stage_changes(cfg, now, result, leads)
+    lc = cfg.data.leads
+    dated = [(getattr(lc, role), leads[f"outcome:{role}"]) for role in ("won_at", "lost_at")
+             if f"outcome:{role}" in leads.column_names]
+    if dated:
+        changes = [result.tables["outcomes"]]
+        for col, at in dated:
+            rows = at.is_valid()
+            changes.append(pa.table({"lead_id": leads["lead_id"].filter(rows),
+                                     "stage": pa.array([col] * int(pc.sum(rows).as_py() or 0), pa.string()),
+                                     "occurred_at": at.filter(rows),
+                                     "amount": pa.nulls(int(pc.sum(rows).as_py() or 0), pa.float64())}))
+        result.tables["outcomes"] = pa.concat_tables(changes).combine_chunks()
+        result.files["leads"]["outcomes_from_columns"] = {col: len(t) for (col, _), t in zip(dated, changes[1:])}
+        result.tables["leads"] = leads.drop_columns([f"outcome:{role}" for role in ("won_at", "lost_at")
+                                                     if f"outcome:{role}" in leads.column_names])
+
+
+def _stage_changes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table) -> None:
+    """The outcomes file's stage changes."""
     oc = cfg.data.outcomes
     if oc is None:
         result.tables["outcomes"] = pa.table({

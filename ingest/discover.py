@@ -85,10 +85,12 @@ NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "generic": {
         "lead_id": ("lead id", "lead", "id", "lead number"),
-        "created_at": ("created date", "created at", "created", "create date", "created on", "signup date"),
+        "created_at": ("created date", "created at", "created", "create date", "created on", "signup date",
+                       "add time", "added at", "date added"),
         "campaign": ("campaign", "campaign name", "utm campaign"),
         "source": ("lead source", "source", "channel", "utm source"),
-        "account": ("company", "account", "organization", "organisation", "account name", "company name"),
+        "account": ("company", "account", "organization", "organisation", "account name", "company name",
+                    "org name", "organization name", "organisation name"),
         "owner": ("owner", "lead owner", "assigned to", "rep", "sales rep"),
         "ref": ("lead id", "lead", "lead number"),
         "stage": ("stage", "status", "deal stage", "to stage"),
@@ -106,6 +108,13 @@ NAMES: dict[str, dict[str, tuple[str, ...]]] = {
 # data.leads.positive counts as a win by default.
 LABEL_NAMES = ("converted", "is converted", "isconverted", "won", "is won", "outcome", "label", "target", "closed won")
 POSITIVE = ("1", "yes", "true", "won", "converted")
+
+# Outcome dates as columns of the leads file (a deals export, HubSpot's lifecycle dates): used when no stage
+# history file is found.
+WON_DATE_NAMES = ("won at", "won time", "won date", "date won", "won on", "closed won date", "close won date",
+                  "became a customer date", "converted date", "conversion date", "date converted", "converted at",
+                  "converted on")
+LOST_DATE_NAMES = ("lost at", "lost time", "lost date", "date lost", "lost on", "closed lost date", "close lost date")
 
 # Stage values: a loss first ("Closed - Not Converted" holds "converted"), then a win.
 LOST_WORDS = ("lost", "not converted", "disqualif", "unqualif", "dead", "cancel", "rejected", "junk", "churn")
@@ -372,11 +381,18 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
     if note:
         warnings.append(note)
     created = find(leads, "created_at", {lead_id})
-    label_column = _label_column(leads) if outcomes is None else None
+    dated = {}  # won_at / lost_at: outcome dates in the leads file, when there is no stage history
+    if outcomes is None and created is not None:
+        for role, names in (("won_at", WON_DATE_NAMES), ("lost_at", LOST_DATE_NAMES)):
+            col = leads.find(names, {lead_id, created})
+            if col is not None and _share_parsed(leads.table[col].combine_chunks(), "time") >= 0.9:
+                dated[role] = col
+        dated = dated if "won_at" in dated else {}
+    label_column = _label_column(leads) if outcomes is None and not dated else None
     if created is None and label_column is None:
         raise DataError(f"{leads.path.name}: no creation date column and no outcome column; write the config by hand "
                         "(README: Use your own CRM export)")
-    taken = {lead_id, created, label_column} - {None}
+    taken = {lead_id, created, label_column, *dated.values()} - {None}
     mapping = {}
     for role in ("campaign", "source", "account"):
         col = find(leads, role, taken)
@@ -405,6 +421,9 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
                             f"{created!r} is left out: a snapshot has no time to split by")
     elif created is not None:
         lines.append(f"created_at = {_toml(created)}")
+    if dated:
+        lines.append("# Outcomes: a date in won_at is a win at that time, in lost_at a loss; an empty cell is none yet.")
+        lines += [f"{role} = {_toml(col)}" for role, col in dated.items()]
     lines += [f"{role} = {_toml(col)}" for role, col in mapping.items()]
     lines += [f"categorical = {_toml(categorical)}", f"numeric = {_toml(numeric)}",
               f"passthrough = {_toml(passthrough)}  # copied to the published scores, never a feature"]
@@ -457,6 +476,9 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
                   f"cost = {_toml(cost)}"]
         if channel:
             lines.append(f"channel = {_toml(channel)}")
+    if dated and not label:
+        label = [f"# Wins and losses are the dates in {' and '.join(repr(c) for c in dated.values())} of "
+                 f"{leads.path.name}."]
     if not label and label_column is None:
         raise DataError(f"no stage history found in {export_dir} (a file with a lead reference, a stage and a date), "
                         "and no outcome column (such as 'Converted') in the leads: leadscore needs the outcomes to "

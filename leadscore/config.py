@@ -91,6 +91,10 @@ class LeadsTable(FileTable):
     # Snapshot exports: the outcome is a column of the leads file, and there is no outcomes table.
     label: str | None = None
     positive: tuple[str, ...] = ("1", "yes", "true", "won", "converted")  # compared case-insensitively
+    # Outcome dates as columns of the leads file (a deals export's won_time / lost_time, HubSpot's "Became a
+    # Customer Date"): a filled cell is the lead's win (or loss) at that time, an empty one is none yet.
+    won_at: str | None = None
+    lost_at: str | None = None
     campaign: str | None = None
     source: str | None = None
     account: str | None = None
@@ -123,7 +127,7 @@ class LeadsTable(FileTable):
     @model_validator(mode="after")
     def _no_column_twice(self) -> LeadsTable:
         roles: dict[str, str] = {}
-        for role in ("id", "created_at", "label", "campaign", "source", "account"):
+        for role in ("id", "created_at", "label", "won_at", "lost_at", "campaign", "source", "account"):
             col = getattr(self, role)
             if col:
                 if col in roles:
@@ -477,12 +481,19 @@ class Config(_Section):
             if self.data.outcomes is not None:
                 raise ValueError("data.outcomes: a snapshot export (data.leads.label is set) has no outcomes table; "
                                  "remove one of the two")
+            for role in ("won_at", "lost_at"):
+                if getattr(leads, role):
+                    raise ValueError(f"data.leads.{role}: a snapshot export (data.leads.label is set) has no outcome "
+                                     "dates; remove one of the two")
             return self
         if leads.created_at is None:
             raise ValueError("data.leads.created_at: is required (or set data.leads.label for a snapshot export)")
-        if self.data.outcomes is None:
-            raise ValueError("data.outcomes: is required (or set data.leads.label for a snapshot export)")
-        if not self.label.won_stages:
+        if leads.lost_at and not leads.won_at:
+            raise ValueError("data.leads.lost_at: needs data.leads.won_at (the column of win dates) beside it")
+        if self.data.outcomes is None and not leads.won_at:
+            raise ValueError("data.outcomes: is required (or set data.leads.won_at to a column of win dates, or "
+                             "data.leads.label for a snapshot export)")
+        if not self.won_stages:
             raise ValueError("label.won_stages: is required: the stages that count as a win, e.g. [\"Closed Won\"]")
         return self
 
@@ -509,6 +520,18 @@ class Config(_Section):
                 if col in self.data.leads.numeric:  # numbers are read as numbers: "100" would never match
                     raise ValueError(f"segments[{i}].where.{col}: a numeric column; filter on a text column")
         return self
+
+    @property
+    def won_stages(self) -> tuple[str, ...]:
+        """The stages that count as a win: label.won_stages, and data.leads.won_at, the name ingest gives the wins
+        it reads from that column."""
+        leads = self.data.leads
+        return (*self.label.won_stages, *((leads.won_at,) if leads.won_at and leads.label is None else ()))
+
+    @property
+    def lost_stages(self) -> tuple[str, ...]:
+        leads = self.data.leads
+        return (*self.label.lost_stages, *((leads.lost_at,) if leads.lost_at and leads.label is None else ()))
 
     @property
     def snapshot(self) -> bool:

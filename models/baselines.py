@@ -1,7 +1,9 @@
 """Baselines trained and scored on the same leads as the model, so its numbers have something to beat.
 
 - ``logistic``: one-hot categoricals (rare values pooled), median-imputed and scaled numerics with missing
-  flags, logistic regression: what a careful analyst would build first.
+  flags, logistic regression: what a careful analyst would build first. A highly skewed numeric (a head count,
+  a count of visits: skewness above 1) enters as its signed log when that is less skewed: linear in the raw
+  count, a few huge companies would set the slope for everyone.
 - ``naive_bayes``: per-value win and loss frequencies multiplied together, the frequency naive Bayes that
   Odoo CRM's predictive lead scoring uses; numerics are cut into deciles first.
 Baselines are fitted on at most ``MAX_FIT_ROWS`` training leads: enough for models this simple. They are also
@@ -15,6 +17,17 @@ import numpy as np
 import pandas as pd
 
 MAX_FIT_ROWS = 200_000
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def _skewness(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    if len(x) < 3 or x.std() == 0:
+        return 0.0
+    return float(np.mean((x - x.mean()) ** 3) / x.std() ** 3)
 
 
 def _sample(x: pd.DataFrame, y: np.ndarray, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -37,8 +50,12 @@ class LogisticBaseline:
         for col in self.categorical:
             out[col] = out[col].astype("string").fillna("(missing)").astype(object)
         for col in self.numeric:
-            out[col] = pd.to_numeric(out[col], errors="coerce").astype(np.float64)
+            out[col] = self._numeric(col, pd.to_numeric(out[col], errors="coerce").to_numpy(np.float64))
         return out
+
+    def _numeric(self, col: str, x: np.ndarray) -> np.ndarray:
+        # A model registered before numerics could be logged has no logged_: it scores as it was fitted.
+        return signed_log(x) if col in getattr(self, "logged_", ()) else x
 
     def fit(self, frame: pd.DataFrame, y: np.ndarray) -> LogisticBaseline:
         from sklearn.compose import ColumnTransformer
@@ -47,6 +64,12 @@ class LogisticBaseline:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+        self.logged_ = []
+        for col in self.numeric:
+            raw = pd.to_numeric(pd.Series(frame[col]), errors="coerce").to_numpy(np.float64)
+            skew = abs(_skewness(raw))  # above 1: highly skewed, by the usual rule of thumb
+            if skew > 1 and abs(_skewness(signed_log(raw))) < skew:
+                self.logged_.append(col)
         x, y = _sample(self._frame(frame), y, self.seed)
         # One encoder per categorical column (as one encoder over all of them would do), so that each level's
         # weight can be read off its own encoder.
@@ -101,6 +124,7 @@ class LogisticBaseline:
             x = np.asarray(frame[col])
             if x.dtype.kind != "f":
                 x = pd.to_numeric(pd.Series(x), errors="coerce").to_numpy(np.float64)
+            x = self._numeric(col, x)
             missing = np.isnan(x)
             out[:, j] = slope * (np.where(missing, median, x) - mean) + flag_slope * (missing - flag_mean)
         return out

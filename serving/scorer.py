@@ -92,8 +92,24 @@ class LeadScorer:
     def input_hash(self, frame: pd.DataFrame) -> np.ndarray:
         """A hash of each lead's model inputs: equal hashes and model version mean an equal score. Time since an
         event (a lead's age, days since its last activity) counts in whole days, so rescoring a few hours
-        later with --since-last skips leads where nothing happened."""
-        columns = frame[self.features].copy()
+        later with --since-last skips leads where nothing happened. A lead's hash covers the inputs of the model
+        that scores it (its segment's, else the global one's): retiring a segment's model, whose features the
+        global model may not read, changes only its leads' hashes."""
+        segment = frame["segment"] if self.segments and "segment" in frame.columns else None
+        if segment is None:
+            return self._own_hash(frame)
+        segment = np.asarray(segment, dtype=object)
+        out = np.zeros(len(frame), np.int64)
+        rest = ~np.isin(segment, list(self.segments))
+        for scorer, rows in [(self, rest), *((sc, segment == name) for name, sc in self.segments.items())]:
+            index = np.flatnonzero(rows)
+            if len(index):
+                out[index] = scorer._own_hash(frame.iloc[index])
+        return out
+
+    def _own_hash(self, frame: pd.DataFrame) -> np.ndarray:
+        own = [*self.model.features, *(self.now_model.features if self.now_model is not None else [])]
+        columns = frame[list(dict.fromkeys(own))].copy()
         now = self.now_model
         sources = getattr(getattr(now, "reasons", None), "sources", {}) if now is not None else {}
         for name, source in sources.items():

@@ -66,3 +66,19 @@ def test_a_feature_with_no_value_in_training_changes_nothing():
     p = with_empty.predict_proba(new)
     assert np.isfinite(p).all()
     np.testing.assert_allclose(p, without.predict_proba(new), rtol=1e-4)
+
+
+def test_a_skewed_head_count_enters_as_its_log():
+    """A win's log-odds rising 0.3 per log of the head count, which is log-normal: linear in the raw count, the
+    slope would be set by a few huge companies. The logistic regression takes the signed log (the less skewed
+    of the two) and finds the slope; a roughly symmetric feature stays as it is."""
+    rng = np.random.default_rng(4)
+    n = 40_000
+    employees = np.exp(rng.normal(4, 1.5, n)).round() + 1
+    score = rng.normal(0, 1, n)
+    frame = pd.DataFrame({"employees": employees, "score": score})
+    y = (rng.random(n) < 1 / (1 + np.exp(2.5 - 0.3 * (np.log(employees) - 4) - 0.5 * score))).astype(int)
+    model = LogisticBaseline([], ["employees", "score"]).fit(frame, y)
+    assert model.logged_ == ["employees"]
+    assert abs(model.numeric_terms_["employees"][2] - 0.3) < 0.05, model.numeric_terms_
+    assert abs(model.numeric_terms_["score"][2] - 0.5) < 0.05, model.numeric_terms_

@@ -11,8 +11,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_contributions_add_up_and_reasons_agree_in_sign(medium_run):
-    _, _, fs, trained = medium_run
-    model = trained.model
+    from models.train import train_model
+
+    cfg, _, fs, _ = medium_run
+    # The booster's reasons (the registered model may be a simpler candidate).
+    booster_only = cfg.model_copy(update={"train": cfg.train.model_copy(update={"candidates": ("lightgbm",)})})
+    model = train_model(fs, booster_only).model
+    assert model.kind == "lightgbm"
     frame = fs.frame.to_pandas().head(3000)
     x = model.encoder.transform(frame)
     contrib = model.attribution.contributions(x)

@@ -4,7 +4,7 @@ keeps the other open leads' tiers and probabilities.
 The new leads arrive an hour after everything else, so the export's date moves with them: every open lead is
 an hour older, and the landmark rows whose window closed in that hour (7 of about 29,000) join the training
 rows of the model of a win from now on. What keeps the fit still: no row bagging (its draws depend on the row
-count), time-telling groups kept or dropped only beyond twice their noise, and the number of trees taken where
+count), time-telling groups that clearly help here (the generator's season), and the number of trees taken where
 the validation curve flattens. The model of a win from now on is refit on rows that did change, and a booster's
 split choices are chaotic on rare paths: on these rows, dropping a single training row moves the largest
 probability by 0.21-0.25 and the 99th percentile by 0.04-0.05, whether the landmark rows sit at the exact

@@ -130,3 +130,38 @@ def test_init_then_run_with_no_edit(crm, seed, tmp_path):
     name, key = WRITE_BACK[crm]
     back = pd.read_csv(folder / "crm" / name, dtype=str, keep_default_na=False)
     assert back[key].tolist() == scores["lead_id"].tolist() and len(scores) > 100
+
+
+def test_a_deals_export_with_won_and_lost_dates_maps_and_runs(tmp_path):
+    """A Pipedrive-style deals file: one row per deal, no stage history, the outcome as ``won_time`` / ``lost_time``
+    (and a ``status`` and ``lost_reason`` filled in afterwards). `init` maps the dates as the outcome and leaves the
+    rest out; the run learns from exactly the generator's wins."""
+    g = generate_crm(3_000, seed=64)
+    leads, opps = g.leads.to_pandas(), g.opportunities.to_pandas()
+    first = opps.groupby(["Lead ID", "Stage"])["Stage Date"].min().unstack().apply(
+        lambda dates: pd.to_datetime(dates).dt.strftime("%Y-%m-%d %H:%M:%S"))
+    won_at = leads["Lead ID"].map(first["Closed Won"]).fillna("")
+    lost_at = leads["Lead ID"].map(first["Closed Lost"]).where(won_at == "").fillna("")
+    export = tmp_path / "export"
+    export.mkdir()
+    pd.DataFrame({"id": leads["Lead ID"], "title": [f"Deal {i}" for i in range(len(leads))],
+                  "org_name": leads["Company"], "channel": leads["Lead Source"], "Industry": leads["Industry"],
+                  "Country": leads["Country"], "add_time": leads["Created Date"], "won_time": won_at,
+                  "lost_time": lost_at, "status": np.where(won_at != "", "won", np.where(lost_at != "", "lost", "open")),
+                  "lost_reason": np.where(lost_at != "", "Price", "")}).to_csv(export / "deals.csv", index=False)
+    out = tmp_path / "leadscore.toml"
+    result = CliRunner().invoke(app, ["init", str(export), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    leads_map = tomllib.loads(out.read_text(encoding="utf-8"))["data"]["leads"]
+    assert (leads_map["created_at"], leads_map["won_at"], leads_map["lost_at"]) == ("add_time", "won_time", "lost_time")
+    assert not {*leads_map["categorical"], *leads_map["numeric"]} & {"status", "lost_reason", "won_time", "title"}
+    cfg = load_config(out)
+    cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"max_ece": 0.1}),
+                                 "train": cfg.train.model_copy(update={"num_threads": 1})})
+    counts = steps.ingest_step(cfg, "r1")["counts"]
+    assert counts["leads"]["quarantined"] == 0, counts
+    features = steps.features_step(cfg)
+    trained = steps.train_step(cfg, "r1")
+    assert trained["promoted"], trained["gate_reasons"]
+    frame = pd.read_parquet(Home(cfg.home).features_file, columns=["lead_id", "won_at"])
+    assert int(frame["won_at"].notna().sum()) == int((won_at != "").sum()) > 50, features
