@@ -166,7 +166,14 @@ def ingest(cfg: Config, now: datetime | None = None) -> IngestResult:
     now = now or datetime.now(timezone.utc)
     result = IngestResult(tables={})
     leads = _leads(cfg, now, result)
-    _outcomes(cfg, now, result, leads)
+    dated = {}  # the leads file's outcome dates (data.leads.won_at / lost_at): column -> (lead ids, times)
+    for role in ("won_at", "lost_at"):
+        if f"outcome:{role}" in leads.column_names:
+            at = leads[f"outcome:{role}"]
+            dated[getattr(cfg.data.leads, role)] = (leads["lead_id"].filter(at.is_valid()), at.filter(at.is_valid()))
+            leads = leads.drop_columns([f"outcome:{role}"])
+    result.tables["leads"] = leads
+    _outcomes(cfg, now, result, leads, dated)
     _activities(cfg, now, result, leads)
     _campaigns(cfg, now, result)
     # A snapshot export may carry no timestamp at all: then it is as of now.
@@ -214,10 +221,13 @@ def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
     # An empty cell is no outcome yet; an unreadable one quarantines the lead, which would otherwise look open.
     decided = {role: read.add_timestamp(checks, getattr(lc, role), required=False)
                for role in ("won_at", "lost_at") if getattr(lc, role) and not lc.label}
+    never, day = np.iinfo(np.int64).min, 86_400_000_000
     for role, at in decided.items():
-        col = getattr(lc, role)
-        checks.add((at != np.iinfo(np.int64).min) & (created != np.iinfo(np.int64).min) & (at < created),
-                   f"{col} before {lc.created_at}")
+        dated = (at != never) & (created != never)
+        # A date without a time reads as midnight: a win on the day the lead arrived comes "before" it. Within a
+        # day it is read as at the lead's creation; earlier is a date that cannot be right.
+        checks.add(dated & (at <= created - day), f"{getattr(lc, role)} before {lc.created_at}")
+        decided[role] = np.where(dated & (at < created), created, at)
     numbers = {c: read.add_number(checks, c) for c in lc.numeric}
     checks.add(_later_duplicates(lead_id, checks.passing), "duplicate lead id (first row kept)")
 
@@ -276,26 +286,18 @@ def _known_leads(leads: pa.Table, lead_id: pa.Array) -> tuple[np.ndarray, np.nda
     return known, np.where(known, created[index], never)
 
 
-def _outcomes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table) -> None:
-    """Stage changes: the outcomes file's, and the wins and losses dated in the leads file's ``won_at`` /
-    ``lost_at`` columns, each as a change to a stage named after its column (``Config.won_stages``). A snapshot
+def _outcomes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table,
+              dated: dict[str, tuple[pa.Array, pa.Array]]) -> None:
+    """Stage changes: the outcomes file's, then the wins and losses dated in the leads file (``dated``: column ->
+    lead ids and times), each a change to a stage named after its column (``Config.won_stages``). The manifest
+    counts those under the leads file (``outcomes_from_columns``): they are cells of its rows. A snapshot
     export has none."""
     _stage_changes(cfg, now, result, leads)
-    lc = cfg.data.leads
-    dated = [(getattr(lc, role), leads[f"outcome:{role}"]) for role in ("won_at", "lost_at")
-             if f"outcome:{role}" in leads.column_names]
     if dated:
-        changes = [result.tables["outcomes"]]
-        for col, at in dated:
-            rows = at.is_valid()
-            changes.append(pa.table({"lead_id": leads["lead_id"].filter(rows),
-                                     "stage": pa.array([col] * int(pc.sum(rows).as_py() or 0), pa.string()),
-                                     "occurred_at": at.filter(rows),
-                                     "amount": pa.nulls(int(pc.sum(rows).as_py() or 0), pa.float64())}))
-        result.tables["outcomes"] = pa.concat_tables(changes).combine_chunks()
-        result.files["leads"]["outcomes_from_columns"] = {col: len(t) for (col, _), t in zip(dated, changes[1:])}
-        result.tables["leads"] = leads.drop_columns([f"outcome:{role}" for role in ("won_at", "lost_at")
-                                                     if f"outcome:{role}" in leads.column_names])
+        changes = [pa.table({"lead_id": ids, "stage": pa.array([col] * len(ids), pa.string()), "occurred_at": at,
+                             "amount": pa.nulls(len(ids), pa.float64())}) for col, (ids, at) in dated.items()]
+        result.tables["outcomes"] = pa.concat_tables([result.tables["outcomes"], *changes]).combine_chunks()
+        result.files["leads"]["outcomes_from_columns"] = {col: len(ids) for col, (ids, _) in dated.items()}
 
 
 def _stage_changes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table) -> None:

@@ -477,8 +477,8 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
         if channel:
             lines.append(f"channel = {_toml(channel)}")
     if dated and not label:
-        label = [f"# Wins and losses are the dates in {' and '.join(repr(c) for c in dated.values())} of "
-                 f"{leads.path.name}."]
+        label = [f"# Wins are the dates in {dated['won_at']!r} of {leads.path.name}"
+                 + (f", losses those in {dated['lost_at']!r}." if "lost_at" in dated else ".")]
     if not label and label_column is None:
         raise DataError(f"no stage history found in {export_dir} (a file with a lead reference, a stage and a date), "
                         "and no outcome column (such as 'Converted') in the leads: leadscore needs the outcomes to "

@@ -488,11 +488,20 @@ class Config(_Section):
             return self
         if leads.created_at is None:
             raise ValueError("data.leads.created_at: is required (or set data.leads.label for a snapshot export)")
-        if leads.lost_at and not leads.won_at:
-            raise ValueError("data.leads.lost_at: needs data.leads.won_at (the column of win dates) beside it")
         if self.data.outcomes is None and not leads.won_at:
+            if leads.lost_at:
+                raise ValueError("data.leads.lost_at: needs data.leads.won_at (the column of win dates) or "
+                                 "data.outcomes (the stage history with the won stages) beside it")
             raise ValueError("data.outcomes: is required (or set data.leads.won_at to a column of win dates, or "
                              "data.leads.label for a snapshot export)")
+        # The dated columns become stages named after them: one named like a listed stage would count twice.
+        listed = {stage_key(s): s for s in (*self.label.won_stages, *self.label.lost_stages,
+                                            *(self.label.other_stages or ()))}
+        for role in ("won_at", "lost_at"):
+            col = getattr(leads, role)
+            if col and stage_key(col) in listed:
+                raise ValueError(f"data.leads.{role}: {col!r} is also the stage {listed[stage_key(col)]!r} in [label]; "
+                                 "a column of dates and a stage of the outcomes file need different names")
         if not self.won_stages:
             raise ValueError("label.won_stages: is required: the stages that count as a win, e.g. [\"Closed Won\"]")
         return self

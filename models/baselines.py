@@ -68,7 +68,8 @@ class LogisticBaseline:
         for col in self.numeric:
             raw = pd.to_numeric(pd.Series(frame[col]), errors="coerce").to_numpy(np.float64)
             skew = abs(_skewness(raw))  # above 1: highly skewed, by the usual rule of thumb
-            if skew > 1 and abs(_skewness(signed_log(raw))) < skew:
+            # Clearly less skewed: the log of a 0/1 flag is the same flag, its skewness equal but for rounding.
+            if skew > 1 and abs(_skewness(signed_log(raw))) < 0.9 * skew:
                 self.logged_.append(col)
         x, y = _sample(self._frame(frame), y, self.seed)
         # One encoder per categorical column (as one encoder over all of them would do), so that each level's

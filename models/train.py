@@ -35,7 +35,8 @@ from models.metrics import classification_metrics
 
 log = logging.getLogger("leadscore")
 
-# The simple models that are baselines of the fit model and candidates beside the booster.
+# The simple models that are baselines of the fit model and candidates beside the booster, preferred to it
+# within noise (:func:`pick_candidate`).
 SIMPLE = {"logistic": LogisticBaseline,
           "naive_bayes": lambda categorical, numeric, seed: NaiveBayesBaseline(categorical, numeric)}
 
@@ -406,10 +407,6 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                        baseline_probability=baseline_probability, best_iteration=booster.current_iteration())
 
 
-# Candidates simpler than the booster, preferred within noise of the best.
-SIMPLER = ("logistic", "naive_bayes")
-
-
 def paired_difference(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
     """The weighted mean of ``a - b`` (per-row losses of two models on the same rows) and its standard error."""
     weights = weights / weights.sum()
@@ -420,16 +417,16 @@ def paired_difference(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> tupl
 
 def pick_candidate(losses: dict[str, np.ndarray], weights: np.ndarray) -> tuple[str, dict | None]:
     """The candidate with the lowest validation log loss (``losses``: each candidate's loss per validation row,
-    calibrated out of fold), unless a simpler one (``SIMPLER``) is within one standard error of it: then the
+    calibrated out of fold), unless a simple one (``SIMPLE``) is within one standard error of it: then the
     best of those (the one-standard-error rule). On a few hundred validation leads the booster often wins by
     noise and then ranks the newest leads worse than the naive Bayes. Returns the kind and, when the rule
     decided, what it weighed (the best's name, the gap and its standard error)."""
     mean = {name: float(np.average(v, weights=weights)) for name, v in losses.items()}
     best = min(mean, key=mean.get)
-    if best in SIMPLER:
+    if best in SIMPLE:
         return best, None
     near = []
-    for name in SIMPLER:
+    for name in SIMPLE:
         if name in losses:
             gap, se = paired_difference(losses[name], losses[best], weights)
             if gap <= se:
@@ -568,8 +565,9 @@ def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config)
     a booster without the group against one with every feature, on the same training rows (at most
     ``GROUP_CHECK_ROWS``), by calibrated log loss on the validation rows. A group is kept only when it lowers
     that loss: what only tells time carries to leads of a time training never saw only if leads newer than
-    training show it does. (Asking for more than one standard error of the difference dropped the generator's
-    real season, and left its newest leads 19 % over-predicted instead of 12 %.)"""
+    training show it does. The standard error of the difference is reported, not used: keeping a group only
+    beyond one standard error dropped the generator's real season and left its newest leads 19 % over-predicted
+    instead of 12 % (``tests/model/test_from_now.py``)."""
     groups = {name: [f for f in names if f in fs.features]
               for name, names in time_groups(fs.definitions).items()} if fs.definitions else {}
     groups = {name: names for name, names in groups.items() if names}

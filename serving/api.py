@@ -64,8 +64,9 @@ class ScoringService:
         roles = {"campaign": lc.campaign, "source": lc.source, "account": lc.account}
         self.roles = {k: v for k, v in roles.items() if v}
         self.text = [c for c in (*lc.categorical, *lc.passthrough) if c not in self.roles.values()]
-        self.known_fields = {lc.id, *(f for f in (lc.created_at,) if f), *self.roles.values(), *lc.categorical,
-                             *lc.numeric, *lc.passthrough}
+        # The outcome dates are known fields too: a lead posted as exported may carry them (empty while open).
+        self.known_fields = {lc.id, *(f for f in (lc.created_at, lc.won_at, lc.lost_at) if f), *self.roles.values(),
+                             *lc.categorical, *lc.numeric, *lc.passthrough}
         self.earliest_us = cells.us_of(cfg.data.earliest)
 
     # -- state ------------------------------------------------------------------------------------------

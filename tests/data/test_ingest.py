@@ -245,33 +245,47 @@ def test_ids_that_differ_in_leading_zeros_are_named_in_the_error(tmp_path):
 
 def test_outcome_dates_in_the_leads_file_are_stage_changes(tmp_path):
     """A deals export with no stage history: a date in won_time is a win then, in lost_time a loss, an empty cell is
-    no outcome yet. A date that cannot be read, or comes before the lead, quarantines the lead: kept, it would
-    look open."""
+    no outcome yet. A date that cannot be read, or comes a day or more before the lead, quarantines the lead:
+    kept, it would look open. A date without a time on the lead's first day is a win when the lead arrived."""
     _write(tmp_path, {"deals.csv": "id,add_time,won_time,lost_time,value\n"
                                    "D1,2025-01-01 10:00:00,2025-02-01 10:00:00,,100\n"
                                    "D2,2025-01-02 10:00:00,,2025-01-20 09:00:00,50\n"
                                    "D3,2025-01-03 10:00:00,,,70\n"
                                    "D4,2025-01-04 10:00:00,soon,,70\n"
-                                   "D5,2025-01-05 10:00:00,2024-12-01 10:00:00,,70\n"})
+                                   "D5,2025-01-05 10:00:00,2025-01-04 10:00:00,,70\n"
+                                   "D6,2025-01-06 10:00:00,2025-01-06,,70\n"})
     cfg = _cfg(tmp_path, '[data.leads]\npath = "deals.csv"\nid = "id"\ncreated_at = "add_time"\nwon_at = "won_time"\n'
                          'lost_at = "lost_time"\nnumeric = ["value"]\n')
     assert cfg.won_stages == ("won_time",) and cfg.lost_stages == ("lost_time",)
     result = ingest(cfg)
-    assert result.tables["leads"]["lead_id"].to_pylist() == ["D1", "D2", "D3"]
+    assert result.tables["leads"]["lead_id"].to_pylist() == ["D1", "D2", "D3", "D6"]
     assert result.tables["leads"].column_names == ["lead_id", "created_at", "campaign", "source", "account",
                                                    "export:value"]
     assert result.reasons()["leads"] == {"unparseable won_time: soon": 1, "won_time before add_time": 1}
     outcomes = result.tables["outcomes"].to_pandas()
-    assert outcomes[["lead_id", "stage"]].values.tolist() == [["D1", "won_time"], ["D2", "lost_time"]]
-    assert str(outcomes.loc[0, "occurred_at"]) == "2025-02-01 10:00:00+00:00"
-    assert result.files["leads"]["outcomes_from_columns"] == {"won_time": 1, "lost_time": 1}
+    assert outcomes[["lead_id", "stage"]].values.tolist() == [["D1", "won_time"], ["D6", "won_time"],
+                                                              ["D2", "lost_time"]]
+    assert outcomes["occurred_at"].astype(str).tolist() == ["2025-02-01 10:00:00+00:00", "2025-01-06 10:00:00+00:00",
+                                                            "2025-01-20 09:00:00+00:00"]
+    assert result.files["leads"]["outcomes_from_columns"] == {"won_time": 2, "lost_time": 1}
     assert "outcomes" not in result.counts  # no outcomes file: its rows are the leads' rows, counted there
 
 
-@pytest.mark.parametrize("extra, key", [('lost_at = "lost_time"\n', "data.leads.lost_at"),
-                                        ("", "data.outcomes")])
-def test_outcome_date_columns_are_checked_at_start(tmp_path, extra, key):
+@pytest.mark.parametrize("extra, said", [
+    ('lost_at = "lost_time"\n', "data.leads.lost_at: needs data.leads.won_at"),
+    ("", "data.outcomes: is required (or set data.leads.won_at"),
+    ('won_at = "Closed Won"\n[data.outcomes]\npath = "s.csv"\nlead_id = "id"\nstage = "s"\noccurred_at = "t"\n'
+     '[label]\nwon_stages = ["closed-won"]\n', "data.leads.won_at: 'Closed Won' is also the stage 'closed-won'")])
+def test_outcome_date_columns_are_checked_at_start(tmp_path, extra, said):
     from leadscore.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError) as error:
         _cfg(tmp_path, f'[data.leads]\npath = "deals.csv"\nid = "id"\ncreated_at = "add_time"\n{extra}')
+    assert said in str(error.value)
+
+
+def test_lost_dates_in_the_leads_file_beside_a_stage_history_of_wins(tmp_path):
+    cfg = _cfg(tmp_path, '[data.leads]\npath = "deals.csv"\nid = "id"\ncreated_at = "add_time"\nlost_at = "lost_time"\n'
+                   '[data.outcomes]\npath = "s.csv"\nlead_id = "id"\nstage = "s"\noccurred_at = "t"\n'
+                   '[label]\nwon_stages = ["Won"]\n')
+    assert (cfg.won_stages, cfg.lost_stages) == (("Won",), ("lost_time",))

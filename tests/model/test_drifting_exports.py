@@ -51,7 +51,7 @@ def test_the_registered_model_is_not_worse_than_the_best_baseline_on_the_newest_
                              r"regression) ([\d.]+)", said.group(4)))
     best = min(losses, key=lambda k: float(losses[k]))
     # The best on the validation leads, or a simpler one within one standard error of it (named as such).
-    assert len(losses) == 4 and best in (said.group(3) or said.group(1)), said.group(0)
+    assert len(losses) == 4 and best == (said.group(3) or said.group(1)), said.group(0)
     if said.group(3):
         assert said.group(1) in ("logistic regression", "naive Bayes")
     if drift < 0:
