@@ -135,6 +135,7 @@ def train_step(cfg: Config, run_id: str) -> dict:
     """Train the model, register it, gate it against its champion; then one model per ``[[segments]]`` that
     meets the minimums, each gated against its own champion and against the global model on its leads."""
     from features.store import load_feature_set
+    from models import registry
     from models.train import check_fit_minimums, train_model
 
     home = cfg.paths.ensure()
@@ -142,8 +143,10 @@ def train_step(cfg: Config, run_id: str) -> dict:
     home.landmarks_file.unlink(missing_ok=True)  # never train on the landmarks of another export
     check_fit_minimums(fs, cfg)  # before the landmark rows are built for nothing
     landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
+    in_service = registry.load_model(home)[0] if registry.champion_version(home) is not None else None
     with cluster.session(cfg.engine) as client:
-        result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client)
+        result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client,
+                             in_service=in_service)
         inputs = {"ingest": read_ingest_manifest(home), "truth": _read_truth(cfg)}  # read once for every model
         out = _register(cfg, home, run_id, result, fs, meta, inputs, home.runs / run_id)
         if cfg.segments:
