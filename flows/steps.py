@@ -285,8 +285,9 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
     m = result.metrics
     if "roc_auc_truth" in m:
         log.info("train: ROC AUC of the true probabilities on the same test leads: %.3f", m["roc_auc_truth"])
-    log.info("train: model version %s%s against the baselines on the same %s test leads:\n%s", ref.version, what,
-             f"{result.split_counts['test_leads']:,}", comparison_table({"model": m, **result.baselines}))
+    log.info("train: model version %s%s against the baselines on the same %s test leads (%s won):\n%s", ref.version,
+             what, f"{result.split_counts['test_leads']:,}", f"{result.split_counts['test_wins']:,}",
+             comparison_table({"model": m, **result.baselines}))
     if result.now is not None:
         log.info("train: model of a win from now on, on its %s newest landmark rows (weighted), beside the fit on "
                  "the same rows:\n%s", f"{result.now.split_counts['test_rows']:,}",

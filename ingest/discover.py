@@ -42,7 +42,7 @@ NAMES: dict[str, dict[str, tuple[str, ...]]] = {
         "stage_at": ("edit date", "stage change date", "createddate", "created date", "last modified date",
                      "close date"),
         "amount": ("amount",),
-        "type": ("task subtype", "tasksubtype", "activity type", "type", "event subtype"),
+        "type": ("task subtype", "tasksubtype", "activity type", "activitytype", "type", "event subtype"),
         "activity_at": ("date", "activity date", "activitydate", "created date", "createddate", "start"),
         "cost": ("actual cost", "actualcost", "budgeted cost", "budgetedcost"),
         "channel": ("type", "campaign type"),
@@ -92,11 +92,11 @@ NAMES: dict[str, dict[str, tuple[str, ...]]] = {
         "account": ("company", "account", "organization", "organisation", "account name", "company name",
                     "org name", "organization name", "organisation name"),
         "owner": ("owner", "lead owner", "assigned to", "rep", "sales rep"),
-        "ref": ("lead id", "lead", "lead number"),
+        "ref": ("lead id", "leadid", "lead", "lead number", "contact id", "contactid", "who id", "whoid"),
         "stage": ("stage", "status", "deal stage", "to stage"),
-        "stage_at": ("stage date", "date", "changed at", "occurred at", "updated at"),
+        "stage_at": ("stage date", "date", "changed at", "occurred at", "updated at", "date entered stage"),
         "amount": ("amount", "value", "deal value"),
-        "type": ("activity type", "type", "event", "event type"),
+        "type": ("activity type", "activitytype", "type", "event", "event type"),
         "activity_at": ("activity date", "date", "occurred at", "timestamp", "event date"),
         "cost": ("cost", "spend", "budget"),
         "channel": ("channel", "type", "campaign type"),
@@ -480,9 +480,12 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
         label = [f"# Wins are the dates in {dated['won_at']!r} of {leads.path.name}"
                  + (f", losses those in {dated['lost_at']!r}." if "lost_at" in dated else ".")]
     if not label and label_column is None:
+        unknown = "; ".join(f"{s.path.name} ({', '.join(s.words)})" for s in others if roles[s.path] is None)
         raise DataError(f"no stage history found in {export_dir} (a file with a lead reference, a stage and a date), "
                         "and no outcome column (such as 'Converted') in the leads: leadscore needs the outcomes to "
-                        "learn from")
+                        "learn from" + (f". Files not recognised, with their columns: {unknown}; name a stage "
+                                        "history's lead reference 'Lead ID' (or write [data.outcomes] by hand)"
+                                        if unknown else ""))
     if label:
         lines += ["", "[label]", *label,
                   f"horizon_days = {horizon_days}  # a lead is a win if won within this many days"]

@@ -155,6 +155,12 @@ class LogisticBaseline:
         return self._terms(frame) - self.center_
 
 
+def _deciles(x: np.ndarray) -> np.ndarray:
+    """Decile edges of the values present (none for a column empty in every training row: one bin, missing)."""
+    x = x[~np.isnan(x)]
+    return np.unique(np.quantile(x, np.linspace(0.1, 0.9, 9))) if len(x) else np.array([])
+
+
 class NaiveBayesBaseline:
     def __init__(self, categorical: list[str], numeric: list[str], alpha: float = 1.0):
         self.categorical = categorical
@@ -171,8 +177,7 @@ class NaiveBayesBaseline:
 
     def fit(self, frame: pd.DataFrame, y: np.ndarray) -> NaiveBayesBaseline:
         y = np.asarray(y, dtype=np.int64)
-        self.edges_ = {c: np.unique(np.nanquantile(pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64),
-                                                   np.linspace(0.1, 0.9, 9))) for c in self.numeric}
+        self.edges_ = {c: _deciles(pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)) for c in self.numeric}
         self.levels_ = {c: pd.Index(frame[c].astype("string").fillna("(missing)").astype(object).unique())
                         for c in self.categorical}
         self.prior_ = np.log(np.array([(y == 0).sum(), (y == 1).sum()]) + self.alpha)

@@ -189,9 +189,13 @@ def check_fit_minimums(fs: FeatureSet, cfg: Config) -> None:
     """:func:`check_minimums` on the leads whose outcome is known (two columns read: cheap enough to run before
     the landmark rows are built)."""
     t = fs.frame.select(["mature", "label"]).to_pandas()
-    labels = t.loc[t["mature"].astype(bool) & t["label"].notna(), "label"].to_numpy(np.float64)
+    mature = t["mature"].astype(bool)
+    labels = t.loc[mature & t["label"].notna(), "label"].to_numpy(np.float64)
+    young_wins = int((~mature & (t["label"] == 1)).sum())
     check_minimums(labels, cfg, "" if fs.mode == "snapshot" else (
-        f" (created at least label.horizon_days = {cfg.label.horizon_days} days before as_of)"))
+        f" (created at least label.horizon_days = {cfg.label.horizon_days} days before as_of"
+        + (f"; {young_wins:,} more wins are of younger leads, which count once they are that old" if young_wins
+           else "") + ")"))
 
 
 def check_minimums(labels: np.ndarray, cfg: Config, known: str = "", what: str = "this export") -> None:

@@ -23,6 +23,9 @@ def test_a_small_export_stops_with_exit_2_saying_what_it_has_and_needs(tmp_path)
     assert caught.value.exit_code == 2
     assert f"has {len(known):,} leads with a known outcome" in message
     assert f"{int(known['label'].sum()):,} of them won" in message
+    # The features step counted wins of leads younger than the horizon too; the message says where they went.
+    young_wins = int((~frame["mature"] & (frame["label"] == 1)).sum())
+    assert young_wins > 0 and f"{young_wins:,} more wins are of younger leads" in message
     assert "1,000 leads with a known outcome (train.min_leads)" in message and "train.min_wins" in message
     assert "Traceback" not in message
     assert not Home(cfg.home).landmarks_file.exists()  # stopped before building the landmark rows
