@@ -135,7 +135,6 @@ def train_step(cfg: Config, run_id: str) -> dict:
     """Train the model, register it, gate it against its champion; then one model per ``[[segments]]`` that
     meets the minimums, each gated against its own champion and against the global model on its leads."""
     from features.store import load_feature_set
-    from models import registry
     from models.train import check_fit_minimums, train_model
 
     home = cfg.paths.ensure()
@@ -143,7 +142,7 @@ def train_step(cfg: Config, run_id: str) -> dict:
     home.landmarks_file.unlink(missing_ok=True)  # never train on the landmarks of another export
     check_fit_minimums(fs, cfg)  # before the landmark rows are built for nothing
     landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
-    in_service = registry.load_model(home)[0] if registry.champion_version(home) is not None else None
+    in_service = _in_service(home)
     with cluster.session(cfg.engine) as client:
         result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client,
                              in_service=in_service)
@@ -152,6 +151,22 @@ def train_step(cfg: Config, run_id: str) -> dict:
         if cfg.segments:
             out["segments"] = _train_segments(cfg, home, run_id, fs, landmarks, meta, inputs, result, client)
     return out
+
+
+def _in_service(home: Home, name: str | None = None):
+    """The champion (of segment model ``name``), whose time-group decisions training follows within noise; None
+    if there is none, or it cannot be loaded (the gate says why later; training must not stop here, or a broken
+    champion could never be replaced)."""
+    from models import registry
+
+    name = name or registry.MODEL_NAME
+    if registry.champion_version(home, name) is None:
+        return None
+    try:
+        return registry.load_model(home, name=name)[0]
+    except LeadscoreError as exc:
+        log.warning("train: the champion of %s cannot be loaded (%s); time-telling groups are decided afresh", name, exc)
+        return None
 
 
 def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: dict, inputs: dict, global_result,
@@ -191,7 +206,7 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
             check_minimums(labels, cfg, what=f"segment {segment.name!r}")
             log.info("train: segment %r: %s leads, a model of its own", segment.name, f"{len(ids):,}")
             result = train_model(seg_fs, cfg, part(landmarks) if landmarks is not None else None,
-                                 as_of=pd.Timestamp(meta["as_of"]), client=client)
+                                 as_of=pd.Timestamp(meta["as_of"]), client=client, in_service=_in_service(home, name))
         except LeadscoreError as exc:  # this segment cannot have a model now; the others still may
             why = str(exc).split(". Add history")[0]
             retired = registry.retire_champion(home, name, why, "leadscore train")

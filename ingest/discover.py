@@ -480,12 +480,13 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
         label = [f"# Wins are the dates in {dated['won_at']!r} of {leads.path.name}"
                  + (f", losses those in {dated['lost_at']!r}." if "lost_at" in dated else ".")]
     if not label and label_column is None:
-        unknown = "; ".join(f"{s.path.name} ({', '.join(s.words)})" for s in others if roles[s.path] is None)
+        unknown = "; ".join(f"{s.path.name} ({', '.join(list(s.words)[:8])}{', ...' if len(s.words) > 8 else ''})"
+                            for s in others if roles[s.path] is None)
         raise DataError(f"no stage history found in {export_dir} (a file with a lead reference, a stage and a date), "
                         "and no outcome column (such as 'Converted') in the leads: leadscore needs the outcomes to "
-                        "learn from" + (f". Files not recognised, with their columns: {unknown}; name a stage "
-                                        "history's lead reference 'Lead ID' (or write [data.outcomes] by hand)"
-                                        if unknown else ""))
+                        "learn from" + (f". Files not recognised, with their columns: {unknown}; a stage history "
+                                        "needs a lead reference (e.g. 'Lead ID'), a stage and a date column, or "
+                                        "write [data.outcomes] by hand" if unknown else ""))
     if label:
         lines += ["", "[label]", *label,
                   f"horizon_days = {horizon_days}  # a lead is a win if won within this many days"]

@@ -71,7 +71,8 @@ class LeadModel(PythonModel):
     def __init__(self, encoder: FeatureEncoder, booster, calibrator: Calibrator, tier_cutoffs: list[float],
                  feature_labels: dict[str, str] | None = None, reasons=None, attribution=None, reference=None,
                  trained_through=None, evaluated: LeadModel | None = None, evaluated_through=None,
-                 now: LeadModel | None = None, kind: str = "lightgbm", linear=None, outcome_factors=None):
+                 now: LeadModel | None = None, kind: str = "lightgbm", linear=None, outcome_factors=None,
+                 time_groups: dict[str, bool] | None = None):
         self.encoder = encoder
         # What gives the raw probability (models.train picks it on the validation leads): the booster
         # ("lightgbm"), a simple model (``linear``: "logistic" or "naive_bayes"), or both ("blend": the mean of
@@ -92,6 +93,9 @@ class LeadModel(PythonModel):
         # models.early_outcomes.OutcomeFactors: what its campaigns' young leads have done since (registered
         # models of exports with time only); the scorer applies them to this model's and ``now``'s probabilities.
         self.outcome_factors = outcome_factors
+        # Each time-telling group the training checked, and whether it kept it: the next training follows these
+        # decisions while the difference a group makes is within noise (models.train.drop_time_groups).
+        self.time_groups = dict(time_groups or {})
 
     @property
     def features(self) -> list[str]:

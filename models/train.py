@@ -98,15 +98,15 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
     check_fit_minimums(fs, cfg)
     frame = fs.frame.to_pandas()
     data = frame[frame["mature"] & frame["label"].notna()].copy()
-    now_before = getattr(in_service, "now", None)
-    now = (train_now_model(landmarks, cfg, client, set(now_before.features) if now_before is not None else None)
+    # A model pickled before it recorded its decisions has none: a group is then decided by the sign.
+    now = (train_now_model(landmarks, cfg, client, getattr(getattr(in_service, "now", None), "time_groups", None))
            if landmarks is not None else None)
     young = None
     if as_of is not None and fs.mode != "snapshot" and "campaign" in frame and "won_at" in frame:
         young = (frame, pd.Timestamp(as_of))
     result = fit_recipe(data, fs, cfg, time_column=None if fs.mode == "snapshot" else "created_at",
                         now=now.model if now else None, young=young, client=client,
-                        kept_before=set(in_service.features) if in_service is not None else None)
+                        kept_before=getattr(in_service, "time_groups", None))
     result.now = now
     if now is not None:  # the fit beside it on the same landmark rows: what publishing the fit alone would say
         _fit_beside(now, frame, result.model.evaluated or result.model)
@@ -212,7 +212,7 @@ def check_minimums(labels: np.ndarray, cfg: Config, known: str = "", what: str =
                         "history, or lower those minimums in [train] to accept a less reliable model")
 
 
-def train_now_model(fs: FeatureSet, cfg: Config, client=None, kept_before: set[str] | None = None) -> TrainResult:
+def train_now_model(fs: FeatureSet, cfg: Config, client=None, kept_before: dict[str, bool] | None = None) -> TrainResult:
     """The model of a win from now on: landmark rows (``features.build.build_landmarks``), split by landmark
     time, weighted."""
     data = fs.frame.to_pandas()
@@ -257,7 +257,7 @@ def lgb_params(cfg: Config) -> dict:
 def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str | None,
                weight_column: str | None = None, tier_rows: np.ndarray | None = None,
                now: LeadModel | None = None, young: tuple[pd.DataFrame, pd.Timestamp] | None = None,
-               client=None, kept_before: set[str] | None = None) -> TrainResult:
+               client=None, kept_before: dict[str, bool] | None = None) -> TrainResult:
     """Split, guard against leakage, fit, calibrate, evaluate and refit, for rows with a ``label`` (and, with
     ``weight_column``, a weight per row).
 
@@ -388,7 +388,8 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                       evaluated=evaluated,
                       evaluated_through=None if snapshot else pd.Timestamp(
                           pd.concat([parts["train"], parts["valid"]])[time_column].max()),
-                      now=now, kind=kind, linear=final_linear, outcome_factors=factors)
+                      now=now, kind=kind, linear=final_linear, outcome_factors=factors,
+                      time_groups={name: not g["dropped"] for name, g in dropped["groups"].items()})
 
     weighted = w["test"] if weight_column else None
     metrics = classification_metrics(y["test"], p_test, weighted)
@@ -572,7 +573,7 @@ def quiet_lightgbm() -> None:
 
 
 def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config,
-                     kept_before: set[str] | None = None) -> dict:
+                     kept_before: dict[str, bool] | None = None) -> dict:
     """Each group of features that may only tell time (``features.definitions.time_groups``), validated forward:
     a booster without the group against one with every feature, on the same training rows (at most
     ``GROUP_CHECK_ROWS``), by calibrated log loss on the validation rows. A group is kept only when it lowers
@@ -583,9 +584,10 @@ def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config,
 
     Within noise, though, the sign flips on a few more rows, and every score with it (a landmark booster went from
     0.0010 better with the month to 0.0015 worse on 7 more rows of 29,000, a standard error of 0.0013). So given
-    ``kept_before`` (the features of the model in service), a group whose help is within twice its standard
-    error is kept if that model reads it and dropped if not; only a first model decides such a group by the
-    sign."""
+    ``kept_before`` (the model in service's decisions: group -> kept), a group whose help is within twice its
+    standard error is decided as that model decided it; a first model, or a group that model never checked, is
+    decided by the sign. A decision made on noise stays until the evidence against it exceeds twice its
+    standard error, which more history brings."""
     groups = {name: [f for f in names if f in fs.features]
               for name, names in time_groups(fs.definitions).items()} if fs.definitions else {}
     groups = {name: names for name, names in groups.items() if names}
@@ -610,8 +612,8 @@ def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config,
     for name, names in groups.items():
         without = losses([c for c in fs.categorical if c not in names], [c for c in fs.numeric if c not in names])
         gain, se = paired_difference(without, full, weights)  # what the group saves
-        as_before = kept_before is not None and abs(gain) <= 2 * se
-        drop = not (kept_before & set(names)) if as_before else gain <= 0
+        as_before = kept_before is not None and name in kept_before and abs(gain) <= 2 * se
+        drop = not kept_before[name] if as_before else gain <= 0
         out["groups"][name] = {"features": names, "valid_log_loss_with": round(float(np.sum(weights * full)), 6),
                                "valid_log_loss_without": round(float(np.sum(weights * without)), 6),
                                "standard_error": round(se, 6), "dropped": bool(drop), "as_in_service": as_before}

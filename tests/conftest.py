@@ -41,6 +41,16 @@ max_ece = 0.1
 _MLFLOW_TEMPLATE: list[Path] = []
 
 
+@pytest.fixture(autouse=True)
+def _leadscore_log_reaches_caplog():
+    """The CLI stops the "leadscore" logger from propagating (its own handler prints); a test that ran the CLI
+    earlier in the same process would otherwise hide the log from the next test's caplog."""
+    import logging
+
+    logging.getLogger("leadscore").propagate = True
+    yield
+
+
 def seed_mlflow(home: Path) -> None:
     """Give a new home the empty MLflow database MLflow itself made once this session. Each new sqlite store runs
     MLflow's schema migrations (about 1.7 s); copied, it opens in 0.04 s, and is the same file."""
