@@ -135,7 +135,7 @@ def train_step(cfg: Config, run_id: str) -> dict:
     """Train the model, register it, gate it against its champion; then one model per ``[[segments]]`` that
     meets the minimums, each gated against its own champion and against the global model on its leads."""
     from features.store import load_feature_set
-    from models.train import check_fit_minimums, train_model
+    from models.train import KIND_WORDS, check_fit_minimums, train_model
 
     home = cfg.paths.ensure()
     fs, meta = load_feature_set(home.features_file)
@@ -148,6 +148,19 @@ def train_step(cfg: Config, run_id: str) -> dict:
                              in_service=in_service)
         inputs = {"ingest": read_ingest_manifest(home), "truth": _read_truth(cfg)}  # read once for every model
         out = _register(cfg, home, run_id, result, fs, meta, inputs, home.runs / run_id)
+        if out["beaten_by"]:
+            # No champion yet, and a baseline ranks the newest leads better beyond noise: a first run that
+            # published nothing would leave a new user with nothing, so that baseline becomes the first model.
+            best = max(out["beaten_by"], key=lambda b: result.baselines[b]["roc_auc"])
+            log.warning("train: no champion yet, and the %s baseline ranks the test leads better than version %s "
+                        "beyond noise: training the %s as the first model (chosen on the test leads, so its test "
+                        "numbers read high; the next training is judged against it as usual)", best,
+                        out["model_version"], KIND_WORDS[best])
+            simple = cfg.model_copy(update={"train": cfg.train.model_copy(update={"candidates": (best,)})})
+            result = train_model(fs, simple, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client)
+            refused = out["model_version"]
+            out = _register(simple, home, run_id, result, fs, meta, inputs, home.runs / run_id)
+            out["instead_of"] = refused
         if cfg.segments:
             out["segments"] = _train_segments(cfg, home, run_id, fs, landmarks, meta, inputs, result, client)
     return out
@@ -323,7 +336,7 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
     return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
             "evaluation": str(run_dir / "evaluation.html"), "promoted": promote,
             "gate_reasons": reasons, "gate_warnings": decision.warnings, "champion_auc": champion_auc,
-            "compared_auc": compared[1] if compared else None}
+            "compared_auc": compared[1] if compared else None, "beaten_by": [] if refusals else decision.beaten_by}
 
 
 def _read_truth(cfg: Config) -> pd.DataFrame | None:

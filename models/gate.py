@@ -10,6 +10,7 @@ class GateDecision:
     promote: bool
     reasons: list[str] = field(default_factory=list)  # why it was refused
     warnings: list[str] = field(default_factory=list)  # what a promoted first model falls short in
+    beaten_by: list[str] = field(default_factory=list)  # baselines that rank a first model's test leads better
 
 
 def decide(challenger: dict[str, float], champion_auc: float | None, auc_tolerance: float, max_ece: float,
@@ -20,13 +21,14 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
     or twice the standard error of the difference on these leads (``baseline_noise``) if that is larger.
     Refusing on noise would leave a new user with nothing scored; a gap beyond ``auc_tolerance`` but within
     noise is promoted with a warning."""
-    reasons, warnings = [], []
+    reasons, warnings, beaten_by = [], [], []
     if champion_auc is None:
         for name, auc in (baseline_aucs or {}).items():
             noise = 2 * (baseline_noise or {}).get(name, 0.0)
             allowed = (f"twice the standard error of the difference on these test leads ({noise:.4f})"
                        if noise > auc_tolerance else f"gate.auc_tolerance = {auc_tolerance}")
             if challenger["roc_auc"] < auc - max(auc_tolerance, noise):
+                beaten_by.append(name)
                 reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the {name} baseline's {auc:.4f} by more "
                                f"than {allowed}")
             elif challenger["roc_auc"] < auc - auc_tolerance:  # said, so a promotion on noise is not read as a win
@@ -47,5 +49,5 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
         reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the champion's {champion_auc:.4f} on the same "
                        f"test leads by more than gate.auc_tolerance = {auc_tolerance}")
     if reasons:
-        return GateDecision(promote=False, reasons=reasons + warnings)
+        return GateDecision(promote=False, reasons=reasons + warnings, beaten_by=beaten_by)
     return GateDecision(promote=True, warnings=warnings)

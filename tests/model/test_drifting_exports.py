@@ -118,3 +118,27 @@ def test_on_an_export_made_for_naive_bayes_the_registered_model_is_not_worse_tha
     assert trained["split"]["test_wins"] >= 70
     assert m["roc_auc"] >= best - 0.005, (m["roc_auc"], best)
     assert trained["promoted"] and not trained["gate_warnings"], trained
+
+
+def test_a_first_model_a_baseline_beats_beyond_noise_gives_way_to_it(tmp_path, caplog):
+    """The same kind of export, another draw: the logistic regression is registered (within noise of the blend on
+    the validation leads), then ranks the 862 newest leads (43 wins) at 0.561 against the naive Bayes' 0.620,
+    beyond twice the standard error. With no champion yet, the naive Bayes is trained as the first model, so the
+    first run still publishes scores."""
+    additive_export(tmp_path / "crm", 7_000, seed=8)
+    out = tmp_path / "leadscore.toml"
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "crm"), "--out", str(out)]).exit_code == 0
+    logging.getLogger("leadscore").propagate = True  # the CLI prints the log itself and stops it propagating
+    caplog.set_level(logging.INFO, logger="leadscore")
+    cfg = load_config(out)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_threads": 1})})
+    seed_mlflow(cfg.home)
+    steps.ingest_step(cfg, "first")
+    steps.features_step(cfg)
+    trained = steps.train_step(cfg, "first")
+    assert trained["instead_of"] == "1" and trained["model_version"] == "2" and trained["promoted"], trained
+    assert "training the naive Bayes as the first model" in caplog.text
+    m = trained["metrics"]
+    assert m["roc_auc"] >= m["baseline_naive_bayes_roc_auc"] - 0.005, m
+    published = steps.score_step(cfg, "first")
+    assert published["rows"]["scored"] > 1000
