@@ -145,9 +145,9 @@ def train_step(cfg: Config, run_id: str) -> dict:
     in_service = _in_service(home)
     with cluster.session(cfg.engine) as client:
         result = train_model(fs, cfg, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client,
-                             in_service=in_service)
+                             in_service=in_service and in_service[0])
         inputs = {"ingest": read_ingest_manifest(home), "truth": _read_truth(cfg)}  # read once for every model
-        out = _register(cfg, home, run_id, result, fs, meta, inputs, home.runs / run_id)
+        out = _register(cfg, home, run_id, result, fs, meta, inputs, home.runs / run_id, champion=in_service)
         if out["beaten_by"]:
             # No champion yet, and a baseline ranks the newest leads better beyond noise: a first run that
             # published nothing would leave a new user with nothing, so that baseline becomes the first model.
@@ -167,16 +167,16 @@ def train_step(cfg: Config, run_id: str) -> dict:
 
 
 def _in_service(home: Home, name: str | None = None):
-    """The champion (of segment model ``name``), whose time-group decisions training follows within noise; None
-    if there is none, or it cannot be loaded (the gate says why later; training must not stop here, or a broken
-    champion could never be replaced)."""
+    """The champion (of segment model ``name``) and its registry reference: training follows its time-group
+    decisions within noise, and the gate compares against it. None if there is none, or it cannot be loaded
+    (the gate says why later; training must not stop here, or a broken champion could never be replaced)."""
     from models import registry
 
     name = name or registry.MODEL_NAME
     if registry.champion_version(home, name) is None:
         return None
     try:
-        return registry.load_model(home, name=name)[0]
+        return registry.load_model(home, name=name)
     except LeadscoreError as exc:
         log.warning("train: the champion of %s cannot be loaded (%s); time-telling groups are decided afresh", name, exc)
         return None
@@ -218,8 +218,10 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
         try:
             check_minimums(labels, cfg, what=f"segment {segment.name!r}")
             log.info("train: segment %r: %s leads, a model of its own", segment.name, f"{len(ids):,}")
+            seg_champion = _in_service(home, name)
             result = train_model(seg_fs, cfg, part(landmarks) if landmarks is not None else None,
-                                 as_of=pd.Timestamp(meta["as_of"]), client=client, in_service=_in_service(home, name))
+                                 as_of=pd.Timestamp(meta["as_of"]), client=client,
+                                 in_service=seg_champion and seg_champion[0])
         except LeadscoreError as exc:  # this segment cannot have a model now; the others still may
             why = str(exc).split(". Add history")[0]
             retired = registry.retire_champion(home, name, why, "leadscore train")
@@ -240,7 +242,7 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
                      segment.name, against[1], against[0])
         registered = _register(cfg, home, run_id, result, seg_fs, meta, inputs,
                                home.runs / run_id / "segments" / segment.name,
-                               name, refusals)
+                               name, refusals, champion=seg_champion)
         if refusals:  # an older version of it must not keep scoring leads the global model ranks better
             retired = registry.retire_champion(home, name, refusals[0], "leadscore train")
             if retired:
@@ -252,9 +254,10 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
 
 
 def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inputs: dict, run_dir: Path,
-              name: str | None = None, refusals: list[str] = ()) -> dict:
+              name: str | None = None, refusals: list[str] = (), champion: tuple | None = None) -> dict:
     """Log a trained model with its evaluation in MLflow as a new version of ``name``, and promote it if it passes
-    the gate (against its champion and the baselines; ``refusals``: other reasons it may not)."""
+    the gate (against its champion and the baselines; ``refusals``: other reasons it may not). ``champion``: the
+    champion and its reference, if already loaded."""
     from models import registry
     from models.compare import compare_with_champion
     from models.evaluation import comparison_table, evaluation_report
@@ -294,7 +297,7 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
     registry.set_alias(home, ref.version, registry.CHALLENGER, name=name)
     compared = None
     if registry.champion_version(home, name) is not None:
-        champion, champion_ref = registry.load_model(home, name=name)
+        champion, champion_ref = champion or registry.load_model(home, name=name)
         compared = compare_with_champion(champion, champion_ref.version, fs.frame, result.test_frame)
     champion_auc = compared[0] if compared else None
     gate_metrics = {**result.metrics, "roc_auc": compared[1]} if compared else result.metrics
