@@ -98,19 +98,28 @@ def additive_export(folder, leads: int, seed: int) -> None:
                   "occurred_at": at[keep].strftime(text)}).to_csv(folder / "activities.csv", index=False)
 
 
-def test_on_an_export_made_for_naive_bayes_the_registered_model_is_not_worse_than_it(tmp_path):
-    additive_export(tmp_path / "crm", 7_000, seed=3)
-    out = tmp_path / "leadscore.toml"
-    result = CliRunner().invoke(app, ["init", str(tmp_path / "crm"), "--out", str(out)])
+def _init_and_train(folder, seed: int, caplog=None):
+    """:func:`additive_export` of 7,000 leads, mapped by `leadscore init` (checked), then ingested, featurized and
+    trained on one thread. Returns the config and what the train step returned."""
+    additive_export(folder / "crm", 7_000, seed=seed)
+    out = folder / "leadscore.toml"
+    result = CliRunner().invoke(app, ["init", str(folder / "crm"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     leads = tomllib.loads(out.read_text(encoding="utf-8"))["data"]["leads"]
     assert (leads["campaign"], leads["categorical"], leads["numeric"]) == ("campaign", ["industry"], ["employees"])
+    if caplog is not None:
+        logging.getLogger("leadscore").propagate = True  # the CLI prints the log itself and stops it propagating
+        caplog.set_level(logging.INFO, logger="leadscore")
     cfg = load_config(out)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_threads": 1})})
     seed_mlflow(cfg.home)
     steps.ingest_step(cfg, "additive")
     steps.features_step(cfg)
-    trained = steps.train_step(cfg, "additive")
+    return cfg, steps.train_step(cfg, "additive")
+
+
+def test_on_an_export_made_for_naive_bayes_the_registered_model_is_not_worse_than_it(tmp_path):
+    _, trained = _init_and_train(tmp_path, seed=3)
     m = trained["metrics"]
     best = max(m["baseline_logistic_roc_auc"], m["baseline_naive_bayes_roc_auc"])
     print(f"additive: registered {m['roc_auc']:.4f}, best baseline {best:.4f}, "
@@ -125,17 +134,7 @@ def test_a_first_model_a_baseline_beats_beyond_noise_gives_way_to_it(tmp_path, c
     the validation leads), then ranks the 862 newest leads (43 wins) at 0.561 against the naive Bayes' 0.620,
     beyond twice the standard error. With no champion yet, the naive Bayes is trained as the first model, so the
     first run still publishes scores."""
-    additive_export(tmp_path / "crm", 7_000, seed=8)
-    out = tmp_path / "leadscore.toml"
-    assert CliRunner().invoke(app, ["init", str(tmp_path / "crm"), "--out", str(out)]).exit_code == 0
-    logging.getLogger("leadscore").propagate = True  # the CLI prints the log itself and stops it propagating
-    caplog.set_level(logging.INFO, logger="leadscore")
-    cfg = load_config(out)
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_threads": 1})})
-    seed_mlflow(cfg.home)
-    steps.ingest_step(cfg, "first")
-    steps.features_step(cfg)
-    trained = steps.train_step(cfg, "first")
+    cfg, trained = _init_and_train(tmp_path, seed=8, caplog=caplog)
     assert trained["instead_of"] == "1" and trained["model_version"] == "2" and trained["promoted"], trained
     assert "training the naive Bayes as the first model" in caplog.text
     m = trained["metrics"]
