@@ -57,9 +57,16 @@ def ingest_step(cfg: Config, run_id: str) -> dict:
     from ingest.canonical import check_usable, ingest, write_canonical, write_quarantine
 
     home = cfg.paths.ensure()
-    result = ingest(cfg)
     quarantine_dir = home.quarantine / run_id
-    written = write_quarantine(result, quarantine_dir)
+    with cluster.session(cfg.engine) as client:
+        if client is None:
+            result, tables = ingest(cfg), None
+            written = write_quarantine(result, quarantine_dir)
+        else:
+            from ingest.blocks import ingest_on_cluster
+
+            result, written, tables = ingest_on_cluster(client, cfg, quarantine_dir, home.ingest_blocks)
+            written |= write_quarantine(result, quarantine_dir)  # the campaigns, read here
     summary = {
         "run_id": run_id, "as_of": result.as_of.isoformat() if result.as_of else None, "counts": result.counts,
         "files": result.files, "quarantine_reasons": result.reasons(),
@@ -69,7 +76,13 @@ def ingest_step(cfg: Config, run_id: str) -> dict:
         "file_stats": file_stats(cfg),
     }
     check_usable(result, cfg, written, quarantine_dir)
-    write_canonical(result, home.canonical)
+    if tables is not None:
+        from ingest.blocks import commit_tables
+
+        write_canonical(result, tables)
+        commit_tables(home.ingest_blocks, home.canonical)
+    else:
+        write_canonical(result, home.canonical)
     write_text_atomic(home.canonical / "manifest.json", json.dumps(summary, indent=2))
     bad = sum(c["quarantined"] for c in result.counts.values())
     log.info("ingest: %s leads kept, %s rows quarantined%s", f"{result.counts['leads']['kept']:,}", f"{bad:,}",

@@ -55,6 +55,8 @@ class IngestResult:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     files: dict[str, dict] = field(default_factory=dict)  # how each file was read (encoding, delimiter, ...)
     as_of: datetime | None = None
+    # Quarantine reasons counted where the rows are (a cluster ingest): table -> reason -> rows.
+    reason_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def quarantine_share(self) -> float:
         rows_in = sum(c["rows_in"] for c in self.counts.values())
@@ -62,9 +64,10 @@ class IngestResult:
         return bad / rows_in if rows_in else 0.0
 
     def reasons(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
+        out: dict[str, dict[str, int]] = dict(self.reason_counts)
         for name, q in self.quarantined.items():
-            reasons = q.reasons if q.malformed is None else pa.concat_arrays([q.reasons, q.malformed["reason"].combine_chunks()])
+            reasons = q.reasons if q.malformed is None else \
+                pa.concat_arrays([q.reasons, q.malformed["reason"].combine_chunks()])
             vc = reasons.value_counts()
             out[name] = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
         return out
@@ -143,7 +146,7 @@ class Reader:
         return x
 
 
-def _later_duplicates(keys: pa.Array, candidates: np.ndarray) -> np.ndarray:
+def later_duplicates(keys: pa.Array, candidates: np.ndarray) -> np.ndarray:
     """Rows among ``candidates`` whose key an earlier candidate row already has (the first one is kept)."""
     idx = np.flatnonzero(candidates)
     out = np.zeros(len(candidates), bool)
@@ -175,7 +178,7 @@ def ingest(cfg: Config, now: datetime | None = None) -> IngestResult:
     result.tables["leads"] = leads
     _outcomes(cfg, now, result, leads, dated)
     _activities(cfg, now, result, leads)
-    _campaigns(cfg, now, result)
+    read_campaigns(cfg, now, result)
     # A snapshot export may carry no timestamp at all: then it is as of now.
     if result.tables["leads"].num_rows:
         result.as_of = cfg.data.as_of or _latest(result.tables) or now.replace(microsecond=0)
@@ -201,7 +204,11 @@ def _record(result: IngestResult, name: str, raw: pa.Table, checks: Checks, kept
     return kept
 
 
-def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
+DUPLICATE_LEAD = "duplicate lead id (first row kept)"
+
+
+def lead_mapping(cfg: Config) -> dict[str, str]:
+    """Config key -> export column, for every column of the leads file the config maps."""
     lc = cfg.data.leads
     roles = {"id": lc.id}
     for role in ("created_at", "label", "won_at", "lost_at", "campaign", "source", "account"):
@@ -210,8 +217,22 @@ def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
     attrs = {f"categorical[{i}]": c for i, c in enumerate(lc.categorical)}
     attrs |= {f"numeric[{i}]": c for i, c in enumerate(lc.numeric)}
     attrs |= {f"passthrough[{i}]": c for i, c in enumerate(lc.passthrough)}
-    raw, info = read_export(lc, "data.leads", set(roles.values()) | set(attrs.values()))
-    require_columns(raw, roles | attrs, "data.leads")
+    return roles | attrs
+
+
+def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
+    mapping = lead_mapping(cfg)
+    raw, info = read_export(cfg.data.leads, "data.leads", set(mapping.values()))
+    require_columns(raw, mapping, "data.leads")
+    checks, columns = lead_cells(cfg, now, raw, info)
+    checks.add(later_duplicates(columns["lead_id"], checks.passing), DUPLICATE_LEAD)
+    return _record(result, "leads", raw, checks, columns, info)
+
+
+def lead_cells(cfg: Config, now: datetime, raw: pa.Table, info: dict) -> tuple[Checks, dict[str, pa.Array]]:
+    """Every check of a lead row that reads the row alone (all but the duplicate check, which comes last), and
+    the row's canonical columns. Rows of one file may come in blocks: nothing here looks past ``raw``."""
+    lc = cfg.data.leads
     n = raw.num_rows
     read = Reader(cfg, now, raw, info.get("decimal", decimal_of(lc, None)))
     checks = Checks(n)
@@ -229,7 +250,6 @@ def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
         checks.add(dated & (at <= created - day), f"{getattr(lc, role)} before {lc.created_at}")
         decided[role] = np.where(dated & (at < created), created, at)
     numbers = {c: read.add_number(checks, c) for c in lc.numeric}
-    checks.add(_later_duplicates(lead_id, checks.passing), "duplicate lead id (first row kept)")
 
     columns: dict[str, pa.Array] = {"lead_id": lead_id, "created_at": cells.to_timestamp_array(created)}
     for role, at in decided.items():
@@ -247,31 +267,51 @@ def _leads(cfg: Config, now: datetime, result: IngestResult) -> pa.Table:
         columns.setdefault(export_column(c), read.text(c))
     for c in lc.numeric:
         columns[export_column(c)] = numbers[c]
-    return _record(result, "leads", raw, checks, columns, info)
+    return checks, columns
 
 
-def _one_spelling(stage: pa.Array, at: np.ndarray, configured: list[str]) -> tuple[pa.Array, dict[str, list[str]]]:
-    """Every spelling of a stage (:func:`leadscore.config.stage_key`) as one: the config's, else the one the file
-    used first (``at``: each row's time), which a growing export keeps, so the stage features of the model in
-    service keep their name. Returns the stages and, per stage that had others, the spellings read as it."""
+def first_spellings(stage: pa.Array, at: np.ndarray) -> pa.Table:
+    """Each spelling of a stage as written, with the first time (``at``, microseconds) a row used it; rows of
+    one file in blocks give tables that :func:`spelling_map` reads together."""
     latest = np.iinfo(np.int64).max
-    first = pa.table({"stage": stage, "at": np.where(at == np.iinfo(np.int64).min, latest, at)}) \
+    return pa.table({"stage": stage, "at": np.where(at == np.iinfo(np.int64).min, latest, at)}) \
         .group_by("stage").aggregate([("at", "min")])
-    found = [(v, t) for v, t in zip(first["stage"].to_pylist(), first["at_min"].to_pylist()) if v is not None]
+
+
+def spelling_map(first: pa.Table, configured: list[str]) -> dict[str, str]:
+    """Every spelling of a stage (:func:`leadscore.config.stage_key`) as one: the config's, else the one the file
+    used first (``first``: :func:`first_spellings`), which a growing export keeps, so the stage features of the
+    model in service keep their name. Returns spelling -> the one it is read as, for the spellings that change."""
+    found: dict[str, int] = {}
+    for v, t in zip(first["stage"].to_pylist(), first["at_min"].to_pylist()):
+        if v is not None:
+            found[v] = min(t, found.get(v, t))
     chosen: dict[str, str] = {}
     for name in configured:
         chosen.setdefault(stage_key(name), name)
-    for name, _ in sorted(found, key=lambda vt: (vt[1], vt[0])):
+    for name, _ in sorted(found.items(), key=lambda vt: (vt[1], vt[0])):
         chosen.setdefault(stage_key(name), name)
-    renamed = {name: chosen[stage_key(name)] for name, _ in found if chosen[stage_key(name)] != name}
+    return {name: chosen[stage_key(name)] for name in found if chosen[stage_key(name)] != name}
+
+
+def one_spelling(stage: pa.Array, renamed: dict[str, str]) -> pa.Array:
     if not renamed:
-        return stage, {}
+        return stage
     spelled = pc.take(pa.array(list(renamed.values()), pa.string()),
                       pc.index_in(stage, value_set=pa.array(list(renamed), pa.string())))
+    return pc.coalesce(spelled, stage)
+
+
+def log_spellings(renamed: dict[str, str], info: dict) -> None:
+    """Say which spellings were read as one (the log and the manifest's file info)."""
+    if not renamed:
+        return
     groups: dict[str, list[str]] = {}
     for name, to in sorted(renamed.items()):
         groups.setdefault(to, []).append(name)
-    return pc.coalesce(spelled, stage), groups
+    info["stage_spellings"] = groups
+    log.warning("data.outcomes: %s (stage names are compared without case, spaces, hyphens or underscores)",
+                "; ".join(f"{', '.join(map(repr, names))} read as {to!r}" for to, names in groups.items()))
 
 
 def _known_leads(leads: pa.Table, lead_id: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -300,6 +340,10 @@ def _outcomes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table,
         result.files["leads"]["outcomes_from_columns"] = {col: len(ids) for col, (ids, _) in dated.items()}
 
 
+def configured_stages(cfg: Config) -> list[str]:
+    return [*cfg.label.won_stages, *cfg.label.lost_stages, *(cfg.label.other_stages or ())]
+
+
 def _stage_changes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table) -> None:
     """The outcomes file's stage changes."""
     oc = cfg.data.outcomes
@@ -308,35 +352,62 @@ def _stage_changes(cfg: Config, now: datetime, result: IngestResult, leads: pa.T
             "lead_id": pa.array([], pa.string()), "stage": pa.array([], pa.string()),
             "occurred_at": pa.array([], pa.timestamp("us", "UTC")), "amount": pa.array([], pa.float64())})
         return
+    mapping = outcome_mapping(cfg)
+    raw, info = read_export(oc, "data.outcomes", set(mapping.values()))
+    require_columns(raw, mapping, "data.outcomes")
+    checks, columns, first = outcome_cells(cfg, now, raw, info)
+    renamed = spelling_map(first, configured_stages(cfg))
+    log_spellings(renamed, info)
+    columns["stage"] = one_spelling(columns["stage"], renamed)
+    outcome_relations(cfg, checks, columns, leads)
+    _record(result, "outcomes", raw, checks, columns, info)
+
+
+def outcome_mapping(cfg: Config) -> dict[str, str]:
+    oc = cfg.data.outcomes
     mapping = {"lead_id": oc.lead_id, "stage": oc.stage, "occurred_at": oc.occurred_at}
     if oc.amount:
         mapping["amount"] = oc.amount
-    raw, info = read_export(oc, "data.outcomes", set(mapping.values()))
-    require_columns(raw, mapping, "data.outcomes")
+    return mapping
+
+
+def outcome_cells(cfg: Config, now: datetime, raw: pa.Table, info: dict
+                  ) -> tuple[Checks, dict[str, pa.Array], pa.Table]:
+    """The checks of a stage change that read the row alone (all but those against its lead, which come last),
+    its canonical columns as written, and the first use of each stage spelling (:func:`first_spellings`)."""
+    oc = cfg.data.outcomes
     read = Reader(cfg, now, raw, info.get("decimal", decimal_of(oc, None)))
     checks = Checks(raw.num_rows)
     lead_id, stage = read.text(oc.lead_id), read.text(oc.stage)
     checks.add(lead_id.is_null().to_numpy(zero_copy_only=False), "missing lead id")
     checks.add(stage.is_null().to_numpy(zero_copy_only=False), f"missing {oc.stage}")
     at = read.add_timestamp(checks, oc.occurred_at)
-    stage, spellings = _one_spelling(stage, at, [*cfg.label.won_stages, *cfg.label.lost_stages,
-                                                 *(cfg.label.other_stages or ())])
-    if spellings:
-        info["stage_spellings"] = spellings
-        log.warning("data.outcomes: %s (stage names are compared without case, spaces, hyphens or underscores)",
-                    "; ".join(f"{', '.join(map(repr, names))} read as {to!r}" for to, names in spellings.items()))
+    first = first_spellings(stage, at)
     if cfg.label.other_stages is not None:
-        known = pa.array([*cfg.label.won_stages, *cfg.label.lost_stages, *cfg.label.other_stages], pa.string())
-        unknown = pc.invert(pc.is_in(stage, value_set=known)).to_numpy(zero_copy_only=False)
+        # Unknown unless some spelling of a listed stage: the spellings are read as the listed name.
+        keys = {stage_key(s) for s in configured_stages(cfg)}
+        values = pc.unique(stage.drop_null()).to_pylist()
+        strange = pa.array([v for v in values if stage_key(v) not in keys], pa.string())
+        unknown = pc.is_in(stage, value_set=strange).to_numpy(zero_copy_only=False)
         shown = read.shown(oc.stage)
         checks.add(unknown, lambda rows: [f"unknown {oc.stage}: {v}" for v in shown(rows)])
-    known_lead, created = _known_leads(leads, lead_id)
+    amount = read.add_number(checks, oc.amount) if oc.amount else _null_of(pa.float64(), raw.num_rows)
+    return checks, {"lead_id": lead_id, "stage": stage, "occurred_at": cells.to_timestamp_array(at),
+                    "amount": amount}, first
+
+
+def outcome_relations(cfg: Config, checks: Checks, columns: dict[str, pa.Array], leads: pa.Table) -> None:
+    """The checks of stage changes against their leads (``leads``: the kept leads, or those of one partition)."""
+    known_lead, created = _known_leads(leads, columns["lead_id"])
+    at = columns["occurred_at"].cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
     checks.add(~known_lead, "outcome for an unknown lead")
     checks.add(known_lead & (created != np.iinfo(np.int64).min) & (at < created),
-               f"{oc.occurred_at} before the lead was created")
-    amount = read.add_number(checks, oc.amount) if oc.amount else _null_of(pa.float64(), raw.num_rows)
-    _record(result, "outcomes", raw, checks, {"lead_id": lead_id, "stage": stage,
-                                              "occurred_at": cells.to_timestamp_array(at), "amount": amount}, info)
+               f"{cfg.data.outcomes.occurred_at} before the lead was created")
+
+
+def activity_mapping(cfg: Config) -> dict[str, str]:
+    ac = cfg.data.activities
+    return {"lead_id": ac.lead_id, "type": ac.type, "occurred_at": ac.occurred_at}
 
 
 def _activities(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table) -> None:
@@ -345,21 +416,30 @@ def _activities(cfg: Config, now: datetime, result: IngestResult, leads: pa.Tabl
         result.tables["activities"] = pa.table({"lead_id": pa.array([], pa.string()), "type": pa.array([], pa.string()),
                                                 "occurred_at": pa.array([], pa.timestamp("us", "UTC"))})
         return
-    mapping = {"lead_id": ac.lead_id, "type": ac.type, "occurred_at": ac.occurred_at}
+    mapping = activity_mapping(cfg)
     raw, info = read_export(ac, "data.activities", set(mapping.values()))
     require_columns(raw, mapping, "data.activities")
+    checks, columns = activity_cells(cfg, now, raw, info)
+    activity_relations(checks, columns, leads)
+    _record(result, "activities", raw, checks, columns, info)
+
+
+def activity_cells(cfg: Config, now: datetime, raw: pa.Table, info: dict) -> tuple[Checks, dict[str, pa.Array]]:
+    ac = cfg.data.activities
     read = Reader(cfg, now, raw, info.get("decimal", decimal_of(ac, None)))
     checks = Checks(raw.num_rows)
     lead_id, kind = read.text(ac.lead_id), read.text(ac.type)
     checks.add(lead_id.is_null().to_numpy(zero_copy_only=False), "missing lead id")
     checks.add(kind.is_null().to_numpy(zero_copy_only=False), f"missing {ac.type}")
     at = read.add_timestamp(checks, ac.occurred_at)
-    checks.add(~_known_leads(leads, lead_id)[0], "activity for an unknown lead")
-    _record(result, "activities", raw, checks,
-            {"lead_id": lead_id, "type": kind, "occurred_at": cells.to_timestamp_array(at)}, info)
+    return checks, {"lead_id": lead_id, "type": kind, "occurred_at": cells.to_timestamp_array(at)}
 
 
-def _campaigns(cfg: Config, now: datetime, result: IngestResult) -> None:
+def activity_relations(checks: Checks, columns: dict[str, pa.Array], leads: pa.Table) -> None:
+    checks.add(~_known_leads(leads, columns["lead_id"])[0], "activity for an unknown lead")
+
+
+def read_campaigns(cfg: Config, now: datetime, result: IngestResult) -> None:
     cc = cfg.data.campaigns
     if cc is None:
         return
@@ -373,7 +453,7 @@ def _campaigns(cfg: Config, now: datetime, result: IngestResult) -> None:
     campaign = read.text(cc.campaign)
     checks.add(campaign.is_null().to_numpy(zero_copy_only=False), "missing campaign")
     cost = read.add_number(checks, cc.cost)
-    checks.add(_later_duplicates(campaign, checks.passing), "duplicate campaign (first row kept)")
+    checks.add(later_duplicates(campaign, checks.passing), "duplicate campaign (first row kept)")
     channel = read.text(cc.channel) if cc.channel else _null_of(pa.string(), raw.num_rows)
     _record(result, "campaigns", raw, checks, {"campaign": campaign, "cost": cost, "channel": channel}, info)
 
@@ -408,6 +488,8 @@ def check_usable(result: IngestResult, cfg: Config, written: dict[str, Path], qu
 def _zeros_hint(result: IngestResult, cfg: Config, sample: int = 1000) -> str:
     """When events were quarantined for unknown leads whose ids match a lead's once leading zeros are dropped
     ("015456" against 15456 written as a number), say so: the ids are text and are compared as written."""
+    if "leads" not in result.tables:  # a cluster ingest keeps no table in memory
+        return ""
     lead_ids = result.tables["leads"]["lead_id"].combine_chunks()
     stripped = pc.utf8_ltrim(lead_ids, characters="0")
     for table, what, mapped in (("outcomes", "outcome", cfg.data.outcomes),
@@ -467,15 +549,17 @@ def write_quarantine(result: IngestResult, folder: Path) -> dict[str, Path]:
             written[f"{name}.malformed"] = folder / f"{name}.malformed.csv"
         if not len(q.rows):
             continue
-        names = q.raw.column_names
-        row_col = _free_name("source_row", names)
-        reason_col = _free_name("reason", names)
-        out = pa.table([pa.array(q.rows, pa.int64()), *[cells.as_strings(c) for c in q.raw.columns], q.reasons],
-                       names=[row_col, *names, reason_col])
         path = folder / f"{name}.csv"
-        write_csv(out, path)
+        write_csv(quarantine_table(q.rows, q.raw, q.reasons), path)
         written[name] = path
     return written
+
+
+def quarantine_table(rows: np.ndarray, raw: pa.Table, reasons: pa.Array) -> pa.Table:
+    """A quarantine file's rows: the row's number among the rows read (1-based), its cells as text, the reason."""
+    names = raw.column_names
+    return pa.table([pa.array(rows, pa.int64()), *[cells.as_strings(c) for c in raw.columns], reasons],
+                    names=[_free_name("source_row", names), *names, _free_name("reason", names)])
 
 
 def _free_name(name: str, taken: list[str]) -> str:

@@ -52,11 +52,13 @@ def _sniff(path: Path, table: FileTable) -> tuple[str, str]:
             encoding = "utf-8-sig" if head.startswith(b"\xef\xbb\xbf") else "utf-8"
         else:
             encoding = "cells"
-    delimiter = table.delimiter
-    if delimiter is None:
-        first = head.split(b"\n", 1)[0].decode("latin-1")
-        delimiter = max([",", ";", "\t", "|"], key=first.count)
-    return encoding, delimiter
+    return encoding, table.delimiter or guess_delimiter(head)
+
+
+def guess_delimiter(head: bytes) -> str:
+    """The commonest of , ; tab | in the first line."""
+    first = head.split(b"\n", 1)[0].decode("latin-1")
+    return max([",", ";", "\t", "|"], key=first.count)
 
 
 def _decode(value: bytes) -> str:
@@ -89,46 +91,34 @@ def decimal_of(table: FileTable, delimiter: str | None) -> str:
     return cells.decimal_for(table.decimal, delimiter)
 
 
-def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> tuple[pa.Table, dict]:
-    """Read one export file as given, and say how it was read. CSV cells stay text; the cell rules parse them.
-
-    A header that names a column twice is an error if the column is mapped (which one would be meant?);
-    otherwise the later copies are read as ``<name> (2)``, ``<name> (3)`` and the log says so. A line with more
-    or fewer fields than the header is quarantined as written (``info["malformed"]``), not read shifted."""
+def export_format(table: FileTable, key: str) -> tuple[Path, str]:
+    """The file's path, and whether it is read as csv or parquet. A missing file is the user's error."""
     path = table.path
     if not path.is_file():
         raise DataError(f"{key}.path: file {path} not found")
     fmt = table.format
     if fmt == "auto":
         fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    return path, fmt
+
+
+def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> tuple[pa.Table, dict]:
+    """Read one export file as given, and say how it was read. CSV cells stay text; the cell rules parse them.
+
+    A header that names a column twice is an error if the column is mapped (which one would be meant?);
+    otherwise the later copies are read as ``<name> (2)``, ``<name> (3)`` and the log says so. A line with more
+    or fewer fields than the header is quarantined as written (``info["malformed"]``), not read shifted."""
+    path, fmt = export_format(table, key)
     try:
         if fmt == "parquet":
             raw = pq.read_table(path)
-            _check_unique(raw.column_names, mapped, key, path)
+            check_unique(raw.column_names, mapped, key, path)
             return raw, {"format": "parquet"}
         encoding, delimiter = _sniff(path, table)
-        names = _unique_names(_header_names(path, encoding, delimiter), mapped, key, path)
+        names = header_names(path, encoding, delimiter, key, mapped)
 
-        malformed: list[tuple[str, str]] = []
-
-        def skip(row) -> str:
-            malformed.append((row.text, f"{row.actual_columns} fields where the header has {row.expected_columns}"))
-            return "skip"
-
-        raw = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(encoding="latin-1" if encoding == "cells" else encoding.replace("-sig", ""),
-                                           block_size=16 << 20, column_names=names, skip_rows=1),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
-        )
+        raw, malformed, fixed = parse_csv(path, names, encoding, delimiter, skip_rows=1)
         if encoding == "cells":
-            decoded = [_decode_cells(c) for c in raw.columns]
-            raw = pa.table([d for d, _ in decoded], names=names)
-            malformed = [(_decode(text.encode("latin-1")), why) for text, why in malformed]
-            fixed = sum(n for _, n in decoded)
             encoding = f"utf-8, {fixed:,} cells windows-1252"
             setting = f"{key}.encoding" if key.startswith("data.") else "data.<table>.encoding in the config"
             log.warning("%s: %s is not all UTF-8: %s cells read as Windows-1252 (set %s if the whole file "
@@ -143,16 +133,51 @@ def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> t
     return raw, info
 
 
+def parse_csv(source, names: list[str], encoding: str, delimiter: str, skip_rows: int = 0
+              ) -> tuple[pa.Table, list[tuple[str, str]], int]:
+    """CSV rows (a path, or a file-like block of whole lines) as text columns named ``names``. ``encoding`` "cells"
+    reads each cell as UTF-8 where it is valid and Windows-1252 where not (:func:`_sniff`). Returns the rows, the
+    lines that do not have the header's fields (text, reason), and how many cells were not UTF-8."""
+    malformed: list[tuple[str, str]] = []
+
+    def skip(row) -> str:
+        malformed.append((row.text, f"{row.actual_columns} fields where the header has {row.expected_columns}"))
+        return "skip"
+
+    raw = pacsv.read_csv(
+        source,
+        read_options=pacsv.ReadOptions(encoding="latin-1" if encoding == "cells" else encoding.replace("-sig", ""),
+                                       block_size=16 << 20, column_names=names, skip_rows=skip_rows),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    )
+    fixed = 0
+    if encoding == "cells":
+        decoded = [_decode_cells(c) for c in raw.columns]
+        raw = pa.table([d for d, _ in decoded], names=names)
+        malformed = [(_decode(text.encode("latin-1")), why) for text, why in malformed]
+        fixed = sum(n for _, n in decoded)
+    return raw, malformed, fixed
+
+
+def header_names(path: Path, encoding: str, delimiter: str, key: str, mapped: set[str]) -> list[str]:
+    """The header's column names, each once (:func:`_unique_names`)."""
+    return _unique_names(_header_names(path, encoding, delimiter), mapped, key, path)
+
+
 def _header_names(path: Path, encoding: str, delimiter: str) -> list[str]:
     if encoding != "cells":
         with path.open("r", encoding=encoding, newline="", errors="strict") as fh:
             return next(csv.reader(fh, delimiter=delimiter), [])
     with path.open("r", encoding="utf-8", newline="", errors="surrogateescape") as fh:
         names = next(csv.reader(fh, delimiter=delimiter), [])
-    return [_decode(n.encode("utf-8", "surrogateescape")) for n in names]
+    names = [_decode(n.encode("utf-8", "surrogateescape")) for n in names]
+    return [names[0].removeprefix("\ufeff"), *names[1:]] if names else names
 
 
-def _check_unique(names: list[str], mapped: set[str], key: str, path: Path) -> None:
+def check_unique(names: list[str], mapped: set[str], key: str, path: Path) -> None:
     twice = sorted({n for n in names if names.count(n) > 1} & set(mapped))
     if twice:
         where = {n: [i + 1 for i, m in enumerate(names) if m == n] for n in twice}
@@ -161,7 +186,7 @@ def _check_unique(names: list[str], mapped: set[str], key: str, path: Path) -> N
 
 
 def _unique_names(names: list[str], mapped: set[str], key: str, path: Path) -> list[str]:
-    _check_unique(names, mapped, key, path)
+    check_unique(names, mapped, key, path)
     seen: dict[str, int] = {}
     out = []
     for name in names:

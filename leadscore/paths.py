@@ -43,6 +43,11 @@ class Home:
         return self.data / "partitions"
 
     @property
+    def ingest_blocks(self) -> Path:
+        """A cluster ingest's parts (rows by partition, quarantine parts), removed once its tables are in place."""
+        return self.data / "ingest_blocks"
+
+    @property
     def mlflow_db(self) -> Path:
         return self.root / "mlflow.db"
 

@@ -1,0 +1,512 @@
+"""Ingest on a Dask cluster (``[engine] kind = "dask"``): the export read in blocks on the workers, with the
+checks and the row accounting of :mod:`ingest.canonical`, and the same canonical tables and quarantine files.
+
+1. **Blocks.** A CSV file is cut into byte ranges that end at a line break outside quotes (each worker counts
+   the quotes of its range; the driver adds them up, so no worker reads another's range), a Parquet file into
+   runs of row groups. The driver reads only the header.
+2. **Rows.** Each block is parsed and checked by the rules that read a row alone (:func:`lead_cells`, ...):
+   failing rows go to the block's quarantine part, the others to Parquet parts partitioned by a hash of the
+   lead id, with their block and row number and their cells as read.
+3. **Partitions.** Each partition holds a lead's rows of every file, so the checks between rows run there:
+   duplicate lead ids (the first row in file order is kept), events of unknown leads, outcomes dated before
+   their lead. Stage spellings are settled on the driver from every block's first use of each.
+4. **Tables.** One task per table writes the canonical file in file order (duckdb, spilling to disk), so the
+   later steps read what the one-machine ingest writes; the driver gathers the quarantine parts into the
+   quarantine files, numbering each row by its place in the file.
+
+The home must be on storage the driver and every worker see at the same path, as for the sharded features.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ingest.canonical import (DUPLICATE_LEAD, Checks, IngestResult, activity_cells, activity_mapping,
+                              activity_relations, configured_stages, later_duplicates, lead_cells, lead_mapping,
+                              log_spellings, one_spelling, outcome_cells, outcome_mapping, outcome_relations,
+                              quarantine_table, read_campaigns, spelling_map)
+from ingest.files import (check_unique, decimal_of, export_format, guess_delimiter, header_names, parse_csv,
+                          require_columns)
+from leadscore import cells
+from leadscore.config import Config, FileTable
+from leadscore.duck import literal
+from leadscore.errors import DataError
+from leadscore.paths import atomic_write
+
+log = logging.getLogger("leadscore")
+
+BLOCK_BYTES = 64 << 20  # a block's share of a CSV file; about 4x that in a worker's memory while it is checked
+ROW_BYTES = 64  # a Parquet block holds runs of row groups of about block_bytes / ROW_BYTES rows (1M by default)
+# Codecs in which a quote and a line break are single bytes that no other character contains: a file in any
+# other one is read as one block.
+SPLITTABLE = {"utf-8", "utf-8-sig", "latin-1", "iso8859-1", "iso8859-15", "cp1252", "cp1250", "ascii"}
+TABLES = ("leads", "outcomes", "activities")
+BLOCK, ROW, SOURCE = "leadscore:block", "leadscore:row", "leadscore:source"  # helper columns of the parts
+RAW = "raw:"  # a part's cells as read, for the quarantine file
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """How one export file is read in blocks."""
+
+    name: str  # leads, outcomes or activities
+    key: str  # data.leads, ...
+    path: Path
+    format: str  # csv or parquet
+    names: tuple[str, ...]
+    encoding: str | None  # configured, else None: each block is read as UTF-8, or cell by cell if it is not
+    header_encoding: str  # utf-8, utf-8-sig, cells or the configured one
+    delimiter: str
+    blocks: tuple[tuple[int, int], ...]  # CSV: byte ranges; Parquet: row-group ranges
+
+
+# --- 1. blocks -----------------------------------------------------------------------------------------
+
+def _header_end(path: Path) -> int:
+    """The byte after the header line (its first line break outside quotes)."""
+    quotes = 0
+    with path.open("rb") as fh:
+        offset = 0
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            buf = np.frombuffer(chunk, np.uint8)
+            parity = (np.bitwise_xor.accumulate((buf == 34).view(np.uint8)) ^ (quotes & 1)) if len(buf) else buf
+            breaks = np.flatnonzero((buf == 10) & (parity == 0))
+            if len(breaks):
+                return offset + int(breaks[0]) + 1
+            quotes += int((buf == 34).sum())
+            offset += len(chunk)
+    return offset
+
+
+def _scan(path: Path, start: int, end: int) -> tuple[int, int | None, int | None]:
+    """Quotes in ``[start, end)``, and the first line breaks after an even and after an odd number of them (the
+    byte after each): which one ends a line depends on the quotes before ``start``."""
+    with path.open("rb") as fh:
+        fh.seek(start)
+        buf = np.frombuffer(fh.read(end - start), np.uint8)
+    if not len(buf):
+        return 0, None, None
+    parity = np.bitwise_xor.accumulate((buf == 34).view(np.uint8))
+    breaks = buf == 10
+    even, odd = np.flatnonzero(breaks & (parity == 0)), np.flatnonzero(breaks & (parity == 1))
+    return (int(parity[-1]), start + int(even[0]) + 1 if len(even) else None,
+            start + int(odd[0]) + 1 if len(odd) else None)
+
+
+def _csv_ranges(client, path: Path, first: int, block_bytes: int) -> list[tuple[int, int]]:
+    size = path.stat().st_size
+    if size <= first:
+        return [(first, first)]
+    starts = list(range(first, size, block_bytes))
+    scans = client.gather([client.submit(_scan, path, s, min(s + block_bytes, size), pure=False) for s in starts])
+    if sum(q for q, _, _ in scans) % 2:  # an unclosed quote: where lines end is for the parser to say, whole
+        return [(first, size)]
+    cuts, parity = [first], 0
+    for i, (quotes, even, odd) in enumerate(scans):
+        if i:  # the first range starts right after the header
+            cut = even if parity == 0 else odd
+            if cut is not None and cut < size:
+                cuts.append(cut)
+        parity ^= quotes
+    cuts.append(size)
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], block_bytes: int) -> FilePlan:
+    path, fmt = export_format(table, key)
+    if fmt == "parquet":
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{key}.path: cannot read {path} as PARQUET: {str(exc).splitlines()[0]}") from None
+        names = meta.schema.to_arrow_schema().names
+        check_unique(names, mapped, key, path)
+        groups, blocks, rows = list(range(meta.num_row_groups)), [], 0
+        start = 0
+        for g in groups:
+            rows += meta.row_group(g).num_rows
+            if rows >= block_bytes // ROW_BYTES:
+                blocks.append((start, g + 1))
+                start, rows = g + 1, 0
+        if start < len(groups) or not blocks:
+            blocks.append((start, len(groups)))
+        return FilePlan(name, key, path, "parquet", tuple(names), None, "", "", tuple(blocks))
+    with path.open("rb") as fh:
+        head = fh.read(65_536)
+    first = _header_end(path)
+    encoding = table.encoding
+    if encoding is None:
+        with path.open("rb") as fh:
+            header = fh.read(first)
+        try:
+            header.decode("utf-8")
+            header_encoding = "utf-8-sig" if header.startswith(codecs.BOM_UTF8) else "utf-8"
+        except UnicodeDecodeError:
+            header_encoding = "cells"
+    else:
+        header_encoding = encoding
+    delimiter = table.delimiter or guess_delimiter(head)
+    try:
+        # Read cell by cell: the header is UTF-8 or not whatever the rest of the file is.
+        names = header_names(path, encoding or "cells", delimiter, key, mapped)
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{key}.path: cannot read {path} as CSV: {str(exc).splitlines()[0]}") from None
+    splittable = encoding is None or codecs.lookup(encoding).name in SPLITTABLE
+    ranges = _csv_ranges(client, path, first, block_bytes) if splittable else [(first, path.stat().st_size)]
+    return FilePlan(name, key, path, "csv", tuple(names), encoding, header_encoding, delimiter, tuple(ranges))
+
+
+# --- 2. rows of one block ------------------------------------------------------------------------------
+
+def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]], bool, int]:
+    """The block's rows as read, its malformed lines, whether it was read cell by cell, and how many cells were
+    not UTF-8."""
+    if plan.format == "parquet":
+        a, b = plan.blocks[i]
+        return pq.ParquetFile(plan.path).read_row_groups(list(range(a, b))), [], False, 0
+    start, end = plan.blocks[i]
+    if start == end:  # a header and nothing else
+        return pa.table({n: pa.array([], pa.string()) for n in plan.names}), [], False, 0
+    with plan.path.open("rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    encoding = plan.encoding
+    if encoding is None:
+        try:
+            data.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            encoding = "cells"
+    try:
+        raw, malformed, fixed = parse_csv(io.BytesIO(data), list(plan.names), encoding, plan.delimiter)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataError(f"{plan.key}.path: cannot read {plan.path} as CSV: {str(exc).splitlines()[0]}") from None
+    return raw, malformed, encoding == "cells", fixed
+
+
+def _as_read(raw: pa.Table, rows: np.ndarray | None = None) -> dict[str, pa.Array]:
+    picked = raw if rows is None else raw.take(pa.array(rows, pa.int64()))
+    return {RAW + n: cells.as_strings(c) for n, c in zip(picked.column_names, picked.columns)}
+
+
+def _check_block(plan: FilePlan, i: int, cfg: Config, now: datetime, partitions: int, work: Path) -> dict:
+    """Parse and check block ``i`` of a file: its quarantine part, and the rows that pass as parts by partition."""
+    raw, malformed, by_cell, fixed = _read_block(plan, i)
+    info = {"decimal": decimal_of(getattr(cfg.data, plan.name), plan.delimiter if plan.format == "csv" else None)}
+    first = None
+    if plan.name == "leads":
+        checks, columns = lead_cells(cfg, now, raw, info)
+    elif plan.name == "outcomes":
+        checks, columns, first = outcome_cells(cfg, now, raw, info)
+    else:
+        checks, columns = activity_cells(cfg, now, raw, info)
+    rows, reasons = checks.texts()
+    if len(rows):
+        pq.write_table(pa.table({BLOCK: pa.array(np.full(len(rows), i), pa.int32()), ROW: pa.array(rows, pa.int64()),
+                                 "reason": reasons, **_as_read(raw, rows)}),
+                       work / "quarantine" / plan.name / f"block-{i:06d}.parquet")
+    keep = np.flatnonzero(checks.passing)
+    passing = pa.table({**{k: v.take(pa.array(keep, pa.int64())) for k, v in columns.items()},
+                        SOURCE: pa.array(np.zeros(len(keep)), pa.int8()),
+                        BLOCK: pa.array(np.full(len(keep), i), pa.int32()), ROW: pa.array(keep, pa.int64()),
+                        **_as_read(raw, keep)})
+    _write_partitioned(passing, partitions, work / "rows" / plan.name, f"block-{i:06d}.parquet")
+    return {"rows": raw.num_rows, "malformed": malformed, "by_cell": by_cell, "fixed": fixed,
+            "spellings": first, "schema": pa.table(columns).schema}
+
+
+def partition_of(lead_id: pa.Array, partitions: int) -> np.ndarray:
+    """Each lead id's partition: duckdb's hash, as the sharded features split their tables."""
+    con = duckdb.connect()
+    try:
+        ids = pa.table({"lead_id": lead_id})  # noqa: F841 - read by the query below
+        return con.sql(f"SELECT (hash(lead_id) % {int(partitions)})::INTEGER FROM ids").to_arrow_table().column(0) \
+            .to_numpy(zero_copy_only=False)
+    finally:
+        con.close()
+
+
+def _write_partitioned(rows: pa.Table, partitions: int, folder: Path, name: str) -> None:
+    if not rows.num_rows:
+        return
+    part = partition_of(rows["lead_id"], partitions)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    for p in np.flatnonzero(np.diff(bounds)):
+        out = folder / f"part={p}"
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows.take(pa.array(order[bounds[p]:bounds[p + 1]])), out / name)
+
+
+# --- 3. checks between rows, partition by partition --------------------------------------------------------
+
+def _read_parts(folder: Path) -> pa.Table | None:
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return None
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    return table.sort_by([(SOURCE, "ascending"), (BLOCK, "ascending"), (ROW, "ascending")])
+
+
+def _split(rows: pa.Table, checks: Checks, name: str, p: int, work: Path) -> pa.Table:
+    """Write the rows that fail ``checks`` to the partition's quarantine part; return the others."""
+    bad, reasons = checks.texts()
+    if len(bad):
+        q = rows.take(pa.array(bad, pa.int64()))
+        pq.write_table(pa.table({BLOCK: q[BLOCK], ROW: q[ROW], "reason": reasons,
+                                 **{c: q[c] for c in q.column_names if c.startswith(RAW)}}),
+                       work / "quarantine" / name / f"part-{p:06d}.parquet")
+    return rows.filter(pa.array(checks.passing))
+
+
+def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], schemas: dict[str, pa.Schema]
+                      ) -> dict:
+    """Partition ``p``'s checks between rows; its kept rows of each table, in file order, as a part."""
+    out: dict = {"kept": {}, "latest": None, "dated": {}}
+
+    def keep(name: str, rows: pa.Table) -> None:
+        rows = rows.select([c for c in rows.column_names if not c.startswith(RAW)])
+        n = out["kept"].get(name, 0)
+        out["kept"][name] = n + rows.num_rows
+        if rows.num_rows:  # a second part of the same table (the leads file's outcome dates) after the first
+            pq.write_table(rows, work / "kept" / name / f"part-{p:06d}-{int(n > 0)}.parquet")
+            col = "created_at" if name == "leads" else "occurred_at"
+            latest = pc.max(rows[col]).as_py()
+            if latest is not None and (out["latest"] is None or latest > out["latest"]):
+                out["latest"] = latest
+
+    leads = _read_parts(work / "rows" / "leads" / f"part={p}")
+    if leads is None:
+        leads = schemas["leads"].empty_table()
+        kept_leads = leads
+    else:
+        checks = Checks(leads.num_rows)
+        checks.add(later_duplicates(leads["lead_id"].combine_chunks(), checks.passing), DUPLICATE_LEAD)
+        kept_leads = _split(leads, checks, "leads", p, work)
+    dated = []
+    for i, role in enumerate(("won_at", "lost_at")):
+        if f"outcome:{role}" in kept_leads.column_names:
+            at = kept_leads[f"outcome:{role}"]
+            has = kept_leads.filter(at.is_valid())
+            column = getattr(cfg.data.leads, role)
+            out["dated"][column] = has.num_rows
+            dated.append(pa.table({"lead_id": has["lead_id"], "stage": pa.array([column] * has.num_rows, pa.string()),
+                                   "occurred_at": has[f"outcome:{role}"],
+                                   "amount": pa.nulls(has.num_rows, pa.float64()),
+                                   SOURCE: pa.array(np.full(has.num_rows, i + 1), pa.int8()),
+                                   BLOCK: has[BLOCK], ROW: has[ROW]}))
+    keep("leads", kept_leads.drop_columns([c for c in kept_leads.column_names if c.startswith("outcome:")]))
+    known = kept_leads.select(["lead_id", "created_at"]).combine_chunks()
+    for name in ("outcomes", "activities"):
+        rows = _read_parts(work / "rows" / name / f"part={p}")
+        if rows is not None:
+            columns = {c: rows[c].combine_chunks() for c in ("lead_id", "occurred_at", "stage")
+                       if c in rows.column_names}
+            checks = Checks(rows.num_rows)
+            if name == "outcomes":
+                rows = rows.set_column(rows.column_names.index("stage"), "stage",
+                                       one_spelling(columns["stage"], renamed))
+                outcome_relations(cfg, checks, columns, known)
+            else:
+                activity_relations(checks, columns, known)
+            keep(name, _split(rows, checks, name, p, work))
+    for d in dated:
+        keep("outcomes", d)
+    return out
+
+
+# --- 4. tables and quarantine ----------------------------------------------------------------------------
+
+def _write_table(parts: list[Path], columns: list[str], schema: pa.Schema, out: Path, spill: Path,
+                 memory_limit: str) -> None:
+    """One canonical table from its parts, in file order."""
+    with atomic_write(out) as tmp:
+        if not parts:
+            pq.write_table(schema.empty_table(), tmp)
+            return
+        con = duckdb.connect()
+        try:
+            con.execute(f"SET temp_directory = {literal(str(spill))}")
+            if memory_limit != "auto":
+                con.execute(f"SET memory_limit = {literal(memory_limit)}")
+            files = "[" + ", ".join(literal(str(p)) for p in parts) + "]"
+            picked = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+            con.execute(f"""COPY (SELECT {picked} FROM read_parquet({files}, union_by_name = true)
+                                  ORDER BY "{SOURCE}", "{BLOCK}", "{ROW}")
+                            TO {literal(str(tmp))} (FORMAT parquet)""")
+        finally:
+            con.close()
+    table = pq.read_schema(out)
+    if table != schema.remove_metadata():  # duckdb wrote another type: write it as the one-machine ingest would
+        pq.write_table(pq.read_table(out).cast(schema), out)
+
+
+def _quarantined(plan: FilePlan, work: Path, offsets: np.ndarray) -> tuple[pa.Table | None, int]:
+    files = sorted((work / "quarantine" / plan.name).glob("*.parquet"))
+    if not files:
+        return None, 0
+    q = pa.concat_tables([pq.read_table(f) for f in files])
+    source_row = offsets[q[BLOCK].to_numpy()] + q[ROW].to_numpy() + 1
+    order = np.argsort(source_row, kind="stable")
+    raw = pa.table({n: q[RAW + n].take(pa.array(order)) for n in plan.names})
+    return quarantine_table(source_row[order], raw, q["reason"].take(pa.array(order))), q.num_rows
+
+
+def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
+                      now: datetime | None = None, block_bytes: int = BLOCK_BYTES,
+                      partitions: int = 0) -> tuple[IngestResult, dict[str, Path], Path]:
+    """Read, check and canonicalize the export on the cluster. Writes the quarantine files and the canonical
+    tables to ``work/tables`` (moved into place by :func:`commit_tables` once the run accepts them).
+    Returns the accounting (tables: the campaigns only), the quarantine files and the tables' folder."""
+    from leadscore.cluster import total_threads
+
+    now = now or datetime.now(timezone.utc)
+    shutil.rmtree(work, ignore_errors=True)
+    for sub in ("rows", "quarantine", "kept"):
+        for name in TABLES:
+            (work / sub / name).mkdir(parents=True)
+    (work / "tables").mkdir()
+    (work / "spill").mkdir()
+    partitions = partitions or max(2 * total_threads(client), 1)
+    specs = [("leads", cfg.data.leads, "data.leads", lead_mapping(cfg))]
+    if cfg.data.outcomes is not None:
+        specs.append(("outcomes", cfg.data.outcomes, "data.outcomes", outcome_mapping(cfg)))
+    if cfg.data.activities is not None:
+        specs.append(("activities", cfg.data.activities, "data.activities", activity_mapping(cfg)))
+    plans = {}
+    for name, table, key, mapping in specs:
+        plan = plan_file(client, name, table, key, set(mapping.values()), block_bytes)
+        require_columns(pa.table({n: pa.array([], pa.string()) for n in plan.names}), mapping, key)
+        plans[name] = plan
+    futures = {name: [client.submit(_check_block, plan, i, cfg, now, partitions, work, pure=False)
+                      for i in range(len(plan.blocks))] for name, plan in plans.items()}
+    checked = {name: client.gather(f) for name, f in futures.items()}
+    log.info("ingest: %s on %d blocks, %d partitions", ", ".join(
+        f"{p.path.name}" for p in plans.values()), sum(len(p.blocks) for p in plans.values()), partitions)
+
+    result = IngestResult(tables={})
+    schemas = {name: _schema(parts, name) for name, parts in checked.items()}
+    renamed = {}
+    if "outcomes" in checked:
+        first = [c["spellings"] for c in checked["outcomes"] if c["spellings"] is not None]
+        renamed = spelling_map(pa.concat_tables(first) if first else pa.table(
+            {"stage": pa.array([], pa.string()), "at_min": pa.array([], pa.int64())}), configured_stages(cfg))
+    related = client.gather([client.submit(_relate_partition, p, cfg, work, renamed, schemas, pure=False)
+                             for p in range(partitions)])
+
+    canonical_schemas = _canonical_schemas(schemas)
+    tasks = []
+    for name, schema in canonical_schemas.items():
+        parts = sorted((work / "kept" / name).glob("*.parquet"))
+        tasks.append(client.submit(_write_table, parts, schema.names, schema, work / "tables" / f"{name}.parquet",
+                                   work / "spill", cfg.features.memory_limit, pure=False))
+
+    written: dict[str, Path] = {}
+    for name, plan in plans.items():
+        blocks = checked[name]
+        rows = np.array([b["rows"] for b in blocks], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]) if len(rows) else np.zeros(0, np.int64)
+        q, bad = _quarantined(plan, work, offsets)
+        malformed = [line for b in blocks for line in b["malformed"]]
+        kept = sum(r["kept"].get(name, 0) for r in related)
+        if name == "outcomes":
+            kept -= sum(sum(r["dated"].values()) for r in related)
+        rows_in = int(rows.sum()) + len(malformed)
+        result.counts[name] = {"rows_in": rows_in, "kept": kept, "quarantined": bad + len(malformed)}
+        if kept + bad + len(malformed) != rows_in:  # a bug, not a user error: keep the traceback
+            raise AssertionError(f"{name}: {rows_in} rows in, {kept} kept + {bad + len(malformed)} quarantined")
+        reasons = {} if q is None else _value_counts(q.column(q.num_columns - 1))
+        for _, why in malformed:
+            reasons[why] = reasons.get(why, 0) + 1
+        if reasons:
+            result.reason_counts[name] = reasons
+        quarantine.mkdir(parents=True, exist_ok=True)
+        if malformed:
+            from leadscore.spreadsheet import write_csv
+
+            write_csv(pa.table({"line": [t for t, _ in malformed], "reason": [r for _, r in malformed]}),
+                      quarantine / f"{name}.malformed.csv")
+            written[f"{name}.malformed"] = quarantine / f"{name}.malformed.csv"
+        if q is not None:
+            from leadscore.spreadsheet import write_csv
+
+            write_csv(q, quarantine / f"{name}.csv")
+            written[name] = quarantine / f"{name}.csv"
+        result.files[name] = _file_info(plan, blocks, cfg, malformed)
+    if "outcomes" in plans:
+        log_spellings(renamed, result.files["outcomes"])
+    dated = {}
+    for r in related:
+        for col, n in r["dated"].items():
+            dated[col] = dated.get(col, 0) + n
+    if dated:
+        result.files["leads"]["outcomes_from_columns"] = dated
+    client.gather(tasks)
+    read_campaigns(cfg, now, result)
+    latest = [r["latest"] for r in related if r["latest"] is not None]
+    if result.counts["leads"]["kept"]:
+        result.as_of = cfg.data.as_of or (max(latest) if latest else None) or now.replace(microsecond=0)
+    return result, written, work / "tables"
+
+
+def _schema(blocks: list[dict], name: str) -> pa.Schema:
+    schema = blocks[0]["schema"]
+    return pa.schema([*schema, pa.field(SOURCE, pa.int8()), pa.field(BLOCK, pa.int32()), pa.field(ROW, pa.int64())])
+
+
+def _canonical_schemas(schemas: dict[str, pa.Schema]) -> dict[str, pa.Schema]:
+    """The schema of each canonical table the one-machine ingest writes (unmapped event files: empty tables)."""
+    leads = pa.schema([f for f in schemas["leads"] if not f.name.startswith(("outcome:", "leadscore:"))])
+    outcomes = pa.schema([("lead_id", pa.string()), ("stage", pa.string()),
+                          ("occurred_at", pa.timestamp("us", "UTC")), ("amount", pa.float64())])
+    activities = pa.schema([("lead_id", pa.string()), ("type", pa.string()),
+                            ("occurred_at", pa.timestamp("us", "UTC"))])
+    return {"leads": leads, "outcomes": outcomes, "activities": activities}
+
+
+def _value_counts(values: pa.ChunkedArray) -> dict[str, int]:
+    vc = values.combine_chunks().value_counts()
+    return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+
+
+def _file_info(plan: FilePlan, blocks: list[dict], cfg: Config, malformed: list) -> dict:
+    if plan.format == "parquet":
+        info = {"format": "parquet"}
+    else:
+        by_cell = plan.header_encoding == "cells" or any(b["by_cell"] for b in blocks)
+        encoding = plan.encoding or (plan.header_encoding if not by_cell else
+                                     f"utf-8, {sum(b['fixed'] for b in blocks):,} cells windows-1252")
+        if by_cell and plan.encoding is None:
+            log.warning("%s: %s is not all UTF-8: %s cells read as Windows-1252 (set %s.encoding if the whole file "
+                        "has another encoding)", plan.key, plan.path.name, f"{sum(b['fixed'] for b in blocks):,}",
+                        plan.key)
+        info = {"format": "csv", "encoding": encoding, "delimiter": plan.delimiter,
+                "decimal": decimal_of(getattr(cfg.data, plan.name), plan.delimiter)}
+    if malformed:
+        log.warning("%s: %s lines of %s do not have the header's %d fields; they are quarantined as written",
+                    plan.key, f"{len(malformed):,}", plan.path.name, len(plan.names))
+        info["malformed_lines"] = len(malformed)
+    info["blocks"] = len(plan.blocks)
+    return info
+
+
+def commit_tables(work: Path, canonical: Path) -> None:
+    """Move the canonical tables a cluster ingest wrote (``work/tables``) into place, each by an atomic rename,
+    and drop the ingest's parts."""
+    canonical.mkdir(parents=True, exist_ok=True)
+    for path in sorted((work / "tables").glob("*.parquet")):
+        os.replace(path, canonical / path.name)
+    shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,111 @@
+"""Ingest on a Dask cluster (issue 16, item 2): the export read in small blocks on a real 2-worker LocalCluster
+gives the same canonical tables, quarantine files, counts and reasons as the one-machine ingest, on an export
+with the faults that cross a block's edge (a quoted line break, a duplicate lead in another block, events of
+leads in other blocks, a line with too few fields, a byte that is not UTF-8)."""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import loose, make_config
+
+from ingest.blocks import commit_tables, ingest_on_cluster
+from ingest.canonical import ingest, write_canonical, write_quarantine
+from ingest.synthetic import generate_crm, write_crm
+from leadscore import cluster
+from leadscore.config import EngineConfig
+
+pytestmark = pytest.mark.slow
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+def _hostile_export(folder: Path) -> Path:
+    export = folder / "crm"
+    write_crm(generate_crm(3_000, seed=5), export)
+    leads = (export / "leads.csv").read_bytes().splitlines(keepends=True)
+    for i in range(1, len(leads), 3):  # quoted line breaks and quotes, so some blocks start inside a cell
+        leads[i] = leads[i].replace(b'"Rep ', b'"Rep\n""', 1)
+    leads[20] = leads[20].replace(b'"New"', '"Néw"'.encode("latin-1"), 1)  # not UTF-8
+    leads.insert(2500, leads[5])  # a duplicate of a lead in the first block, far down the file
+    leads.insert(1200, b'"L9999999","2025-01-01"\n')  # too few fields
+    leads.insert(1300, leads[30].replace(b'"L0000', b'"X0000', 1).replace(b'"20', b'"not a date 20', 1))
+    leads.append(leads[40].replace(b'"L0000', b'"Z0000', 1).replace(b",18,", b",many,", 1))
+    (export / "leads.csv").write_bytes(b"".join(leads))
+    outcomes = (export / "opportunities.csv").read_bytes().splitlines(keepends=True)
+    lead = outcomes[3].split(b",")[0]
+    outcomes += [b'"L7777777","Closed Won","2025-03-01 10:00:00",100\n',  # an unknown lead
+                 lead + b',"Qualified","2001-01-01 00:00:00",\n',  # before the lead was created
+                 lead + b',"closed won","2025-03-01 10:00:00",lots\n',  # a bad amount, a second spelling
+                 lead + b',"closed-lost","2025-03-02 10:00:00",\n',  # another spelling, kept
+                 lead + b',"Demo","2025-03-02 10:00:00",\n']  # a stage the config does not list
+    (export / "opportunities.csv").write_bytes(b"".join(outcomes))
+    with (export / "activities.csv").open("ab") as fh:
+        fh.write(b'"L8888888","Email","2025-02-01 00:00:00"\n"L0000001",,"2025-02-01 00:00:00"\n')
+    return export
+
+
+def _as_parquet(path: Path) -> Path:
+    """The rows of a CSV file (each cell text, as read here) as a Parquet file in row groups of 100."""
+    from ingest.files import read_export
+    from leadscore.config import FileTable
+
+    raw, _ = read_export(FileTable(path=path), "data.x")
+    out = path.with_suffix(".parquet")
+    pq.write_table(raw, out, row_group_size=100)
+    return out
+
+
+def test_blocks_on_the_cluster_give_what_one_machine_gives(tmp_path):
+    export = _hostile_export(tmp_path)
+    cfg = make_config(export, tmp_path / "home", extra=loose())
+    here = ingest(cfg, now=NOW)
+    write_canonical(here, tmp_path / "here" / "tables")
+    written_here = write_quarantine(here, tmp_path / "here" / "quarantine")
+
+    # The same rows as Parquet files in row groups of 100, read as they are written (cells as text).
+    as_parquet = cfg.model_copy(update={"data": cfg.data.model_copy(update={
+        t: getattr(cfg.data, t).model_copy(update={"path": _as_parquet(getattr(cfg.data, t).path)})
+        for t in ("leads", "outcomes", "activities")})})
+    parquet_here = ingest(as_parquet, now=NOW)
+
+    engine = EngineConfig(kind="dask", workers=2, threads=1)
+    with cluster.session(engine) as client:
+        there, written, tables = ingest_on_cluster(client, cfg, tmp_path / "there" / "quarantine",
+                                                   tmp_path / "work", now=NOW, block_bytes=20_000, partitions=3)
+        parquet_there, _, parquet_tables = ingest_on_cluster(
+            client, as_parquet, tmp_path / "parquet" / "quarantine", tmp_path / "parquet_work", now=NOW,
+            block_bytes=100 * 64, partitions=4)
+    assert parquet_there.files["leads"]["blocks"] >= 30
+    assert parquet_there.counts == parquet_here.counts and parquet_there.reasons() == parquet_here.reasons()
+    for name in ("leads", "outcomes", "activities"):
+        assert pq.read_table(parquet_tables / f"{name}.parquet").equals(parquet_here.tables[name]), name
+    written |= write_quarantine(there, tmp_path / "there" / "quarantine")
+    write_canonical(there, tables)
+    commit_tables(tmp_path / "work", tmp_path / "there" / "tables")
+    assert not (tmp_path / "work").exists()
+
+    assert there.files["leads"]["blocks"] > 5 and there.files["activities"]["blocks"] > 3
+    assert there.counts == here.counts
+    assert there.reasons() == here.reasons()
+    assert there.as_of == here.as_of
+    assert {k: {i: v for i, v in f.items() if i != "blocks"} for k, f in there.files.items()} == here.files
+    for name in ("leads", "outcomes", "activities", "campaigns"):
+        a = pq.read_table(tmp_path / "here" / "tables" / f"{name}.parquet")
+        b = pq.read_table(tmp_path / "there" / "tables" / f"{name}.parquet")
+        assert a.schema.remove_metadata() == b.schema.remove_metadata(), name
+        assert a.equals(b), name
+    assert sorted(written) == sorted(written_here)
+    for key, path in written_here.items():
+        assert written[key].read_bytes() == path.read_bytes(), key
+    # The faults are there: each reason the export was built to show.
+    reasons = here.reasons()
+    assert reasons["leads"]["duplicate lead id (first row kept)"] == 1
+    assert sum(n for r, n in reasons["leads"].items() if "fields where the header has" in r) == 1
+    assert reasons["outcomes"]["outcome for an unknown lead"] >= 1
+    assert reasons["activities"]["activity for an unknown lead"] >= 1  # the generator's own too
+    assert reasons["outcomes"]["Stage Date before the lead was created"] == 1
+    assert "utf-8," in here.files["leads"]["encoding"]
+    assert pq.read_table(tmp_path / "here" / "tables" / "leads.parquet")["export:Owner"][0].as_py().startswith('Rep\n"')
+    assert here.files["outcomes"]["stage_spellings"]
