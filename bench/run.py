@@ -165,25 +165,26 @@ def dask_cases(sizes: tuple[int, ...], targets: dict[int, float]) -> list[dict]:
     return rows
 
 
-def dask_run_cases(leads: int) -> list[dict]:
-    """`leadscore run` (ingest to report) on the same generated export with each engine, each in a fresh home:
-    wall time, and the peak memory of the largest process (the driver or one worker)."""
+def dask_run_cases(leads: int, command: str = "run") -> list[dict]:
+    """`leadscore run` (ingest to report), or `leadscore ingest` alone, on the same generated export with each
+    engine, each in a fresh home: wall time, and the peak memory of the largest process (the driver or one
+    worker)."""
     export, config = WORK / f"crm-{leads}", WORK / f"run-{leads}.toml"
     if not (export / "leads.csv").is_file():
         subprocess.run([*CLI, "generate", "--out", str(export), "--leads", str(leads), "--config-out", str(config)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
     for engine in ("local", "dask"):
-        home = WORK / f"run-{leads}-{engine}"
+        home = WORK / f"{command}-{leads}-{engine}"
         shutil.rmtree(home, ignore_errors=True)
         text = config.read_text(encoding="utf-8").replace("home = ", f"home = {json.dumps(str(home))}\n# was: home = ", 1)
         if engine == "dask":
             text += '\n[engine]\nkind = "dask"\nworkers = 2\nthreads = 1\n'
-        path = WORK / f"run-{leads}-{engine}.toml"
+        path = WORK / f"{command}-{leads}-{engine}.toml"
         path.write_text(text, encoding="utf-8")
-        rows.append(measure(f"run on {leads:,} leads, {engine} engine" + (" (LocalCluster 2 x 1 thread)"
-                                                                             if engine == "dask" else ""),
-                            [*CLI, "run", "--config", str(path)]))
+        rows.append(measure(f"{command} on {leads:,} leads, {engine} engine" + (" (LocalCluster 2 x 1 thread)"
+                                                                                if engine == "dask" else ""),
+                            [*CLI, command, "--config", str(path)]))
     return rows
 
 
@@ -207,7 +208,7 @@ def main() -> int:
     parser.add_argument("--demo", type=int, default=100_000, help="leads in the demo case")
     parser.add_argument("--huge", type=int, default=10_000_000,
                         help="leads in the largest features case (0 skips it; preparing it needs about 17 GB)")
-    parser.add_argument("--only", choices=["api", "contention", "dask", "dask-run"],
+    parser.add_argument("--only", choices=["api", "contention", "dask", "dask-run", "dask-ingest"],
                         help="re-measure only these cases (api: after a full run) and update their rows in results.json")
     args = parser.parse_args()
     if args.only == "api":
@@ -218,6 +219,8 @@ def main() -> int:
         return update_results(dask_cases(_dask_sizes(args.big, args.huge), {args.huge: 180}))
     if args.only == "dask-run":
         return update_results(dask_run_cases(args.big))
+    if args.only == "dask-ingest":
+        return update_results(dask_run_cases(args.big, "ingest"))
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     rows = []
@@ -238,6 +241,7 @@ def main() -> int:
     if args.huge:
         rows.append(features_case(args.huge, target_s=180, target_mb=8192))
     rows.extend(dask_cases(_dask_sizes(args.big, args.huge), {}))
+    rows.extend(dask_run_cases(args.big, "ingest"))
     rows.extend(dask_run_cases(args.big))
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
                "platform": platform.platform()}

@@ -20,6 +20,7 @@ The home must be on storage the driver and every worker see at the same path, as
 from __future__ import annotations
 
 import codecs
+import csv
 import io
 import logging
 import os
@@ -52,7 +53,8 @@ BLOCK_BYTES = 64 << 20  # a block's share of a CSV file; about 4x that in a work
 ROW_BYTES = 64  # a Parquet block holds runs of row groups of about block_bytes / ROW_BYTES rows (1M by default)
 # Codecs in which a quote and a line break are single bytes that no other character contains: a file in any
 # other one is read as one block.
-SPLITTABLE = {"utf-8", "utf-8-sig", "latin-1", "iso8859-1", "iso8859-15", "cp1252", "cp1250", "ascii"}
+SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "mac-roman", *(f"iso8859-{i}" for i in range(1, 17)),
+              *(f"cp{i}" for i in range(1250, 1259))}
 TABLES = ("leads", "outcomes", "activities")
 BLOCK, ROW, SOURCE = "leadscore:block", "leadscore:row", "leadscore:source"  # helper columns of the parts
 RAW = "raw:"  # a part's cells as read, for the quarantine file
@@ -70,7 +72,7 @@ class FilePlan:
     encoding: str | None  # configured, else None: each block is read as UTF-8, or cell by cell if it is not
     header_encoding: str  # utf-8, utf-8-sig, cells or the configured one
     delimiter: str
-    blocks: tuple[tuple[int, int], ...]  # CSV: byte ranges; Parquet: row-group ranges
+    blocks: tuple[tuple[int, int], ...]  # CSV: byte ranges ((0, -1): the whole file); Parquet: row-group ranges
 
 
 # --- 1. blocks -----------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], b
         return FilePlan(name, key, path, "parquet", tuple(names), None, "", "", tuple(blocks))
     with path.open("rb") as fh:
         head = fh.read(65_536)
-    first = _header_end(path)
+    first = _header_end(path) if table.encoding is None or _splittable(table.encoding) else 0
     encoding = table.encoding
     if encoding is None:
         with path.open("rb") as fh:
@@ -162,11 +164,16 @@ def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], b
     try:
         # Read cell by cell: the header is UTF-8 or not whatever the rest of the file is.
         names = header_names(path, encoding or "cells", delimiter, key, mapped)
-    except (UnicodeDecodeError, OSError) as exc:
+    except (UnicodeError, OSError, csv.Error) as exc:
         raise DataError(f"{key}.path: cannot read {path} as CSV: {str(exc).splitlines()[0]}") from None
-    splittable = encoding is None or codecs.lookup(encoding).name in SPLITTABLE
-    ranges = _csv_ranges(client, path, first, block_bytes) if splittable else [(first, path.stat().st_size)]
+    if encoding is not None and not _splittable(encoding):  # the whole file, header and all
+        return FilePlan(name, key, path, "csv", tuple(names), encoding, header_encoding, delimiter, ((0, -1),))
+    ranges = _csv_ranges(client, path, first, block_bytes)
     return FilePlan(name, key, path, "csv", tuple(names), encoding, header_encoding, delimiter, tuple(ranges))
+
+
+def _splittable(encoding: str) -> bool:
+    return codecs.lookup(encoding).name in SPLITTABLE
 
 
 # --- 2. rows of one block ------------------------------------------------------------------------------
@@ -178,6 +185,12 @@ def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]]
         a, b = plan.blocks[i]
         return pq.ParquetFile(plan.path).read_row_groups(list(range(a, b))), [], False, 0
     start, end = plan.blocks[i]
+    if end < 0:  # a file in an encoding whose bytes cannot be cut: read whole
+        try:
+            raw, malformed, fixed = parse_csv(plan.path, list(plan.names), plan.encoding, plan.delimiter, skip_rows=1)
+        except (pa.ArrowInvalid, UnicodeError) as exc:
+            raise DataError(f"{plan.key}.path: cannot read {plan.path} as CSV: {str(exc).splitlines()[0]}") from None
+        return raw, malformed, False, fixed
     if start == end:  # a header and nothing else
         return pa.table({n: pa.array([], pa.string()) for n in plan.names}), [], False, 0
     with plan.path.open("rb") as fh:
@@ -192,7 +205,7 @@ def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]]
             encoding = "cells"
     try:
         raw, malformed, fixed = parse_csv(io.BytesIO(data), list(plan.names), encoding, plan.delimiter)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+    except (pa.ArrowInvalid, UnicodeError) as exc:
         raise DataError(f"{plan.key}.path: cannot read {plan.path} as CSV: {str(exc).splitlines()[0]}") from None
     return raw, malformed, encoding == "cells", fixed
 

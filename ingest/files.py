@@ -171,10 +171,9 @@ def _header_names(path: Path, encoding: str, delimiter: str) -> list[str]:
     if encoding != "cells":
         with path.open("r", encoding=encoding, newline="", errors="strict") as fh:
             return next(csv.reader(fh, delimiter=delimiter), [])
-    with path.open("r", encoding="utf-8", newline="", errors="surrogateescape") as fh:
+    with path.open("r", encoding="utf-8-sig", newline="", errors="surrogateescape") as fh:  # a BOM is no name
         names = next(csv.reader(fh, delimiter=delimiter), [])
-    names = [_decode(n.encode("utf-8", "surrogateescape")) for n in names]
-    return [names[0].removeprefix("\ufeff"), *names[1:]] if names else names
+    return [_decode(n.encode("utf-8", "surrogateescape")) for n in names]
 
 
 def check_unique(names: list[str], mapped: set[str], key: str, path: Path) -> None:

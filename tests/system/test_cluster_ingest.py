@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import loose, make_config
+from conftest import loose, make_config, xeducation_config
 
 from ingest.blocks import commit_tables, ingest_on_cluster
 from ingest.canonical import ingest, write_canonical, write_quarantine
@@ -19,6 +19,12 @@ from leadscore.config import EngineConfig
 pytestmark = pytest.mark.slow
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with cluster.session(EngineConfig(kind="dask", workers=2, threads=1)) as c:
+        yield c
 
 
 def _hostile_export(folder: Path) -> Path:
@@ -57,7 +63,7 @@ def _as_parquet(path: Path) -> Path:
     return out
 
 
-def test_blocks_on_the_cluster_give_what_one_machine_gives(tmp_path):
+def test_blocks_on_the_cluster_give_what_one_machine_gives(client, tmp_path):
     export = _hostile_export(tmp_path)
     cfg = make_config(export, tmp_path / "home", extra=loose())
     here = ingest(cfg, now=NOW)
@@ -70,13 +76,11 @@ def test_blocks_on_the_cluster_give_what_one_machine_gives(tmp_path):
         for t in ("leads", "outcomes", "activities")})})
     parquet_here = ingest(as_parquet, now=NOW)
 
-    engine = EngineConfig(kind="dask", workers=2, threads=1)
-    with cluster.session(engine) as client:
-        there, written, tables = ingest_on_cluster(client, cfg, tmp_path / "there" / "quarantine",
-                                                   tmp_path / "work", now=NOW, block_bytes=20_000, partitions=3)
-        parquet_there, _, parquet_tables = ingest_on_cluster(
-            client, as_parquet, tmp_path / "parquet" / "quarantine", tmp_path / "parquet_work", now=NOW,
-            block_bytes=100 * 64, partitions=4)
+    there, written, tables = ingest_on_cluster(client, cfg, tmp_path / "there" / "quarantine", tmp_path / "work",
+                                               now=NOW, block_bytes=20_000, partitions=3)
+    parquet_there, _, parquet_tables = ingest_on_cluster(
+        client, as_parquet, tmp_path / "parquet" / "quarantine", tmp_path / "parquet_work", now=NOW,
+        block_bytes=100 * 64, partitions=4)
     assert parquet_there.files["leads"]["blocks"] >= 30
     assert parquet_there.counts == parquet_here.counts and parquet_there.reasons() == parquet_here.reasons()
     for name in ("leads", "outcomes", "activities"):
@@ -109,3 +113,38 @@ def test_blocks_on_the_cluster_give_what_one_machine_gives(tmp_path):
     assert "utf-8," in here.files["leads"]["encoding"]
     assert pq.read_table(tmp_path / "here" / "tables" / "leads.parquet")["export:Owner"][0].as_py().startswith('Rep\n"')
     assert here.files["outcomes"]["stage_spellings"]
+
+
+def _same_as_here(client, cfg, work: Path, blocks: int | None) -> None:
+    """``blocks``: how many blocks the leads file must be read in (None: more than 5)."""
+    here = ingest(cfg, now=NOW)
+    there, _, tables = ingest_on_cluster(client, cfg, work / "quarantine", work, now=NOW, block_bytes=20_000,
+                                         partitions=3)
+    assert there.files["leads"]["blocks"] == blocks if blocks else there.files["leads"]["blocks"] > 5
+    assert there.counts == here.counts and there.reasons() == here.reasons() and there.as_of == here.as_of
+    for name in ("leads", "outcomes", "activities"):
+        assert pq.read_table(tables / f"{name}.parquet").equals(here.tables[name]), name
+
+
+def test_real_and_awkward_files_read_in_blocks_as_here(client, tmp_path):
+    """X Education (a snapshot export with a label column, real text); a UTF-16 file (read whole: its line
+    breaks are two bytes); a UTF-8 file with a BOM, semicolons and decimal commas; an unclosed quote (read
+    whole: where its lines end is the parser's call)."""
+    _same_as_here(client, xeducation_config(), tmp_path / "xedu", blocks=None)
+    export = tmp_path / "crm"
+    write_crm(generate_crm(1_500, seed=1), export)
+    text = (export / "leads.csv").read_text(encoding="utf-8").replace('"Rep 1', '"Rép 1')
+    variants = {"utf-16": (text.encode("utf-16"), 1),
+                "bom": (b"\xef\xbb\xbf" + text.replace(",", ";").encode(), None),
+                "unclosed": (text.replace('"Rép 1', '"Ré"p 1', 1).encode(), 1)}
+    for name, (data, blocks) in variants.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in export.iterdir():
+            (folder / f.name).write_bytes(f.read_bytes())
+        (folder / "leads.csv").write_bytes(data)
+        cfg = make_config(folder, tmp_path / f"home-{name}", extra=loose())
+        if name == "utf-16":
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={
+                "leads": cfg.data.leads.model_copy(update={"encoding": "utf-16"})})})
+        _same_as_here(client, cfg, tmp_path / f"work-{name}", blocks)
