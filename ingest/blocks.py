@@ -55,6 +55,7 @@ ROW_BYTES = 64  # a Parquet block holds runs of row groups of about block_bytes 
 # other one is read as one block.
 SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "mac-roman", *(f"iso8859-{i}" for i in range(1, 17)),
               *(f"cp{i}" for i in range(1250, 1259))}
+PARTITION_BYTES = 256 << 20  # of export files per lead partition at most (a Parquet byte counts as three)
 TABLES = ("leads", "outcomes", "activities")
 BLOCK, ROW, SOURCE = "leadscore:block", "leadscore:row", "leadscore:source"  # helper columns of the parts
 RAW = "raw:"  # a part's cells as read, for the quarantine file
@@ -393,12 +394,15 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
             (work / sub / name).mkdir(parents=True)
     (work / "tables").mkdir()
     (work / "spill").mkdir()
-    partitions = partitions or max(2 * total_threads(client), 1)
     specs = [("leads", cfg.data.leads, "data.leads", lead_mapping(cfg))]
     if cfg.data.outcomes is not None:
         specs.append(("outcomes", cfg.data.outcomes, "data.outcomes", outcome_mapping(cfg)))
     if cfg.data.activities is not None:
         specs.append(("activities", cfg.data.activities, "data.activities", activity_mapping(cfg)))
+    if not partitions:  # a partition is checked in one worker's memory: about 4x its share of the files
+        size = sum(t.path.stat().st_size * (3 if t.path.suffix.lower() in (".parquet", ".pq") else 1)
+                   for _, t, _, _ in specs if t.path.is_file())
+        partitions = max(2 * total_threads(client), -(-size // PARTITION_BYTES), 1)
     plans = {}
     for name, table, key, mapping in specs:
         plan = plan_file(client, name, table, key, set(mapping.values()), block_bytes)
