@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from features.build import (HISTORY_KINDS, MAX_STAGES, Shard, build_features, build_landmarks, landmark_rates,
                             shard_queries, shared_counts, stream_name)
 from features.pit import known_at
+from ingest.canonical import table_parts
 from leadscore.config import Config
 from leadscore.contract import METADATA_KEY, FeatureSet
 from leadscore.duck import days, literal
@@ -41,22 +42,22 @@ from leadscore.paths import Home, atomic_write
 log = logging.getLogger("leadscore")
 
 SHARDED = ("leads", "activities", "outcomes")  # split by lead; any other table (campaigns) is small and whole
-# Each partition is prepared once per pass (counting, query rows, build), so fewer, larger partitions are faster
-# until a worker's memory binds (about 0.5 GB plus 1.5 GB per million leads; README, "Sizing").
-LEADS_PER_PARTITION = 2_500_000
 LAYOUT = 6  # of the files under the partitions folder; a split made by another layout is made again
 
 
-def partition_count(engine_partitions: int, leads: int, threads: int) -> int:
-    if engine_partitions:
-        return engine_partitions
-    return max(threads, -(-leads // LEADS_PER_PARTITION))
+def ingested_partitions(canonical: Path) -> int:
+    """How many lead partitions a cluster ingest wrote the sharded tables in (0: one file each, to be split)."""
+    counts = {len(table_parts(canonical / f"{n}.parquet")) for n in SHARDED}
+    return counts.pop() if len(counts) == 1 else 0
 
 
 def split_tables(client, canonical: Path, work: Path, partitions: int) -> dict[str, Path]:
-    """Each sharded canonical table as ``work/<table>/part=<i>/``, one task per table."""
+    """Each sharded canonical table as ``work/<table>/part=<i>/``, one task per table; a table a cluster ingest
+    wrote in as many partitions is used as it is."""
+    if ingested_partitions(canonical) == partitions:
+        return {n: canonical / f"{n}.parquet" for n in SHARDED}
     work.mkdir(parents=True)
-    names = [n for n in SHARDED if (canonical / f"{n}.parquet").is_file()]
+    names = [n for n in SHARDED if (canonical / f"{n}.parquet").exists()]
     futures = [client.submit(_split_one, canonical / f"{n}.parquet", work / n, partitions, pure=False) for n in names]
     client.gather(futures)
     return {n: work / n for n in names}
@@ -67,7 +68,7 @@ def _split_one(source: Path, out: Path, partitions: int) -> None:
     try:
         con.execute(f"SET threads = {_threads()}")
         con.execute(f"""COPY (SELECT *, (hash(lead_id) % {int(partitions)})::INTEGER AS part
-                              FROM read_parquet({literal(str(source))}))
+                              FROM read_parquet({literal(str(source / "*.parquet" if source.is_dir() else source))}))
                         TO {literal(str(out))} (FORMAT parquet, PARTITION_BY (part))""")
     finally:
         con.close()
@@ -92,8 +93,8 @@ def _partition_tables(canonical: Path, split: dict[str, Path], i: int) -> dict:
         if name not in split:
             tables[name] = ds.dataset(path)
             continue
-        folder = split[name] / f"part={i}"
-        tables[name] = (ds.dataset(folder) if folder.is_dir() else
+        folder, ingested = split[name] / f"part={i}", split[name] / f"part-{i:05d}.parquet"
+        tables[name] = (ds.dataset(folder) if folder.is_dir() else ds.dataset(ingested) if ingested.is_file() else
                         pq.read_schema(path).empty_table())
     return tables
 
@@ -196,10 +197,12 @@ class ShardedBuild:
     settings: a later step of the same run finds the split made and reuses it."""
 
     def __init__(self, client, cfg: Config, canonical: Path, work: Path, as_of: datetime, leads: int, stamp: dict):
-        from leadscore.cluster import total_threads
+        from leadscore.cluster import partition_count, total_threads
 
         self.client, self.cfg, self.canonical, self.work, self.as_of = client, cfg, canonical, work, as_of
-        self.partitions = partition_count(cfg.engine.partitions, leads, total_threads(client))
+        # The partitions of a cluster ingest, else as many as the engine wants.
+        self.partitions = ingested_partitions(canonical) or partition_count(cfg.engine.partitions, leads,
+                                                                            total_threads(client))
         self.spill = work / "spill"
         stamp = {**stamp, "partitions": self.partitions, "as_of": as_of.isoformat(), "layout": LAYOUT}
         made = work / "stamp.json"

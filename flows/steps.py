@@ -428,12 +428,12 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     frame = fs.frame.to_pandas()
     as_of = datetime.fromisoformat(meta["as_of"])
     acts, changes = home.canonical / "activities.parquet", home.canonical / "outcomes.parquet"
-    activities = pq.read_table(acts, columns=["lead_id", "type", "occurred_at"]) if acts.is_file() else None
+    activities = pq.read_table(acts, columns=["lead_id", "type", "occurred_at"]) if acts.exists() else None
     now_definitions, stages = [], None
     if scorer.now_model is not None:
         now_definitions = _now_definitions(scorer)
         scorer.check_schema(fs.categorical, fs.numeric, [d["name"] for d in now_definitions])
-        stages = pq.read_table(changes, columns=["lead_id", "stage", "occurred_at"]) if changes.is_file() else None
+        stages = pq.read_table(changes, columns=["lead_id", "stage", "occurred_at"]) if changes.exists() else None
     decimal = ingest["files"].get("leads", {}).get("decimal", ".")
     snapshot = snapshot_tables(frame, activities, cfg, as_of, fs.definitions, decimal, now_definitions, stages)
     leads = pq.read_table(home.canonical / "leads.parquet")

@@ -1,5 +1,5 @@
 """Ingest on a Dask cluster (``[engine] kind = "dask"``): the export read in blocks on the workers, with the
-checks and the row accounting of :mod:`ingest.canonical`, and the same canonical tables and quarantine files.
+checks and the row accounting of :mod:`ingest.canonical`, the same rows and the same quarantine files.
 
 1. **Blocks.** A CSV file is cut into byte ranges that end at a line break outside quotes (each worker counts
    the quotes of its range; the driver adds them up, so no worker reads another's range), a Parquet file into
@@ -9,10 +9,11 @@ checks and the row accounting of :mod:`ingest.canonical`, and the same canonical
    lead id, with their block and row number and their cells as read.
 3. **Partitions.** Each partition holds a lead's rows of every file, so the checks between rows run there:
    duplicate lead ids (the first row in file order is kept), events of unknown leads, outcomes dated before
-   their lead. Stage spellings are settled on the driver from every block's first use of each.
-4. **Tables.** One task per table writes the canonical file in file order (duckdb, spilling to disk), so the
-   later steps read what the one-machine ingest writes; the driver gathers the quarantine parts into the
-   quarantine files, numbering each row by its place in the file.
+   their lead. Stage spellings are settled on the driver from every block's first use of each. Each partition
+   writes its part of every canonical table (``<table>.parquet/part-<p>.parquet``, its rows in file order): the
+   partitions the sharded features build on (:mod:`features.sharded`), as many as they want.
+4. **Quarantine.** The driver gathers the quarantine parts into the quarantine files, numbering each row by its
+   place in the file.
 
 The home must be on storage the driver and every worker see at the same path, as for the sharded features.
 """
@@ -38,14 +39,12 @@ import pyarrow.parquet as pq
 from ingest.canonical import (DUPLICATE_LEAD, Checks, IngestResult, activity_cells, activity_mapping,
                               activity_relations, configured_stages, later_duplicates, lead_cells, lead_mapping,
                               log_spellings, one_spelling, outcome_cells, outcome_mapping, outcome_relations,
-                              quarantine_table, read_campaigns, spelling_map)
+                              quarantine_table, read_campaigns, replace_table, spelling_map)
 from ingest.files import (check_unique, decimal_of, export_format, guess_delimiter, header_names, parse_csv,
                           require_columns)
 from leadscore import cells
 from leadscore.config import Config, FileTable
-from leadscore.duck import literal
 from leadscore.errors import DataError
-from leadscore.paths import atomic_write
 
 log = logging.getLogger("leadscore")
 
@@ -55,9 +54,8 @@ ROW_BYTES = 64  # a Parquet block holds runs of row groups of about block_bytes 
 # other one is read as one block.
 SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "mac-roman", *(f"iso8859-{i}" for i in range(1, 17)),
               *(f"cp{i}" for i in range(1250, 1259))}
-PARTITION_BYTES = 256 << 20  # of export files per lead partition at most (a Parquet byte counts as three)
 TABLES = ("leads", "outcomes", "activities")
-BLOCK, ROW, SOURCE = "leadscore:block", "leadscore:row", "leadscore:source"  # helper columns of the parts
+BLOCK, ROW = "leadscore:block", "leadscore:row"  # helper columns of the parts: where each row was read
 RAW = "raw:"  # a part's cells as read, for the quarantine file
 
 
@@ -74,6 +72,7 @@ class FilePlan:
     header_encoding: str  # utf-8, utf-8-sig, cells or the configured one
     delimiter: str
     blocks: tuple[tuple[int, int], ...]  # CSV: byte ranges ((0, -1): the whole file); Parquet: row-group ranges
+    rows_guess: int = 0  # Parquet: its rows; CSV: from the lines of its first megabyte
 
 
 # --- 1. blocks -----------------------------------------------------------------------------------------
@@ -146,7 +145,7 @@ def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], b
                 start, rows = g + 1, 0
         if start < len(groups) or not blocks:
             blocks.append((start, len(groups)))
-        return FilePlan(name, key, path, "parquet", tuple(names), None, "", "", tuple(blocks))
+        return FilePlan(name, key, path, "parquet", tuple(names), None, "", "", tuple(blocks), meta.num_rows)
     with path.open("rb") as fh:
         head = fh.read(65_536)
     first = _header_end(path) if table.encoding is None or _splittable(table.encoding) else 0
@@ -167,10 +166,17 @@ def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], b
         names = header_names(path, encoding or "cells", delimiter, key, mapped)
     except (UnicodeError, OSError, csv.Error) as exc:
         raise DataError(f"{key}.path: cannot read {path} as CSV: {str(exc).splitlines()[0]}") from None
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(first)
+        sample = fh.read(1 << 20)
+    rows_guess = (size - first) * max(sample.count(b"\n"), 1) // max(len(sample), 1)
     if encoding is not None and not _splittable(encoding):  # the whole file, header and all
-        return FilePlan(name, key, path, "csv", tuple(names), encoding, header_encoding, delimiter, ((0, -1),))
+        return FilePlan(name, key, path, "csv", tuple(names), encoding, header_encoding, delimiter, ((0, -1),),
+                        rows_guess)
     ranges = _csv_ranges(client, path, first, block_bytes)
-    return FilePlan(name, key, path, "csv", tuple(names), encoding, header_encoding, delimiter, tuple(ranges))
+    return FilePlan(name, key, path, "csv", tuple(names), encoding, header_encoding, delimiter, tuple(ranges),
+                    rows_guess)
 
 
 def _splittable(encoding: str) -> bool:
@@ -234,7 +240,6 @@ def _check_block(plan: FilePlan, i: int, cfg: Config, now: datetime, partitions:
                        work / "quarantine" / plan.name / f"block-{i:06d}.parquet")
     keep = np.flatnonzero(checks.passing)
     passing = pa.table({**{k: v.take(pa.array(keep, pa.int64())) for k, v in columns.items()},
-                        SOURCE: pa.array(np.zeros(len(keep)), pa.int8()),
                         BLOCK: pa.array(np.full(len(keep), i), pa.int32()), ROW: pa.array(keep, pa.int64()),
                         **_as_read(raw, keep)})
     _write_partitioned(passing, partitions, work / "rows" / plan.name, f"block-{i:06d}.parquet")
@@ -272,7 +277,7 @@ def _read_parts(folder: Path) -> pa.Table | None:
     if not files:
         return None
     table = pa.concat_tables([pq.read_table(f) for f in files])
-    return table.sort_by([(SOURCE, "ascending"), (BLOCK, "ascending"), (ROW, "ascending")])
+    return table.sort_by([(BLOCK, "ascending"), (ROW, "ascending")])
 
 
 def _split(rows: pa.Table, checks: Checks, name: str, p: int, work: Path) -> pa.Table:
@@ -286,26 +291,24 @@ def _split(rows: pa.Table, checks: Checks, name: str, p: int, work: Path) -> pa.
     return rows.filter(pa.array(checks.passing))
 
 
-def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], schemas: dict[str, pa.Schema]
-                      ) -> dict:
-    """Partition ``p``'s checks between rows; its kept rows of each table, in file order, as a part."""
+def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], schemas: dict[str, pa.Schema],
+                      canonical: dict[str, pa.Schema]) -> dict:
+    """Partition ``p``'s checks between rows, and its part of each canonical table (its rows in file order) as
+    ``work/tables/<table>.parquet/part-<p>.parquet``."""
     out: dict = {"kept": {}, "latest": None, "dated": {}}
+    kept: dict[str, list[pa.Table]] = {name: [] for name in canonical}
 
     def keep(name: str, rows: pa.Table) -> None:
-        rows = rows.select([c for c in rows.column_names if not c.startswith(RAW)])
-        n = out["kept"].get(name, 0)
-        out["kept"][name] = n + rows.num_rows
-        if rows.num_rows:  # a second part of the same table (the leads file's outcome dates) after the first
-            pq.write_table(rows, work / "kept" / name / f"part-{p:06d}-{int(n > 0)}.parquet")
-            col = "created_at" if name == "leads" else "occurred_at"
-            latest = pc.max(rows[col]).as_py()
-            if latest is not None and (out["latest"] is None or latest > out["latest"]):
-                out["latest"] = latest
+        out["kept"][name] = out["kept"].get(name, 0) + rows.num_rows
+        kept[name].append(rows.select(canonical[name].names).cast(canonical[name]))
+        col = "created_at" if name == "leads" else "occurred_at"
+        latest = pc.max(rows[col]).as_py() if rows.num_rows else None
+        if latest is not None and (out["latest"] is None or latest > out["latest"]):
+            out["latest"] = latest
 
     leads = _read_parts(work / "rows" / "leads" / f"part={p}")
     if leads is None:
-        leads = schemas["leads"].empty_table()
-        kept_leads = leads
+        kept_leads = schemas["leads"].empty_table()
     else:
         checks = Checks(leads.num_rows)
         checks.add(later_duplicates(leads["lead_id"].combine_chunks(), checks.passing), DUPLICATE_LEAD)
@@ -319,10 +322,8 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
             out["dated"][column] = has.num_rows
             dated.append(pa.table({"lead_id": has["lead_id"], "stage": pa.array([column] * has.num_rows, pa.string()),
                                    "occurred_at": has[f"outcome:{role}"],
-                                   "amount": pa.nulls(has.num_rows, pa.float64()),
-                                   SOURCE: pa.array(np.full(has.num_rows, i + 1), pa.int8()),
-                                   BLOCK: has[BLOCK], ROW: has[ROW]}))
-    keep("leads", kept_leads.drop_columns([c for c in kept_leads.column_names if c.startswith("outcome:")]))
+                                   "amount": pa.nulls(has.num_rows, pa.float64())}))
+    keep("leads", kept_leads)
     known = kept_leads.select(["lead_id", "created_at"]).combine_chunks()
     for name in ("outcomes", "activities"):
         rows = _read_parts(work / "rows" / name / f"part={p}")
@@ -337,36 +338,15 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
             else:
                 activity_relations(checks, columns, known)
             keep(name, _split(rows, checks, name, p, work))
-    for d in dated:
+    for d in dated:  # after the outcomes file's rows, as the one-machine ingest adds them
         keep("outcomes", d)
+    for name, schema in canonical.items():
+        table = pa.concat_tables(kept[name]) if kept[name] else schema.empty_table()
+        pq.write_table(table, work / "tables" / f"{name}.parquet" / f"part-{p:05d}.parquet")
     return out
 
 
 # --- 4. tables and quarantine ----------------------------------------------------------------------------
-
-def _write_table(parts: list[Path], columns: list[str], schema: pa.Schema, out: Path, spill: Path,
-                 memory_limit: str) -> None:
-    """One canonical table from its parts, in file order."""
-    with atomic_write(out) as tmp:
-        if not parts:
-            pq.write_table(schema.empty_table(), tmp)
-            return
-        con = duckdb.connect()
-        try:
-            con.execute(f"SET temp_directory = {literal(str(spill))}")
-            if memory_limit != "auto":
-                con.execute(f"SET memory_limit = {literal(memory_limit)}")
-            files = "[" + ", ".join(literal(str(p)) for p in parts) + "]"
-            picked = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
-            con.execute(f"""COPY (SELECT {picked} FROM read_parquet({files}, union_by_name = true)
-                                  ORDER BY "{SOURCE}", "{BLOCK}", "{ROW}")
-                            TO {literal(str(tmp))} (FORMAT parquet)""")
-        finally:
-            con.close()
-    table = pq.read_schema(out)
-    if table != schema.remove_metadata():  # duckdb wrote another type: write it as the one-machine ingest would
-        pq.write_table(pq.read_table(out).cast(schema), out)
-
 
 def _quarantined(plan: FilePlan, work: Path, offsets: np.ndarray) -> tuple[pa.Table | None, int]:
     files = sorted((work / "quarantine" / plan.name).glob("*.parquet"))
@@ -385,29 +365,26 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
     """Read, check and canonicalize the export on the cluster. Writes the quarantine files and the canonical
     tables to ``work/tables`` (moved into place by :func:`commit_tables` once the run accepts them).
     Returns the accounting (tables: the campaigns only), the quarantine files and the tables' folder."""
-    from leadscore.cluster import total_threads
+    from leadscore.cluster import partition_count, total_threads
 
     now = now or datetime.now(timezone.utc)
     shutil.rmtree(work, ignore_errors=True)
-    for sub in ("rows", "quarantine", "kept"):
+    for sub in ("rows", "quarantine", "tables"):
         for name in TABLES:
-            (work / sub / name).mkdir(parents=True)
-    (work / "tables").mkdir()
-    (work / "spill").mkdir()
+            (work / sub / (f"{name}.parquet" if sub == "tables" else name)).mkdir(parents=True)
     specs = [("leads", cfg.data.leads, "data.leads", lead_mapping(cfg))]
     if cfg.data.outcomes is not None:
         specs.append(("outcomes", cfg.data.outcomes, "data.outcomes", outcome_mapping(cfg)))
     if cfg.data.activities is not None:
         specs.append(("activities", cfg.data.activities, "data.activities", activity_mapping(cfg)))
-    if not partitions:  # a partition is checked in one worker's memory: about 4x its share of the files
-        size = sum(t.path.stat().st_size * (3 if t.path.suffix.lower() in (".parquet", ".pq") else 1)
-                   for _, t, _, _ in specs if t.path.is_file())
-        partitions = max(2 * total_threads(client), -(-size // PARTITION_BYTES), 1)
     plans = {}
     for name, table, key, mapping in specs:
         plan = plan_file(client, name, table, key, set(mapping.values()), block_bytes)
         require_columns(pa.table({n: pa.array([], pa.string()) for n in plan.names}), mapping, key)
         plans[name] = plan
+    if not partitions:  # the features' partitions, so that they need no split of their own
+        size = sum(p.path.stat().st_size * (3 if p.format == "parquet" else 1) for p in plans.values())
+        partitions = partition_count(cfg.engine.partitions, plans["leads"].rows_guess, total_threads(client), size)
     futures = {name: [client.submit(_check_block, plan, i, cfg, now, partitions, work, pure=False)
                       for i in range(len(plan.blocks))] for name, plan in plans.items()}
     checked = {name: client.gather(f) for name, f in futures.items()}
@@ -421,15 +398,9 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
         first = [c["spellings"] for c in checked["outcomes"] if c["spellings"] is not None]
         renamed = spelling_map(pa.concat_tables(first) if first else pa.table(
             {"stage": pa.array([], pa.string()), "at_min": pa.array([], pa.int64())}), configured_stages(cfg))
-    related = client.gather([client.submit(_relate_partition, p, cfg, work, renamed, schemas, pure=False)
+    canonical = _canonical_schemas(schemas)
+    related = client.gather([client.submit(_relate_partition, p, cfg, work, renamed, schemas, canonical, pure=False)
                              for p in range(partitions)])
-
-    canonical_schemas = _canonical_schemas(schemas)
-    tasks = []
-    for name, schema in canonical_schemas.items():
-        parts = sorted((work / "kept" / name).glob("*.parquet"))
-        tasks.append(client.submit(_write_table, parts, schema.names, schema, work / "tables" / f"{name}.parquet",
-                                   work / "spill", cfg.features.memory_limit, pure=False))
 
     written: dict[str, Path] = {}
     for name, plan in plans.items():
@@ -471,7 +442,6 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
             dated[col] = dated.get(col, 0) + n
     if dated:
         result.files["leads"]["outcomes_from_columns"] = dated
-    client.gather(tasks)
     read_campaigns(cfg, now, result)
     latest = [r["latest"] for r in related if r["latest"] is not None]
     if result.counts["leads"]["kept"]:
@@ -481,7 +451,7 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
 
 def _schema(blocks: list[dict], name: str) -> pa.Schema:
     schema = blocks[0]["schema"]
-    return pa.schema([*schema, pa.field(SOURCE, pa.int8()), pa.field(BLOCK, pa.int32()), pa.field(ROW, pa.int64())])
+    return pa.schema([*schema, pa.field(BLOCK, pa.int32()), pa.field(ROW, pa.int64())])
 
 
 def _canonical_schemas(schemas: dict[str, pa.Schema]) -> dict[str, pa.Schema]:
@@ -521,9 +491,9 @@ def _file_info(plan: FilePlan, blocks: list[dict], cfg: Config, malformed: list)
 
 
 def commit_tables(work: Path, canonical: Path) -> None:
-    """Move the canonical tables a cluster ingest wrote (``work/tables``) into place, each by an atomic rename,
-    and drop the ingest's parts."""
+    """Put the canonical tables a cluster ingest wrote (``work/tables``) in place, each by renames, and drop the
+    ingest's parts."""
     canonical.mkdir(parents=True, exist_ok=True)
-    for path in sorted((work / "tables").glob("*.parquet")):
-        os.replace(path, canonical / path.name)
+    for path in sorted((work / "tables").iterdir()):
+        replace_table(path, canonical / path.name)
     shutil.rmtree(work, ignore_errors=True)

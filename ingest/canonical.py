@@ -17,6 +17,8 @@ Canonical tables (Arrow, timestamps UTC):
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -524,13 +526,35 @@ def common_reasons(result: IngestResult, top: int = 3) -> str:
 def write_canonical(result: IngestResult, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in result.tables.items():
+        if (folder / f"{name}.parquet").is_dir():  # a cluster ingest's partitioned table
+            shutil.rmtree(folder / f"{name}.parquet")
         with atomic_write(folder / f"{name}.parquet") as tmp:
             pq.write_table(table, tmp)
 
 
+def table_parts(path: Path) -> list[Path]:
+    """A canonical table written by a cluster ingest is a folder of one file per lead partition, the partition by
+    a hash of the lead id (``part-00000.parquet``, ...); the one-machine ingest writes one file (no parts). Either
+    reads the same with pyarrow (``pq.read_table``, ``ds.dataset``)."""
+    return sorted(path.glob("part-*.parquet")) if path.is_dir() else []
+
+
+def replace_table(new: Path, path: Path) -> None:
+    """Put a table (a file or a folder of parts) at ``path`` in place of what was there, by renames."""
+    aside = path.with_name(f".{path.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    if path.exists():
+        os.replace(path, aside)
+    os.replace(new, path)
+    if aside.is_dir():
+        shutil.rmtree(aside)
+    elif aside.exists():
+        aside.unlink()
+
+
 def read_canonical(folder: Path, lazy: bool = False) -> dict:
     """The canonical tables as Arrow tables, or (``lazy``) as datasets that duckdb scans without loading."""
-    if not (folder / "leads.parquet").is_file():
+    if not (folder / "leads.parquet").exists():
         raise DataError(f"no canonical tables in {folder}; run `leadscore ingest --config FILE` first")
     if lazy:
         import pyarrow.dataset as ds

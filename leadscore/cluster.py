@@ -19,6 +19,20 @@ log = logging.getLogger("leadscore")
 
 _open: list = []  # the client of the run in progress, if any
 
+# Each partition is prepared once per pass of the sharded features (counting, query rows, build), so fewer,
+# larger partitions are faster until a worker's memory binds (about 0.5 GB plus 1.5 GB per million leads; README,
+# "Sizing"). A cluster ingest checks a partition's rows in one worker too: about 4x its share of the export files.
+LEADS_PER_PARTITION = 2_500_000
+FILE_BYTES_PER_PARTITION = 1 << 30
+
+
+def partition_count(engine_partitions: int, leads: int, threads: int, file_bytes: int = 0) -> int:
+    """How many lead partitions: ``engine.partitions`` if set, else one per 2.5M leads and per GB of export
+    files, and at least one per worker thread."""
+    if engine_partitions:
+        return engine_partitions
+    return max(threads, -(-leads // LEADS_PER_PARTITION), -(-file_bytes // FILE_BYTES_PER_PARTITION))
+
 
 def worker_environment(threads: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "MKL_NUM_THREADS": str(threads),

@@ -14,7 +14,7 @@ from conftest import LEADSCORE, make_config
 
 from features.build import build_features, build_landmarks
 from flows import steps
-from ingest.canonical import read_canonical
+from ingest.canonical import ingest, table_parts
 from leadscore.config import EngineConfig
 from leadscore.paths import Home, read_latest
 from models import registry
@@ -95,10 +95,16 @@ def test_run_publishes_scores_registers_a_champion_and_writes_the_report(crm_sma
     assert {"leadscore-routing", "leadscore-scores", "leadscore-drift", "leadscore-campaign-quality"} <= set(artifacts)
     assert "sdr-europe" in artifacts["leadscore-routing"] and "scores.csv" in artifacts["leadscore-scores"]
 
-    # The Dask engine's features and landmark rows are exactly the one-machine build's, row for row.
+    # The Dask engine's features and landmark rows are exactly the one-machine ingest and build's, row for row.
+    # The cluster ingest wrote the canonical tables in the engine's 3 lead partitions, which the features used
+    # as they were (no split of their own).
+    assert len(table_parts(home.canonical / "leads.parquet")) == 3
+    assert not (home.partitions / "tables").exists() and (home.partitions / "stamp.json").is_file()
     local = cfg.model_copy(update={"engine": EngineConfig()})
     as_of = datetime.fromisoformat(steps.read_ingest_manifest(home)["as_of"])
-    tables = read_canonical(home.canonical)
+    here = ingest(local)
+    assert here.as_of.isoformat() == as_of.isoformat()
+    tables = here.tables
     pd.testing.assert_frame_equal(features, build_features(tables, local, as_of).frame.to_pandas(), check_exact=True)
     sharded_lm = pd.read_parquet(home.landmarks_file)
     assert len(sharded_lm) > 1000
