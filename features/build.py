@@ -189,9 +189,9 @@ def landmark_age_seconds(lead_id: str, index: int, age: int, before: int) -> int
     return age * 86400 - (((age - before) * 86400 * turned) >> SPREAD_BITS)
 
 
-def _landmark_candidates(con, cfg: Config) -> tuple[int, int]:
+def _landmark_candidates(con, cfg: Config, keep: bool = True) -> tuple[int, int]:
     """LM0: every (lead, landmark) open at the landmark's moment whose window has closed by as_of; (rows, won
-    rows).
+    rows). ``keep=False`` only counts them (the first pass of a sharded build).
 
     A lead's row for landmark ``a`` (``label.landmarks_days``) is at an age drawn in ``(a_before, a]`` by a hash
     of its id (:func:`landmark_age_seconds`), not at ``a`` itself: open leads are scored at every age, and a model
@@ -201,9 +201,8 @@ def _landmark_candidates(con, cfg: Config) -> tuple[int, int]:
     horizon = int(cfg.label.horizon_days)
     spans = ", ".join(f"({i}, {a}, {b})" for i, a, b in landmark_spans(cfg))
     # Open at the landmark: no win and no loss strictly before it (a decision known at as_of).
-    con.execute(
-        f"""CREATE TEMP TABLE LM0 AS
-        WITH spread AS (
+    query = (
+        f"""WITH spread AS (
             SELECT qid, ('0x' || substr(md5(lead_id), 1, {SPREAD_BITS // 4}))::BIGINT AS h FROM L),
         rows AS (
             SELECT L.qid AS k, L.lead_id, L.created_at, a.days AS landmark_days,
@@ -217,7 +216,10 @@ def _landmark_candidates(con, cfg: Config) -> tuple[int, int]:
         WHERE r.at + {days(horizon)} <= (SELECT t FROM cutoff)
           AND (r.won_at IS NULL OR r.won_at >= r.at) AND (r.lost_at IS NULL OR r.lost_at >= r.at)"""
     )
-    total, positive = con.execute("SELECT COUNT(*), SUM(label) FROM LM0").fetchall()[0]
+    if keep:
+        con.execute(f"CREATE TEMP TABLE LM0 AS {query}")
+        query = "SELECT * FROM LM0"
+    total, positive = con.execute(f"SELECT COUNT(*), SUM(label) FROM ({query})").fetchall()[0]
     return int(total), int(positive or 0)
 
 
@@ -250,13 +252,12 @@ def shared_counts(tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | 
                              WHERE key IS NOT NULL AND occurred_at IS NOT NULL GROUP BY ALL""").to_arrow_table()
         types = stages = {}
         if cfg.data.leads.created_at and "activities" in tables:
-            con.execute("""CREATE TEMP TABLE A AS SELECT L.qid AS k, a.type, a.occurred_at FROM raw_activities a
-                           JOIN L USING (lead_id) WHERE a.occurred_at <= (SELECT t FROM cutoff)""")
-            types = dict(con.execute("SELECT type, COUNT(*) FROM A GROUP BY type").fetchall())
+            types = dict(con.execute("""SELECT a.type, COUNT(*) FROM raw_activities a SEMI JOIN L USING (lead_id)
+                                        WHERE a.occurred_at <= (SELECT t FROM cutoff) GROUP BY a.type""").fetchall())
         if not cfg.snapshot and "outcomes" in tables:
             _stages(con, cfg, tables, shard)
             stages = dict(con.execute("SELECT type, COUNT(*) FROM S GROUP BY type").fetchall())
-        landmarks = _landmark_candidates(con, cfg) if not cfg.snapshot else (0, 0)
+        landmarks = _landmark_candidates(con, cfg, keep=False) if not cfg.snapshot else (0, 0)
         _arrival_queries(con)
         arrivals = _query_rows(con)
     return {"events": utc_timestamps(events), "activity_types": types, "stages": stages, "landmarks": landmarks,

@@ -135,6 +135,7 @@ def _same_as_here(client, cfg, work: Path, blocks: int | None) -> None:
                                          partitions=3)
     assert there.files["leads"]["blocks"] == blocks if blocks else there.files["leads"]["blocks"] > 5
     assert there.counts == here.counts and there.reasons() == here.reasons() and there.as_of == here.as_of
+    assert {k: {i: v for i, v in f.items() if i != "blocks"} for k, f in there.files.items()} == here.files
     for name in ("leads", "outcomes", "activities"):
         _same_rows(tables / f"{name}.parquet", here.tables[name], partitions=3)
 
@@ -161,3 +162,23 @@ def test_real_and_awkward_files_read_in_blocks_as_here(client, tmp_path):
             cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={
                 "leads": cfg.data.leads.model_copy(update={"encoding": "utf-16"})})})
         _same_as_here(client, cfg, tmp_path / f"work-{name}", blocks)
+
+
+def test_outcome_dates_in_the_leads_file_on_the_cluster(client, tmp_path):
+    """A deals export (no stage history, won and lost dates as columns) in several blocks: the dated outcomes
+    follow the stage changes of their partition, unreadable and early dates quarantine the lead there too."""
+    from leadscore.config import parse_config
+
+    rows = ["id,add_time,won_time,lost_time,value"]
+    for i in range(3_000):
+        won = f"2025-03-{1 + i % 28:02d} 10:00:00" if i % 4 == 0 else "soon" if i % 97 == 1 else ""
+        lost = f"2025-04-{1 + i % 28:02d} 10:00:00" if i % 4 == 1 else "2024-01-01" if i % 89 == 2 else ""
+        rows.append(f"D{i % 2_900},2025-01-{1 + i % 28:02d} 10:00:00,{won},{lost},{i % 50}")
+    (tmp_path / "deals.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = parse_config('[data]\nmax_quarantine_share = 0.5\n[data.leads]\npath = "deals.csv"\nid = "id"\n'
+                       'created_at = "add_time"\nwon_at = "won_time"\nlost_at = "lost_time"\nnumeric = ["value"]\n',
+                       tmp_path / "leadscore.toml")
+    _same_as_here(client, cfg, tmp_path / "work", blocks=None)
+    reasons = ingest(cfg, now=NOW).reasons()["leads"]
+    assert {"duplicate lead id (first row kept)", "unparseable won_time: soon", "lost_time before add_time"} \
+        <= set(reasons)
