@@ -1,8 +1,10 @@
 """Feature building alone, for `make bench`: prepare canonical tables once, then time build_features.
 
-    python bench/features_case.py prepare --leads N --dir DIR   # generate, write Parquet exports, ingest
+    python bench/features_case.py prepare --leads N --dir DIR   # generate, write Parquet exports, ingest (on
+                                                                # one machine, and on a LocalCluster)
     python bench/features_case.py measure --dir DIR             # read canonical tables, build features
-    python bench/features_case.py measure --dir DIR --engine dask --workers 2   # the same on a LocalCluster
+    python bench/features_case.py measure --dir DIR --engine dask --workers 2   # the same on a LocalCluster,
+                                                                # from the tables the cluster ingested
 """
 
 from __future__ import annotations
@@ -36,7 +38,25 @@ def prepare(leads: int, folder: Path) -> None:
     result = ingest(cfg)
     write_canonical(result, folder / "canonical")
     (folder / "as_of.txt").write_text(result.as_of.isoformat())
-    print(json.dumps({k: v["kept"] for k, v in result.counts.items()}))
+    counts = {k: v["kept"] for k, v in result.counts.items()}
+    del result
+    ingest_on_cluster_once(cfg, folder)
+    print(json.dumps(counts))
+
+
+def ingest_on_cluster_once(cfg, folder: Path) -> None:
+    """The same export ingested on a LocalCluster of 2 x 1 thread into ``canonical_dask`` (a folder of lead
+    partitions per table): what the sharded build reads in a run on the Dask engine, with no split of its own."""
+    from ingest.blocks import commit_tables, ingest_on_cluster
+    from ingest.canonical import write_canonical
+    from leadscore import cluster
+    from leadscore.config import EngineConfig
+
+    engine = EngineConfig(kind="dask", workers=2, threads=1)
+    with cluster.session(engine) as client:
+        result, _, tables = ingest_on_cluster(client, cfg, folder / "quarantine", folder / "ingest_blocks")
+    write_canonical(result, tables)
+    commit_tables(folder / "ingest_blocks", folder / "canonical_dask")
 
 
 def measure(folder: Path, engine: str = "local", workers: int = 2) -> None:
@@ -77,7 +97,8 @@ def measure_on_cluster(folder: Path, cfg, workers: int) -> None:
     leads = pq.read_metadata(folder / "canonical" / "leads.parquet").num_rows
     start = time.perf_counter()
     with cluster.session(engine) as client:
-        build = ShardedBuild(client, cfg, folder / "canonical", folder / "partitions", as_of, leads, {"bench": 1})
+        build = ShardedBuild(client, cfg, folder / "canonical_dask", folder / "partitions", as_of, leads,
+                             {"bench": 1})
         fs = build.build("features", folder / "features-dask.parquet")
         seconds = time.perf_counter() - start
         worker_peaks = sorted(client.run(_peak_mb).values())
@@ -98,7 +119,14 @@ def main() -> int:
     parser.add_argument("--engine", choices=["local", "dask"], default="local")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    prepare(args.leads, args.dir) if args.what == "prepare" else measure(args.dir, args.engine, args.workers)
+    if args.what == "prepare":
+        prepare(args.leads, args.dir)
+    elif not (args.dir / "canonical_dask" / "leads.parquet").exists():  # prepared before the cluster ingest
+        from leadscore.config import load_config
+
+        ingest_on_cluster_once(load_config(args.dir / "leadscore.toml"), args.dir)
+    if args.what == "measure":
+        measure(args.dir, args.engine, args.workers)
     return 0
 
 

@@ -21,7 +21,7 @@ _open: list = []  # the client of the run in progress, if any
 
 # Each partition is prepared once per pass of the sharded features (counting, query rows, build), so fewer,
 # larger partitions are faster until a worker's memory binds (about 0.5 GB plus 1.5 GB per million leads; README,
-# "Sizing"). A cluster ingest checks a partition's rows in one worker too: about 4x its share of the export files.
+# "Sizing"). A cluster ingest checks a partition's rows in one worker too: about 6x its share of the export files.
 LEADS_PER_PARTITION = 2_500_000
 FILE_BYTES_PER_PARTITION = 1 << 30
 
