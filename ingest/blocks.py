@@ -385,11 +385,13 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
     if not partitions:  # the features' partitions, so that they need no split of their own
         size = sum(p.path.stat().st_size * (3 if p.format == "parquet" else 1) for p in plans.values())
         partitions = partition_count(cfg.engine.partitions, plans["leads"].rows_guess, total_threads(client), size)
+    log.info("ingest: checking %s in %d blocks on the cluster, into %d lead partitions",
+             ", ".join(p.path.name for p in plans.values()), sum(len(p.blocks) for p in plans.values()), partitions)
     futures = {name: [client.submit(_check_block, plan, i, cfg, now, partitions, work, pure=False)
                       for i in range(len(plan.blocks))] for name, plan in plans.items()}
     checked = {name: client.gather(f) for name, f in futures.items()}
-    log.info("ingest: %s on %d blocks, %d partitions", ", ".join(
-        f"{p.path.name}" for p in plans.values()), sum(len(p.blocks) for p in plans.values()), partitions)
+    log.info("ingest: %s rows read; checking them against each other, partition by partition",
+             f"{sum(b['rows'] for blocks in checked.values() for b in blocks):,}")
 
     result = IngestResult(tables={})
     schemas = {name: _schema(parts, name) for name, parts in checked.items()}
