@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingest.canonical import (DUPLICATE_LEAD, Checks, IngestResult, activity_cells, activity_mapping,
+from ingest.canonical import (DUPLICATE_LEAD, UNKNOWN_LEAD, Checks, IngestResult, activity_cells, activity_mapping,
                               activity_relations, configured_stages, later_duplicates, lead_cells, lead_mapping,
                               log_spellings, one_spelling, outcome_cells, outcome_mapping, outcome_relations,
                               quarantine_table, read_campaigns, replace_table, spelling_map)
@@ -419,6 +419,10 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
         if kept + bad + len(malformed) != rows_in:  # a bug, not a user error: keep the traceback
             raise AssertionError(f"{name}: {rows_in} rows in, {kept} kept + {bad + len(malformed)} quarantined")
         reasons = {} if q is None else _value_counts(q.column(q.num_columns - 1))
+        if q is not None and name != "leads":  # for the hint on ids that differ in leading zeros
+            unknown = pc.equal(q.column(q.num_columns - 1), UNKNOWN_LEAD[name])
+            ids = q[getattr(cfg.data, name).lead_id].filter(unknown).slice(0, 1000).combine_chunks()
+            result.unknown_ids[name] = cells.text(ids)
         for _, why in malformed:
             reasons[why] = reasons.get(why, 0) + 1
         if reasons:
@@ -445,6 +449,7 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
     if dated:
         result.files["leads"]["outcomes_from_columns"] = dated
     read_campaigns(cfg, now, result)
+    result.lead_ids_from = work / "tables" / "leads.parquet"
     latest = [r["latest"] for r in related if r["latest"] is not None]
     if result.counts["leads"]["kept"]:
         result.as_of = cfg.data.as_of or (max(latest) if latest else None) or now.replace(microsecond=0)

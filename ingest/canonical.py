@@ -59,6 +59,10 @@ class IngestResult:
     as_of: datetime | None = None
     # Quarantine reasons counted where the rows are (a cluster ingest): table -> reason -> rows.
     reason_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # A cluster ingest keeps no table in memory: the lead ids of its leads table (read when needed), and the
+    # first lead ids of events quarantined for an unknown lead, per table.
+    lead_ids_from: Path | None = None
+    unknown_ids: dict[str, pa.Array] = field(default_factory=dict)
 
     def quarantine_share(self) -> float:
         rows_in = sum(c["rows_in"] for c in self.counts.values())
@@ -207,6 +211,7 @@ def _record(result: IngestResult, name: str, raw: pa.Table, checks: Checks, kept
 
 
 DUPLICATE_LEAD = "duplicate lead id (first row kept)"
+UNKNOWN_LEAD = {"outcomes": "outcome for an unknown lead", "activities": "activity for an unknown lead"}
 
 
 def lead_mapping(cfg: Config) -> dict[str, str]:
@@ -402,7 +407,7 @@ def outcome_relations(cfg: Config, checks: Checks, columns: dict[str, pa.Array],
     """The checks of stage changes against their leads (``leads``: the kept leads, or those of one partition)."""
     known_lead, created = _known_leads(leads, columns["lead_id"])
     at = columns["occurred_at"].cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
-    checks.add(~known_lead, "outcome for an unknown lead")
+    checks.add(~known_lead, UNKNOWN_LEAD["outcomes"])
     checks.add(known_lead & (created != np.iinfo(np.int64).min) & (at < created),
                f"{cfg.data.outcomes.occurred_at} before the lead was created")
 
@@ -438,7 +443,7 @@ def activity_cells(cfg: Config, now: datetime, raw: pa.Table, info: dict) -> tup
 
 
 def activity_relations(checks: Checks, columns: dict[str, pa.Array], leads: pa.Table) -> None:
-    checks.add(~_known_leads(leads, columns["lead_id"])[0], "activity for an unknown lead")
+    checks.add(~_known_leads(leads, columns["lead_id"])[0], UNKNOWN_LEAD["activities"])
 
 
 def read_campaigns(cfg: Config, now: datetime, result: IngestResult) -> None:
@@ -490,17 +495,17 @@ def check_usable(result: IngestResult, cfg: Config, written: dict[str, Path], qu
 def _zeros_hint(result: IngestResult, cfg: Config, sample: int = 1000) -> str:
     """When events were quarantined for unknown leads whose ids match a lead's once leading zeros are dropped
     ("015456" against 15456 written as a number), say so: the ids are text and are compared as written."""
-    if "leads" not in result.tables:  # a cluster ingest keeps no table in memory
+    unknown = {table: unknown_lead_ids(result, cfg, table, sample) for table in ("outcomes", "activities")}
+    if not any(len(ids) for ids in unknown.values()):
         return ""
-    lead_ids = result.tables["leads"]["lead_id"].combine_chunks()
+    if "leads" in result.tables:
+        lead_ids = result.tables["leads"]["lead_id"].combine_chunks()
+    elif result.lead_ids_from is not None:
+        lead_ids = pq.read_table(result.lead_ids_from, columns=["lead_id"])["lead_id"].combine_chunks()
+    else:
+        return ""
     stripped = pc.utf8_ltrim(lead_ids, characters="0")
-    for table, what, mapped in (("outcomes", "outcome", cfg.data.outcomes),
-                                ("activities", "activity", cfg.data.activities)):
-        q = result.quarantined.get(table)
-        if q is None or mapped is None:
-            continue
-        unknown = np.flatnonzero(pc.equal(q.reasons, f"{what} for an unknown lead").to_numpy(zero_copy_only=False))
-        ids = cells.text(q.raw.column(mapped.lead_id).take(pa.array(unknown[:sample], pa.int64())))
+    for table, ids in unknown.items():
         found = pc.is_in(pc.utf8_ltrim(ids, characters="0"), value_set=stripped).fill_null(False)
         if len(ids) and pc.sum(found).as_py() >= len(ids) / 2:
             event = ids.filter(found)[0].as_py()
@@ -508,6 +513,17 @@ def _zeros_hint(result: IngestResult, cfg: Config, sample: int = 1000) -> str:
             return (f"; data.{table}.lead_id and data.leads.id differ in leading zeros ({event!r} against {lead!r}): "
                     "ids are compared as written, so write them alike in both files")
     return ""
+
+
+def unknown_lead_ids(result: IngestResult, cfg: Config, table: str, sample: int = 1000) -> pa.Array:
+    """The lead ids (as text) of the first ``sample`` events of ``table`` quarantined for an unknown lead."""
+    if table in result.unknown_ids:
+        return result.unknown_ids[table]
+    mapped, q = getattr(cfg.data, table), result.quarantined.get(table)
+    if q is None or mapped is None:
+        return pa.array([], pa.string())
+    unknown = np.flatnonzero(pc.equal(q.reasons, UNKNOWN_LEAD[table]).to_numpy(zero_copy_only=False))
+    return cells.text(q.raw.column(mapped.lead_id).take(pa.array(unknown[:sample], pa.int64())))
 
 
 def common_reasons(result: IngestResult, top: int = 3) -> str:

@@ -182,3 +182,21 @@ def test_outcome_dates_in_the_leads_file_on_the_cluster(client, tmp_path):
     reasons = ingest(cfg, now=NOW).reasons()["leads"]
     assert {"duplicate lead id (first row kept)", "unparseable won_time: soon", "lost_time before add_time"} \
         <= set(reasons)
+
+
+def test_ids_that_differ_in_leading_zeros_are_named_on_the_cluster_too(client, tmp_path):
+    from ingest.canonical import check_usable
+    from leadscore.config import parse_config
+    from leadscore.errors import DataError
+
+    (tmp_path / "leads.csv").write_text("Lead ID,Created Date\n" + "".join(
+        f"{i:06d},2025-01-0{1 + i % 5} 10:00:00\n" for i in range(1, 41)), encoding="utf-8")
+    (tmp_path / "stages.csv").write_text("Lead ID,Stage,Stage Date\n" + "".join(
+        f"{i},Closed Won,2025-02-01 00:00:00\n" for i in range(1, 41)), encoding="utf-8")
+    cfg = parse_config('[data.leads]\npath = "leads.csv"\nid = "Lead ID"\ncreated_at = "Created Date"\n'
+                       '[data.outcomes]\npath = "stages.csv"\nlead_id = "Lead ID"\nstage = "Stage"\n'
+                       'occurred_at = "Stage Date"\n[label]\nwon_stages = ["Closed Won"]\n', tmp_path / "l.toml")
+    result, written, _ = ingest_on_cluster(client, cfg, tmp_path / "quarantine", tmp_path / "work", now=NOW)
+    with pytest.raises(DataError, match=r"data.outcomes.lead_id and data.leads.id differ in leading zeros "
+                                        r"\('1' against '000001'\)"):
+        check_usable(result, cfg, written, tmp_path / "quarantine")
