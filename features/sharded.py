@@ -95,7 +95,7 @@ def _partition_tables(canonical: Path, split: dict[str, Path], i: int) -> dict:
             continue
         folder, ingested = split[name] / f"part={i}", split[name] / f"part-{i:05d}.parquet"
         tables[name] = (ds.dataset(folder) if folder.is_dir() else ds.dataset(ingested) if ingested.is_file() else
-                        pq.read_schema(path).empty_table())
+                        pq.read_schema((table_parts(path) or [path])[0]).empty_table())
     return tables
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,7 +76,11 @@ def ingest_step(cfg: Config, run_id: str) -> dict:
         "data_fingerprint": data_fingerprint(cfg.input_paths()), "config_hash": cfg.digest(),
         "file_stats": file_stats(cfg),
     }
-    check_usable(result, cfg, written, quarantine_dir)
+    try:
+        check_usable(result, cfg, written, quarantine_dir)
+    except DataError:
+        shutil.rmtree(home.ingest_blocks, ignore_errors=True)  # the quarantine files say all a user needs
+        raise
     if tables is not None:
         from ingest.blocks import commit_tables
 

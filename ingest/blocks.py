@@ -24,9 +24,8 @@ import codecs
 import csv
 import io
 import logging
-import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,11 +39,13 @@ from ingest.canonical import (DUPLICATE_LEAD, UNKNOWN_LEAD, Checks, IngestResult
                               activity_relations, configured_stages, later_duplicates, lead_cells, lead_mapping,
                               log_spellings, one_spelling, outcome_cells, outcome_mapping, outcome_relations,
                               quarantine_table, read_campaigns, replace_table, spelling_map)
-from ingest.files import (check_unique, decimal_of, export_format, guess_delimiter, header_names, parse_csv,
-                          require_columns)
+from ingest.files import (check_unique, decimal_of, export_format, first_invalid_utf8, guess_delimiter,
+                          header_names, parse_csv, require_columns)
 from leadscore import cells
+from leadscore.cluster import partition_count, total_threads
 from leadscore.config import Config, FileTable
 from leadscore.errors import DataError
+from leadscore.spreadsheet import write_csv
 
 log = logging.getLogger("leadscore")
 
@@ -56,6 +57,7 @@ SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "mac-roman", *(f"iso8859-{i}" for i
               *(f"cp{i}" for i in range(1250, 1259))}
 TABLES = ("leads", "outcomes", "activities")
 BLOCK, ROW = "leadscore:block", "leadscore:row"  # helper columns of the parts: where each row was read
+LATE = "leadscore:late"  # a stage change's reason from a check that comes after those against its lead
 RAW = "raw:"  # a part's cells as read, for the quarantine file
 
 
@@ -171,7 +173,8 @@ def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], b
         fh.seek(first)
         sample = fh.read(1 << 20)
     rows_guess = (size - first) * max(sample.count(b"\n"), 1) // max(len(sample), 1)
-    if encoding is not None and not _splittable(encoding):  # the whole file, header and all
+    # The whole file, header and all: an encoding whose bytes cannot be cut, or lines ended by CR alone.
+    if (encoding is not None and not _splittable(encoding)) or (b"\r" in head and b"\n" not in head):
         return FilePlan(name, key, path, "csv", tuple(names), encoding, header_encoding, delimiter, ((0, -1),),
                         rows_guess)
     ranges = _csv_ranges(client, path, first, block_bytes)
@@ -185,21 +188,29 @@ def _splittable(encoding: str) -> bool:
 
 # --- 2. rows of one block ------------------------------------------------------------------------------
 
-def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]], bool, int]:
-    """The block's rows as read, its malformed lines, whether it was read cell by cell, and how many cells were
-    not UTF-8."""
+def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]], bool, int, tuple[bool, bool]]:
+    """The block's rows as read, its malformed lines, whether it was read cell by cell, how many cells were not
+    UTF-8, and whether its first and its last line were malformed."""
     if plan.format == "parquet":
         a, b = plan.blocks[i]
-        return pq.ParquetFile(plan.path).read_row_groups(list(range(a, b))), [], False, 0
-    start, end = plan.blocks[i]
-    if end < 0:  # a file in an encoding whose bytes cannot be cut: read whole
         try:
-            raw, malformed, fixed = parse_csv(plan.path, list(plan.names), plan.encoding, plan.delimiter, skip_rows=1)
+            raw = pq.ParquetFile(plan.path).read_row_groups(list(range(a, b)))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{plan.key}.path: cannot read {plan.path} as PARQUET: {str(exc).splitlines()[0]}") \
+                from None
+        return raw, [], False, 0, (False, False)
+    start, end = plan.blocks[i]
+    if end < 0:  # the whole file: its bytes cannot be cut, or a cut fell inside a row
+        encoding = plan.encoding or plan.header_encoding
+        if plan.encoding is None and encoding != "cells" and first_invalid_utf8(plan.path) is not None:
+            encoding = "cells"
+        try:
+            raw, malformed, fixed = parse_csv(plan.path, list(plan.names), encoding, plan.delimiter, skip_rows=1)
         except (pa.ArrowInvalid, UnicodeError) as exc:
             raise DataError(f"{plan.key}.path: cannot read {plan.path} as CSV: {str(exc).splitlines()[0]}") from None
-        return raw, malformed, False, fixed
+        return raw, malformed, encoding == "cells", fixed, (False, False)
     if start == end:  # a header and nothing else
-        return pa.table({n: pa.array([], pa.string()) for n in plan.names}), [], False, 0
+        return pa.table({n: pa.array([], pa.string()) for n in plan.names}), [], False, 0, (False, False)
     with plan.path.open("rb") as fh:
         fh.seek(start)
         data = fh.read(end - start)
@@ -210,11 +221,12 @@ def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]]
             encoding = "utf-8"
         except UnicodeDecodeError:
             encoding = "cells"
+    lines: list[int] = []
     try:
-        raw, malformed, fixed = parse_csv(io.BytesIO(data), list(plan.names), encoding, plan.delimiter)
+        raw, malformed, fixed = parse_csv(io.BytesIO(data), list(plan.names), encoding, plan.delimiter, lines=lines)
     except (pa.ArrowInvalid, UnicodeError) as exc:
         raise DataError(f"{plan.key}.path: cannot read {plan.path} as CSV: {str(exc).splitlines()[0]}") from None
-    return raw, malformed, encoding == "cells", fixed
+    return raw, malformed, encoding == "cells", fixed, (1 in lines, raw.num_rows + len(malformed) in lines)
 
 
 def _as_read(raw: pa.Table, rows: np.ndarray | None = None) -> dict[str, pa.Array]:
@@ -224,13 +236,17 @@ def _as_read(raw: pa.Table, rows: np.ndarray | None = None) -> dict[str, pa.Arra
 
 def _check_block(plan: FilePlan, i: int, cfg: Config, now: datetime, partitions: int, work: Path) -> dict:
     """Parse and check block ``i`` of a file: its quarantine part, and the rows that pass as parts by partition."""
-    raw, malformed, by_cell, fixed = _read_block(plan, i)
+    raw, malformed, by_cell, fixed, edges = _read_block(plan, i)
     info = {"decimal": decimal_of(getattr(cfg.data, plan.name), plan.delimiter if plan.format == "csv" else None)}
     first = None
     if plan.name == "leads":
         checks, columns = lead_cells(cfg, now, raw, info)
     elif plan.name == "outcomes":
-        checks, columns, first = outcome_cells(cfg, now, raw, info)
+        checks, columns, first, late = outcome_cells(cfg, now, raw, info)
+        # Checked after those against the lead, in the partition: carried as the reason it would give.
+        rows, reasons = late.texts()
+        columns[LATE] = pa.array(np.full(raw.num_rows, None, object), pa.string()) if not len(rows) else \
+            pc.take(reasons, pc.index_in(pa.array(np.arange(raw.num_rows)), value_set=pa.array(rows)))
     else:
         checks, columns = activity_cells(cfg, now, raw, info)
     rows, reasons = checks.texts()
@@ -243,8 +259,16 @@ def _check_block(plan: FilePlan, i: int, cfg: Config, now: datetime, partitions:
                         BLOCK: pa.array(np.full(len(keep), i), pa.int32()), ROW: pa.array(keep, pa.int64()),
                         **_as_read(raw, keep)})
     _write_partitioned(passing, partitions, work / "rows" / plan.name, f"block-{i:06d}.parquet")
-    return {"rows": raw.num_rows, "malformed": malformed, "by_cell": by_cell, "fixed": fixed,
+    return {"rows": raw.num_rows, "malformed": malformed, "by_cell": by_cell, "fixed": fixed, "edges": edges,
             "spellings": first, "schema": pa.table(columns).schema}
+
+
+def _cut_inside_a_row(blocks: list[dict]) -> bool:
+    """Whether a cut between blocks may have fallen inside a quoted cell: quotes inside unquoted cells (5" screen)
+    turn the quote count around, so a line break inside a later quoted cell can look like a line's end. A row cut
+    in two leaves a malformed line on one side of the cut at least (a file of one column aside), so: a malformed
+    first line after a cut, or a malformed last line before one."""
+    return any((i > 0 and b["edges"][0]) or (i < len(blocks) - 1 and b["edges"][1]) for i, b in enumerate(blocks))
 
 
 def partition_of(lead_id: pa.Array, partitions: int) -> np.ndarray:
@@ -335,6 +359,9 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
                 rows = rows.set_column(rows.column_names.index("stage"), "stage",
                                        one_spelling(columns["stage"], renamed))
                 outcome_relations(cfg, checks, columns, known)
+                late = rows[LATE].combine_chunks()
+                checks.add(late.is_valid().to_numpy(zero_copy_only=False),
+                           lambda bad: late.take(pa.array(bad, pa.int64())).to_pylist())
             else:
                 activity_relations(checks, columns, known)
             keep(name, _split(rows, checks, name, p, work))
@@ -365,8 +392,6 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
     """Read, check and canonicalize the export on the cluster. Writes the quarantine files and the canonical
     tables to ``work/tables`` (moved into place by :func:`commit_tables` once the run accepts them).
     Returns the accounting (tables: the campaigns only), the quarantine files and the tables' folder."""
-    from leadscore.cluster import partition_count, total_threads
-
     now = now or datetime.now(timezone.utc)
     shutil.rmtree(work, ignore_errors=True)
     for sub in ("rows", "quarantine", "tables"):
@@ -390,11 +415,21 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
     futures = {name: [client.submit(_check_block, plan, i, cfg, now, partitions, work, pure=False)
                       for i in range(len(plan.blocks))] for name, plan in plans.items()}
     checked = {name: client.gather(f) for name, f in futures.items()}
+    for name, plan in plans.items():
+        if _cut_inside_a_row(checked[name]):
+            log.warning("%s: %s has quotes inside unquoted cells as well as line breaks inside quoted ones, so "
+                        "where its rows end is for the parser to say: read as one block", plan.key, plan.path.name)
+            for sub in ("rows", "quarantine"):
+                shutil.rmtree(work / sub / name)
+                (work / sub / name).mkdir()
+            plans[name] = replace(plan, blocks=((0, -1),))
+            checked[name] = [client.submit(_check_block, plans[name], 0, cfg, now, partitions, work,
+                                           pure=False).result()]
     log.info("ingest: %s rows read; checking them against each other, partition by partition",
              f"{sum(b['rows'] for blocks in checked.values() for b in blocks):,}")
 
     result = IngestResult(tables={})
-    schemas = {name: _schema(parts, name) for name, parts in checked.items()}
+    schemas = {name: _schema(parts) for name, parts in checked.items()}
     renamed = {}
     if "outcomes" in checked:
         first = [c["spellings"] for c in checked["outcomes"] if c["spellings"] is not None]
@@ -429,19 +464,13 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
             result.reason_counts[name] = reasons
         quarantine.mkdir(parents=True, exist_ok=True)
         if malformed:
-            from leadscore.spreadsheet import write_csv
-
             write_csv(pa.table({"line": [t for t, _ in malformed], "reason": [r for _, r in malformed]}),
                       quarantine / f"{name}.malformed.csv")
             written[f"{name}.malformed"] = quarantine / f"{name}.malformed.csv"
         if q is not None:
-            from leadscore.spreadsheet import write_csv
-
             write_csv(q, quarantine / f"{name}.csv")
             written[name] = quarantine / f"{name}.csv"
-        result.files[name] = _file_info(plan, blocks, cfg, malformed)
-    if "outcomes" in plans:
-        log_spellings(renamed, result.files["outcomes"])
+        result.files[name] = _file_info(plan, blocks, cfg, malformed, renamed if name == "outcomes" else {})
     dated = {}
     for r in related:
         for col, n in r["dated"].items():
@@ -456,7 +485,7 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
     return result, written, work / "tables"
 
 
-def _schema(blocks: list[dict], name: str) -> pa.Schema:
+def _schema(blocks: list[dict]) -> pa.Schema:
     schema = blocks[0]["schema"]
     return pa.schema([*schema, pa.field(BLOCK, pa.int32()), pa.field(ROW, pa.int64())])
 
@@ -476,7 +505,8 @@ def _value_counts(values: pa.ChunkedArray) -> dict[str, int]:
     return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
 
 
-def _file_info(plan: FilePlan, blocks: list[dict], cfg: Config, malformed: list) -> dict:
+def _file_info(plan: FilePlan, blocks: list[dict], cfg: Config, malformed: list, renamed: dict[str, str]) -> dict:
+    """How the file was read, as the one-machine ingest says it (and in how many blocks)."""
     if plan.format == "parquet":
         info = {"format": "parquet"}
     else:
@@ -489,6 +519,7 @@ def _file_info(plan: FilePlan, blocks: list[dict], cfg: Config, malformed: list)
                         plan.key)
         info = {"format": "csv", "encoding": encoding, "delimiter": plan.delimiter,
                 "decimal": decimal_of(getattr(cfg.data, plan.name), plan.delimiter)}
+    log_spellings(renamed, info)
     if malformed:
         log.warning("%s: %s lines of %s do not have the header's %d fields; they are quarantined as written",
                     plan.key, f"{len(malformed):,}", plan.path.name, len(plan.names))

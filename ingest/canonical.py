@@ -96,6 +96,11 @@ class Checks:
         self.first[(self.first < 0) & np.asarray(failing, bool)] = len(self.reasons)
         self.reasons.append(reason)
 
+    def extend(self, later: Checks) -> None:
+        """Add the checks of ``later`` (over the same rows) after these."""
+        for i, reason in enumerate(later.reasons):
+            self.add(later.first == i, reason)
+
     @property
     def passing(self) -> np.ndarray:
         return self.first < 0
@@ -362,11 +367,12 @@ def _stage_changes(cfg: Config, now: datetime, result: IngestResult, leads: pa.T
     mapping = outcome_mapping(cfg)
     raw, info = read_export(oc, "data.outcomes", set(mapping.values()))
     require_columns(raw, mapping, "data.outcomes")
-    checks, columns, first = outcome_cells(cfg, now, raw, info)
+    checks, columns, first, late = outcome_cells(cfg, now, raw, info)
     renamed = spelling_map(first, configured_stages(cfg))
     log_spellings(renamed, info)
     columns["stage"] = one_spelling(columns["stage"], renamed)
     outcome_relations(cfg, checks, columns, leads)
+    checks.extend(late)
     _record(result, "outcomes", raw, checks, columns, info)
 
 
@@ -379,9 +385,10 @@ def outcome_mapping(cfg: Config) -> dict[str, str]:
 
 
 def outcome_cells(cfg: Config, now: datetime, raw: pa.Table, info: dict
-                  ) -> tuple[Checks, dict[str, pa.Array], pa.Table]:
-    """The checks of a stage change that read the row alone (all but those against its lead, which come last),
-    its canonical columns as written, and the first use of each stage spelling (:func:`first_spellings`)."""
+                  ) -> tuple[Checks, dict[str, pa.Array], pa.Table, Checks]:
+    """The checks of a stage change that read the row alone, its canonical columns as written, the first use of
+    each stage spelling (:func:`first_spellings`), and the amount's checks, which come after those against the
+    row's lead (:func:`outcome_relations`)."""
     oc = cfg.data.outcomes
     read = Reader(cfg, now, raw, info.get("decimal", decimal_of(oc, None)))
     checks = Checks(raw.num_rows)
@@ -398,9 +405,10 @@ def outcome_cells(cfg: Config, now: datetime, raw: pa.Table, info: dict
         unknown = pc.is_in(stage, value_set=strange).to_numpy(zero_copy_only=False)
         shown = read.shown(oc.stage)
         checks.add(unknown, lambda rows: [f"unknown {oc.stage}: {v}" for v in shown(rows)])
-    amount = read.add_number(checks, oc.amount) if oc.amount else _null_of(pa.float64(), raw.num_rows)
+    late = Checks(raw.num_rows)
+    amount = read.add_number(late, oc.amount) if oc.amount else _null_of(pa.float64(), raw.num_rows)
     return checks, {"lead_id": lead_id, "stage": stage, "occurred_at": cells.to_timestamp_array(at),
-                    "amount": amount}, first
+                    "amount": amount}, first, late
 
 
 def outcome_relations(cfg: Config, checks: Checks, columns: dict[str, pa.Array], leads: pa.Table) -> None:

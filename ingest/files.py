@@ -22,7 +22,7 @@ from leadscore.errors import DataError
 log = logging.getLogger("leadscore")
 
 
-def _first_invalid_utf8(path: Path) -> int | None:
+def first_invalid_utf8(path: Path) -> int | None:
     """Byte offset of the first invalid UTF-8 sequence in the whole file, or None."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
@@ -48,7 +48,7 @@ def _sniff(path: Path, table: FileTable) -> tuple[str, str]:
         head = fh.read(65_536)
     encoding = table.encoding
     if encoding is None:
-        if _first_invalid_utf8(path) is None:
+        if first_invalid_utf8(path) is None:
             encoding = "utf-8-sig" if head.startswith(b"\xef\xbb\xbf") else "utf-8"
         else:
             encoding = "cells"
@@ -133,21 +133,25 @@ def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> t
     return raw, info
 
 
-def parse_csv(source, names: list[str], encoding: str, delimiter: str, skip_rows: int = 0
-              ) -> tuple[pa.Table, list[tuple[str, str]], int]:
+def parse_csv(source, names: list[str], encoding: str, delimiter: str, skip_rows: int = 0,
+              lines: list[int] | None = None) -> tuple[pa.Table, list[tuple[str, str]], int]:
     """CSV rows (a path, or a file-like block of whole lines) as text columns named ``names``. ``encoding`` "cells"
     reads each cell as UTF-8 where it is valid and Windows-1252 where not (:func:`_sniff`). Returns the rows, the
-    lines that do not have the header's fields (text, reason), and how many cells were not UTF-8."""
+    lines that do not have the header's fields (text, reason), and how many cells were not UTF-8. With ``lines``,
+    the file is read on one thread and each of those lines' row number (1-based) is added to it."""
     malformed: list[tuple[str, str]] = []
 
     def skip(row) -> str:
         malformed.append((row.text, f"{row.actual_columns} fields where the header has {row.expected_columns}"))
+        if lines is not None:
+            lines.append(row.number)
         return "skip"
 
     raw = pacsv.read_csv(
         source,
         read_options=pacsv.ReadOptions(encoding="latin-1" if encoding == "cells" else encoding.replace("-sig", ""),
-                                       block_size=16 << 20, column_names=names, skip_rows=skip_rows),
+                                       block_size=16 << 20, column_names=names, skip_rows=skip_rows,
+                                       use_threads=lines is None),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False

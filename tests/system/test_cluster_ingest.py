@@ -44,6 +44,7 @@ def _hostile_export(folder: Path) -> Path:
     outcomes = (export / "opportunities.csv").read_bytes().splitlines(keepends=True)
     lead = outcomes[3].split(b",")[0]
     outcomes += [b'"L7777777","Closed Won","2025-03-01 10:00:00",100\n',  # an unknown lead
+                 b'"L7777778","Closed Won","2025-03-01 10:00:00",many\n',  # unknown, which is said first
                  lead + b',"Qualified","2001-01-01 00:00:00",\n',  # before the lead was created
                  lead + b',"closed won","2025-03-01 10:00:00",lots\n',  # a bad amount, a second spelling
                  lead + b',"closed-lost","2025-03-02 10:00:00",\n',  # another spelling, kept
@@ -123,6 +124,7 @@ def test_blocks_on_the_cluster_give_what_one_machine_gives(client, tmp_path):
     assert reasons["outcomes"]["outcome for an unknown lead"] >= 1
     assert reasons["activities"]["activity for an unknown lead"] >= 1  # the generator's own too
     assert reasons["outcomes"]["Stage Date before the lead was created"] == 1
+    assert reasons["outcomes"]["non-numeric Amount: lots"] == 1 and "non-numeric Amount: many" not in reasons["outcomes"]
     assert "utf-8," in here.files["leads"]["encoding"]
     assert pq.read_table(tmp_path / "here" / "tables" / "leads.parquet")["export:Owner"][0].as_py().startswith('Rep\n"')
     assert here.files["outcomes"]["stage_spellings"]
@@ -142,13 +144,21 @@ def _same_as_here(client, cfg, work: Path, blocks: int | None) -> None:
 
 def test_real_and_awkward_files_read_in_blocks_as_here(client, tmp_path):
     """X Education (a snapshot export with a label column, real text); a UTF-16 file (read whole: its line
-    breaks are two bytes); a UTF-8 file with a BOM, semicolons and decimal commas; an unclosed quote (read
-    whole: where its lines end is the parser's call)."""
+    breaks are two bytes); a UTF-8 file with a BOM, semicolons and decimal commas; an unclosed quote, stray
+    quotes with quoted line breaks, lines ended by CR alone (each read whole: where lines end is the parser's
+    call)."""
     _same_as_here(client, xeducation_config(), tmp_path / "xedu", blocks=None)
     export = tmp_path / "crm"
     write_crm(generate_crm(1_500, seed=1), export)
     text = (export / "leads.csv").read_text(encoding="utf-8").replace('"Rep 1', '"Rép 1')
-    variants = {"utf-16": (text.encode("utf-16"), 1),
+    # Quotes inside unquoted cells (two, so the count is even) and line breaks inside quoted ones: counting
+    # quotes puts the cuts inside rows; the malformed lines at the cuts say so, and the file is read whole.
+    stray = text.splitlines(keepends=True)
+    for i in (3, len(stray) - 5):
+        stray[i] = stray[i].replace(',"Rep', ',Rep 5" x,"Rep', 1).replace(',"Rép', ',Rép 5" x,"Rép', 1)
+    stray = "".join(line.replace('"Rep', '"Re\np', 1) for line in stray)
+    variants = {"utf-16": (text.encode("utf-16"), 1), "stray quotes": (stray.encode(), 1),
+                "old mac": (text.replace("\n", "\r").encode(), 1),
                 "bom": (b"\xef\xbb\xbf" + text.replace(",", ";").encode(), None),
                 "unclosed": (text.replace('"Rép 1', '"Ré"p 1', 1).encode(), 1)}
     for name, (data, blocks) in variants.items():
