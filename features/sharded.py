@@ -203,6 +203,10 @@ class ShardedBuild:
         # The partitions of a cluster ingest, else as many as the engine wants.
         self.partitions = ingested_partitions(canonical) or partition_count(cfg.engine.partitions, leads,
                                                                             total_threads(client))
+        if cfg.engine.partitions and cfg.engine.partitions != self.partitions:
+            log.warning("features: the tables were ingested in %d lead partitions, which the features keep; "
+                        "engine.partitions = %d applies from the next ingest", self.partitions,
+                        cfg.engine.partitions)
         self.spill = work / "spill"
         stamp = {**stamp, "partitions": self.partitions, "as_of": as_of.isoformat(), "layout": LAYOUT}
         made = work / "stamp.json"
