@@ -58,7 +58,7 @@ SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "mac-roman", *(f"iso8859-{i}" for i
 TABLES = ("leads", "outcomes", "activities")
 BLOCK, ROW = "leadscore:block", "leadscore:row"  # helper columns of the parts: where each row was read
 LATE = "leadscore:late"  # a stage change's reason from a check that comes after those against its lead
-RAW = "raw:"  # a part's cells as read, for the quarantine file
+RAW = "raw:"  # a part's cells as read, for the quarantine file: raw:0, raw:1, ... (header names may repeat)
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]]
 
 def _as_read(raw: pa.Table, rows: np.ndarray | None = None) -> dict[str, pa.Array]:
     picked = raw if rows is None else raw.take(pa.array(rows, pa.int64()))
-    return {RAW + n: cells.as_strings(c) for n, c in zip(picked.column_names, picked.columns)}
+    return {f"{RAW}{i}": cells.as_strings(c) for i, c in enumerate(picked.columns)}
 
 
 def _check_block(plan: FilePlan, i: int, cfg: Config, now: datetime, partitions: int, work: Path) -> dict:
@@ -382,7 +382,7 @@ def _quarantined(plan: FilePlan, work: Path, offsets: np.ndarray) -> tuple[pa.Ta
     q = pa.concat_tables([pq.read_table(f) for f in files])
     source_row = offsets[q[BLOCK].to_numpy()] + q[ROW].to_numpy() + 1
     order = np.argsort(source_row, kind="stable")
-    raw = pa.table({n: q[RAW + n].take(pa.array(order)) for n in plan.names})
+    raw = pa.table([q[f"{RAW}{i}"].take(pa.array(order)) for i in range(len(plan.names))], names=list(plan.names))
     return quarantine_table(source_row[order], raw, q["reason"].take(pa.array(order))), q.num_rows
 
 
