@@ -111,7 +111,7 @@ def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> t
     path, fmt = export_format(table, key)
     try:
         if fmt == "parquet":
-            raw = pq.read_table(path)
+            raw = pq.ParquetFile(path).read()  # pq.read_table refuses a repeated name (a mapped one is, below)
             check_unique(raw.column_names, mapped, key, path)
             return raw, {"format": "parquet"}
         encoding, delimiter = _sniff(path, table)

@@ -69,11 +69,14 @@ def _same_rows(path: Path, here: pa.Table, partitions: int) -> None:
 
 
 def _as_parquet(path: Path) -> Path:
-    """The rows of a CSV file (each cell text, as read here) as a Parquet file in row groups of 100."""
+    """The rows of a CSV file (each cell text, as read here) as a Parquet file in row groups of 100 (the leads
+    with a column named twice)."""
     from ingest.files import read_export
     from leadscore.config import FileTable
 
     raw, _ = read_export(FileTable(path=path), "data.x")
+    if "Lead Status" in raw.column_names:  # an unmapped column named twice, which Parquet allows
+        raw = pa.table([*raw.columns, raw["Lead Status"]], names=[*raw.column_names, "Lead Status"])
     out = path.with_suffix(".parquet")
     pq.write_table(raw, out, row_group_size=100)
     return out
