@@ -113,8 +113,9 @@ class Home:
         return self
 
     def remove_stale_temporaries(self) -> list[Path]:
-        """Remove what a killed run left half-written: temporary files and unfinished run folders, and duckdb's
-        spill files. Called under the home's lock, when no other run can be writing them."""
+        """Remove what a killed run left half-written: temporary files and unfinished run folders, a cluster
+        ingest's parts, and duckdb's spill files. Called under the home's lock, when no other run can be writing
+        them."""
         removed = []
         for folder in (self.data, self.published, self.root / "serving", self.ledger, self.quarantine, self.runs):
             if not folder.is_dir():
@@ -123,6 +124,9 @@ class Home:
                 if path.name.endswith(TEMP_SUFFIXES):
                     shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
                     removed.append(path)
+        if self.ingest_blocks.is_dir():  # a cluster ingest that stopped before its tables were in place
+            shutil.rmtree(self.ingest_blocks, ignore_errors=True)
+            removed.append(self.ingest_blocks)
         if self.spill.is_dir():
             for path in self.spill.iterdir():
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
