@@ -150,11 +150,16 @@ def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], b
         return FilePlan(name, key, path, "parquet", tuple(names), None, "", "", tuple(blocks), meta.num_rows)
     with path.open("rb") as fh:
         head = fh.read(65_536)
-    first = _header_end(path) if table.encoding is None or _splittable(table.encoding) else 0
     encoding = table.encoding
+    # Read whole, header and all: an encoding whose bytes cannot be cut, or lines ended by CR alone.
+    whole = (encoding is not None and not _splittable(encoding)) or (b"\r" in head and b"\n" not in head)
+    first = 0 if whole else _header_end(path)
     if encoding is None:
-        with path.open("rb") as fh:
-            header = fh.read(first)
+        if whole:
+            header = head.splitlines()[0] if head else b""
+        else:
+            with path.open("rb") as fh:
+                header = fh.read(first)
         try:
             header.decode("utf-8")
             header_encoding = "utf-8-sig" if header.startswith(codecs.BOM_UTF8) else "utf-8"
@@ -173,8 +178,7 @@ def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], b
         fh.seek(first)
         sample = fh.read(1 << 20)
     rows_guess = (size - first) * max(sample.count(b"\n"), 1) // max(len(sample), 1)
-    # The whole file, header and all: an encoding whose bytes cannot be cut, or lines ended by CR alone.
-    if (encoding is not None and not _splittable(encoding)) or (b"\r" in head and b"\n" not in head):
+    if whole:
         return FilePlan(name, key, path, "csv", tuple(names), encoding, header_encoding, delimiter, ((0, -1),),
                         rows_guess)
     ranges = _csv_ranges(client, path, first, block_bytes)
