@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 from features.build import (HISTORY_KINDS, MAX_STAGES, Shard, build_features, build_landmarks, landmark_rates,
                             shard_queries, shared_counts, stream_name)
 from features.pit import known_at
-from ingest.canonical import table_parts
+from ingest.canonical import part_name, table_parts
+from leadscore.cluster import partition_count, partition_sql, total_threads
 from leadscore.config import Config
 from leadscore.contract import METADATA_KEY, FeatureSet
 from leadscore.duck import days, literal
@@ -67,7 +68,7 @@ def _split_one(source: Path, out: Path, partitions: int) -> None:
     con = duckdb.connect()
     try:
         con.execute(f"SET threads = {_threads()}")
-        con.execute(f"""COPY (SELECT *, (hash(lead_id) % {int(partitions)})::INTEGER AS part
+        con.execute(f"""COPY (SELECT *, {partition_sql(partitions)} AS part
                               FROM read_parquet({literal(str(source / "*.parquet" if source.is_dir() else source))}))
                         TO {literal(str(out))} (FORMAT parquet, PARTITION_BY (part))""")
     finally:
@@ -93,7 +94,7 @@ def _partition_tables(canonical: Path, split: dict[str, Path], i: int) -> dict:
         if name not in split:
             tables[name] = ds.dataset(path)
             continue
-        folder, ingested = split[name] / f"part={i}", split[name] / f"part-{i:05d}.parquet"
+        folder, ingested = split[name] / f"part={i}", split[name] / part_name(i)
         tables[name] = (ds.dataset(folder) if folder.is_dir() else ds.dataset(ingested) if ingested.is_file() else
                         pq.read_schema((table_parts(path) or [path])[0]).empty_table())
     return tables
@@ -197,8 +198,6 @@ class ShardedBuild:
     settings: a later step of the same run finds the split made and reuses it."""
 
     def __init__(self, client, cfg: Config, canonical: Path, work: Path, as_of: datetime, leads: int, stamp: dict):
-        from leadscore.cluster import partition_count, total_threads
-
         self.client, self.cfg, self.canonical, self.work, self.as_of = client, cfg, canonical, work, as_of
         # The partitions of a cluster ingest, else as many as the engine wants.
         self.partitions = ingested_partitions(canonical) or partition_count(cfg.engine.partitions, leads,

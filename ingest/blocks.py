@@ -35,14 +35,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingest.canonical import (DUPLICATE_LEAD, UNKNOWN_LEAD, Checks, IngestResult, activity_cells, activity_mapping,
-                              activity_relations, configured_stages, later_duplicates, lead_cells, lead_mapping,
-                              log_spellings, one_spelling, outcome_cells, outcome_mapping, outcome_relations,
-                              quarantine_table, read_campaigns, replace_table, spelling_map)
-from ingest.files import (check_unique, decimal_of, export_format, first_invalid_utf8, guess_delimiter,
-                          header_names, parse_csv, require_columns)
+from ingest.canonical import (ACTIVITIES, DUPLICATE_LEAD, OUTCOMES, UNKNOWN_LEAD, Checks, IngestResult,
+                              activity_cells, activity_mapping, activity_relations, configured_stages,
+                              later_duplicates, lead_cells, lead_mapping, log_spellings, one_spelling, outcome_cells,
+                              outcome_mapping, outcome_relations, part_name, quarantine_table, read_campaigns,
+                              replace_table, spelling_map, value_counts)
+from ingest.files import (cells_encoding, check_unique, decimal_of, export_format, first_invalid_utf8,
+                          guess_delimiter, header_names, parse_csv, require_columns, warn_malformed)
 from leadscore import cells
-from leadscore.cluster import partition_count, total_threads
+from leadscore.cluster import partition_count, partition_sql, total_threads
 from leadscore.config import Config, FileTable
 from leadscore.errors import DataError
 from leadscore.spreadsheet import write_csv
@@ -276,11 +277,11 @@ def _cut_inside_a_row(blocks: list[dict]) -> bool:
 
 
 def partition_of(lead_id: pa.Array, partitions: int) -> np.ndarray:
-    """Each lead id's partition: duckdb's hash, as the sharded features split their tables."""
+    """Each lead id's partition (:func:`leadscore.cluster.partition_sql`)."""
     con = duckdb.connect()
     try:
         ids = pa.table({"lead_id": lead_id})  # noqa: F841 - read by the query below
-        return con.sql(f"SELECT (hash(lead_id) % {int(partitions)})::INTEGER FROM ids").to_arrow_table().column(0) \
+        return con.sql(f"SELECT {partition_sql(partitions)} FROM ids").to_arrow_table().column(0) \
             .to_numpy(zero_copy_only=False)
     finally:
         con.close()
@@ -373,7 +374,7 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
         keep("outcomes", d)
     for name, schema in canonical.items():
         table = pa.concat_tables(kept[name]) if kept[name] else schema.empty_table()
-        pq.write_table(table, work / "tables" / f"{name}.parquet" / f"part-{p:05d}.parquet")
+        pq.write_table(table, work / "tables" / f"{name}.parquet" / part_name(p))
     return out
 
 
@@ -457,7 +458,7 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
         result.counts[name] = {"rows_in": rows_in, "kept": kept, "quarantined": bad + len(malformed)}
         if kept + bad + len(malformed) != rows_in:  # a bug, not a user error: keep the traceback
             raise AssertionError(f"{name}: {rows_in} rows in, {kept} kept + {bad + len(malformed)} quarantined")
-        reasons = {} if q is None else _value_counts(q.column(q.num_columns - 1))
+        reasons = {} if q is None else value_counts(q.column(q.num_columns - 1))
         if q is not None and name != "leads":  # for the hint on ids that differ in leading zeros
             unknown = pc.equal(q.column(q.num_columns - 1), UNKNOWN_LEAD[name])
             ids = q[getattr(cfg.data, name).lead_id].filter(unknown).slice(0, 1000).combine_chunks()
@@ -497,16 +498,7 @@ def _schema(blocks: list[dict]) -> pa.Schema:
 def _canonical_schemas(schemas: dict[str, pa.Schema]) -> dict[str, pa.Schema]:
     """The schema of each canonical table the one-machine ingest writes (unmapped event files: empty tables)."""
     leads = pa.schema([f for f in schemas["leads"] if not f.name.startswith(("outcome:", "leadscore:"))])
-    outcomes = pa.schema([("lead_id", pa.string()), ("stage", pa.string()),
-                          ("occurred_at", pa.timestamp("us", "UTC")), ("amount", pa.float64())])
-    activities = pa.schema([("lead_id", pa.string()), ("type", pa.string()),
-                            ("occurred_at", pa.timestamp("us", "UTC"))])
-    return {"leads": leads, "outcomes": outcomes, "activities": activities}
-
-
-def _value_counts(values: pa.ChunkedArray) -> dict[str, int]:
-    vc = values.combine_chunks().value_counts()
-    return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+    return {"leads": leads, "outcomes": OUTCOMES, "activities": ACTIVITIES}
 
 
 def _file_info(plan: FilePlan, blocks: list[dict], cfg: Config, malformed: list, renamed: dict[str, str]) -> dict:
@@ -515,18 +507,13 @@ def _file_info(plan: FilePlan, blocks: list[dict], cfg: Config, malformed: list,
         info = {"format": "parquet"}
     else:
         by_cell = plan.header_encoding == "cells" or any(b["by_cell"] for b in blocks)
-        encoding = plan.encoding or (plan.header_encoding if not by_cell else
-                                     f"utf-8, {sum(b['fixed'] for b in blocks):,} cells windows-1252")
-        if by_cell and plan.encoding is None:
-            log.warning("%s: %s is not all UTF-8: %s cells read as Windows-1252 (set %s.encoding if the whole file "
-                        "has another encoding)", plan.key, plan.path.name, f"{sum(b['fixed'] for b in blocks):,}",
-                        plan.key)
+        encoding = plan.encoding or (cells_encoding(plan.key, plan.path, sum(b["fixed"] for b in blocks)) if by_cell
+                                     else plan.header_encoding)
         info = {"format": "csv", "encoding": encoding, "delimiter": plan.delimiter,
                 "decimal": decimal_of(getattr(cfg.data, plan.name), plan.delimiter)}
     log_spellings(renamed, info)
     if malformed:
-        log.warning("%s: %s lines of %s do not have the header's %d fields; they are quarantined as written",
-                    plan.key, f"{len(malformed):,}", plan.path.name, len(plan.names))
+        warn_malformed(plan.key, plan.path, len(malformed), len(plan.names))
         info["malformed_lines"] = len(malformed)
     info["blocks"] = len(plan.blocks)
     return info

@@ -74,9 +74,13 @@ class IngestResult:
         for name, q in self.quarantined.items():
             reasons = q.reasons if q.malformed is None else \
                 pa.concat_arrays([q.reasons, q.malformed["reason"].combine_chunks()])
-            vc = reasons.value_counts()
-            out[name] = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+            out[name] = value_counts(reasons)
         return out
+
+
+def value_counts(values: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    vc = (values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values).value_counts()
+    return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
 
 
 # --- checking ----------------------------------------------------------------------------------------
@@ -215,6 +219,10 @@ def _record(result: IngestResult, name: str, raw: pa.Table, checks: Checks, kept
     return kept
 
 
+# The canonical stage changes and activities (the leads' columns follow the config).
+OUTCOMES = pa.schema([("lead_id", pa.string()), ("stage", pa.string()), ("occurred_at", pa.timestamp("us", "UTC")),
+                      ("amount", pa.float64())])
+ACTIVITIES = pa.schema([("lead_id", pa.string()), ("type", pa.string()), ("occurred_at", pa.timestamp("us", "UTC"))])
 DUPLICATE_LEAD = "duplicate lead id (first row kept)"
 UNKNOWN_LEAD = {"outcomes": "outcome for an unknown lead", "activities": "activity for an unknown lead"}
 
@@ -360,9 +368,7 @@ def _stage_changes(cfg: Config, now: datetime, result: IngestResult, leads: pa.T
     """The outcomes file's stage changes."""
     oc = cfg.data.outcomes
     if oc is None:
-        result.tables["outcomes"] = pa.table({
-            "lead_id": pa.array([], pa.string()), "stage": pa.array([], pa.string()),
-            "occurred_at": pa.array([], pa.timestamp("us", "UTC")), "amount": pa.array([], pa.float64())})
+        result.tables["outcomes"] = OUTCOMES.empty_table()
         return
     mapping = outcome_mapping(cfg)
     raw, info = read_export(oc, "data.outcomes", set(mapping.values()))
@@ -428,8 +434,7 @@ def activity_mapping(cfg: Config) -> dict[str, str]:
 def _activities(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table) -> None:
     ac = cfg.data.activities
     if ac is None:
-        result.tables["activities"] = pa.table({"lead_id": pa.array([], pa.string()), "type": pa.array([], pa.string()),
-                                                "occurred_at": pa.array([], pa.timestamp("us", "UTC"))})
+        result.tables["activities"] = ACTIVITIES.empty_table()
         return
     mapping = activity_mapping(cfg)
     raw, info = read_export(ac, "data.activities", set(mapping.values()))
@@ -554,6 +559,11 @@ def write_canonical(result: IngestResult, folder: Path) -> None:
             shutil.rmtree(folder / f"{name}.parquet")
         with atomic_write(folder / f"{name}.parquet") as tmp:
             pq.write_table(table, tmp)
+
+
+def part_name(partition: int) -> str:
+    """The file of one lead partition in a table written by partition (:func:`table_parts`)."""
+    return f"part-{partition:05d}.parquet"
 
 
 def table_parts(path: Path) -> list[Path]:

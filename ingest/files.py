@@ -119,18 +119,27 @@ def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> t
 
         raw, malformed, fixed = parse_csv(path, names, encoding, delimiter, skip_rows=1)
         if encoding == "cells":
-            encoding = f"utf-8, {fixed:,} cells windows-1252"
-            setting = f"{key}.encoding" if key.startswith("data.") else "data.<table>.encoding in the config"
-            log.warning("%s: %s is not all UTF-8: %s cells read as Windows-1252 (set %s if the whole file "
-                        "has another encoding)", key, path.name, f"{fixed:,}", setting)
+            encoding = cells_encoding(key, path, fixed)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{key}.path: cannot read {path} as {fmt.upper()}: {str(exc).splitlines()[0]}") from None
     info = {"format": "csv", "encoding": encoding, "delimiter": delimiter, "decimal": decimal_of(table, delimiter)}
     if malformed:
-        log.warning("%s: %s lines of %s do not have the header's %d fields; they are quarantined as written",
-                    key, f"{len(malformed):,}", path.name, len(names))
+        warn_malformed(key, path, len(malformed), len(names))
         info["malformed"] = malformed
     return raw, info
+
+
+def cells_encoding(key: str, path: Path, fixed: int) -> str:
+    """Say that a file was read cell by cell; its encoding as the manifest gives it."""
+    setting = f"{key}.encoding" if key.startswith("data.") else "data.<table>.encoding in the config"
+    log.warning("%s: %s is not all UTF-8: %s cells read as Windows-1252 (set %s if the whole file has another "
+                "encoding)", key, path.name, f"{fixed:,}", setting)
+    return f"utf-8, {fixed:,} cells windows-1252"
+
+
+def warn_malformed(key: str, path: Path, lines: int, fields: int) -> None:
+    log.warning("%s: %s lines of %s do not have the header's %d fields; they are quarantined as written",
+                key, f"{lines:,}", path.name, fields)
 
 
 def parse_csv(source, names: list[str], encoding: str, delimiter: str, skip_rows: int = 0,

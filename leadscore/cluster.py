@@ -26,6 +26,12 @@ LEADS_PER_PARTITION = 2_500_000
 FILE_BYTES_PER_PARTITION = 1 << 30
 
 
+def partition_sql(partitions: int) -> str:
+    """A lead's partition, in duckdb: the one rule by which ingest and the sharded features split the tables, so
+    a lead's rows of every table meet in one partition."""
+    return f"(hash(lead_id) % {int(partitions)})::INTEGER"
+
+
 def partition_count(engine_partitions: int, leads: int, threads: int, file_bytes: int = 0) -> int:
     """How many lead partitions: ``engine.partitions`` if set, else one per 2.5M leads and per GB of export
     files, and at least one per worker thread."""
