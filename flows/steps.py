@@ -447,40 +447,48 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
     latest = read_latest(home.scores)
     seen = last_inputs(latest, home.ledger) if since_last else None
     previous = (pd.read_parquet(latest / "scores.parquet") if latest is not None
-                and (latest / "scores.parquet").is_file() else None)
+                and (latest / "scores.parquet").exists() else None)  # a file, or a folder of parts
+    # On the Dask engine the workers score the leads and write the published files, the ledger and the SQL rows in
+    # parts; ranks, trends and routes, which compare every lead with the others, are set here.
+    parts = cfg.engine.rows_per_part
     with cluster.session(cfg.engine) as client:
         run = score_open_leads(scorer, OnlineFeatures(*snapshot), open_leads, cfg, scored_at, seen,
                                ledger.routed_on(home.ledger, scored_at.strftime("%Y-%m-%d")), previous, client)
-    drift = drift_report(scorer.model, frame, as_of, fs.labels, cfg.drift.window_days, cfg.drift.psi_warn)
-    manifest = scores_manifest(run, scorer, cfg, ingest, fs.counts, meta["as_of"], scored_at, since_last, drift)
-    if cfg.segments:  # which model scored how many leads, and the segments' own models
-        manifest["models"] = run.scores["model_version"].value_counts().sort_index().to_dict()
-        manifest["segment_models"] = {name: {"model_name": segment_model_name(name), "model_version": seg.model_version,
-                                             "model_sha256": seg.model_sha256} for name, seg in scorer.segments.items()}
-    published = run.scores.drop(columns=["input_hash"])
-    inputs = pa.Table.from_pandas(run.scores[list(INPUTS_COLUMNS)], preserve_index=False)
-    writers = {**frame_writers(published, "scores"), **frame_writers(run.queues, "routing", parquet=False),
-               "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8"),
-               INPUTS_FILE: lambda path: pq.write_table(inputs, path)}
-    for name, crm in crm_frames(published, cfg).items():
-        writers |= frame_writers(crm, f"crm/{name.removesuffix('.csv')}", parquet=False)
-    accounts = None
-    if cfg.data.leads.account:
-        account = open_leads.set_index("lead_id")["account"].reindex(published["lead_id"].to_numpy())
-        accounts = account_table(published, account)
-        writers |= frame_writers(accounts, "accounts")
-        manifest["accounts"] = len(accounts)
-    pending = []  # the ledger holds this run's rows before LATEST names it, so no reader sees unrecorded scores
-    folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs,
-                         before_latest=lambda _: pending.append(
-                             ledger.append(home.ledger, run_id, run.scores[run.rescored], scored_at)))
-    ledger.commit(pending[0])
-    save_snapshot(home.snapshot, *snapshot)
-    sql_rows = None
-    if cfg.publish.sql_url:
-        from serving.sql_sink import upsert_scores
+        drift = drift_report(scorer.model, frame, as_of, fs.labels, cfg.drift.window_days, cfg.drift.psi_warn)
+        manifest = scores_manifest(run, scorer, cfg, ingest, fs.counts, meta["as_of"], scored_at, since_last, drift)
+        if cfg.segments:  # which model scored how many leads, and the segments' own models
+            manifest["models"] = run.scores["model_version"].value_counts().sort_index().to_dict()
+            manifest["segment_models"] = {
+                name: {"model_name": segment_model_name(name), "model_version": seg.model_version,
+                       "model_sha256": seg.model_sha256} for name, seg in scorer.segments.items()}
+        published = run.scores.drop(columns=["input_hash"])
+        inputs = pa.Table.from_pandas(run.scores[list(INPUTS_COLUMNS)], preserve_index=False)
+        writers = {**frame_writers(published, "scores", client=client, rows_per_part=parts),
+                   **frame_writers(run.queues, "routing", parquet=False),
+                   "drift.json": lambda path: path.write_text(json.dumps(drift, indent=2), encoding="utf-8"),
+                   INPUTS_FILE: lambda path: pq.write_table(inputs, path)}
+        for name, crm in crm_frames(published, cfg).items():
+            writers |= frame_writers(crm, f"crm/{name.removesuffix('.csv')}", parquet=False, client=client,
+                                     rows_per_part=parts)
+        accounts = None
+        if cfg.data.leads.account:
+            account = open_leads.set_index("lead_id")["account"].reindex(published["lead_id"].to_numpy())
+            accounts = account_table(published, account)
+            writers |= frame_writers(accounts, "accounts")
+            manifest["accounts"] = len(accounts)
+        pending = []  # the ledger holds this run's rows before LATEST names it, so no reader sees unrecorded scores
+        folder = publish_run(home.scores, run_id, writers, manifest, cfg.publish.keep_runs,
+                             before_latest=lambda _: pending.extend(
+                                 ledger.append(home.ledger, run_id, run.scores[run.rescored], scored_at, client,
+                                               parts)))
+        ledger.commit(pending)
+        save_snapshot(home.snapshot, *snapshot)
+        sql_rows = None
+        if cfg.publish.sql_url:
+            from serving.sql_sink import upsert_scores
 
-        sql_rows = upsert_scores(cfg.publish.sql_url, cfg.publish.sql_table, published, run_id)
+            sql_rows = upsert_scores(cfg.publish.sql_url, cfg.publish.sql_table, published, run_id, client,
+                                     parts)
 
     rows = manifest["rows"]
     what = "changed or new open leads" if since_last else "open leads"

@@ -409,6 +409,10 @@ def _check_address(value: str) -> str:
     return value
 
 
+# Rows a worker writes in one part of a published file, the ledger or the SQL staging table (about 60 MB of CSV).
+ROWS_PER_PART = 250_000
+
+
 class EngineConfig(_Section):
     """Where the stages that scale with the leads run: here (``local``), or on a Dask cluster (``dask``)."""
 
@@ -422,6 +426,8 @@ class EngineConfig(_Section):
     partitions: Int = Field(0, ge=0, le=100_000)
     # Boosters on more rows train across the workers (lightgbm.dask), their rounds picked on a sample this size.
     train_on_cluster_rows: Int = Field(2_000_000, ge=1000)
+    # Published files, ledger rows and SQL rows of more leads are written by the workers in parts of this many.
+    rows_per_part: Int = Field(ROWS_PER_PART, ge=100)
 
 
 def _check_cron(value: str) -> str:

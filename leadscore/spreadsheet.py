@@ -44,9 +44,10 @@ def spreadsheet_table(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
-def write_csv(table, path: Path) -> None:
-    """``table`` (Arrow or pandas) as a spreadsheet-safe CSV file, written atomically."""
+def write_csv(table, path: Path, header: bool = True) -> None:
+    """``table`` (Arrow or pandas) as a spreadsheet-safe CSV file, written atomically. ``header=False``: the rows
+    alone, for a part of a file joined from parts."""
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
     with atomic_write(path) as tmp:
-        pacsv.write_csv(spreadsheet_table(table), tmp)
+        pacsv.write_csv(spreadsheet_table(table), tmp, pacsv.WriteOptions(include_header=header))

@@ -1,12 +1,14 @@
 """The score ledger: every published score, appended, never rewritten.
 
-Layout: ``home/ledger/scored_date=YYYY-MM-DD/<run_id>.parquet`` (hive partitions, one file per run), so
-a day's routing and a lead's history are a filtered read, and old days can be archived by folder.
+Layout: ``home/ledger/scored_date=YYYY-MM-DD/<run_id>.parquet`` (hive partitions, one file per run; a run on a
+Dask cluster writes ``<run_id>.part-NNNNN.parquet``, each a run of lead ids), so a day's routing and a lead's
+history are a filtered read, and old days can be archived by folder.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from leadscore.config import ROWS_PER_PART
 from leadscore.paths import atomic_write
 
 COLUMNS = ["lead_id", "probability", "fit", "score", "tier", "trend", "route", "reasons", "fit_reasons", "model_version",
@@ -24,9 +27,11 @@ ROW_GROUP = 65_536
 PENDING = ".pending"  # a run's rows, written before its publication became LATEST
 
 
-def append(ledger: Path, run_id: str, scores: pd.DataFrame, scored_at=None) -> Path:
-    """Write this run's rows as one new file, pending (hidden: readers skip it) until :func:`commit`. The day
-    folder is ``scored_at``'s (default: the first row's), so a run that rescored nobody has one too."""
+def append(ledger: Path, run_id: str, scores: pd.DataFrame, scored_at=None, client=None,
+           rows_per_part: int = ROWS_PER_PART) -> list[Path]:
+    """Write this run's rows as new files, pending (hidden: readers skip them) until :func:`commit`. The day
+    folder is ``scored_at``'s (default: the first row's), so a run that rescored nobody has one too. With a Dask
+    ``client`` and more than ``rows_per_part`` rows, the workers write them in parts, each a run of lead ids."""
     when = scored_at if scored_at is not None else (scores["scored_at"].iloc[0] if len(scores) else None)
     day = pd.Timestamp(when).strftime("%Y-%m-%d") if when is not None else "empty"
     table = pa.Table.from_pandas(scores.assign(run_id=run_id)[COLUMNS], preserve_index=False)
@@ -34,18 +39,45 @@ def append(ledger: Path, run_id: str, scores: pd.DataFrame, scored_at=None) -> P
     for i, field in enumerate(table.schema):
         if pa.types.is_large_string(field.type) or pa.types.is_null(field.type):
             table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
-    pending = ledger / f"scored_date={day}" / f".{run_id}.parquet{PENDING}"
     # Sorted by lead, in row groups of 64k: a lead's history then reads one row group per run, found by the
-    # groups' min/max statistics, instead of every row of every run.
-    with atomic_write(pending) as tmp:
-        pq.write_table(table.sort_by("lead_id"), tmp, row_group_size=ROW_GROUP)
+    # groups' min/max statistics, instead of every row of every run. Parts cut the sorted rows, so each part's
+    # statistics bound its leads too.
+    table = table.sort_by("lead_id")
+    folder = ledger / f"scored_date={day}"
+    if client is None or table.num_rows <= rows_per_part:
+        pending = folder / f".{run_id}.parquet{PENDING}"
+        _write_sorted(table, pending)
+        return [pending]
+    pieces = [table.slice(start, rows_per_part) for start in range(0, table.num_rows, rows_per_part)]
+    pending = [folder / f".{run_id}.part-{i:05d}.parquet{PENDING}" for i in range(len(pieces))]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        client.gather(client.map(_write_sorted, client.scatter(pieces, hash=False), pending, pure=False))
+    except BaseException:
+        for path in pending:
+            path.unlink(missing_ok=True)
+        raise
     return pending
 
 
-def commit(pending: Path) -> Path:
-    final = pending.with_name(pending.name.removeprefix(".").removesuffix(PENDING))
-    os.replace(pending, final)
-    return final
+def _write_sorted(table: pa.Table, pending: Path) -> None:
+    with atomic_write(pending) as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP)
+
+
+def commit(pending: list[Path]) -> list[Path]:
+    """Make a run's pending files visible."""
+    finals = []
+    for path in pending:
+        final = path.with_name(path.name.removeprefix(".").removesuffix(PENDING))
+        os.replace(path, final)
+        finals.append(final)
+    return finals
+
+
+def _run_of(name: str) -> str:
+    """The run id a ledger file holds rows of: ``[.]<run_id>[.part-NNNNN].parquet[.pending]``."""
+    return re.sub(r"(\.part-\d+)?\.parquet$", "", name.removeprefix(".").removesuffix(PENDING))
 
 
 def reconcile(ledger: Path, published_run: str | None) -> tuple[list[str], list[str]]:
@@ -55,22 +87,21 @@ def reconcile(ledger: Path, published_run: str | None) -> tuple[list[str], list[
     if not ledger.is_dir():
         return committed, dropped
     for pending in sorted(ledger.glob(f"scored_date=*/.*.parquet{PENDING}")):
-        run_id = pending.name.removeprefix(".").removesuffix(f".parquet{PENDING}")
+        run_id = _run_of(pending.name)
         if run_id == published_run:
-            commit(pending)
+            commit([pending])
             committed.append(run_id)
         else:
             pending.unlink()
             dropped.append(run_id)
-    return committed, dropped
+    return list(dict.fromkeys(committed)), list(dict.fromkeys(dropped))
 
 
 def recorded_runs(ledger: Path) -> set[str]:
     """Every run the ledger holds rows of (pending ones included)."""
     if not ledger.is_dir():
         return set()
-    return {p.name.removeprefix(".").removesuffix(PENDING).removesuffix(".parquet")
-            for p in ledger.glob("scored_date=*/*") if p.name.endswith((".parquet", PENDING))}
+    return {_run_of(p.name) for p in ledger.glob("scored_date=*/*") if p.name.endswith((".parquet", PENDING))}
 
 
 def _dataset(ledger: Path) -> ds.Dataset | None:

@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingest.canonical import part_name
+from leadscore.config import ROWS_PER_PART
 from leadscore.paths import read_latest, with_filename, write_text_atomic
 from leadscore.spreadsheet import write_csv
 
@@ -51,7 +53,11 @@ def publish_run(root: Path, run_id: str, writers: dict[str, Writer], manifest: d
                 write(tmp / name)
             except OSError as exc:
                 raise with_filename(exc, final / name) from exc
-            files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+            # A dataset written in parts is a folder: each of its files is listed.
+            written = [tmp / name] if not (tmp / name).is_dir() else sorted(
+                p for p in (tmp / name).rglob("*") if p.is_file())
+            for path in written:
+                files[path.relative_to(tmp).as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         body = {**manifest, "run_id": run_id, "files": files}
         (tmp / "manifest.json").write_text(json.dumps(body, indent=2, default=str), encoding="utf-8")
         _fsync_dir(tmp)
@@ -110,12 +116,55 @@ def _fsync_dir(folder: Path) -> None:
                 os.fsync(fh.fileno())
 
 
-def frame_writers(frame: pd.DataFrame, stem: str, csv: bool = True, parquet: bool = True) -> dict[str, Writer]:
-    """Writers for one frame as CSV (spreadsheet-safe, see leadscore.spreadsheet) and Parquet (values as they are)."""
+def frame_writers(frame: pd.DataFrame, stem: str, csv: bool = True, parquet: bool = True, client=None,
+                  rows_per_part: int = ROWS_PER_PART) -> dict[str, Writer]:
+    """Writers for one frame as CSV (spreadsheet-safe, see leadscore.spreadsheet) and Parquet (values as they are).
+    With a Dask ``client`` and more than ``rows_per_part`` rows, the workers write it in parts of consecutive rows:
+    the Parquet file becomes a dataset (a folder of parts, read as one table in row order), the CSV one file
+    joined from the parts."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    if client is not None and table.num_rows > rows_per_part:
+        parts = _Parts(client, table, rows_per_part)
+        return {**({f"{stem}.csv": parts.write_csv} if csv else {}),
+                **({f"{stem}.parquet": parts.write_parquet} if parquet else {})}
     writers: dict[str, Writer] = {}
     if csv:
         writers[f"{stem}.csv"] = lambda path: write_csv(table, path)
     if parquet:
         writers[f"{stem}.parquet"] = lambda path: pq.write_table(table, path)
     return writers
+
+
+class _Parts:
+    """A table cut into runs of consecutive rows, sent to the workers once (on first use) and written there."""
+
+    def __init__(self, client, table: pa.Table, rows_per_part: int):
+        self.client, self.table, self.rows = client, table, rows_per_part
+        self._futures = None
+
+    def futures(self) -> list:
+        if self._futures is None:
+            pieces = [self.table.slice(start, self.rows) for start in range(0, self.table.num_rows, self.rows)]
+            self._futures = self.client.scatter(pieces, hash=False)
+        return self._futures
+
+    def write_parquet(self, folder: Path) -> None:
+        folder.mkdir()
+        futures = self.futures()
+        paths = [folder / part_name(i) for i in range(len(futures))]
+        self.client.gather(self.client.map(pq.write_table, futures, paths, pure=False))
+
+    def write_csv(self, path: Path) -> None:
+        """Each worker writes its rows (the first part with the header); the parts are then joined in order."""
+        futures = self.futures()
+        pieces = [path.with_name(f".{path.name}.part-{i:05d}") for i in range(len(futures))]
+        try:
+            self.client.gather(self.client.map(write_csv, futures, pieces, [i == 0 for i in range(len(futures))],
+                                               pure=False))
+            with path.open("wb") as out:
+                for piece in pieces:
+                    with piece.open("rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 20)
+        finally:
+            for piece in pieces:
+                piece.unlink(missing_ok=True)

@@ -6,9 +6,15 @@ longer scored (closed since) stay with their last score and ``scored_at``.
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pandas as pd
 
+from leadscore.config import ROWS_PER_PART
 from leadscore.errors import DataError
+
+log = logging.getLogger("leadscore")
 
 COLUMNS = {"lead_id": "text", "probability": "float", "score": "int", "tier": "text", "rank": "int",
            "reasons": "text", "route": "text", "model_version": "text", "scored_at": "time", "run_id": "text"}
@@ -24,19 +30,20 @@ def _table(name: str, metadata):
     return Table(name, metadata, *cols)
 
 
-def _upsert_statement(dialect: str, table):
+def _upsert_statement(dialect: str, table, source=None):
+    """Insert-or-update of ``table``'s rows by lead_id: of the rows given to execute, or of ``source`` (a select
+    of the columns in order)."""
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect in ("mysql", "mariadb"):
         from sqlalchemy.dialects.mysql import insert
-
-        stmt = insert(table)
-        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in COLUMNS if c != "lead_id"})
     else:
         raise DataError(f"publish.sql_url: the {dialect} database has no upsert here; use sqlite, postgresql or mysql")
-    stmt = insert(table)
+    stmt = insert(table) if source is None else insert(table).from_select(list(COLUMNS), source)
+    if dialect in ("mysql", "mariadb"):
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in COLUMNS if c != "lead_id"})
     return stmt.on_conflict_do_update(index_elements=["lead_id"],
                                       set_={c: stmt.excluded[c] for c in COLUMNS if c != "lead_id"})
 
@@ -66,21 +73,45 @@ def check_connection(url: str) -> None:
     engine.dispose()
 
 
-def upsert_scores(url: str, table_name: str, scores: pd.DataFrame, run_id: str) -> int:
-    """Insert new leads and update known ones; returns the rows written."""
-    from sqlalchemy import MetaData, create_engine
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+def _engine(url: str):
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
-        engine = create_engine(url)
+        # SQLite lets one writer in at a time: the workers' parts wait their turn rather than fail.
+        wait = {"connect_args": {"timeout": 600}} if make_url(url).get_backend_name() == "sqlite" else {}
+        return create_engine(url, **wait)
     except (ArgumentError, ImportError) as exc:
         raise DataError(f"publish.sql_url: cannot use {_shown(url)!r}: {exc}") from None
-    table = _table(table_name, MetaData())
+
+
+def _records(scores: pd.DataFrame, run_id: str) -> list[dict]:
     frame = scores.assign(run_id=run_id)[list(COLUMNS)]
     frame = frame.astype({"probability": float, "score": int, "rank": int, "reasons": object})
     frame["reasons"] = frame["reasons"].where(frame["reasons"].notna(), None)  # NULL, not NaN
     frame["scored_at"] = pd.Series(frame["scored_at"].dt.to_pydatetime(), index=frame.index, dtype=object)
-    records = frame.to_dict("records")
+    return frame.to_dict("records")
+
+
+def _failed(table_name: str, exc) -> DataError:
+    return DataError(f"publish.sql_url: writing table {table_name} failed, nothing was changed: "
+                     f"{str(exc).splitlines()[0]}")
+
+
+def upsert_scores(url: str, table_name: str, scores: pd.DataFrame, run_id: str, client=None,
+                  rows_per_part: int = ROWS_PER_PART) -> int:
+    """Insert new leads and update known ones, in one transaction; returns the rows written. With a Dask
+    ``client`` and more than ``rows_per_part`` rows, the workers first load the rows in parts into a staging
+    table of this run, and one transaction then upserts them from there: the table changes all at once."""
+    from sqlalchemy import MetaData
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if client is not None and len(scores) > rows_per_part:
+        return _upsert_in_parts(client, url, table_name, scores, run_id, rows_per_part)
+    engine = _engine(url)
+    table = _table(table_name, MetaData())
+    records = _records(scores, run_id)
     try:
         with engine.begin() as conn:  # one transaction: all rows or none
             table.create(conn, checkfirst=True)
@@ -88,8 +119,59 @@ def upsert_scores(url: str, table_name: str, scores: pd.DataFrame, run_id: str) 
             for start in range(0, len(records), CHUNK):
                 conn.execute(stmt, records[start:start + CHUNK])
     except SQLAlchemyError as exc:
-        raise DataError(f"publish.sql_url: writing table {table_name} failed, nothing was changed: "
-                        f"{str(exc).splitlines()[0]}") from None
+        raise _failed(table_name, exc) from None
     finally:
         engine.dispose()
     return len(records)
+
+
+def staging_name(table_name: str, run_id: str) -> str:
+    """The table a run's parts are loaded into before the upsert (63 characters at most, PostgreSQL's limit)."""
+    return f"{table_name}_staging_{re.sub(r'[^0-9A-Za-z]', '_', run_id)}"[:63]
+
+
+def _load_part(url: str, staging: str, scores: pd.DataFrame, run_id: str) -> int:
+    """On a worker: one part's rows into the staging table, in a transaction of its own."""
+    from sqlalchemy import MetaData
+
+    engine = _engine(url)
+    table = _table(staging, MetaData())
+    records = _records(scores, run_id)
+    try:
+        with engine.begin() as conn:
+            for start in range(0, len(records), CHUNK):
+                conn.execute(table.insert(), records[start:start + CHUNK])
+    finally:
+        engine.dispose()
+    return len(records)
+
+
+def _upsert_in_parts(client, url: str, table_name: str, scores: pd.DataFrame, run_id: str, rows_per_part: int) -> int:
+    from sqlalchemy import MetaData, select, true
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = _engine(url)
+    metadata = MetaData()
+    table, staging = _table(table_name, metadata), _table(staging_name(table_name, run_id), metadata)
+    try:
+        with engine.begin() as conn:
+            staging.drop(conn, checkfirst=True)  # left by a run killed while loading
+            staging.create(conn)
+        parts = [scores.iloc[start:start + rows_per_part] for start in range(0, len(scores), rows_per_part)]
+        loaded = sum(client.gather(client.map(_load_part, [url] * len(parts), [staging.name] * len(parts),
+                                              client.scatter(parts, hash=False), [run_id] * len(parts), pure=False)))
+        with engine.begin() as conn:  # one transaction: all rows or none
+            table.create(conn, checkfirst=True)
+            # WHERE true: SQLite reads "SELECT ... ON CONFLICT" without a WHERE as a join's ON.
+            source = select(*(staging.c[c] for c in COLUMNS)).where(true())
+            conn.execute(_upsert_statement(engine.dialect.name, table, source))
+    except SQLAlchemyError as exc:
+        raise _failed(table_name, exc) from None
+    finally:
+        try:
+            with engine.begin() as conn:
+                staging.drop(conn, checkfirst=True)
+        except SQLAlchemyError:
+            log.warning("publish.sql_url: could not drop the staging table %s; drop it by hand", staging.name)
+        engine.dispose()
+    return loaded

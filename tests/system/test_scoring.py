@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from flows import steps
 from flows.cli import app
+from leadscore import cluster
+from leadscore.errors import DataError
 from leadscore.paths import Home, read_latest
 from serving import ledger
 from serving.crm_files import crm_reasons
@@ -238,3 +240,88 @@ def test_an_old_silent_lead_is_not_routed_ahead_of_a_young_engaged_one(scored_ho
         queue = {q["queue"]: q for q in summary["queues"]}["sdr-global"]
         assert queue["routed_earlier_today"] + queue["assigned_now"] == queue["capacity"]
     assert "+ " in young["reasons"] and " ago" in young["reasons"], young["reasons"]  # "Demo Request 2 days ago"
+
+
+def test_on_a_cluster_the_workers_write_the_same_publication_ledger_and_sql_rows_in_parts(trained_home, crm_medium,
+                                                                                        tmp_path):
+    """Issue 16, item 5: on the Dask engine (a real 2-worker LocalCluster) the scores, the CRM files, the ledger
+    and the SQL rows are written by the workers in parts of ``engine.rows_per_part`` rows. A reader sees what
+    the local engine publishes: one CSV in rank order, a Parquet dataset that reads as the same table, the same
+    ledger rows and the same SQL table, changed in one transaction."""
+    import sqlalchemy as sa
+
+    def sql(name):
+        return f'sql_url = "sqlite:///{tmp_path}/{name}.db"'
+
+    local = copy_home(trained_home, crm_medium, tmp_path / "local", publish=sql("local"))
+    dask = copy_home(trained_home, crm_medium, tmp_path / "dask", publish=sql("dask"),
+                     extra='\n[engine]\nkind = "dask"\nworkers = 2\nthreads = 1\nrows_per_part = 700\n')
+    assert dask.engine.rows_per_part == 700 and local.publish.crm  # the demo config writes every CRM's file
+    steps.score_step(local, "r1")
+    with cluster.session(dask.engine):  # one cluster for both runs on it
+        steps.score_step(dask, "r1")
+        here, there = read_latest(Home(local.home).scores), read_latest(Home(dask.home).scores)
+        scores = _published(here)
+        n = len(scores)
+        parts = -(-n // 700)
+        assert n > 2 * 700, n
+
+        # The Parquet dataset: a folder of parts that reads as the local file's table, row for row.
+        assert (there / "scores.parquet").is_dir()
+        assert sorted(p.name for p in (there / "scores.parquet").iterdir()) == [f"part-{i:05d}.parquet"
+                                                                                for i in range(parts)]
+        same = [c for c in scores.columns if c != "scored_at"]
+        pd.testing.assert_frame_equal(_published(there)[same], scores[same], check_exact=True)
+        # One CSV per file, joined from the workers' parts in rank order, with one header; the same cells.
+        for name in ("scores.csv", "crm/salesforce_leads.csv", "crm/dynamics_predictivescores.csv"):
+            a = pd.read_csv(here / name, dtype=str, keep_default_na=False)
+            b = pd.read_csv(there / name, dtype=str, keep_default_na=False)
+            pd.testing.assert_frame_equal(b.drop(columns=["scored_at"], errors="ignore"),
+                                          a.drop(columns=["scored_at"], errors="ignore"))
+        assert not list(there.rglob(".*"))  # no part left over
+        # The manifest lists every part with its checksum.
+        manifest = json.loads((there / "manifest.json").read_text())
+        listed = [f for f in manifest["files"] if f.startswith("scores.parquet/")]
+        assert len(listed) == parts and "scores.csv" in manifest["files"]
+        from serving.publish import sha256_file
+
+        assert all(manifest["files"][f]["sha256"] == sha256_file(there / f) for f in listed)
+
+        # The ledger: the same rows, in parts that each hold a run of lead ids, none pending.
+        rows_here = ledger.run_rows(Home(local.home).ledger, "r1").drop(columns=["scored_at", "scored_date"])
+        rows_there = ledger.run_rows(Home(dask.home).ledger, "r1").drop(columns=["scored_at", "scored_date"])
+        pd.testing.assert_frame_equal(rows_there.sort_values("lead_id", ignore_index=True),
+                                      rows_here.sort_values("lead_id", ignore_index=True), check_exact=True)
+        files = sorted(Home(dask.home).ledger.glob("scored_date=*/*"))
+        assert [f.name for f in files] == [f"r1.part-{i:05d}.parquet" for i in range(-(-len(rows_there) // 700))]
+        bounds = [pd.read_parquet(f, columns=["lead_id"])["lead_id"].agg(["min", "max"]).tolist() for f in files]
+        assert all(a[1] < b[0] for a, b in zip(bounds, bounds[1:]))
+        assert ledger.recorded_runs(Home(dask.home).ledger) == {"r1"}
+        lead = scores["lead_id"].iloc[0]
+        assert len(ledger.lead_history(Home(dask.home).ledger, lead)) == 1
+
+        # The SQL table: the same rows; the staging table the workers loaded is gone.
+        def table(name):
+            engine = sa.create_engine(f"sqlite:///{tmp_path}/{name}.db")
+            with engine.connect() as conn:
+                rows = pd.read_sql("SELECT * FROM lead_scores ORDER BY lead_id", conn)
+            names = sa.inspect(engine).get_table_names()
+            engine.dispose()
+            return rows.drop(columns=["scored_at"]), names
+
+        (a, _), (b, names) = table("local"), table("dask")
+        pd.testing.assert_frame_equal(b, a)
+        assert names == ["lead_scores"] and len(b) == n
+
+        # A second run whose upsert the database refuses for one lead: nothing of it reaches the table, and the
+        # staging table is dropped.
+        engine = sa.create_engine(f"sqlite:///{tmp_path}/dask.db")
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE TRIGGER refuse BEFORE UPDATE ON lead_scores WHEN NEW.lead_id = '{lead}' "
+                                 "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"))
+        with pytest.raises(DataError, match="nothing was changed: .*refused by a trigger"):
+            steps.score_step(dask, "r2")
+        assert table("dask")[1] == ["lead_scores"]
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT DISTINCT run_id FROM lead_scores")).scalars().all() == ["r1"]
+        engine.dispose()
