@@ -409,7 +409,8 @@ def _check_address(value: str) -> str:
     return value
 
 
-# Rows a worker writes in one part of a published file, the ledger or the SQL staging table (about 60 MB of CSV).
+# Open leads a worker scores in one task, and rows it writes in one part of a published file, the ledger or the SQL
+# staging table (about 60 MB of CSV).
 ROWS_PER_PART = 250_000
 
 
@@ -426,7 +427,8 @@ class EngineConfig(_Section):
     partitions: Int = Field(0, ge=0, le=100_000)
     # Boosters on more rows train across the workers (lightgbm.dask), their rounds picked on a sample this size.
     train_on_cluster_rows: Int = Field(2_000_000, ge=1000)
-    # Published files, ledger rows and SQL rows of more leads are written by the workers in parts of this many.
+    # Open leads per scoring task; published files, ledger rows and SQL rows of more leads are written by the
+    # workers in parts of this many.
     rows_per_part: Int = Field(ROWS_PER_PART, ge=100)
 
 

@@ -168,22 +168,27 @@ class LeadScorer:
 
     def predict_on(self, client, frame: pd.DataFrame, reason_tiers: tuple[str, ...] = ("A", "B"),
                    use_now: bool = True, rows_per_partition: int = 100_000) -> dict[str, np.ndarray]:
-        """:meth:`predict` partition by partition on a Dask cluster (``map_partitions`` over this very scorer,
-        sent to each worker once): every row is scored alone, so the result equals :meth:`predict`'s."""
-        import dask.dataframe as dd
-
+        """:meth:`predict` partition by partition on a Dask cluster (this very scorer, sent to each worker once;
+        the rows scattered to the workers, not embedded in the task graph): every row is scored alone, so the
+        result equals :meth:`predict`'s."""
         columns = [c for c in dict.fromkeys([*self.features, "campaign", "segment"]) if c in frame.columns]
-        parts = dd.from_pandas(frame[columns], npartitions=max(1, -(-len(frame) // rows_per_partition)), sort=False)
-        meta = _prediction_frame(frame[columns].head(2), self, reason_tiers, use_now).iloc[:0]
+        rows = frame[columns].reset_index(drop=True)
+        parts = [rows.iloc[start:start + rows_per_partition] for start in range(0, len(rows), rows_per_partition)]
         scattered = client.scatter(self, broadcast=True)
-        out = client.compute(parts.map_partitions(_prediction_frame, scattered, reason_tiers, use_now, meta=meta,
-                                                  align_dataframes=False)).result()
+        futures = client.map(_prediction_frame, client.scatter(parts, hash=False), scorer=scattered,
+                             reason_tiers=reason_tiers, use_now=use_now, pure=False)
+        out = pd.concat(client.gather(futures))
         return {c: out[c].to_numpy() for c in out.columns}
 
     def score(self, frame: pd.DataFrame, scored_at: datetime, reason_tiers: tuple[str, ...] = ("A", "B"),
               extra_columns: list[str] = (), use_now: bool = True, client=None) -> pd.DataFrame:
         """Scores in the published layout, highest probability first (rank 1); ties ordered by lead_id. With a
         Dask ``client``, the rows are scored on its workers."""
+        return ranked(self.rows(frame, scored_at, reason_tiers, extra_columns, use_now, client))
+
+    def rows(self, frame: pd.DataFrame, scored_at: datetime, reason_tiers: tuple[str, ...] = ("A", "B"),
+             extra_columns: list[str] = (), use_now: bool = True, client=None) -> pd.DataFrame:
+        """:meth:`score`'s rows in the order given, without ranks (parts scored apart are ranked together)."""
         pred = (self.predict(frame, reason_tiers, use_now) if client is None or len(frame) == 0 else
                 self.predict_on(client, frame, reason_tiers, use_now))
         out = pd.DataFrame({"lead_id": frame["lead_id"].to_numpy()})
@@ -191,10 +196,6 @@ class LeadScorer:
         out["fit"] = pred["fit"].round(6)
         out["score"] = pred["score"]
         out["tier"] = pred["tier"]
-        order = np.lexsort((out["lead_id"].to_numpy().astype(str), -out["probability"].to_numpy()))
-        rank = np.empty(len(out), np.int64)
-        rank[order] = np.arange(1, len(out) + 1)
-        out["rank"] = rank
         out["reasons"] = pred.get("reasons")
         out["fit_reasons"] = pred.get("fit_reasons")
         out["model_version"] = pred["model_version"]
@@ -202,7 +203,7 @@ class LeadScorer:
         for col in extra_columns:
             if col not in out.columns:
                 out[col] = frame[col].to_numpy()
-        return out.iloc[order].reset_index(drop=True)
+        return out
 
     def drift(self, frame: pd.DataFrame, probability: np.ndarray) -> dict[str, float] | None:
         """PSI per feature and for the score against the reference saved with the model (None for models
@@ -217,3 +218,11 @@ def _prediction_frame(part: pd.DataFrame, scorer: LeadScorer, reason_tiers: tupl
     pred = scorer.predict(part, reason_tiers, use_now)
     return pd.DataFrame({k: pd.Series(v, index=part.index, dtype=object if v.dtype == object else v.dtype)
                          for k, v in pred.items()})
+
+
+def ranked(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` highest probability first, ties by lead_id, with ``rank`` (1 = best) after the tier."""
+    order = np.lexsort((rows["lead_id"].to_numpy().astype(str), -rows["probability"].to_numpy()))
+    out = rows.drop(columns=["rank"], errors="ignore").iloc[order].reset_index(drop=True)
+    out.insert(out.columns.get_loc("tier") + 1, "rank", np.arange(1, len(out) + 1, dtype=np.int64))
+    return out

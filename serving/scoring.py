@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 
 from features.segments import segment_of
+from leadscore.cluster import total_threads
 from leadscore.config import Config
 from leadscore.contract import export_column, export_name
 from serving.ledger import changed_since
 from serving.routing import route_leads, routing_columns
+from serving.scorer import ranked
 
 
 # A lead's trend against its previous published probability: rising or falling once it moved by a quarter of
@@ -55,6 +57,35 @@ def open_lead_features(scorer, online, open_leads: pd.DataFrame, cfg: Config) ->
     return features
 
 
+def lead_inputs(scorer, online, open_leads: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """Each open lead's features, the lead columns published beside its score and ``input_hash``: everything
+    its score is made of. Lead by lead, so parts of the leads give the parts of the whole."""
+    features = open_lead_features(scorer, online, open_leads, cfg)
+    columns = published_columns(open_leads, cfg)
+    features[columns] = open_leads[columns].to_numpy()
+    features["input_hash"] = scorer.input_hash(features)  # for --since-last and the ledger, computed once
+    return features
+
+
+def published_columns(open_leads: pd.DataFrame, cfg: Config) -> list[str]:
+    """The lead columns published as they are: campaign, source and the configured passthrough columns. (A
+    passthrough named "campaign" or "source" is that role's own column: the config allows no other.)"""
+    passthrough = [export_column(c) for c in cfg.data.leads.passthrough if c not in ("campaign", "source")]
+    return [c for c in ("campaign", "source", *passthrough) if c in open_leads.columns]
+
+
+def to_rescore(keys: pd.DataFrame, scorer, seen: pd.DataFrame | None, before: pd.DataFrame | None) -> np.ndarray:
+    """Which leads (``keys``: lead_id, input_hash and segment if any) this run scores: all, or with ``seen``
+    (--since-last) those whose inputs or model changed and those the last publication lacks."""
+    if seen is None:
+        return np.ones(len(keys), bool)
+    labels = scorer.labels_for(keys["segment"]) if "segment" in keys else scorer.model_version
+    todo = keys.index.isin(changed_since(seen, keys, labels).index)
+    if before is not None:  # a lead missing from the last publication cannot be carried
+        return todo | ~keys["lead_id"].isin(before.index).to_numpy()
+    return np.ones(len(keys), bool)
+
+
 def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scored_at: datetime,
                      seen: pd.DataFrame | None = None, routed_today: pd.DataFrame | None = None,
                      previous: pd.DataFrame | None = None, client=None) -> ScoredLeads:
@@ -62,38 +93,28 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
     saves, so batch and real-time scores cannot differ). ``previous``: the last published scores (export names),
     for each lead's trend. With ``seen`` (each lead's inputs as last published), only leads whose inputs or model
     changed are scored; the others keep their previous published row. Every open lead is published and routed;
-    routing respects today's earlier routes. With a Dask ``client``, the scorer runs on its workers."""
-    features = open_lead_features(scorer, online, open_leads, cfg)
-    # A passthrough named "campaign" or "source" is that role's own column (the config allows no other), which is
-    # published anyway.
-    passthrough = [export_column(c) for c in cfg.data.leads.passthrough if c not in ("campaign", "source")]
-    extra = [c for c in ("campaign", "source", *passthrough) if c in open_leads.columns]
-    features[extra] = open_leads[extra].to_numpy()
-    features["input_hash"] = scorer.input_hash(features)  # for --since-last and the ledger, computed once
+    routing respects today's earlier routes. With a Dask ``client``, the workers build the features and score
+    them, part by part; ranks, trends and routes are set here."""
     before = (previous.drop_duplicates("lead_id").set_index("lead_id") if previous is not None and len(previous)
               else None)
-    todo = features
-    if seen is not None:
-        todo = changed_since(seen, features, scorer.labels_for(features["segment"]) if "segment" in features
-                             else scorer.model_version)
-        if before is not None:  # a lead missing from the last publication cannot be carried
-            todo = features[features.index.isin(todo.index) | ~features["lead_id"].isin(before.index)]
-        else:
-            todo = features
-    scores = scorer.score(todo, scored_at, cfg.scoring.reason_tiers, extra_columns=[*extra, "input_hash"],
-                          client=client)
-    scores = scores.rename(columns=export_name)
-    unchanged = len(features) - len(todo)
+    extra = [*published_columns(open_leads, cfg), "input_hash"]
+    tiers = cfg.scoring.reason_tiers
+    if client is None or open_leads.empty:
+        features = lead_inputs(scorer, online, open_leads, cfg)
+        keys = _keys(features)
+        todo = to_rescore(keys, scorer, seen, before)
+        scores = scorer.rows(features[todo], scored_at, tiers, extra_columns=extra)
+    else:
+        keys, todo, scores = _score_on_cluster(client, scorer, online, open_leads, cfg, scored_at, seen, before)
+    scores = ranked(scores).rename(columns=export_name)
+    unchanged = int((~todo).sum())
     scores["rescored"] = True
     if unchanged:
-        kept = features.loc[~features.index.isin(todo.index), ["lead_id", "input_hash"]]
+        kept = keys.loc[~todo, ["lead_id", "input_hash"]]
         carried = before.reindex(kept["lead_id"].to_numpy()).reset_index()
         carried["input_hash"] = kept["input_hash"].to_numpy()
         carried = carried.reindex(columns=scores.columns).assign(rescored=False)
-        scores = pd.concat([scores, carried], ignore_index=True)
-        order = np.lexsort((scores["lead_id"].to_numpy().astype(str), -scores["probability"].to_numpy()))
-        scores = scores.iloc[order].reset_index(drop=True)
-        scores["rank"] = np.arange(1, len(scores) + 1)
+        scores = ranked(pd.concat([scores, carried], ignore_index=True))
     # Every row against its previous published one, rescored or carried (a carried row has not moved: steady).
     earlier = (before["probability"].reindex(scores["lead_id"].to_numpy()).to_numpy(np.float64)
                if before is not None else np.full(len(scores), np.nan))
@@ -103,7 +124,45 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
     route, queues = route_leads(scores, routing_columns(cfg.routing, cfg.data.leads, open_leads, scores["lead_id"]),
                                 cfg.routing, routed_today)
     scores.insert(scores.columns.get_loc("fit_reasons") + 1, "route", route)
-    return ScoredLeads(scores, queues, len(features), unchanged, rescored)
+    return ScoredLeads(scores, queues, len(keys), unchanged, rescored)
+
+
+def _score_on_cluster(client, scorer, online, open_leads: pd.DataFrame, cfg: Config, scored_at: datetime,
+                      seen: pd.DataFrame | None, before: pd.DataFrame | None):
+    """The workers build the open leads' features from the snapshot (sent to each once, with the scorer), in parts
+    of at most ``engine.rows_per_part`` leads, and keep them. Only each lead's input hash comes here, to choose the
+    leads to rescore; the workers then score those. The features never cross to the driver. Returns (keys, todo,
+    unranked score rows)."""
+    # At most rows_per_part leads a task, and as many tasks on every worker thread, so none waits for the last.
+    threads = total_threads(client)
+    tasks = -(-len(open_leads) // cfg.engine.rows_per_part)
+    step = -(-len(open_leads) // (-(-tasks // threads) * threads))
+    parts = [open_leads.iloc[start:start + step] for start in range(0, len(open_leads), step)]
+    shared = client.scatter([scorer, online, cfg], broadcast=True, hash=False)
+    inputs = client.map(_inputs_part, client.scatter(parts, hash=False), scorer=shared[0], online=shared[1],
+                        cfg=shared[2], pure=False)
+    key_parts = client.gather(client.map(_keys, inputs, pure=False))
+    keys = pd.concat(key_parts, ignore_index=True)
+    todo = to_rescore(keys, scorer, seen, before)
+    bounds = np.cumsum([0, *(len(k) for k in key_parts)])
+    picks = [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    extra = [*published_columns(open_leads, cfg), "input_hash"]
+    scored = client.gather(client.map(_score_part, inputs, picks, scorer=shared[0], scored_at=scored_at,
+                                      tiers=cfg.scoring.reason_tiers, extra=extra, pure=False))
+    return keys, todo, pd.concat(scored, ignore_index=True)
+
+
+def _inputs_part(leads: pd.DataFrame, scorer, online, cfg: Config) -> pd.DataFrame:
+    return lead_inputs(scorer, online, leads, cfg)
+
+
+def _keys(features: pd.DataFrame) -> pd.DataFrame:
+    """What choosing the leads to rescore reads."""
+    return features[[c for c in ("lead_id", "input_hash", "segment") if c in features.columns]]
+
+
+def _score_part(features: pd.DataFrame, pick: np.ndarray, scorer, scored_at: datetime, tiers, extra) -> pd.DataFrame:
+    return scorer.rows(features[pick], scored_at, tiers, extra_columns=extra)
 
 
 def scores_manifest(run: ScoredLeads, scorer, cfg: Config, ingest: dict, feature_counts: dict, as_of: str,

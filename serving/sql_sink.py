@@ -147,7 +147,7 @@ def _load_part(url: str, staging: str, scores: pd.DataFrame, run_id: str) -> int
 
 
 def _upsert_in_parts(client, url: str, table_name: str, scores: pd.DataFrame, run_id: str, rows_per_part: int) -> int:
-    from sqlalchemy import MetaData, select, true
+    from sqlalchemy import MetaData, Table, inspect, select, true
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = _engine(url)
@@ -155,7 +155,11 @@ def _upsert_in_parts(client, url: str, table_name: str, scores: pd.DataFrame, ru
     table, staging = _table(table_name, metadata), _table(staging_name(table_name, run_id), metadata)
     try:
         with engine.begin() as conn:
-            staging.drop(conn, checkfirst=True)  # left by a run killed while loading
+            # Staging tables of this table left by a run killed while loading (runs of one home take turns).
+            for name in inspect(conn).get_table_names():
+                if name.startswith(f"{table_name}_staging_"):
+                    Table(name, metadata).drop(conn)
+                    log.warning("publish.sql_url: dropped %s, left by a run that was stopped while loading", name)
             staging.create(conn)
         parts = [scores.iloc[start:start + rows_per_part] for start in range(0, len(scores), rows_per_part)]
         loaded = sum(client.gather(client.map(_load_part, [url] * len(parts), [staging.name] * len(parts),

@@ -258,6 +258,10 @@ def test_on_a_cluster_the_workers_write_the_same_publication_ledger_and_sql_rows
                      extra='\n[engine]\nkind = "dask"\nworkers = 2\nthreads = 1\nrows_per_part = 700\n')
     assert dask.engine.rows_per_part == 700 and local.publish.crm  # the demo config writes every CRM's file
     steps.score_step(local, "r1")
+    left = sa.create_engine(f"sqlite:///{tmp_path}/dask.db")  # a staging table of a run killed while loading
+    with left.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE lead_scores_staging_killed (lead_id TEXT)"))
+    left.dispose()
     with cluster.session(dask.engine):  # one cluster for both runs on it
         steps.score_step(dask, "r1")
         here, there = read_latest(Home(local.home).scores), read_latest(Home(dask.home).scores)
@@ -300,7 +304,7 @@ def test_on_a_cluster_the_workers_write_the_same_publication_ledger_and_sql_rows
         lead = scores["lead_id"].iloc[0]
         assert len(ledger.lead_history(Home(dask.home).ledger, lead)) == 1
 
-        # The SQL table: the same rows; the staging table the workers loaded is gone.
+        # The SQL table: the same rows; the staging tables, this run's and the killed run's, are gone.
         def table(name):
             engine = sa.create_engine(f"sqlite:///{tmp_path}/{name}.db")
             with engine.connect() as conn:
@@ -319,8 +323,13 @@ def test_on_a_cluster_the_workers_write_the_same_publication_ledger_and_sql_rows
         with engine.begin() as conn:
             conn.execute(sa.text(f"CREATE TRIGGER refuse BEFORE UPDATE ON lead_scores WHEN NEW.lead_id = '{lead}' "
                                  "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"))
+        # (With --since-last: nothing changed, so every row is carried from r1, the cluster scoring none.)
         with pytest.raises(DataError, match="nothing was changed: .*refused by a trigger"):
-            steps.score_step(dask, "r2")
+            steps.score_step(dask, "r2", since_last=True)
+        carried = read_latest(Home(dask.home).scores)
+        assert carried.name == "r2"
+        assert json.loads((carried / "manifest.json").read_text())["rows"]["unchanged_since_last"] == n
+        pd.testing.assert_frame_equal(_published(carried)[same], scores[same].assign(trend="steady"), check_exact=True)
         assert table("dask")[1] == ["lead_scores"]
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT DISTINCT run_id FROM lead_scores")).scalars().all() == ["r1"]
