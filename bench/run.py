@@ -188,6 +188,20 @@ def dask_run_cases(leads: int, command: str = "run") -> list[dict]:
     return rows
 
 
+def dask_score_cases(leads: int) -> list[dict]:
+    """`leadscore score` alone with each engine, in the homes `leadscore run` left (:func:`dask_run_cases`): every
+    open lead scored and published again by the same champion."""
+    rows = []
+    for engine in ("local", "dask"):
+        path = WORK / f"run-{leads}-{engine}.toml"
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: run `python bench/run.py --only dask-run` first")
+        rows.append(measure(f"score after run on {leads:,} leads, {engine} engine" + (" (LocalCluster 2 x 1 thread)"
+                                                                                      if engine == "dask" else ""),
+                            [*CLI, "score", "--config", str(path)]))
+    return rows
+
+
 def update_results(rows: list[dict], machine: dict | None = None) -> int:
     """Replace the rows of the cases measured now (each stamped with when), keep the others."""
     path = ROOT / "results.json"
@@ -208,7 +222,7 @@ def main() -> int:
     parser.add_argument("--demo", type=int, default=100_000, help="leads in the demo case")
     parser.add_argument("--huge", type=int, default=10_000_000,
                         help="leads in the largest features case (0 skips it; preparing it needs about 17 GB)")
-    parser.add_argument("--only", choices=["api", "contention", "dask", "dask-run", "dask-ingest"],
+    parser.add_argument("--only", choices=["api", "contention", "dask", "dask-run", "dask-ingest", "dask-score"],
                         help="re-measure only these cases (api: after a full run) and update their rows in results.json")
     args = parser.parse_args()
     if args.only == "api":
@@ -221,6 +235,8 @@ def main() -> int:
         return update_results(dask_run_cases(args.big))
     if args.only == "dask-ingest":
         return update_results(dask_run_cases(args.big, "ingest"))
+    if args.only == "dask-score":
+        return update_results(dask_score_cases(args.big))
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     rows = []
@@ -243,6 +259,7 @@ def main() -> int:
     rows.extend(dask_cases(_dask_sizes(args.big, args.huge), {}))
     rows.extend(dask_run_cases(args.big, "ingest"))
     rows.extend(dask_run_cases(args.big))
+    rows.extend(dask_score_cases(args.big))
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
                "platform": platform.platform()}
     code = update_results(rows, machine)  # a case not run this time (--huge 0) keeps its last row
