@@ -102,3 +102,22 @@ def _quiet_stdout() -> None:
 
 def total_threads(client) -> int:
     return sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()) or 1
+
+
+def send_parts(client, parts: list) -> list:
+    """``parts`` placed on the workers, straight (not through the scheduler), each once and unhashed: parts that
+    look equal to Dask's tokenizer (pyarrow slices of one length) are not merged into one."""
+    return client.scatter(parts, hash=False, direct=True)
+
+
+def map_parts(client, fn, parts: list, *args, **kwargs) -> list:
+    """``fn(part, *args, **kwargs)`` for each part (futures from :func:`send_parts`, or data, sent here) on the
+    workers, results in order. Every task ends, done or failed, before this returns or raises, so a caller that
+    cleans up after a failure does not race a task still writing."""
+    from distributed import Future, wait
+
+    if not all(isinstance(p, Future) for p in parts):
+        parts = send_parts(client, parts)
+    futures = client.map(fn, parts, *args, pure=False, **kwargs)
+    wait(futures)
+    return client.gather(futures)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.canonical import part_name
+from leadscore.cluster import map_parts, send_parts
 from leadscore.config import ROWS_PER_PART
 from leadscore.paths import read_latest, with_filename, write_text_atomic
 from leadscore.spreadsheet import write_csv
@@ -136,31 +137,31 @@ def frame_writers(frame: pd.DataFrame, stem: str, csv: bool = True, parquet: boo
 
 
 class _Parts:
-    """A table cut into runs of consecutive rows, sent to the workers once (on first use) and written there."""
+    """A table cut into runs of consecutive rows, written by the workers."""
 
     def __init__(self, client, table: pa.Table, rows_per_part: int):
         self.client, self.table, self.rows = client, table, rows_per_part
-        self._futures = None
+        self._pieces = None
 
-    def futures(self) -> list:
-        if self._futures is None:
-            pieces = [self.table.slice(start, self.rows) for start in range(0, self.table.num_rows, self.rows)]
-            self._futures = self.client.scatter(pieces, hash=False)
-        return self._futures
+    @property
+    def pieces(self) -> list:
+        """The parts on the workers: sent on first use, once for every file written from them."""
+        if self._pieces is None:
+            starts = range(0, self.table.num_rows, self.rows)
+            self._pieces = send_parts(self.client, [self.table.slice(start, self.rows) for start in starts])
+        return self._pieces
 
     def write_parquet(self, folder: Path) -> None:
         folder.mkdir()
-        futures = self.futures()
-        paths = [folder / part_name(i) for i in range(len(futures))]
-        self.client.gather(self.client.map(pq.write_table, futures, paths, pure=False))
+        pieces = self.pieces
+        map_parts(self.client, _write_parquet, pieces, [folder / part_name(i) for i in range(len(pieces))])
 
     def write_csv(self, path: Path) -> None:
         """Each worker writes its rows (the first part with the header); the parts are then joined in order."""
-        futures = self.futures()
-        pieces = [path.with_name(f".{path.name}.part-{i:05d}") for i in range(len(futures))]
+        parts = self.pieces
+        pieces = [path.with_name(f".{path.name}.part-{i:05d}") for i in range(len(parts))]
         try:
-            self.client.gather(self.client.map(write_csv, futures, pieces, [i == 0 for i in range(len(futures))],
-                                               pure=False))
+            map_parts(self.client, _write_csv, parts, pieces, [i == 0 for i in range(len(pieces))])
             with path.open("wb") as out:
                 for piece in pieces:
                     with piece.open("rb") as fh:
@@ -168,3 +169,11 @@ class _Parts:
         finally:
             for piece in pieces:
                 piece.unlink(missing_ok=True)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path)
+
+
+def _write_csv(table: pa.Table, path: Path, header: bool) -> None:
+    write_csv(table, path, header)

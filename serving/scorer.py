@@ -7,6 +7,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from leadscore.cluster import map_parts
 from leadscore.errors import DataError
 
 
@@ -174,10 +175,9 @@ class LeadScorer:
         columns = [c for c in dict.fromkeys([*self.features, "campaign", "segment"]) if c in frame.columns]
         rows = frame[columns].reset_index(drop=True)
         parts = [rows.iloc[start:start + rows_per_partition] for start in range(0, len(rows), rows_per_partition)]
-        scattered = client.scatter(self, broadcast=True)
-        futures = client.map(_prediction_frame, client.scatter(parts, hash=False), scorer=scattered,
-                             reason_tiers=reason_tiers, use_now=use_now, pure=False)
-        out = pd.concat(client.gather(futures))
+        scattered = client.scatter(self, broadcast=True, hash=False, direct=True)
+        out = pd.concat(map_parts(client, _prediction_frame, parts, scorer=scattered, reason_tiers=reason_tiers,
+                                  use_now=use_now))
         return {c: out[c].to_numpy() for c in out.columns}
 
     def score(self, frame: pd.DataFrame, scored_at: datetime, reason_tiers: tuple[str, ...] = ("A", "B"),

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.segments import segment_of
-from leadscore.cluster import total_threads
+from leadscore.cluster import send_parts, total_threads
 from leadscore.config import Config
 from leadscore.contract import export_column, export_name
 from serving.ledger import changed_since
@@ -105,7 +105,7 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
         todo = to_rescore(keys, scorer, seen, before)
         scores = scorer.rows(features[todo], scored_at, tiers, extra_columns=extra)
     else:
-        keys, todo, scores = _score_on_cluster(client, scorer, online, open_leads, cfg, scored_at, seen, before)
+        keys, todo, scores = _score_on_cluster(client, scorer, online, open_leads, cfg, scored_at, seen, before, extra)
     scores = ranked(scores).rename(columns=export_name)
     unchanged = int((~todo).sum())
     scores["rescored"] = True
@@ -128,7 +128,7 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
 
 
 def _score_on_cluster(client, scorer, online, open_leads: pd.DataFrame, cfg: Config, scored_at: datetime,
-                      seen: pd.DataFrame | None, before: pd.DataFrame | None):
+                      seen: pd.DataFrame | None, before: pd.DataFrame | None, extra: list[str]):
     """The workers build the open leads' features from the snapshot (sent to each once, with the scorer), in parts
     of at most ``engine.rows_per_part`` leads, and keep them. Only each lead's input hash comes here, to choose the
     leads to rescore; the workers then score those. The features never cross to the driver. Returns (keys, todo,
@@ -138,18 +138,18 @@ def _score_on_cluster(client, scorer, online, open_leads: pd.DataFrame, cfg: Con
     tasks = -(-len(open_leads) // cfg.engine.rows_per_part)
     step = -(-len(open_leads) // (-(-tasks // threads) * threads))
     parts = [open_leads.iloc[start:start + step] for start in range(0, len(open_leads), step)]
-    shared = client.scatter([scorer, online, cfg], broadcast=True, hash=False)
-    inputs = client.map(_inputs_part, client.scatter(parts, hash=False), scorer=shared[0], online=shared[1],
-                        cfg=shared[2], pure=False)
+    shared = client.scatter([scorer, online, cfg], broadcast=True, hash=False, direct=True)
+    inputs = client.map(_inputs_part, send_parts(client, parts), scorer=shared[0], online=shared[1], cfg=shared[2],
+                        pure=False)
     key_parts = client.gather(client.map(_keys, inputs, pure=False))
     keys = pd.concat(key_parts, ignore_index=True)
     todo = to_rescore(keys, scorer, seen, before)
     bounds = np.cumsum([0, *(len(k) for k in key_parts)])
     picks = [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    extra = [*published_columns(open_leads, cfg), "input_hash"]
     scored = client.gather(client.map(_score_part, inputs, picks, scorer=shared[0], scored_at=scored_at,
                                       tiers=cfg.scoring.reason_tiers, extra=extra, pure=False))
-    return keys, todo, pd.concat(scored, ignore_index=True)
+    # Parts with no lead to rescore left out: joined with empty frames, text columns would change type.
+    return keys, todo, pd.concat([part for part in scored if len(part)] or scored[:1], ignore_index=True)
 
 
 def _inputs_part(leads: pd.DataFrame, scorer, online, cfg: Config) -> pd.DataFrame:

@@ -6,11 +6,13 @@ longer scored (closed since) stay with their last score and ``scored_at``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
 import pandas as pd
 
+from leadscore.cluster import map_parts
 from leadscore.config import ROWS_PER_PART
 from leadscore.errors import DataError
 
@@ -126,12 +128,18 @@ def upsert_scores(url: str, table_name: str, scores: pd.DataFrame, run_id: str, 
 
 
 def staging_name(table_name: str, run_id: str) -> str:
-    """The table a run's parts are loaded into before the upsert (63 characters at most, PostgreSQL's limit)."""
-    return f"{table_name}_staging_{re.sub(r'[^0-9A-Za-z]', '_', run_id)}"[:63]
+    """The table a run's parts are loaded into before the upsert: the table's name (its first 40 characters, so
+    the whole fits PostgreSQL's 63) and a hash of the run id."""
+    return f"{table_name[:40]}_staging_{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
 
 
-def _load_part(url: str, staging: str, scores: pd.DataFrame, run_id: str) -> int:
-    """On a worker: one part's rows into the staging table, in a transaction of its own."""
+def _is_staging(name: str, table_name: str) -> bool:
+    return name != table_name and re.fullmatch(re.escape(table_name[:40]) + "_staging_[0-9a-f]{8}", name) is not None
+
+
+def _load_part(scores: pd.DataFrame, url, staging: str, run_id: str) -> int:
+    """On a worker: one part's rows into the staging table, in a transaction of its own. (``url``: a SQLAlchemy
+    URL, whose repr in a failed task's log hides the password.)"""
     from sqlalchemy import MetaData
 
     engine = _engine(url)
@@ -148,22 +156,24 @@ def _load_part(url: str, staging: str, scores: pd.DataFrame, run_id: str) -> int
 
 def _upsert_in_parts(client, url: str, table_name: str, scores: pd.DataFrame, run_id: str, rows_per_part: int) -> int:
     from sqlalchemy import MetaData, Table, inspect, select, true
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = _engine(url)
-    metadata = MetaData()
-    table, staging = _table(table_name, metadata), _table(staging_name(table_name, run_id), metadata)
+    created = False
     try:
+        metadata = MetaData()
+        table, staging = _table(table_name, metadata), _table(staging_name(table_name, run_id), metadata)
         with engine.begin() as conn:
             # Staging tables of this table left by a run killed while loading (runs of one home take turns).
             for name in inspect(conn).get_table_names():
-                if name.startswith(f"{table_name}_staging_"):
+                if _is_staging(name, table_name):
                     Table(name, metadata).drop(conn)
                     log.warning("publish.sql_url: dropped %s, left by a run that was stopped while loading", name)
             staging.create(conn)
+        created = True
         parts = [scores.iloc[start:start + rows_per_part] for start in range(0, len(scores), rows_per_part)]
-        loaded = sum(client.gather(client.map(_load_part, [url] * len(parts), [staging.name] * len(parts),
-                                              client.scatter(parts, hash=False), [run_id] * len(parts), pure=False)))
+        loaded = sum(map_parts(client, _load_part, parts, url=make_url(url), staging=staging.name, run_id=run_id))
         with engine.begin() as conn:  # one transaction: all rows or none
             table.create(conn, checkfirst=True)
             # WHERE true: SQLite reads "SELECT ... ON CONFLICT" without a WHERE as a join's ON.
@@ -173,9 +183,10 @@ def _upsert_in_parts(client, url: str, table_name: str, scores: pd.DataFrame, ru
         raise _failed(table_name, exc) from None
     finally:
         try:
-            with engine.begin() as conn:
-                staging.drop(conn, checkfirst=True)
+            if created:
+                with engine.begin() as conn:
+                    staging.drop(conn, checkfirst=True)
         except SQLAlchemyError:
-            log.warning("publish.sql_url: could not drop the staging table %s; drop it by hand", staging.name)
+            log.warning("publish.sql_url: could not drop the staging table %s; the next run drops it", staging.name)
         engine.dispose()
     return loaded

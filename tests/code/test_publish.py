@@ -45,3 +45,25 @@ def test_old_runs_are_pruned(tmp_path):
         publish_run(tmp_path, f"run{i}", frame_writers(_frame(), "scores", csv=False), {}, keep_runs=2)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run3", "run4"]
     assert (tmp_path / "LATEST").read_text().strip() == "run4"
+
+
+def test_a_run_written_in_parts_is_reconciled_as_one(tmp_path):
+    """The Dask engine writes a run's ledger rows as several pending parts: after a kill, the parts of the run that
+    became LATEST are all committed, those of a run that never did all dropped, each run named once."""
+    import pyarrow as pa
+
+    from serving import ledger
+
+    day = tmp_path / "scored_date=2026-01-01"
+    frame = _frame(4).assign(fit=0.1, score=10, tier="D", trend="new", route="nurture", reasons=None,
+                             fit_reasons=None, model_version="1", input_hash=0)
+    for run in ("r1", "r2"):
+        table = pa.Table.from_pandas(frame.assign(run_id=run)[ledger.COLUMNS], preserve_index=False)
+        for i, rows in enumerate((table.slice(0, 2), table.slice(2))):
+            ledger._write_sorted(rows, day / f".{run}.part-{i:05d}.parquet{ledger.PENDING}")
+    assert ledger.recorded_runs(tmp_path) == {"r1", "r2"}
+    assert ledger.run_rows(tmp_path, "r1").empty  # pending: hidden
+    assert ledger.reconcile(tmp_path, "r1") == (["r1"], ["r2"])
+    assert sorted(p.name for p in day.iterdir()) == ["r1.part-00000.parquet", "r1.part-00001.parquet"]
+    assert sorted(ledger.run_rows(tmp_path, "r1")["lead_id"]) == [f"L{i}" for i in range(4)]
+    assert ledger.recorded_runs(tmp_path) == {"r1"}

@@ -19,6 +19,7 @@ from leadscore.errors import DataError
 from leadscore.paths import Home, read_latest
 from serving import ledger
 from serving.crm_files import crm_reasons
+from serving.sql_sink import staging_name
 
 pytestmark = pytest.mark.slow
 
@@ -260,7 +261,7 @@ def test_on_a_cluster_the_workers_write_the_same_publication_ledger_and_sql_rows
     steps.score_step(local, "r1")
     left = sa.create_engine(f"sqlite:///{tmp_path}/dask.db")  # a staging table of a run killed while loading
     with left.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE lead_scores_staging_killed (lead_id TEXT)"))
+        conn.execute(sa.text(f"CREATE TABLE {staging_name('lead_scores', 'killed')} (lead_id TEXT)"))
     left.dispose()
     with cluster.session(dask.engine):  # one cluster for both runs on it
         steps.score_step(dask, "r1")
