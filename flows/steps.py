@@ -482,6 +482,8 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
                                  ledger.append(home.ledger, run_id, run.scores[run.rescored], scored_at, client,
                                                parts)))
         ledger.commit(pending)
+        files = sorted(writers)
+        writers.clear()  # the parts the workers wrote from are released
         save_snapshot(home.snapshot, *snapshot)
         sql_rows = None
         if cfg.publish.sql_url:
@@ -523,7 +525,7 @@ def score_step(cfg: Config, run_id: str, since_last: bool = False) -> dict:
         log.info("score: %s rows upserted into table %s", f"{sql_rows:,}", cfg.publish.sql_table)
     return {"published": str(folder), "run_id": run_id, "leads_scored": rows["scored"],
             "model_version": scorer.model_version, "rows": rows, "queues": manifest["queues"],
-            "tiers": manifest["tiers"], "drift": drift, "files": sorted(writers) + ["manifest.json"],
+            "tiers": manifest["tiers"], "drift": drift, "files": files + ["manifest.json"],
             "sql_rows": sql_rows}
 
 

@@ -77,9 +77,8 @@ def session(engine: EngineConfig) -> Iterator[object | None]:
                           "`dask scheduler` (and `dask worker ADDRESS`), or set engine.address = \"local\"") from None
     try:
         workers = client.scheduler_info(n_workers=-1)["workers"]
-        threads = sum(w["nthreads"] for w in workers.values())
         log.info("engine: Dask at %s, %d workers, %d threads; dashboard %s", client.scheduler.address, len(workers),
-                 threads, client.dashboard_link)
+                 total_threads(client), client.dashboard_link)
         _open.append(client)
         yield client
     finally:
