@@ -324,13 +324,22 @@ def test_on_a_cluster_the_workers_write_the_same_publication_ledger_and_sql_rows
         with engine.begin() as conn:
             conn.execute(sa.text(f"CREATE TRIGGER refuse BEFORE UPDATE ON lead_scores WHEN NEW.lead_id = '{lead}' "
                                  "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"))
-        # (With --since-last: nothing changed, so every row is carried from r1, the cluster scoring none.)
+        # The run is a --since-last one where r1's record of every third lead's inputs was changed: the workers
+        # rescore exactly those (in every part) and the driver carries the others.
+        inputs = there / "inputs.parquet"
+        seen = pd.read_parquet(inputs)
+        tampered = seen.index % 3 == 0
+        seen.loc[tampered, "input_hash"] += 1
+        seen.to_parquet(inputs)
         with pytest.raises(DataError, match="nothing was changed: .*refused by a trigger"):
             steps.score_step(dask, "r2", since_last=True)
-        carried = read_latest(Home(dask.home).scores)
-        assert carried.name == "r2"
-        assert json.loads((carried / "manifest.json").read_text())["rows"]["unchanged_since_last"] == n
-        pd.testing.assert_frame_equal(_published(carried)[same], scores[same].assign(trend="steady"), check_exact=True)
+        second = read_latest(Home(dask.home).scores)
+        assert second.name == "r2"
+        rows = json.loads((second / "manifest.json").read_text())["rows"]
+        assert rows["scored"] == tampered.sum() and rows["unchanged_since_last"] == n - tampered.sum()
+        rescored = ledger.run_rows(Home(dask.home).ledger, "r2")["lead_id"]
+        assert set(rescored) == set(seen.loc[tampered, "lead_id"])
+        pd.testing.assert_frame_equal(_published(second)[same], scores[same].assign(trend="steady"), check_exact=True)
         assert table("dask")[1] == ["lead_scores"]
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT DISTINCT run_id FROM lead_scores")).scalars().all() == ["r1"]
