@@ -54,7 +54,7 @@ def ingest_on_cluster_once(cfg, folder: Path) -> None:
 
     engine = EngineConfig(kind="dask", workers=2, threads=1)
     with cluster.session(engine) as client:
-        result, _, tables = ingest_on_cluster(client, cfg, folder / "quarantine", folder / "ingest_blocks")
+        result, tables = ingest_on_cluster(client, cfg, folder / "ingest_blocks")
     write_canonical(result, tables)
     commit_tables(folder / "ingest_blocks", folder / "canonical_dask")
 
@@ -121,7 +121,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.what == "prepare":
         prepare(args.leads, args.dir)
-    elif not (args.dir / "canonical_dask" / "leads.parquet").exists():  # prepared before the cluster ingest
+    elif args.engine == "dask" and not (args.dir / "canonical_dask" / "leads.parquet").exists():
+        # prepared before the cluster ingest existed
         from leadscore.config import load_config
 
         ingest_on_cluster_once(load_config(args.dir / "leadscore.toml"), args.dir)

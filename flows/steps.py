@@ -62,12 +62,11 @@ def ingest_step(cfg: Config, run_id: str) -> dict:
     with cluster.session(cfg.engine) as client:
         if client is None:
             result, tables = ingest(cfg), None
-            written = write_quarantine(result, quarantine_dir)
         else:
             from ingest.blocks import ingest_on_cluster
 
-            result, written, tables = ingest_on_cluster(client, cfg, quarantine_dir, home.ingest_blocks)
-            written |= write_quarantine(result, quarantine_dir)  # the campaigns, read here
+            result, tables = ingest_on_cluster(client, cfg, home.ingest_blocks)
+    written = write_quarantine(result, quarantine_dir)
     summary = {
         "run_id": run_id, "as_of": result.as_of.isoformat() if result.as_of else None, "counts": result.counts,
         "files": result.files, "quarantine_reasons": result.reasons(),

@@ -12,8 +12,9 @@ checks and the row accounting of :mod:`ingest.canonical`, the same rows and the 
    their lead. Stage spellings are settled on the driver from every block's first use of each. Each partition
    writes its part of every canonical table (``<table>.parquet/part-<p>.parquet``, its rows in file order): the
    partitions the sharded features build on (:mod:`features.sharded`), as many as they want.
-4. **Quarantine.** The driver gathers the quarantine parts into the quarantine files, numbering each row by its
-   place in the file.
+4. **Quarantine.** The driver gathers the quarantine parts into the one-machine ingest's record of quarantined
+   rows (``IngestResult.quarantined``), numbering each row by its place in the file; ``write_quarantine`` writes
+   the files from it, as for one machine.
 
 The home must be on storage the driver and every worker see at the same path, as for the sharded features.
 """
@@ -35,18 +36,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingest.canonical import (ACTIVITIES, DUPLICATE_LEAD, OUTCOMES, UNKNOWN_LEAD, Checks, IngestResult,
+from ingest.canonical import (ACTIVITIES, DUPLICATE_LEAD, OUTCOMES, Checks, IngestResult, Quarantined,
                               activity_cells, activity_mapping, activity_relations, configured_stages,
                               later_duplicates, lead_cells, lead_mapping, log_spellings, one_spelling, outcome_cells,
-                              outcome_mapping, outcome_relations, part_name, quarantine_table, read_campaigns,
-                              replace_table, spelling_map, value_counts)
+                              outcome_mapping, outcome_relations, part_name, read_campaigns, replace_table,
+                              spelling_map)
 from ingest.files import (cells_encoding, check_unique, decimal_of, export_format, first_invalid_utf8,
                           guess_delimiter, header_names, parse_csv, require_columns, warn_malformed)
 from leadscore import cells
-from leadscore.cluster import partition_count, partition_sql, total_threads
+from leadscore.cluster import gather_all, partition_count, partition_sql, total_threads
 from leadscore.config import Config, FileTable
 from leadscore.errors import DataError
-from leadscore.spreadsheet import write_csv
 
 log = logging.getLogger("leadscore")
 
@@ -116,7 +116,7 @@ def _csv_ranges(client, path: Path, first: int, block_bytes: int) -> list[tuple[
     if size <= first:
         return [(first, first)]
     starts = list(range(first, size, block_bytes))
-    scans = client.gather([client.submit(_scan, path, s, min(s + block_bytes, size), pure=False) for s in starts])
+    scans = gather_all(client, [client.submit(_scan, path, s, min(s + block_bytes, size), pure=False) for s in starts])
     if sum(q for q, _, _ in scans) % 2:  # an unclosed quote: where lines end is for the parser to say, whole
         return [(first, size)]
     cuts, parity = [first], 0
@@ -250,7 +250,7 @@ def _check_block(plan: FilePlan, i: int, cfg: Config, now: datetime, partitions:
         checks, columns, first, late = outcome_cells(cfg, now, raw, info)
         # Checked after those against the lead, in the partition: carried as the reason it would give.
         rows, reasons = late.texts()
-        columns[LATE] = pa.array(np.full(raw.num_rows, None, object), pa.string()) if not len(rows) else \
+        columns[LATE] = pa.nulls(raw.num_rows, pa.string()) if not len(rows) else \
             pc.take(reasons, pc.index_in(pa.array(np.arange(raw.num_rows)), value_set=pa.array(rows)))
     else:
         checks, columns = activity_cells(cfg, now, raw, info)
@@ -349,7 +349,8 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
             has = kept_leads.filter(at.is_valid())
             column = getattr(cfg.data.leads, role)
             out["dated"][column] = has.num_rows
-            dated.append(pa.table({"lead_id": has["lead_id"], "stage": pa.array([column] * has.num_rows, pa.string()),
+            stage = pa.repeat(pa.scalar(column, pa.string()), has.num_rows)
+            dated.append(pa.table({"lead_id": has["lead_id"], "stage": stage,
                                    "occurred_at": has[f"outcome:{role}"],
                                    "amount": pa.nulls(has.num_rows, pa.float64())}))
     keep("leads", kept_leads)
@@ -380,23 +381,28 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
 
 # --- 4. tables and quarantine ----------------------------------------------------------------------------
 
-def _quarantined(plan: FilePlan, work: Path, offsets: np.ndarray) -> tuple[pa.Table | None, int]:
+def _quarantined(plan: FilePlan, work: Path, offsets: np.ndarray, malformed: list) -> Quarantined | None:
+    """The blocks' quarantined rows in file order, and the lines that could not be split, as the one-machine
+    ingest records them."""
+    lines = (pa.table({"line": [t for t, _ in malformed], "reason": [r for _, r in malformed]},
+                      schema=pa.schema([("line", pa.string()), ("reason", pa.string())])) if malformed else None)
     files = sorted((work / "quarantine" / plan.name).glob("*.parquet"))
     if not files:
-        return None, 0
+        empty = pa.table({n: pa.array([], pa.string()) for n in plan.names})
+        return Quarantined(empty, np.zeros(0, np.int64), pa.array([], pa.string()), lines) if lines else None
     q = pa.concat_tables([pq.read_table(f) for f in files])
     source_row = offsets[q[BLOCK].to_numpy()] + q[ROW].to_numpy() + 1
-    order = np.argsort(source_row, kind="stable")
-    raw = pa.table([q[f"{RAW}{i}"].take(pa.array(order)) for i in range(len(plan.names))], names=list(plan.names))
-    return quarantine_table(source_row[order], raw, q["reason"].take(pa.array(order))), q.num_rows
+    order = pa.array(np.argsort(source_row, kind="stable"))
+    raw = pa.table([q[f"{RAW}{i}"].take(order) for i in range(len(plan.names))], names=list(plan.names))
+    return Quarantined(raw, source_row[order.to_numpy()], q["reason"].take(order).combine_chunks(), lines)
 
 
-def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
-                      now: datetime | None = None, block_bytes: int = BLOCK_BYTES,
-                      partitions: int = 0) -> tuple[IngestResult, dict[str, Path], Path]:
-    """Read, check and canonicalize the export on the cluster. Writes the quarantine files and the canonical
-    tables to ``work/tables`` (moved into place by :func:`commit_tables` once the run accepts them).
-    Returns the accounting (tables: the campaigns only), the quarantine files and the tables' folder."""
+def ingest_on_cluster(client, cfg: Config, work: Path, now: datetime | None = None, block_bytes: int = BLOCK_BYTES,
+                      partitions: int = 0) -> tuple[IngestResult, Path]:
+    """Read, check and canonicalize the export on the cluster. Writes the canonical tables to ``work/tables``
+    (moved into place by :func:`commit_tables` once the run accepts them). Returns the accounting and the
+    quarantined rows as the one-machine ingest gives them (tables: the campaigns only; ``write_quarantine``
+    writes the files), and the tables' folder."""
     now = now or datetime.now(timezone.utc)
     shutil.rmtree(work, ignore_errors=True)
     for sub in ("rows", "quarantine", "tables"):
@@ -419,7 +425,7 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
              ", ".join(p.path.name for p in plans.values()), sum(len(p.blocks) for p in plans.values()), partitions)
     futures = {name: [client.submit(_check_block, plan, i, cfg, now, partitions, work, pure=False)
                       for i in range(len(plan.blocks))] for name, plan in plans.items()}
-    checked = {name: client.gather(f) for name, f in futures.items()}
+    checked = {name: gather_all(client, f) for name, f in futures.items()}
     for name, plan in plans.items():
         if _cut_inside_a_row(checked[name]):
             log.warning("%s: %s has quotes inside unquoted cells as well as line breaks inside quoted ones, so "
@@ -441,16 +447,18 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
         renamed = spelling_map(pa.concat_tables(first) if first else pa.table(
             {"stage": pa.array([], pa.string()), "at_min": pa.array([], pa.int64())}), configured_stages(cfg))
     canonical = _canonical_schemas(schemas)
-    related = client.gather([client.submit(_relate_partition, p, cfg, work, renamed, schemas, canonical, pure=False)
-                             for p in range(partitions)])
+    related = gather_all(client, [client.submit(_relate_partition, p, cfg, work, renamed, schemas, canonical,
+                                                pure=False) for p in range(partitions)])
 
-    written: dict[str, Path] = {}
     for name, plan in plans.items():
         blocks = checked[name]
         rows = np.array([b["rows"] for b in blocks], np.int64)
         offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]) if len(rows) else np.zeros(0, np.int64)
-        q, bad = _quarantined(plan, work, offsets)
         malformed = [line for b in blocks for line in b["malformed"]]
+        q = _quarantined(plan, work, offsets, malformed)
+        bad = 0 if q is None else len(q.rows)
+        if q is not None:
+            result.quarantined[name] = q
         kept = sum(r["kept"].get(name, 0) for r in related)
         if name == "outcomes":
             kept -= sum(sum(r["dated"].values()) for r in related)
@@ -458,23 +466,6 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
         result.counts[name] = {"rows_in": rows_in, "kept": kept, "quarantined": bad + len(malformed)}
         if kept + bad + len(malformed) != rows_in:  # a bug, not a user error: keep the traceback
             raise AssertionError(f"{name}: {rows_in} rows in, {kept} kept + {bad + len(malformed)} quarantined")
-        reasons = {} if q is None else value_counts(q.column(q.num_columns - 1))
-        if q is not None and name != "leads":  # for the hint on ids that differ in leading zeros
-            unknown = pc.equal(q.column(q.num_columns - 1), UNKNOWN_LEAD[name])
-            ids = q[getattr(cfg.data, name).lead_id].filter(unknown).slice(0, 1000).combine_chunks()
-            result.unknown_ids[name] = cells.text(ids)
-        for _, why in malformed:
-            reasons[why] = reasons.get(why, 0) + 1
-        if reasons:
-            result.reason_counts[name] = reasons
-        quarantine.mkdir(parents=True, exist_ok=True)
-        if malformed:
-            write_csv(pa.table({"line": [t for t, _ in malformed], "reason": [r for _, r in malformed]}),
-                      quarantine / f"{name}.malformed.csv")
-            written[f"{name}.malformed"] = quarantine / f"{name}.malformed.csv"
-        if q is not None:
-            write_csv(q, quarantine / f"{name}.csv")
-            written[name] = quarantine / f"{name}.csv"
         result.files[name] = _file_info(plan, blocks, cfg, malformed, renamed if name == "outcomes" else {})
     dated = {}
     for r in related:
@@ -487,7 +478,7 @@ def ingest_on_cluster(client, cfg: Config, quarantine: Path, work: Path,
     latest = [r["latest"] for r in related if r["latest"] is not None]
     if result.counts["leads"]["kept"]:
         result.as_of = cfg.data.as_of or (max(latest) if latest else None) or now.replace(microsecond=0)
-    return result, written, work / "tables"
+    return result, work / "tables"
 
 
 def _schema(blocks: list[dict]) -> pa.Schema:

@@ -57,12 +57,8 @@ class IngestResult:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     files: dict[str, dict] = field(default_factory=dict)  # how each file was read (encoding, delimiter, ...)
     as_of: datetime | None = None
-    # Quarantine reasons counted where the rows are (a cluster ingest): table -> reason -> rows.
-    reason_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    # A cluster ingest keeps no table in memory: the lead ids of its leads table (read when needed), and the
-    # first lead ids of events quarantined for an unknown lead, per table.
+    # A cluster ingest keeps no table in memory: the lead ids of its leads table, read when needed.
     lead_ids_from: Path | None = None
-    unknown_ids: dict[str, pa.Array] = field(default_factory=dict)
 
     def quarantine_share(self) -> float:
         rows_in = sum(c["rows_in"] for c in self.counts.values())
@@ -70,7 +66,7 @@ class IngestResult:
         return bad / rows_in if rows_in else 0.0
 
     def reasons(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = dict(self.reason_counts)
+        out: dict[str, dict[str, int]] = {}
         for name, q in self.quarantined.items():
             reasons = q.reasons if q.malformed is None else \
                 pa.concat_arrays([q.reasons, q.malformed["reason"].combine_chunks()])
@@ -354,7 +350,7 @@ def _outcomes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table,
     export has none."""
     _stage_changes(cfg, now, result, leads)
     if dated:
-        changes = [pa.table({"lead_id": ids, "stage": pa.array([col] * len(ids), pa.string()), "occurred_at": at,
+        changes = [pa.table({"lead_id": ids, "stage": pa.repeat(pa.scalar(col, pa.string()), len(ids)), "occurred_at": at,
                              "amount": pa.nulls(len(ids), pa.float64())}) for col, (ids, at) in dated.items()]
         result.tables["outcomes"] = pa.concat_tables([result.tables["outcomes"], *changes]).combine_chunks()
         result.files["leads"]["outcomes_from_columns"] = {col: len(ids) for col, (ids, _) in dated.items()}
@@ -530,8 +526,6 @@ def _zeros_hint(result: IngestResult, cfg: Config, sample: int = 1000) -> str:
 
 def unknown_lead_ids(result: IngestResult, cfg: Config, table: str, sample: int = 1000) -> pa.Array:
     """The lead ids (as text) of the first ``sample`` events of ``table`` quarantined for an unknown lead."""
-    if table in result.unknown_ids:
-        return result.unknown_ids[table]
     mapped, q = getattr(cfg.data, table), result.quarantined.get(table)
     if q is None or mapped is None:
         return pa.array([], pa.string())
@@ -576,14 +570,18 @@ def table_parts(path: Path) -> list[Path]:
 def replace_table(new: Path, path: Path) -> None:
     """Put a table (a file or a folder of parts) at ``path`` in place of what was there, by renames."""
     aside = path.with_name(f".{path.name}.old")
-    shutil.rmtree(aside, ignore_errors=True)
+    _remove(aside)  # left by a run stopped between the renames: a file or a folder
     if path.exists():
         os.replace(path, aside)
     os.replace(new, path)
-    if aside.is_dir():
-        shutil.rmtree(aside)
-    elif aside.exists():
-        aside.unlink()
+    _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def read_canonical(folder: Path, lazy: bool = False) -> dict:

@@ -103,20 +103,39 @@ def total_threads(client) -> int:
     return sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()) or 1
 
 
+def cut(rows, most: int, threads: int = 1) -> list:
+    """``rows`` (a frame or an Arrow table) in consecutive parts of even size, at most ``most`` rows each, and
+    about as many parts for each of ``threads`` worker threads, so that none waits for the last part alone."""
+    n = len(rows)
+    if n == 0:
+        return []
+    count = -(-n // most)  # the fewest parts of at most `most` rows
+    count = -(-count // threads) * threads  # rounded up to a multiple of the threads
+    step = -(-n // count)
+    take = rows.iloc if hasattr(rows, "iloc") else rows
+    return [take[start:start + step] for start in range(0, n, step)]
+
+
 def send_parts(client, parts: list) -> list:
     """``parts`` placed on the workers, straight (not through the scheduler), each once and unhashed: parts that
     look equal to Dask's tokenizer (pyarrow slices of one length) are not merged into one."""
     return client.scatter(parts, hash=False, direct=True)
 
 
+def gather_all(client, futures: list) -> list:
+    """The futures' results, in order, once every task has ended, done or failed: a caller that cleans up after a
+    failure does not race a task still writing."""
+    from distributed import wait
+
+    wait(futures)
+    return client.gather(futures)
+
+
 def map_parts(client, fn, parts: list, *args, **kwargs) -> list:
     """``fn(part, *args, **kwargs)`` for each part (futures from :func:`send_parts`, or data, sent here) on the
-    workers, results in order. Every task ends, done or failed, before this returns or raises, so a caller that
-    cleans up after a failure does not race a task still writing."""
-    from distributed import Future, wait
+    workers, results in order (:func:`gather_all`)."""
+    from distributed import Future
 
     if not all(isinstance(p, Future) for p in parts):
         parts = send_parts(client, parts)
-    futures = client.map(fn, parts, *args, pure=False, **kwargs)
-    wait(futures)
-    return client.gather(futures)
+    return gather_all(client, client.map(fn, parts, *args, pure=False, **kwargs))

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from leadscore.cluster import map_parts
+from leadscore.cluster import cut, map_parts
 from leadscore.config import ROWS_PER_PART
 from leadscore.paths import atomic_write
 
@@ -49,7 +49,7 @@ def append(ledger: Path, run_id: str, scores: pd.DataFrame, scored_at=None, clie
         pending = folder / f".{run_id}.parquet{PENDING}"
         _write_sorted(table, pending)
         return [pending]
-    pieces = [table.slice(start, rows_per_part) for start in range(0, table.num_rows, rows_per_part)]
+    pieces = cut(table, rows_per_part)
     pending = [folder / f".{run_id}.part-{i:05d}.parquet{PENDING}" for i in range(len(pieces))]
     folder.mkdir(parents=True, exist_ok=True)
     try:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.canonical import part_name
-from leadscore.cluster import map_parts, send_parts
+from leadscore.cluster import cut, map_parts, send_parts
 from leadscore.config import ROWS_PER_PART
 from leadscore.paths import read_latest, with_filename, write_text_atomic
 from leadscore.spreadsheet import write_csv
@@ -147,21 +147,20 @@ class _Parts:
     def pieces(self) -> list:
         """The parts on the workers: sent on first use, once for every file written from them."""
         if self._pieces is None:
-            starts = range(0, self.table.num_rows, self.rows)
-            self._pieces = send_parts(self.client, [self.table.slice(start, self.rows) for start in starts])
+            self._pieces = send_parts(self.client, cut(self.table, self.rows))
         return self._pieces
 
     def write_parquet(self, folder: Path) -> None:
         folder.mkdir()
         pieces = self.pieces
-        map_parts(self.client, _write_parquet, pieces, [folder / part_name(i) for i in range(len(pieces))])
+        map_parts(self.client, pq.write_table, pieces, [folder / part_name(i) for i in range(len(pieces))])
 
     def write_csv(self, path: Path) -> None:
         """Each worker writes its rows (the first part with the header); the parts are then joined in order."""
         parts = self.pieces
         pieces = [path.with_name(f".{path.name}.part-{i:05d}") for i in range(len(parts))]
         try:
-            map_parts(self.client, _write_csv, parts, pieces, [i == 0 for i in range(len(pieces))])
+            map_parts(self.client, write_csv, parts, pieces, [i == 0 for i in range(len(pieces))])
             with path.open("wb") as out:
                 for piece in pieces:
                     with piece.open("rb") as fh:
@@ -169,11 +168,3 @@ class _Parts:
         finally:
             for piece in pieces:
                 piece.unlink(missing_ok=True)
-
-
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path)
-
-
-def _write_csv(table: pa.Table, path: Path, header: bool) -> None:
-    write_csv(table, path, header)

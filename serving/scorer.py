@@ -7,7 +7,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from leadscore.cluster import map_parts
+from leadscore.cluster import cut, map_parts
 from leadscore.errors import DataError
 
 
@@ -174,7 +174,7 @@ class LeadScorer:
         result equals :meth:`predict`'s."""
         columns = [c for c in dict.fromkeys([*self.features, "campaign", "segment"]) if c in frame.columns]
         rows = frame[columns].reset_index(drop=True)
-        parts = [rows.iloc[start:start + rows_per_partition] for start in range(0, len(rows), rows_per_partition)]
+        parts = cut(rows, rows_per_partition)
         scattered = client.scatter(self, broadcast=True, hash=False, direct=True)
         out = pd.concat(map_parts(client, _prediction_frame, parts, scorer=scattered, reason_tiers=reason_tiers,
                                   use_now=use_now))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.segments import segment_of
-from leadscore.cluster import send_parts, total_threads
+from leadscore.cluster import cut, send_parts, total_threads
 from leadscore.config import Config
 from leadscore.contract import export_column, export_name
 from serving.ledger import changed_since
@@ -133,11 +133,7 @@ def _score_on_cluster(client, scorer, online, open_leads: pd.DataFrame, cfg: Con
     of at most ``engine.rows_per_part`` leads, and keep them. Only each lead's input hash comes here, to choose the
     leads to rescore; the workers then score those. The features never cross to the driver. Returns (keys, todo,
     unranked score rows)."""
-    # At most rows_per_part leads a task, and as many tasks on every worker thread, so none waits for the last.
-    threads = total_threads(client)
-    tasks = -(-len(open_leads) // cfg.engine.rows_per_part)
-    step = -(-len(open_leads) // (-(-tasks // threads) * threads))
-    parts = [open_leads.iloc[start:start + step] for start in range(0, len(open_leads), step)]
+    parts = cut(open_leads, cfg.engine.rows_per_part, total_threads(client))
     shared = client.scatter([scorer, online, cfg], broadcast=True, hash=False, direct=True)
     inputs = client.map(_inputs_part, send_parts(client, parts), scorer=shared[0], online=shared[1], cfg=shared[2],
                         pure=False)

@@ -12,7 +12,7 @@ import re
 
 import pandas as pd
 
-from leadscore.cluster import map_parts
+from leadscore.cluster import cut, map_parts
 from leadscore.config import ROWS_PER_PART
 from leadscore.errors import DataError
 
@@ -96,6 +96,12 @@ def _records(scores: pd.DataFrame, run_id: str) -> list[dict]:
     return frame.to_dict("records")
 
 
+def _execute(conn, stmt, records: list[dict]) -> None:
+    """``stmt`` for every record, CHUNK records a call."""
+    for start in range(0, len(records), CHUNK):
+        conn.execute(stmt, records[start:start + CHUNK])
+
+
 def _failed(table_name: str, exc) -> DataError:
     return DataError(f"publish.sql_url: writing table {table_name} failed, nothing was changed: "
                      f"{str(exc).splitlines()[0]}")
@@ -117,9 +123,7 @@ def upsert_scores(url: str, table_name: str, scores: pd.DataFrame, run_id: str, 
     try:
         with engine.begin() as conn:  # one transaction: all rows or none
             table.create(conn, checkfirst=True)
-            stmt = _upsert_statement(engine.dialect.name, table)
-            for start in range(0, len(records), CHUNK):
-                conn.execute(stmt, records[start:start + CHUNK])
+            _execute(conn, _upsert_statement(engine.dialect.name, table), records)
     except SQLAlchemyError as exc:
         raise _failed(table_name, exc) from None
     finally:
@@ -147,8 +151,7 @@ def _load_part(scores: pd.DataFrame, url, staging: str, run_id: str) -> int:
     records = _records(scores, run_id)
     try:
         with engine.begin() as conn:
-            for start in range(0, len(records), CHUNK):
-                conn.execute(table.insert(), records[start:start + CHUNK])
+            _execute(conn, table.insert(), records)
     finally:
         engine.dispose()
     return len(records)
@@ -172,8 +175,8 @@ def _upsert_in_parts(client, url: str, table_name: str, scores: pd.DataFrame, ru
                     log.warning("publish.sql_url: dropped %s, left by a run that was stopped while loading", name)
             staging.create(conn)
         created = True
-        parts = [scores.iloc[start:start + rows_per_part] for start in range(0, len(scores), rows_per_part)]
-        loaded = sum(map_parts(client, _load_part, parts, url=make_url(url), staging=staging.name, run_id=run_id))
+        loaded = sum(map_parts(client, _load_part, cut(scores, rows_per_part), url=make_url(url), staging=staging.name,
+                               run_id=run_id))
         with engine.begin() as conn:  # one transaction: all rows or none
             table.create(conn, checkfirst=True)
             # WHERE true: SQLite reads "SELECT ... ON CONFLICT" without a WHERE as a join's ON.

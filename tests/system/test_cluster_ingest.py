@@ -95,16 +95,15 @@ def test_blocks_on_the_cluster_give_what_one_machine_gives(client, tmp_path):
         for t in ("leads", "outcomes", "activities")})})
     parquet_here = ingest(as_parquet, now=NOW)
 
-    there, written, tables = ingest_on_cluster(client, cfg, tmp_path / "there" / "quarantine", tmp_path / "work",
-                                               now=NOW, block_bytes=20_000, partitions=3)
-    parquet_there, _, parquet_tables = ingest_on_cluster(
-        client, as_parquet, tmp_path / "parquet" / "quarantine", tmp_path / "parquet_work", now=NOW,
+    there, tables = ingest_on_cluster(client, cfg, tmp_path / "work", now=NOW, block_bytes=20_000, partitions=3)
+    parquet_there, parquet_tables = ingest_on_cluster(
+        client, as_parquet, tmp_path / "parquet_work", now=NOW,
         block_bytes=100 * 64, partitions=4)
     assert parquet_there.files["leads"]["blocks"] >= 30
     assert parquet_there.counts == parquet_here.counts and parquet_there.reasons() == parquet_here.reasons()
     for name in ("leads", "outcomes", "activities"):
         _same_rows(parquet_tables / f"{name}.parquet", parquet_here.tables[name], partitions=4)
-    written |= write_quarantine(there, tmp_path / "there" / "quarantine")
+    written = write_quarantine(there, tmp_path / "there" / "quarantine")
     write_canonical(there, tables)
     commit_tables(tmp_path / "work", tmp_path / "there" / "tables")
     assert not (tmp_path / "work").exists()
@@ -136,8 +135,7 @@ def test_blocks_on_the_cluster_give_what_one_machine_gives(client, tmp_path):
 def _same_as_here(client, cfg, work: Path, blocks: int | None) -> None:
     """``blocks``: how many blocks the leads file must be read in (None: more than 5)."""
     here = ingest(cfg, now=NOW)
-    there, _, tables = ingest_on_cluster(client, cfg, work / "quarantine", work, now=NOW, block_bytes=20_000,
-                                         partitions=3)
+    there, tables = ingest_on_cluster(client, cfg, work, now=NOW, block_bytes=20_000, partitions=3)
     assert there.files["leads"]["blocks"] == blocks if blocks else there.files["leads"]["blocks"] > 5
     assert there.counts == here.counts and there.reasons() == here.reasons() and there.as_of == here.as_of
     assert {k: {i: v for i, v in f.items() if i != "blocks"} for k, f in there.files.items()} == here.files
@@ -209,7 +207,8 @@ def test_ids_that_differ_in_leading_zeros_are_named_on_the_cluster_too(client, t
     cfg = parse_config('[data.leads]\npath = "leads.csv"\nid = "Lead ID"\ncreated_at = "Created Date"\n'
                        '[data.outcomes]\npath = "stages.csv"\nlead_id = "Lead ID"\nstage = "Stage"\n'
                        'occurred_at = "Stage Date"\n[label]\nwon_stages = ["Closed Won"]\n', tmp_path / "l.toml")
-    result, written, _ = ingest_on_cluster(client, cfg, tmp_path / "quarantine", tmp_path / "work", now=NOW)
+    result, _ = ingest_on_cluster(client, cfg, tmp_path / "work", now=NOW)
+    written = write_quarantine(result, tmp_path / "quarantine")
     with pytest.raises(DataError, match=r"data.outcomes.lead_id and data.leads.id differ in leading zeros "
                                         r"\('1' against '000001'\)"):
         check_usable(result, cfg, written, tmp_path / "quarantine")
