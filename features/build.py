@@ -239,7 +239,7 @@ def shared_counts(tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | 
     with _session(tables, cfg, as_of, spill_dir, shard) as con:
         roles = [r for r in ROLES if r in json.loads(scalar(con, "SELECT names FROM lead_columns"))]
         later = f"LO.created_at + {days(horizon)}"
-        parts = [f"SELECT '' AS role, 'leads' AS kind, '' AS key, LO.created_at AS occurred_at FROM LO",
+        parts = ["SELECT '' AS role, 'leads' AS kind, '' AS key, LO.created_at AS occurred_at FROM LO",
                  f"SELECT '', 'mwin', '', {later} FROM LO WHERE LO.won_in_horizon"]
         for r in roles:
             key = f"R.{ident(r)}::VARCHAR"
@@ -252,8 +252,7 @@ def shared_counts(tables: dict, cfg: Config, as_of: datetime, spill_dir: Path | 
                              WHERE key IS NOT NULL AND occurred_at IS NOT NULL GROUP BY ALL""").to_arrow_table()
         types = stages = {}
         if cfg.data.leads.created_at and "activities" in tables:
-            types = dict(con.execute("""SELECT a.type, COUNT(*) FROM raw_activities a SEMI JOIN L USING (lead_id)
-                                        WHERE a.occurred_at <= (SELECT t FROM cutoff) GROUP BY a.type""").fetchall())
+            types = dict(con.execute(f"SELECT type, COUNT(*) FROM ({KNOWN_ACTIVITIES}) GROUP BY type").fetchall())
         if not cfg.snapshot and "outcomes" in tables:
             _stages(con, cfg, tables, shard)
             stages = dict(con.execute("SELECT type, COUNT(*) FROM S GROUP BY type").fetchall())
@@ -331,6 +330,12 @@ def _lead_columns(con, cfg: Config) -> list[str]:
                              if export_column(c) in leads_columns]]
 
 
+# Each known lead's activities by as_of (A), the one rule for a build and for the activity types counted over
+# every partition.
+KNOWN_ACTIVITIES = """SELECT L.qid AS k, a.type, a.occurred_at FROM raw_activities a JOIN L USING (lead_id)
+                      WHERE a.occurred_at <= (SELECT t FROM cutoff)"""
+
+
 def _activity_types(con, cfg: Config, tables: dict, shard: Shard | None) -> list[str] | None:
     """The most frequent activity types (A: each lead's activities by as_of); None without activities. A shard
     counts its own activities but takes the types counted over all of them."""
@@ -340,12 +345,7 @@ def _activity_types(con, cfg: Config, tables: dict, shard: Shard | None) -> list
     elif not cfg.data.leads.created_at or "activities" not in tables \
             or scalar(con, "SELECT COUNT(*) FROM raw_activities") == 0:
         return None
-    if not scalar(con, "SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'A'"):
-        con.execute(
-            """CREATE TEMP TABLE A AS
-            SELECT L.qid AS k, a.type, a.occurred_at FROM raw_activities a JOIN L USING (lead_id)
-            WHERE a.occurred_at <= (SELECT t FROM cutoff)"""
-        )
+    con.execute(f"CREATE TEMP TABLE A AS {KNOWN_ACTIVITIES}")
     if shard is not None:
         return list(shard.activity_types)
     return [r[0] for r in con.execute(

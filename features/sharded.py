@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from features.build import (HISTORY_KINDS, MAX_STAGES, Shard, build_features, build_landmarks, landmark_rates,
                             shard_queries, shared_counts, stream_name)
 from features.pit import known_at
-from ingest.canonical import part_name, table_parts
+from leadscore.paths import part_name, table_parts
 from leadscore.cluster import partition_count, partition_sql, total_threads
 from leadscore.config import Config
 from leadscore.contract import METADATA_KEY, FeatureSet

@@ -39,14 +39,13 @@ import pyarrow.parquet as pq
 from ingest.canonical import (ACTIVITIES, DUPLICATE_LEAD, OUTCOMES, Checks, IngestResult, Quarantined,
                               activity_cells, activity_mapping, activity_relations, configured_stages,
                               later_duplicates, lead_cells, lead_mapping, log_spellings, one_spelling, outcome_cells,
-                              outcome_mapping, outcome_relations, part_name, read_campaigns, replace_table,
-                              spelling_map)
+                              outcome_mapping, outcome_relations, read_campaigns, spelling_map)
 from ingest.files import (cells_encoding, check_unique, decimal_of, export_format, first_invalid_utf8,
-                          guess_delimiter, header_names, parse_csv, require_columns, warn_malformed)
+                          guess_delimiter, header_names, parse_csv, require_columns, unreadable, warn_malformed)
 from leadscore import cells
 from leadscore.cluster import gather_all, partition_count, partition_sql, total_threads
 from leadscore.config import Config, FileTable
-from leadscore.errors import DataError
+from leadscore.paths import part_name, replace_table
 
 log = logging.getLogger("leadscore")
 
@@ -82,18 +81,14 @@ class FilePlan:
 
 def _header_end(path: Path) -> int:
     """The byte after the header line (its first line break outside quotes)."""
-    quotes = 0
-    with path.open("rb") as fh:
-        offset = 0
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            buf = np.frombuffer(chunk, np.uint8)
-            parity = (np.bitwise_xor.accumulate((buf == 34).view(np.uint8)) ^ (quotes & 1)) if len(buf) else buf
-            breaks = np.flatnonzero((buf == 10) & (parity == 0))
-            if len(breaks):
-                return offset + int(breaks[0]) + 1
-            quotes += int((buf == 34).sum())
-            offset += len(chunk)
-    return offset
+    size, parity, step = path.stat().st_size, 0, 1 << 20
+    for start in range(0, size, step):
+        quotes, even, odd = _scan(path, start, min(start + step, size))
+        cut = even if parity == 0 else odd
+        if cut is not None:
+            return cut
+        parity ^= quotes
+    return size
 
 
 def _scan(path: Path, start: int, end: int) -> tuple[int, int | None, int | None]:
@@ -136,7 +131,7 @@ def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], b
         try:
             meta = pq.ParquetFile(path).metadata
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{key}.path: cannot read {path} as PARQUET: {str(exc).splitlines()[0]}") from None
+            raise unreadable(key, path, "parquet", exc) from None
         names = meta.schema.to_arrow_schema().names
         check_unique(names, mapped, key, path)
         groups, blocks, rows = list(range(meta.num_row_groups)), [], 0
@@ -173,7 +168,7 @@ def plan_file(client, name: str, table: FileTable, key: str, mapped: set[str], b
         # Read cell by cell: the header is UTF-8 or not whatever the rest of the file is.
         names = header_names(path, encoding or "cells", delimiter, key, mapped)
     except (UnicodeError, OSError, csv.Error) as exc:
-        raise DataError(f"{key}.path: cannot read {path} as CSV: {str(exc).splitlines()[0]}") from None
+        raise unreadable(key, path, "csv", exc) from None
     size = path.stat().st_size
     with path.open("rb") as fh:
         fh.seek(first)
@@ -201,8 +196,7 @@ def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]]
         try:
             raw = pq.ParquetFile(plan.path).read_row_groups(list(range(a, b)))
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{plan.key}.path: cannot read {plan.path} as PARQUET: {str(exc).splitlines()[0]}") \
-                from None
+            raise unreadable(plan.key, plan.path, "parquet", exc) from None
         return raw, [], False, 0, (False, False)
     start, end = plan.blocks[i]
     if end < 0:  # the whole file: its bytes cannot be cut, or a cut fell inside a row
@@ -212,7 +206,7 @@ def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]]
         try:
             raw, malformed, fixed = parse_csv(plan.path, list(plan.names), encoding, plan.delimiter, skip_rows=1)
         except (pa.ArrowInvalid, UnicodeError) as exc:
-            raise DataError(f"{plan.key}.path: cannot read {plan.path} as CSV: {str(exc).splitlines()[0]}") from None
+            raise unreadable(plan.key, plan.path, "csv", exc) from None
         return raw, malformed, encoding == "cells", fixed, (False, False)
     if start == end:  # a header and nothing else
         return pa.table({n: pa.array([], pa.string()) for n in plan.names}), [], False, 0, (False, False)
@@ -230,7 +224,7 @@ def _read_block(plan: FilePlan, i: int) -> tuple[pa.Table, list[tuple[str, str]]
     try:
         raw, malformed, fixed = parse_csv(io.BytesIO(data), list(plan.names), encoding, plan.delimiter, lines=lines)
     except (pa.ArrowInvalid, UnicodeError) as exc:
-        raise DataError(f"{plan.key}.path: cannot read {plan.path} as CSV: {str(exc).splitlines()[0]}") from None
+        raise unreadable(plan.key, plan.path, "csv", exc) from None
     return raw, malformed, encoding == "cells", fixed, (1 in lines, raw.num_rows + len(malformed) in lines)
 
 

@@ -17,7 +17,6 @@ Canonical tables (Arrow, timestamps UTC):
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -553,35 +552,6 @@ def write_canonical(result: IngestResult, folder: Path) -> None:
             shutil.rmtree(folder / f"{name}.parquet")
         with atomic_write(folder / f"{name}.parquet") as tmp:
             pq.write_table(table, tmp)
-
-
-def part_name(partition: int) -> str:
-    """The file of one lead partition in a table written by partition (:func:`table_parts`)."""
-    return f"part-{partition:05d}.parquet"
-
-
-def table_parts(path: Path) -> list[Path]:
-    """A canonical table written by a cluster ingest is a folder of one file per lead partition, the partition by
-    a hash of the lead id (``part-00000.parquet``, ...); the one-machine ingest writes one file (no parts). Either
-    reads the same with pyarrow (``pq.read_table``, ``ds.dataset``)."""
-    return sorted(path.glob("part-*.parquet")) if path.is_dir() else []
-
-
-def replace_table(new: Path, path: Path) -> None:
-    """Put a table (a file or a folder of parts) at ``path`` in place of what was there, by renames."""
-    aside = path.with_name(f".{path.name}.old")
-    _remove(aside)  # left by a run stopped between the renames: a file or a folder
-    if path.exists():
-        os.replace(path, aside)
-    os.replace(new, path)
-    _remove(aside)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
 
 
 def read_canonical(folder: Path, lazy: bool = False) -> dict:

@@ -121,12 +121,18 @@ def read_export(table: FileTable, key: str, mapped: set[str] = frozenset()) -> t
         if encoding == "cells":
             encoding = cells_encoding(key, path, fixed)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{key}.path: cannot read {path} as {fmt.upper()}: {str(exc).splitlines()[0]}") from None
+        raise unreadable(key, path, fmt, exc) from None
     info = {"format": "csv", "encoding": encoding, "delimiter": delimiter, "decimal": decimal_of(table, delimiter)}
     if malformed:
         warn_malformed(key, path, len(malformed), len(names))
         info["malformed"] = malformed
     return raw, info
+
+
+def unreadable(key: str, path: Path, fmt: str, exc: Exception) -> DataError:
+    """The error for an export file that cannot be read as its format: the key, the file and the first line of
+    the reader's message."""
+    return DataError(f"{key}.path: cannot read {path} as {fmt.upper()}: {str(exc).splitlines()[0]}")
 
 
 def cells_encoding(key: str, path: Path, fixed: int) -> str:

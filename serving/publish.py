@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.canonical import part_name
+from leadscore.paths import part_name
 from leadscore.cluster import cut, map_parts, send_parts
 from leadscore.config import ROWS_PER_PART
 from leadscore.paths import read_latest, with_filename, write_text_atomic

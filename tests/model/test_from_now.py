@@ -151,7 +151,7 @@ def test_campaign_expected_closes_against_the_truth(published):
 def _expected_auc(score: np.ndarray, p: np.ndarray) -> float:
     """The ROC AUC ``score`` has in expectation when each lead wins with probability ``p`` (ties count half)."""
     order = np.argsort(score, kind="stable")
-    s, q = score[order], p[order]
+    q = p[order]
     below = np.cumsum(1 - q) - (1 - q)  # expected losers scored lower (ties aside: scores here are continuous)
     return float((q * below).sum() / (q.sum() * (1 - q).sum() - (q * (1 - q)).sum()))
 

@@ -13,10 +13,11 @@ import pytest
 from conftest import loose, make_config, xeducation_config
 
 from ingest.blocks import commit_tables, ingest_on_cluster, partition_of
-from ingest.canonical import ingest, table_parts, write_canonical, write_quarantine
+from ingest.canonical import ingest, write_canonical, write_quarantine
 from ingest.synthetic import generate_crm, write_crm
 from leadscore import cluster
 from leadscore.config import EngineConfig
+from leadscore.paths import table_parts
 
 pytestmark = pytest.mark.slow
 

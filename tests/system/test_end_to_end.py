@@ -14,9 +14,9 @@ from conftest import LEADSCORE, make_config
 
 from features.build import build_features, build_landmarks
 from flows import steps
-from ingest.canonical import ingest, read_canonical, table_parts
+from ingest.canonical import ingest, read_canonical
 from leadscore.config import EngineConfig
-from leadscore.paths import Home, read_latest
+from leadscore.paths import Home, read_latest, table_parts
 from models import registry
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_home, make_config
+from conftest import copy_home
 from typer.testing import CliRunner
 
 from flows import steps
