@@ -33,12 +33,11 @@ import pyarrow.parquet as pq
 from features.build import (HISTORY_KINDS, MAX_STAGES, Shard, build_features, build_landmarks, landmark_rates,
                             shard_queries, shared_counts, stream_name)
 from features.pit import known_at
-from leadscore.paths import part_name, table_parts
 from leadscore.cluster import partition_count, partition_sql, total_threads
 from leadscore.config import Config
 from leadscore.contract import METADATA_KEY, FeatureSet
 from leadscore.duck import days, literal
-from leadscore.paths import Home, atomic_write
+from leadscore.paths import Home, atomic_write, part_name, table_parts
 
 log = logging.getLogger("leadscore")
 

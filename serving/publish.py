@@ -17,10 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from leadscore.paths import part_name
 from leadscore.cluster import cut, map_parts, send_parts
 from leadscore.config import ROWS_PER_PART
-from leadscore.paths import read_latest, with_filename, write_text_atomic
+from leadscore.paths import part_name, read_latest, with_filename, write_text_atomic
 from leadscore.spreadsheet import write_csv
 
 Writer = Callable[[Path], None]
