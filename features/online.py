@@ -14,6 +14,7 @@ API both build features here; tests compare them with the training features and 
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import datetime
 from pathlib import Path
@@ -166,6 +167,43 @@ class OnlineFeatures:
             for f in table:
                 for need in _needs(f.source):
                     self.index(*need)
+
+    def own_events(self, parts: list) -> list[dict]:
+        """The leads' own events (activities, stage changes) of each part of the leads (``parts``: lead ids),
+        for :meth:`with_own`: a cluster sends each part its own, and every part the same :meth:`without_own`.
+        An event of a lead in no part goes nowhere."""
+        part_of = np.full(len(self.created), -1, np.int64)
+        for i, ids in enumerate(parts):
+            codes = self.lead_index.codes(np.asarray(ids, dtype=object).astype(str))
+            part_of[codes[codes >= 0]] = i
+        out: list[dict] = [{} for _ in parts]
+        for stream, (lead_codes, _, type_codes) in self.own.items():
+            where = np.where(lead_codes >= 0, part_of[np.maximum(lead_codes, 0)], -1)
+            order = np.argsort(where, kind="stable")  # each part's events in their snapshot order
+            bounds = np.searchsorted(where[order], np.arange(len(parts) + 1))
+            times = self.streams[stream]
+            for i in range(len(parts)):
+                rows = order[bounds[i]:bounds[i + 1]]
+                out[i][stream] = (times[rows], lead_codes[rows], type_codes[rows])
+        return out
+
+    def without_own(self) -> OnlineFeatures:
+        """This snapshot without the leads' own events: what every part of the leads shares (every lead's
+        history by campaign, source and account, the lead index, the feature tables). The own events are most of
+        a snapshot: 7.3M activities against 1M leads in the 1M-lead bench."""
+        return self.with_own({stream: (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
+                              for stream in self.own})
+
+    def with_own(self, events: dict) -> OnlineFeatures:
+        """A copy with ``events`` (:meth:`own_events` of one part) as the leads' own events: the same features as
+        the whole snapshot for the leads of that part. Shared arrays are not copied; the own streams' indexes are
+        built when first asked for."""
+        part = copy.copy(self)
+        part.streams = {**self.streams, **{stream: e[0] for stream, e in events.items()}}
+        part.own = {stream: (e[1], self.own[stream][1], e[2]) for stream, e in events.items()}
+        part._timelines = {k: v for k, v in self._timelines.items() if k not in events}
+        part._index = {k: v for k, v in self._index.items() if k[0] not in events}
+        return part
 
     def timeline(self, stream: str) -> tuple[Timeline, np.ndarray]:
         """The stream's time line and each event's rank on it, shared by all of the stream's indexes."""

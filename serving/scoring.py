@@ -129,14 +129,16 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
 
 def _score_on_cluster(client, scorer, online, open_leads: pd.DataFrame, cfg: Config, scored_at: datetime,
                       seen: pd.DataFrame | None, before: pd.DataFrame | None, extra: list[str]):
-    """The workers build the open leads' features from the snapshot (sent to each once, with the scorer), in parts
-    of at most ``engine.rows_per_part`` leads, and keep them. Only each lead's input hash comes here, to choose the
+    """The workers build the open leads' features, in parts of at most ``engine.rows_per_part`` leads, and keep
+    them: from the snapshot's shared history (sent to each worker once, with the scorer) and each part's own
+    activities and stage changes (sent with the part). Only each lead's input hash comes here, to choose the
     leads to rescore; the workers then score those. The features never cross to the driver. Returns (keys, todo,
     unranked score rows)."""
     parts = cut(open_leads, cfg.engine.rows_per_part, total_threads(client))
-    shared = client.scatter([scorer, online, cfg], broadcast=True, hash=False, direct=True)
-    inputs = client.map(_inputs_part, send_parts(client, parts), scorer=shared[0], online=shared[1], cfg=shared[2],
-                        pure=False)
+    own = online.own_events([part["lead_id"].to_numpy() for part in parts])
+    shared = client.scatter([scorer, online.without_own(), cfg], broadcast=True, hash=False, direct=True)
+    inputs = client.map(_inputs_part, send_parts(client, list(zip(parts, own))), scorer=shared[0],
+                        online=shared[1], cfg=shared[2], pure=False)
     key_parts = client.gather(client.map(_keys, inputs, pure=False))
     keys = pd.concat(key_parts, ignore_index=True)
     todo = to_rescore(keys, scorer, seen, before)
@@ -148,8 +150,9 @@ def _score_on_cluster(client, scorer, online, open_leads: pd.DataFrame, cfg: Con
     return keys, todo, pd.concat([part for part in scored if len(part)] or scored[:1], ignore_index=True)
 
 
-def _inputs_part(leads: pd.DataFrame, scorer, online, cfg: Config) -> pd.DataFrame:
-    return lead_inputs(scorer, online, leads, cfg)
+def _inputs_part(part: tuple[pd.DataFrame, dict], scorer, online, cfg: Config) -> pd.DataFrame:
+    leads, own = part
+    return lead_inputs(scorer, online.with_own(own), leads, cfg)
 
 
 def _keys(features: pd.DataFrame) -> pd.DataFrame:

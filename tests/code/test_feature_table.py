@@ -340,6 +340,14 @@ def test_landmark_rows_and_features_at_any_moment_equal_the_plain_loop(case, hou
     got = pd.DataFrame(online.build(rows, cfg, [f.name for f in table], table="now", at=at))
     assert_same(got, want, table, f"online now-table in {zone}")
 
+    # As a cluster scores: each part of the leads with only its own activities and stage changes.
+    parts = [ids[0::2], ids[1::2]]
+    shared = online.without_own()
+    for lead_ids, own in zip(parts, online.own_events(parts)):
+        mine = rows["lead_id"].isin(lead_ids).to_numpy()
+        piece = shared.with_own(own).build(rows[mine], cfg, [f.name for f in table], table="now", at=at[mine])
+        assert_same(pd.DataFrame(piece), want[mine].reset_index(drop=True), table, f"a part's now-table in {zone}")
+
 
 def test_landmark_ages_in_sql_equal_the_python_rule_for_any_landmark_list():
     """The SQL draw of each landmark row's age against :func:`landmark_age_seconds`, for a list with a duplicate
