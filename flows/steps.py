@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from leadscore import cluster
 from leadscore.config import Config
-from leadscore.errors import DataError, LeadscoreError
+from leadscore.errors import ConfigError, DataError, LeadscoreError
 from leadscore.paths import Home, read_latest, write_text_atomic
 from leadscore.runinfo import data_fingerprint, git_sha, wait_policy
 from leadscore.spreadsheet import write_csv
@@ -157,7 +157,15 @@ def train_step(cfg: Config, run_id: str) -> dict:
     home = cfg.paths.ensure()
     fs, meta = load_feature_set(home.features_file)
     home.landmarks_file.unlink(missing_ok=True)  # never train on the landmarks of another export
-    check_fit_minimums(fs, cfg)  # before the landmark rows are built for nothing
+    try:
+        check_fit_minimums(fs, cfg)  # before the landmark rows are built for nothing
+    except DataError:
+        from ingest.canonical import no_wins_reason
+
+        reason = no_wins_reason(cfg, home.canonical, read_ingest_manifest(home).get("quarantine_reasons", {}))
+        if reason:  # the config, not the history, is what is short
+            raise ConfigError(reason) from None
+        raise
     landmarks = _landmarks(cfg, home, meta["as_of"]) if fs.mode != "snapshot" else None
     in_service = _in_service(home)
     with cluster.session(cfg.engine) as client:

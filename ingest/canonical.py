@@ -500,6 +500,36 @@ def check_usable(result: IngestResult, cfg: Config, written: dict[str, Path], qu
             f"({common_reasons(result)}){_zeros_hint(result, cfg)}")
 
 
+def no_wins_reason(cfg: Config, canonical: Path, reasons: dict[str, dict[str, int]]) -> str | None:
+    """When an ingested export has no win at all because the config's win values match nothing it holds (a stage
+    name or a label value mistyped), what to set, naming the key and what the export holds instead; else None.
+    ``reasons``: the ingest manifest's quarantine reasons (stages a listed ``label.other_stages`` left unknown)."""
+    lc, oc = cfg.data.leads, cfg.data.outcomes
+    if cfg.snapshot:
+        labels = pq.read_table(canonical / "leads.parquet", columns=["outcome_label"])["outcome_label"]
+        known = len(labels) - labels.null_count
+        if known == 0 or (pc.sum(labels).as_py() or 0) > 0:
+            return None
+        return (f"data.leads.positive = {list(lc.positive)}: no value of {lc.label!r} is one of them (compared without "
+                f"case), so none of its {known:,} leads won; set it to the values that mean a win (for a column of "
+                "0 and 1: [\"1\"])")
+    if oc is None or lc.won_at:
+        return None
+    stages = value_counts(pq.read_table(canonical / "outcomes.parquet", columns=["stage"])["stage"])
+    won = {stage_key(s) for s in cfg.label.won_stages}
+    if any(stage_key(s) in won for s in stages if s is not None):
+        return None
+    prefix = f"unknown {oc.stage}: "
+    unknown = {r[len(prefix):]: n for r, n in reasons.get("outcomes", {}).items() if r.startswith(prefix)}
+    held = sorted({**stages, **unknown}.items(), key=lambda sn: (-sn[1], str(sn[0])))
+    if not held:
+        return None
+    shown = ", ".join(f"{s!r} ({n:,} rows{', quarantined as unknown' if s in unknown else ''})" for s, n in held[:8])
+    return (f"label.won_stages = {list(cfg.label.won_stages)}: no stage change in {oc.path} is one of them (compared "
+            f"without case, spaces, hyphens or underscores), so no lead won; its stages: {shown}. Set label.won_stages "
+            "(and label.lost_stages) to the names your CRM uses")
+
+
 def _zeros_hint(result: IngestResult, cfg: Config, sample: int = 1000) -> str:
     """When events were quarantined for unknown leads whose ids match a lead's once leading zeros are dropped
     ("015456" against 15456 written as a number), say so: the ids are text and are compared as written."""

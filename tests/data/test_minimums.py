@@ -2,11 +2,11 @@
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_config
+from conftest import make_config, xeducation_config
 
 from flows import steps
 from ingest.synthetic import generate_crm, write_crm
-from leadscore.errors import DataError
+from leadscore.errors import ConfigError, DataError
 from leadscore.paths import Home
 
 
@@ -35,3 +35,45 @@ def test_a_small_export_stops_with_exit_2_saying_what_it_has_and_needs(tmp_path)
     with pytest.raises(DataError, match=r"at least 5,000 wins \(train.min_wins\)\. Add history") as caught:
         steps.train_step(lower, "r2")
     assert "min_leads" not in str(caught.value)
+
+
+def test_win_values_that_match_nothing_name_the_key_and_what_the_export_holds(tmp_path):
+    """A stage name or label value mistyped leaves an export with no win: the user is told which key to set and
+    what the export holds, not to add history or lower the minimums."""
+    write_crm(generate_crm(2_000, seed=5), tmp_path / "crm")
+    cfg = make_config(tmp_path / "crm", tmp_path / "home")
+    typo = cfg.model_copy(update={"label": cfg.label.model_copy(update={"won_stages": ("Won",)})})
+    steps.ingest_step(typo, "r1")  # the other stages are listed, so "Closed Won" is quarantined as unknown
+    steps.features_step(typo)
+    with pytest.raises(ConfigError) as caught:
+        steps.train_step(typo, "r1")
+    message = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert message.startswith("label.won_stages = ['Won']: no stage change in")
+    assert "'Closed Won' (" in message and "quarantined as unknown" in message and "'Qualified' (" in message
+    assert "lower" not in message and "Traceback" not in message
+
+    # Without a list of the other stages, "Closed Won" is kept as one of them: still no win, still named.
+    unlisted = typo.model_copy(update={"label": typo.label.model_copy(update={"other_stages": None})})
+    steps.ingest_step(unlisted, "r2")
+    steps.features_step(unlisted)
+    with pytest.raises(ConfigError, match=r"label.won_stages = \['Won'\].*'Closed Won' \([\d,]+ rows\)"):
+        steps.train_step(unlisted, "r2")
+
+    # A snapshot export: a label column of 0 and 1 read with positive = ["Yes"].
+    xe = xeducation_config().with_home(tmp_path / "xe")
+    leads = xe.data.leads.model_copy(update={"positive": ("Yes",)})
+    xe = xe.model_copy(update={"data": xe.data.model_copy(update={"leads": leads})})
+    steps.ingest_step(xe, "x1")
+    steps.features_step(xe)
+    with pytest.raises(ConfigError, match=r"^data.leads.positive = \['Yes'\]: no value of 'Converted' is one of them.*"
+                                          r"none of its 9,240 leads won"):
+        steps.train_step(xe, "x1")
+
+    # A real shortage keeps its own message.
+    write_crm(generate_crm(700, seed=3), tmp_path / "small")
+    small = make_config(tmp_path / "small", tmp_path / "small-home")
+    steps.ingest_step(small, "s1")
+    steps.features_step(small)
+    with pytest.raises(DataError, match="too little data to train"):
+        steps.train_step(small, "s1")
