@@ -127,11 +127,28 @@ def _load(config: Path, home: Path | None):
     return cfg
 
 
+def _check_inputs(cfg, names: tuple[str, ...]) -> None:
+    """The inputs the first step reads, checked before the Prefect server starts (about 10 s): a missing export
+    file, or a step run before ingest, is said at once."""
+    if names[0] == "ingest":
+        from ingest.files import export_format
+
+        for name in ("leads", "outcomes", "activities", "campaigns"):
+            table = getattr(cfg.data, name)
+            if table is not None:
+                export_format(table, f"data.{name}")
+    else:
+        from flows.steps import read_ingest_manifest
+
+        read_ingest_manifest(cfg.paths)
+
+
 def _run_steps(config: Path, home: Path | None, names: tuple[str, ...], since_last: bool = False,
                outputs: bool = False) -> None:
     """Run steps as one Prefect flow run, with a timer; print where the outputs are."""
     cfg = _load(config, home)
     _setup_logging()
+    _check_inputs(cfg, names)
     what = names[0] if len(names) == 1 else "pipeline"
     server = None
     if not os.environ.get("PREFECT_API_URL"):  # Prefect reads it when imported: start the server first

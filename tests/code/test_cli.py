@@ -60,3 +60,17 @@ def test_generate_writes_exports_and_a_config(tmp_path):
         "leads.csv", "activities.csv", "opportunities.csv", "campaigns.csv", "truth.csv"}
     assert "Lead ID" in (tmp_path / "leadscore.toml").read_text()
     assert sum(1 for _ in (tmp_path / "crm" / "leads.csv").open()) == 501
+
+
+def test_a_missing_export_file_or_ingest_is_said_before_the_prefect_server_starts(tmp_path):
+    runner.invoke(app, ["generate", "--out", str(tmp_path / "crm"), "--leads", "500", "--config-out",
+                        str(tmp_path / "leadscore.toml")])
+    (tmp_path / "crm" / "activities.csv").unlink()
+    result = runner.invoke(app, ["run", "--config", str(tmp_path / "leadscore.toml"), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 2
+    assert f"data.activities.path: file {tmp_path / 'crm' / 'activities.csv'} not found" in result.output
+    assert "Prefect server" not in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["score", "--config", str(tmp_path / "leadscore.toml"), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 2
+    assert "no ingested data" in result.output and "run `leadscore ingest --config FILE` first" in result.output
+    assert "Prefect server" not in result.output
