@@ -17,6 +17,7 @@ Canonical tables (Arrow, timestamps UTC):
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,6 +121,7 @@ class Reader:
 
     def __init__(self, cfg: Config, now: datetime, raw: pa.Table, decimal: str):
         self.zone = cfg.data.timezone
+        self.order = cfg.data.date_order
         self.earliest = cfg.data.earliest
         self.earliest_us = cells.us_of(cfg.data.earliest)
         self.latest_us = cells.us_of(now + timedelta(days=1))
@@ -138,7 +140,7 @@ class Reader:
 
     def add_timestamp(self, checks: Checks, col: str, required: bool = True) -> np.ndarray:
         """Parse a timestamp column and add its checks (missing, unreadable, too early, in the future)."""
-        us, problem = cells.timestamp(self.raw.column(col), self.zone, self.earliest_us, self.latest_us)
+        us, problem = cells.timestamp(self.raw.column(col), self.zone, self.earliest_us, self.latest_us, self.order)
         missing = (us == np.iinfo(np.int64).min) & (problem == cells.OK)
         if required:
             checks.add(missing, f"missing {col}")
@@ -491,13 +493,13 @@ def check_usable(result: IngestResult, cfg: Config, written: dict[str, Path], qu
         where = written.get("leads") or written.get("leads.malformed")
         raise DataError(f"data.leads: none of the {leads['rows_in']:,} lead rows can be used"
                         + (f" ({common_reasons(result)}); see {where} for each row and its reason"
-                           if where else ": the file has no rows"))
+                           if where else ": the file has no rows") + _date_order_hint(result, cfg))
     share = result.quarantine_share()
     if share > cfg.data.max_quarantine_share:
         raise DataError(
             f"{share:.1%} of input rows were quarantined, more than data.max_quarantine_share = "
             f"{cfg.data.max_quarantine_share:.1%}; see {quarantine_dir} for each row and its reason "
-            f"({common_reasons(result)}){_zeros_hint(result, cfg)}")
+            f"({common_reasons(result)}){_zeros_hint(result, cfg)}{_date_order_hint(result, cfg)}")
 
 
 def no_wins_reason(cfg: Config, canonical: Path, reasons: dict[str, dict[str, int]]) -> str | None:
@@ -528,6 +530,19 @@ def no_wins_reason(cfg: Config, canonical: Path, reasons: dict[str, dict[str, in
     return (f"label.won_stages = {list(cfg.label.won_stages)}: no stage change in {oc.path} is one of them (compared "
             f"without case, spaces, hyphens or underscores), so no lead won; its stages: {shown}. Set label.won_stages "
             "(and label.lost_stages) to the names your CRM uses")
+
+
+def _date_order_hint(result: IngestResult, cfg: Config) -> str:
+    """When dates with the year last (20/09/2024) were unreadable for want of ``data.date_order``, say so."""
+    if cfg.data.date_order is not None:
+        return ""
+    for table, reasons in result.reasons().items():
+        for reason in reasons:
+            found = re.match(r"unparseable (.+?): (\d{1,2}[-/]\d{1,2}[-/]\d{4}\b.*)", reason)
+            if found:
+                return (f"; {found[1]} writes dates with the year last ({found[2]!r}): set data.date_order = \"DMY\" "
+                        "(day first) or \"MDY\" (month first) to read them")
+    return ""
 
 
 def _zeros_hint(result: IngestResult, cfg: Config, sample: int = 1000) -> str:

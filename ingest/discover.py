@@ -186,16 +186,40 @@ def _present(column: pa.Array) -> np.ndarray:
     return (pc.fill_null(pc.not_equal(trimmed, ""), False)).to_numpy(zero_copy_only=False)
 
 
-def _share_parsed(column: pa.Array, kind: str, decimal: str = ".") -> float:
-    """Of the non-empty cells, the share the cell rules read as a number or a date-time."""
+def _share_parsed(column: pa.Array, kind: str, decimal: str = ".", order: str | None = None) -> float:
+    """Of the non-empty cells, the share the cell rules read as a number or a date-time (``order``:
+    ``data.date_order``)."""
     present = _present(column)
     if not present.any():
         return 0.0
     if kind == "number":
         _, problem = cells.number(column, decimal)
     else:
-        _, problem = cells.timestamp(column, "UTC", np.iinfo(np.int64).min + 1, np.iinfo(np.int64).max)
+        _, problem = cells.timestamp(column, "UTC", np.iinfo(np.int64).min + 1, np.iinfo(np.int64).max, order)
     return float((problem[present] == cells.OK).mean())
+
+
+DATE_ORDER_WORDS = {"DMY": "the day first (20/09/2024)", "MDY": "the month first (09/20/2024)"}
+
+
+def _date_order(leads: FileSample, created: str | None) -> tuple[str | None, str | None]:
+    """``data.date_order`` for a creation date written with the year last, when the first rows tell the day from
+    the month; and a note for the user when they do not, or when the column reads as no date at all."""
+    if created is None:
+        return None, None
+    column = leads.table[created].combine_chunks()
+    if _share_parsed(column, "time") >= 0.9:
+        return None, None
+    fits = [o for o in DATE_ORDER_WORDS if _share_parsed(column, "time", order=o) >= 0.9]
+    where = f"{leads.path.name}: {created!r}"
+    if len(fits) == 1:
+        return fits[0], (f"{where} writes dates with the year last and {DATE_ORDER_WORDS[fits[0]]}: "
+                         f"data.date_order = {fits[0]!r} reads them")
+    if fits:
+        return None, (f"{where} writes dates with the year last, and no day in the first rows is above 12: set "
+                      "data.date_order to \"DMY\" (day first) or \"MDY\" (month first), or those leads are quarantined")
+    return None, (f"{where} does not read as date-times such as 2026-05-01T09:30:00Z in most rows; export it in ISO "
+                  "8601 (or those leads are quarantined)")
 
 
 def _role_of_file(sample: FileSample, crm: str) -> str | None:
@@ -300,7 +324,8 @@ def _stage_labels(values: list[str]) -> tuple[list[str], list[str], list[str]]:
     return won, lost, other
 
 
-def _judge_lead_columns(sample: FileSample, taken: set[str]) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+def _judge_lead_columns(sample: FileSample, taken: set[str],
+                        order: str | None = None) -> tuple[list[str], list[str], list[str], dict[str, str]]:
     """(categorical, numeric, passthrough, left out with why) for the leads columns no role took."""
     categorical, numeric, passthrough, left = [], [], [], {}
     leaky = post_outcome_columns([c for c in sample.words if c not in taken])
@@ -322,7 +347,8 @@ def _judge_lead_columns(sample: FileSample, taken: set[str]) -> tuple[list[str],
             left[col] = "one value in every row: tells nothing apart"
         elif words in OWNER_WORDS or words.removesuffix(" id").removesuffix("id") in OWNER_WORDS:
             passthrough.append(col)
-        elif _share_parsed(column, "time") >= 0.9 and _share_parsed(column, "number", sample.decimal) < 0.5:
+        elif (_share_parsed(column, "time", order=order) >= 0.9
+              and _share_parsed(column, "number", sample.decimal) < 0.5):
             left[col] = ("a date: dates other than the creation time are often set later, and the lead's age "
                          "is a feature already")
         elif words.split()[-1] in ("id", "guid", "uuid") or (
@@ -381,11 +407,14 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
     if note:
         warnings.append(note)
     created = find(leads, "created_at", {lead_id})
+    order, note = _date_order(leads, created)
+    if note:
+        warnings.append(note)
     dated = {}  # won_at / lost_at: outcome dates in the leads file, when there is no stage history
     if outcomes is None and created is not None:
         for role, names in (("won_at", WON_DATE_NAMES), ("lost_at", LOST_DATE_NAMES)):
             col = leads.find(names, {lead_id, created})
-            if col is not None and _share_parsed(leads.table[col].combine_chunks(), "time") >= 0.9:
+            if col is not None and _share_parsed(leads.table[col].combine_chunks(), "time", order=order) >= 0.9:
                 dated[role] = col
         dated = dated if "won_at" in dated else {}
     label_column = _label_column(leads) if outcomes is None and not dated else None
@@ -403,16 +432,16 @@ def propose_config(export_dir: Path, crm: str = "auto", horizon_days: int = 90) 
             if _share_parsed(column, "number", leads.decimal) >= 0.95:  # a count named like a role ("campaign")
                 warnings.append(f"{leads.path.name}: {col!r} is mapped as the {role}, but it holds numbers; if they "
                                 f"count something rather than name a {role}, move it to numeric")
-    categorical, numeric, passthrough, left = _judge_lead_columns(leads, taken)
-    if created is not None and _share_parsed(leads.table[created].combine_chunks(), "time") < 0.9:
-        warnings.append(f"{leads.path.name}: {created!r} does not read as date-times such as 2026-05-01T09:30:00Z in "
-                        "most rows; export it in ISO 8601 (or those leads are quarantined)")
+    categorical, numeric, passthrough, left = _judge_lead_columns(leads, taken, order)
 
     title = {"salesforce": "a Salesforce export", "hubspot": "a HubSpot export", "dynamics": "a Dynamics 365 export",
              "generic": "column names of no CRM leadscore knows: matched by common names"}[crm]
     lines = [f"# leadscore config proposed by `leadscore init` from {export_dir.as_posix()}",
              f"# ({title}). Check each mapping; `leadscore run --config THIS_FILE` accepts it as is.",
-             "", "[data.leads]", f"path = {_toml(leads.path.as_posix())}", f"id = {_toml(lead_id)}"]
+             ""]
+    if order:
+        lines += ["[data]", f"date_order = {_toml(order)}  # dates with the year last: {DATE_ORDER_WORDS[order]}", ""]
+    lines += ["[data.leads]", f"path = {_toml(leads.path.as_posix())}", f"id = {_toml(lead_id)}"]
     if label_column is not None:
         lines += [f"# A snapshot export: no stage history, the outcome is {label_column!r} (random split, no history "
                   "features).", f"label = {_toml(label_column)}"]

@@ -9,7 +9,8 @@ changes how a cell is read.
   (``1,200`` and ``12,345.5``; with ``decimal = ","``: ``1.200,5`` or ``1 200,5``). ``3,5`` is not 35: with a
   ``.`` decimal it is no number at all. An infinite value is an error; NaN (typed, or the text ``NaN``) is a
   missing value, as pandas writes one.
-- Date-time: ISO 8601 ``YYYY-MM-DD`` (or ``YYYY/MM/DD``, or ``DD.MM.YYYY``), optionally
+- Date-time: ISO 8601 ``YYYY-MM-DD`` (or ``YYYY/MM/DD``, or ``DD.MM.YYYY``; ``DD/MM/YYYY`` or ``MM/DD/YYYY``, also
+  with dashes, only with ``data.date_order`` = "DMY" or "MDY": 01/02/2025 is ambiguous), optionally
   ``[T ]hh:mm[:ss[.fraction]]`` and a zone
   (``Z``, ``UTC``, ``GMT``, ``±hh``, ``±hh:mm``, ``±hhmm``, at most 14 hours from UTC). Without a zone it is
   local time in ``data.timezone``: a time skipped when clocks move forward is read as the first instant after the
@@ -51,12 +52,14 @@ NUMBER = {d: rf"^[+-]?(?:{p}(?:\{d}\d*)?|\{d}\d+)(?:[eE][+-]?\d+)?$" for d, p in
 GROUPING = {".": ",", ",": "[." + _SPACES + "]"}
 NAN = r"^[+-]?[nN][aA][nN]$"
 # ISO's year first, or the day first with dots (31.12.2025, as much of Europe writes it: no one writes the month
-# first with dots, so it is not ambiguous the way 01/02/2025 is).
-DATETIME = (r"^(?:(?P<y>\d{4})[-/](?P<m>\d{1,2})[-/](?P<d>\d{1,2})|(?P<d2>\d{1,2})\.(?P<m2>\d{1,2})\.(?P<y2>\d{4}))"
+# first with dots, so it is not ambiguous the way 01/02/2025 is), or the year last with slashes or dashes (p and
+# q): the day or the month first, as data.date_order says (without it, such a cell is unreadable).
+DATETIME = (r"^(?:(?P<y>\d{4})[-/](?P<m>\d{1,2})[-/](?P<d>\d{1,2})|(?P<d2>\d{1,2})\.(?P<m2>\d{1,2})\.(?P<y2>\d{4})"
+            r"|(?P<p>\d{1,2})[-/](?P<q>\d{1,2})[-/](?P<y3>\d{4}))"
             r"(?:[T ](?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d{1,9}))?)?)?"
             r"[ \t]*(?P<z>[zZ]|UTC|GMT|utc|gmt|[+-]\d{2}(?::?\d{2})?)?$")
-_GROUPS = ("y", "m", "d", "y2", "m2", "d2", "H", "M", "S", "f", "z")
-_INTS = ("y", "m", "d", "y2", "m2", "d2", "H", "M", "S")
+_GROUPS = ("y", "m", "d", "y2", "m2", "d2", "p", "q", "y3", "H", "M", "S", "f", "z")
+_INTS = ("y", "m", "d", "y2", "m2", "d2", "p", "q", "y3", "H", "M", "S")
 # Seconds (10 digits: 2001-09-09 to 2286) or milliseconds (13) since 1970 in UTC, as systems log them.
 EPOCH = r"^(?:\d{10}|\d{13})$"
 _MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
@@ -166,7 +169,7 @@ def _extract(cells) -> dict[str, np.ndarray]:
         v = groups[g]
         out[g] = v if not isinstance(v, np.ndarray) or v.dtype != object else \
             np.array([int(x) if x is not None else 0 for x in v], np.int64)
-    for g in "ymd":  # one of the two date forms took part, the other's groups are 0
+    for g in "ymd":  # one of the date forms took part, the others' groups are 0
         out[g] = out[g] + out.pop(f"{g}2")
     out["f"], out["z"] = groups["f"], groups["z"]
     return out
@@ -242,8 +245,10 @@ def number(values, decimal: str = ".") -> tuple[pa.Array, np.ndarray]:
     return pa.array(np.where(ok, x, np.nan), pa.float64(), mask=~ok), problem
 
 
-def timestamp(values, zone: str, earliest_us: int, latest_us: int) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 microseconds since 1970 UTC, problem per cell); missing cells are NEVER with problem OK."""
+def timestamp(values, zone: str, earliest_us: int, latest_us: int,
+              order: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 microseconds since 1970 UTC, problem per cell); missing cells are NEVER with problem OK. ``order``:
+    "DMY" or "MDY" for dates written with the year last (``data.date_order``)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if isinstance(values, pa.Array) and (pa.types.is_timestamp(values.type) or pa.types.is_date(values.type)):
@@ -251,7 +256,7 @@ def timestamp(values, zone: str, earliest_us: int, latest_us: int) -> tuple[np.n
     elif isinstance(values, pa.Array) and (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
         us, problem = _epoch_numbers(values)
     else:
-        us, problem = _parse_timestamp(_trim(_cells(values)), zone)
+        us, problem = _parse_timestamp(_trim(_cells(values)), zone, order)
     early = (problem == OK) & (us != NEVER) & (us < earliest_us)
     late = (problem == OK) & (us != NEVER) & (us > latest_us)
     problem = np.where(early, TOO_EARLY, np.where(late, TOO_LATE, problem)).astype(np.int8)
@@ -283,11 +288,17 @@ def _typed_timestamp(values: pa.Array, zone: str) -> tuple[np.ndarray, np.ndarra
     return us, np.zeros(len(us), np.int8)
 
 
-def _parse_timestamp(cells, zone: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_timestamp(cells, zone: str, order: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     present = np.array([v is not None for v in cells], bool) if isinstance(cells, list) else \
         cells.is_valid().to_numpy(zero_copy_only=False)
     g = _extract(cells)
     y, m, d, hh, mm, ss = (g[k] for k in "ymdHMS")
+    year_last = g["y3"] > 0
+    if order is None:  # 01/02/2025: the first of February or the second of January?
+        g["matched"] = g["matched"] & ~year_last
+    else:
+        day, month = (g["p"], g["q"]) if order == "DMY" else (g["q"], g["p"])
+        y, m, d = y + g["y3"], m + month, d + day
     digits, fraction_us = _fraction(g["f"])
     offset = _per_value(g["z"], _offset_minutes, np.int64)
     has_zone = _per_value(g["z"], lambda z: z is not None, bool)

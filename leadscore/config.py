@@ -165,6 +165,9 @@ class CampaignsTable(FileTable):
 class DataConfig(_Section):
     as_of: datetime | None = None
     timezone: Zone = "UTC"  # how to read timestamps that carry no zone
+    # How to read dates written with the year last (20/09/2024, 09-20-2024): "DMY" day first, "MDY" month first.
+    # Unset, such a date is unreadable: 01/02/2025 could be either. ISO dates and 31.12.2025 read either way.
+    date_order: Literal["DMY", "MDY"] | None = None
     # A timestamp before this is a placeholder (1900-01-01, 0001-01-01), not a date: its row is quarantined.
     earliest: datetime = datetime(1990, 1, 1, tzinfo=UTC)
     max_quarantine_share: Float = Field(0.05, ge=0, le=1)

@@ -155,7 +155,7 @@ class ScoringService:
         if lc.created_at:
             raw = self._strings(leads, lc.created_at, errors)
             us, problem = cells.timestamp(raw, self.cfg.data.timezone, self.earliest_us,
-                                          cells.us_of(now) + cells.US_PER_DAY)
+                                          cells.us_of(now) + cells.US_PER_DAY, self.cfg.data.date_order)
             for i in np.flatnonzero(problem != cells.OK):
                 found = leads[i].get(lc.created_at)
                 msg = {cells.UNREADABLE: f"must be a date-time such as 2026-05-01T09:30:00Z; found {found!r}",

@@ -49,6 +49,23 @@ def test_dates_follow_the_grammar():
     assert list(cells.timestamp([arabic_indic], "UTC", LO, HI)[1]) == [1]
 
 
+def test_dates_with_the_year_last_read_as_data_date_order_says():
+    """20/09/2024 only with data.date_order: 01/02/2025 is the first of February to some, the second of January to
+    others. The order applies to slashes and dashes with the year last, never to ISO or dotted dates."""
+    when = ["20/09/2024 02:57", "09/20/2024", "01/02/2025", "1-2-2025T10:00Z", "31/02/2025", "2024-09-20",
+            "20.09.2024"]
+    want = {None: [1, 1, 1, 1, 1, "2024-09-20T00:00", "2024-09-20T00:00"],
+            "DMY": ["2024-09-20T02:57", 1, "2025-02-01T00:00", "2025-02-01T10:00", 1, "2024-09-20T00:00",
+                    "2024-09-20T00:00"],
+            "MDY": [1, "2024-09-20T00:00", "2025-01-02T00:00", "2025-01-02T10:00", 1, "2024-09-20T00:00",
+                    "2024-09-20T00:00"]}
+    for order, expected in want.items():
+        for us, problem in _both(lambda v: cells.timestamp(v, "UTC", LO, HI, order), when):
+            shown = [str(np.datetime64(int(u), "us").astype("datetime64[m]")) if p == 0 else int(p)
+                     for u, p in zip(us, problem)]
+            assert shown[:len(when)] == expected, order
+
+
 TEXT = st.lists(st.sampled_from(list("0123456789+-.,:/ TtZzeE\u00a0\u202f\u3000\t\nUTCGMnaN") + ["12", "2026-", "000"]),
                 max_size=14).map("".join)
 DATES = st.builds(lambda y, m, d, rest: f"{y:04d}-{m}-{d}{rest}", st.integers(1980, 2030), st.integers(0, 13),
@@ -58,6 +75,8 @@ DATES = st.builds(lambda y, m, d, rest: f"{y:04d}-{m}-{d}{rest}", st.integers(19
 
 DOTTED = st.builds(lambda d, m, y, rest: f"{d}.{m}.{y}{rest}", st.integers(0, 32), st.integers(0, 13),
                    st.integers(1980, 2030), st.sampled_from(["", " 10:00", "T23:59:59", " 02:30:00", "T10:00Z", "."]))
+YEAR_LAST = st.builds(lambda a, b, sep, y, rest: f"{a}{sep}{b}{sep}{y}{rest}", st.integers(0, 32), st.integers(0, 32),
+                      st.sampled_from(["/", "-"]), st.integers(1980, 2030), st.sampled_from(["", " 10:00", "T10:00Z"]))
 EPOCHS = st.integers(0, 10**14).map(str)
 
 
@@ -78,7 +97,7 @@ def _both(fn, values):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-@given(values=st.lists(st.one_of(TEXT, DATES, DOTTED, EPOCHS, NUMBERS, st.none()), min_size=1, max_size=12),
+@given(values=st.lists(st.one_of(TEXT, DATES, DOTTED, YEAR_LAST, EPOCHS, NUMBERS, st.none()), min_size=1, max_size=12),
        zone=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]))
 def test_both_engines_read_every_cell_alike(values, zone):
     n = len(values)
@@ -87,5 +106,6 @@ def test_both_engines_read_every_cell_alike(values, zone):
     for decimal in (".", ","):
         (xs, ps), (xb, pb) = _both(lambda v: cells.number(v, decimal), values)
         assert xs.to_pylist() == xb.to_pylist()[:n] and list(ps) == list(pb[:n]), decimal
-    (us, ps), (ub, pb) = _both(lambda v: cells.timestamp(v, zone, LO, HI), values)
-    assert list(us) == list(ub[:n]) and list(ps) == list(pb[:n])
+    for order in (None, "DMY", "MDY"):
+        (us, ps), (ub, pb) = _both(lambda v: cells.timestamp(v, zone, LO, HI, order), values)
+        assert list(us) == list(ub[:n]) and list(ps) == list(pb[:n]), order

@@ -72,3 +72,33 @@ def test_a_column_named_like_a_lead_id_that_is_not_one_is_passed_over(tmp_path):
     proposal = propose_config(tmp_path)
     assert parse_config(proposal.text, tmp_path / "leadscore.toml").data.leads.id == "lead_id"
     assert any("the lead id 'lead_id' has" in w for w in proposal.warnings)
+
+
+def test_dates_with_the_day_first_are_proposed_and_read_with_data_date_order(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from flows import steps
+    from ingest.canonical import ingest
+    from leadscore.errors import DataError
+
+    export = tmp_path / "export"
+    write_crm(generate_crm(1_000, seed=9), export)
+    (export / "truth.csv").unlink()
+    leads = pd.read_csv(export / "leads.csv", dtype=str, keep_default_na=False)
+    iso = pd.to_datetime(leads["Created Date"])
+    leads["Created Date"] = iso.dt.strftime("%d/%m/%Y %H:%M")  # as a European spreadsheet writes it
+    leads.to_csv(export / "leads.csv", index=False)
+
+    proposal = propose_config(export)
+    cfg = parse_config(proposal.text, tmp_path / "leadscore.toml").with_home(tmp_path / "home")
+    assert cfg.data.date_order == "DMY" and cfg.data.leads.created_at == "Created Date"
+    assert any("day first" in w and "data.date_order = 'DMY'" in w for w in proposal.warnings)
+    read = ingest(cfg).tables["leads"].to_pandas().set_index("lead_id")["created_at"]
+    assert (read.loc[leads["Lead ID"]].to_numpy() == iso.dt.floor("min").dt.tz_localize("UTC").to_numpy()).all()
+
+    # Without the setting every creation date is unreadable, and the error says which key reads them.
+    bare = cfg.model_copy(update={"data": cfg.data.model_copy(update={"date_order": None})})
+    with pytest.raises(DataError, match=r"Created Date writes dates with the year last \('\d\d/\d\d/\d{4} \d\d:\d\d'\): "
+                                        r"set data.date_order = \"DMY\" \(day first\) or \"MDY\""):
+        steps.ingest_step(bare, "r1")
