@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 from datetime import datetime, timezone
@@ -184,6 +185,13 @@ def train_step(cfg: Config, run_id: str) -> dict:
             simple = cfg.model_copy(update={"train": cfg.train.model_copy(update={"candidates": (best,)})})
             result = train_model(fs, simple, landmarks, as_of=pd.Timestamp(meta["as_of"]), client=client)
             refused = out["model_version"]
+            # The refused version's report stays beside the one that replaces it.
+            aside = home.runs / run_id / f"version-{refused}"
+            aside.mkdir(parents=True, exist_ok=True)
+            for name in ("evaluation.html", "plots", "single_feature_auc.csv"):
+                if (home.runs / run_id / name).exists():
+                    os.replace(home.runs / run_id / name, aside / name)
+            log.info("train: version %s's evaluation report is now %s", refused, aside / "evaluation.html")
             out = _register(simple, home, run_id, result, fs, meta, inputs, home.runs / run_id)
             out["instead_of"] = refused
         if cfg.segments:

@@ -491,9 +491,11 @@ def check_usable(result: IngestResult, cfg: Config, written: dict[str, Path], qu
     leads = result.counts["leads"]
     if leads["kept"] == 0:
         where = written.get("leads") or written.get("leads.malformed")
-        raise DataError(f"data.leads: none of the {leads['rows_in']:,} lead rows can be used"
-                        + (f" ({common_reasons(result)}); see {where} for each row and its reason"
-                           if where else ": the file has no rows") + _date_order_hint(result, cfg))
+        if not where:
+            raise DataError(f"data.leads: {cfg.data.leads.path} has no rows")
+        raise DataError(f"data.leads: none of the {leads['rows_in']:,} lead rows can be used "
+                        f"({common_reasons(result)}); see {where} for each row and its reason"
+                        + _date_order_hint(result, cfg))
     share = result.quarantine_share()
     if share > cfg.data.max_quarantine_share:
         raise DataError(

@@ -226,6 +226,15 @@ def test_too_much_quarantine_fails_the_step_and_says_where(tmp_path):
     assert summary["counts"]["leads"] == {"rows_in": 9, "kept": 3, "quarantined": 6}
 
 
+def test_a_leads_file_with_a_header_only_says_so(tmp_path):
+    from flows.steps import ingest_step
+
+    _write(tmp_path, {"leads.csv": LEADS.splitlines()[0] + "\n", "stages.csv": STAGES, "activities.csv": ACTIVITIES,
+                      "campaigns.csv": CAMPAIGNS})
+    with pytest.raises(DataError, match=r"^data\.leads: .*leads\.csv has no rows$"):
+        ingest_step(_cfg(tmp_path, 'home = "home"\n' + CONFIG), "run-1")
+
+
 def test_ids_that_differ_in_leading_zeros_are_named_in_the_error(tmp_path):
     """Leads written with zero-padded ids and stages with the same ids as numbers share no id: the run stops on
     the quarantined share, and the message says why rather than only "unknown lead"."""

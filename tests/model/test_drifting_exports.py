@@ -11,6 +11,7 @@ the naive Bayes on the newest leads was what this test caught."""
 import logging
 import re
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,6 +138,10 @@ def test_a_first_model_a_baseline_beats_beyond_noise_gives_way_to_it(tmp_path, c
     cfg, trained = _init_and_train(tmp_path, seed=8, caplog=caplog)
     assert trained["instead_of"] == "1" and trained["model_version"] == "2" and trained["promoted"], trained
     assert "training the naive Bayes as the first model" in caplog.text
+    # Each version's evaluation report is kept: the refused one's set aside, the first model's in its place.
+    run = Path(trained["evaluation"]).parent
+    assert (run / "version-1" / "evaluation.html").is_file() and (run / "evaluation.html").is_file()
+    assert (run / "version-1" / "evaluation.html").read_text() != (run / "evaluation.html").read_text()
     m = trained["metrics"]
     assert m["roc_auc"] >= m["baseline_naive_bayes_roc_auc"] - 0.005, m
     published = steps.score_step(cfg, "first")
