@@ -494,7 +494,7 @@ def check_usable(result: IngestResult, cfg: Config, written: dict[str, Path], qu
         if not where:
             raise DataError(f"data.leads: {cfg.data.leads.path} has no rows")
         raise DataError(f"data.leads: none of the {leads['rows_in']:,} lead rows can be used "
-                        f"({common_reasons(result)}); see {where} for each row and its reason"
+                        f"({common_reasons(result, tables=('leads',))}); see {where} for each row and its reason"
                         + _date_order_hint(result, cfg))
     share = result.quarantine_share()
     if share > cfg.data.max_quarantine_share:
@@ -579,10 +579,13 @@ def unknown_lead_ids(result: IngestResult, cfg: Config, table: str, sample: int 
     return cells.text(q.raw.column(mapped.lead_id).take(pa.array(unknown[:sample], pa.int64())))
 
 
-def common_reasons(result: IngestResult, top: int = 3) -> str:
-    """The commonest kinds of reason ("non-numeric Employees", without the values), for a one-line error."""
+def common_reasons(result: IngestResult, top: int = 3, tables: tuple[str, ...] | None = None) -> str:
+    """The commonest kinds of reason ("non-numeric Employees", without the values), for a one-line error; of
+    ``tables`` only, if given."""
     kinds: dict[str, int] = {}
     for table, reasons in result.reasons().items():
+        if tables is not None and table not in tables:
+            continue
         for reason, n in reasons.items():
             kind = f"{table}: {reason.split(': ', 1)[0]}"
             kinds[kind] = kinds.get(kind, 0) + n
