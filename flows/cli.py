@@ -64,9 +64,16 @@ def _console():
 def _setup_logging() -> None:
     from rich.logging import RichHandler
 
-    if not any(isinstance(h, RichHandler) for h in log.handlers):
-        log.addHandler(RichHandler(console=_console(), show_path=False, show_level=False, markup=False,
-                                   log_time_format="[%H:%M:%S]"))
+    if not any(getattr(h, "leadscore", False) for h in log.handlers):
+        console = _console()
+        if console.is_terminal:
+            handler = RichHandler(console=console, show_path=False, show_level=False, markup=False,
+                                  log_time_format="[%H:%M:%S]")
+        else:  # a log file or CI: plain lines, neither padded nor wrapped
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
+        handler.leadscore = True
+        log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
     for note in _notes:
