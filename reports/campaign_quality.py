@@ -181,12 +181,21 @@ def summary_lines(campaigns: pd.DataFrame, previous: pd.DataFrame | None, previo
         else:
             text += ": none differs clearly from the average yet."
         lines.append(text)
-    checked = campaigns["actual_within_interval"].dropna()
+    checked = campaigns.dropna(subset=["actual_within_interval"])
     if len(checked):
-        lines.append(f"Expected vs actual: on matured leads, actual closes fell inside the 90% interval of expected "
-                     f"closes for {int(checked.sum())} of {len(checked)} campaigns. The model in service learned "
-                     "from these outcomes, so this shows how well it fits them; its out-of-sample calibration is "
-                     "in the training run's evaluation report.")
+        if list(checked["campaign"]) == ["(none)"]:  # no campaign mapped: one group of every lead
+            r = checked.iloc[0]
+            found = (f"{r['actual_closes']:,.0f} closes against {r['expected_closes_matured']:,.1f} expected, "
+                     f"{'inside' if r['actual_within_interval'] else 'outside'} its 90% interval")
+        else:
+            outside = checked[~checked["actual_within_interval"].astype(bool)]
+            said = "; ".join(f"{r.campaign}: {r.actual_closes:,.0f} closes against {r.expected_closes_matured:,.1f} "
+                             "expected" for r in outside.head(3).itertuples()) + ("; ..." if len(outside) > 3 else "")
+            found = (f"actual closes fell inside the 90% interval of expected closes for {len(checked) - len(outside)} "
+                     f"of {len(checked)} campaigns" + (f" (outside it: {said})" if len(outside) else ""))
+        lines.append(f"Expected vs actual: on matured leads, {found}. The model in service learned from these "
+                     "outcomes, so this shows how well it fits them; its out-of-sample calibration is in the "
+                     "training run's evaluation report.")
     if previous is not None and previous_label:
         lines.append(_changes(campaigns, previous, previous_label))
     return lines

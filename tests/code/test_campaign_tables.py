@@ -141,6 +141,23 @@ def test_summary_says_what_changed_since_the_previous_report():
     assert any(line.startswith("Since the previous report (20260601T000000Z-abc): new campaigns: New") for line in lines)
 
 
+def test_expected_against_actual_names_the_campaigns_outside_their_interval():
+    rng = np.random.default_rng(4)
+    n = 3000
+    scored = pd.DataFrame({"campaign": rng.choice(["Fair", "Overrated"], n), "probability": 0.3, "mature": True,
+                           "is_open": False, "created_at": pd.Timestamp("2025-06-01", tz="UTC")})
+    # "Fair" closes as forecast; "Overrated" half as often.
+    rate = np.where(scored["campaign"] == "Fair", 0.3, 0.15)
+    scored = scored.assign(label=(rng.random(n) < rate).astype(float), source="Web", tier="B")
+    line = next(x for x in summary_lines(quality_table(scored, "campaign", None, AS_OF, 90), None, None)
+                if x.startswith("Expected vs actual"))
+    assert "for 1 of 2 campaigns (outside it: Overrated: " in line and "Fair:" not in line
+    # No campaign mapped: one group of every lead, said as such.
+    alone = summary_lines(quality_table(scored.assign(campaign=None), "campaign", None, AS_OF, 90), None, None)
+    line = next(x for x in alone if x.startswith("Expected vs actual"))
+    assert "closes against 900.0 expected, outside its 90% interval" in line and "campaigns" not in line.split(".")[0]
+
+
 def test_page_is_self_contained_with_every_chart():
     scored = _scored()
     costs = pd.DataFrame({"campaign": ["A", "B"], "cost": [10.0, 20.0]})
