@@ -61,6 +61,18 @@ def _console():
     return console
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at each line (a test runner swaps it per command)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging() -> None:
     from rich.logging import RichHandler
 
@@ -70,7 +82,7 @@ def _setup_logging() -> None:
             handler = RichHandler(console=console, show_path=False, show_level=False, markup=False,
                                   log_time_format="[%H:%M:%S]")
         else:  # a log file or CI: plain lines, neither padded nor wrapped
-            handler = logging.StreamHandler(sys.stderr)
+            handler = _StderrHandler()
             handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
         handler.leadscore = True
         log.addHandler(handler)

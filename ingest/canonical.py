@@ -524,14 +524,18 @@ def no_wins_reason(cfg: Config, canonical: Path, reasons: dict[str, dict[str, in
     if any(stage_key(s) in won for s in stages if s is not None):
         return None
     prefix = f"unknown {oc.stage}: "
-    unknown = {r[len(prefix):]: n for r, n in reasons.get("outcomes", {}).items() if r.startswith(prefix)}
+    outcome_reasons = reasons.get("outcomes", {})
+    unknown = {r[len(prefix):]: n for r, n in outcome_reasons.items() if r.startswith(prefix)}
+    other = sum(n for r, n in outcome_reasons.items() if not r.startswith(prefix))
     held = sorted({**stages, **unknown}.items(), key=lambda sn: (-sn[1], str(sn[0])))
     if not held:
         return None
     shown = ", ".join(f"{s!r} ({n:,} rows{', quarantined as unknown' if s in unknown else ''})" for s, n in held[:8])
-    return (f"label.won_stages = {list(cfg.label.won_stages)}: no stage change in {oc.path} is one of them (compared "
-            f"without case, spaces, hyphens or underscores), so no lead won; its stages: {shown}. Set label.won_stages "
-            "(and label.lost_stages) to the names your CRM uses")
+    return (f"label.won_stages = {list(cfg.label.won_stages)}: no stage change kept from {oc.path} is one of them "
+            f"(compared without case, spaces, hyphens or underscores), so no lead won; its stages: {shown}. Set "
+            "label.won_stages (and label.lost_stages) to the names your CRM uses"
+            + (f" ({other:,} more rows of it were quarantined for other reasons: see the quarantine folder)"
+               if other else ""))
 
 
 def _date_order_hint(result: IngestResult, cfg: Config) -> str:
@@ -540,7 +544,7 @@ def _date_order_hint(result: IngestResult, cfg: Config) -> str:
         return ""
     for table, reasons in result.reasons().items():
         for reason in reasons:
-            found = re.match(r"unparseable (.+?): (\d{1,2}[-/]\d{1,2}[-/]\d{4}\b.*)", reason)
+            found = re.match(r"unparseable (.+?): \s*(\d{1,2}[-/]\d{1,2}[-/]\d{4}\b.*)", reason)
             if found:
                 return (f"; {found[1]} writes dates with the year last ({found[2]!r}): set data.date_order = \"DMY\" "
                         "(day first) or \"MDY\" (month first) to read them")

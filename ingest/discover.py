@@ -210,12 +210,13 @@ def _date_order(leads: FileSample, created: str | None) -> tuple[str | None, str
     column = leads.table[created].combine_chunks()
     if _share_parsed(column, "time") >= 0.9:
         return None, None
-    fits = [o for o in DATE_ORDER_WORDS if _share_parsed(column, "time", order=o) >= 0.9]
+    share = {o: _share_parsed(column, "time", order=o) for o in DATE_ORDER_WORDS}
+    best = max(share, key=share.get)
     where = f"{leads.path.name}: {created!r}"
-    if len(fits) == 1:
-        return fits[0], (f"{where} writes dates with the year last and {DATE_ORDER_WORDS[fits[0]]}: "
-                         f"data.date_order = {fits[0]!r} reads them")
-    if fits:
+    if share[best] >= 0.9 and share[best] > min(share.values()):  # a cell one order reads and the other cannot
+        return best, (f"{where} writes dates with the year last and {DATE_ORDER_WORDS[best]}: "
+                      f"data.date_order = {best!r} reads them")
+    if share[best] >= 0.9:
         return None, (f"{where} writes dates with the year last, and no day in the first rows is above 12: set "
                       "data.date_order to \"DMY\" (day first) or \"MDY\" (month first), or those leads are quarantined")
     return None, (f"{where} does not read as date-times such as 2026-05-01T09:30:00Z in most rows; export it in ISO "

@@ -296,6 +296,8 @@ def _parse_timestamp(cells, zone: str, order: str | None = None) -> tuple[np.nda
     year_last = g["y3"] > 0
     if order is None:  # 01/02/2025: the first of February or the second of January?
         g["matched"] = g["matched"] & ~year_last
+    elif order not in ("DMY", "MDY"):
+        raise ValueError(f"date order {order!r}: DMY or MDY")
     else:
         day, month = (g["p"], g["q"]) if order == "DMY" else (g["q"], g["p"])
         y, m, d = y + g["y3"], m + month, d + day

@@ -193,6 +193,13 @@ def test_batch_and_online_features_equal_the_plain_loop_in_every_time_zone(case)
     online = OnlineFeatures(*snapshot_tables(fs.frame.to_pandas(), tables["activities"], cfg, as_of, fs.definitions))
     got = pd.DataFrame(online.build(tables["leads"].to_pandas(), cfg, fs.features)).set_index("lead_id")
     assert_same(got.loc[want.index], want, table, f"online in {zone}")
+    # As a cluster scores: each part of the leads with only its own activities.
+    rows = tables["leads"].to_pandas()
+    parts = [rows["lead_id"].to_numpy()[i::2] for i in range(2)]
+    for lead_ids, own in zip(parts, online.own_events(parts)):
+        piece = pd.DataFrame(online.without_own().with_own(own).build(rows[rows["lead_id"].isin(lead_ids)], cfg,
+                                                                       fs.features)).set_index("lead_id")
+        assert_same(piece, want.loc[piece.index], table, f"a part online in {zone}")
 
 
 def test_a_lead_created_after_the_snapshot_sees_outcomes_only_up_to_as_of():

@@ -97,6 +97,12 @@ def test_dates_with_the_day_first_are_proposed_and_read_with_data_date_order(tmp
     read = ingest(cfg).tables["leads"].to_pandas().set_index("lead_id")["created_at"]
     assert (read.loc[leads["Lead ID"]].to_numpy() == iso.dt.floor("min").dt.tz_localize("UTC").to_numpy()).all()
 
+    # The first rows of a date-sorted export may hold only the 1st to the 13th: one 13th settles it.
+    early = iso.apply(lambda t: t.replace(day=t.day % 13 + 1))
+    leads.assign(**{"Created Date": early.dt.strftime("%d/%m/%Y %H:%M")}).to_csv(export / "leads.csv", index=False)
+    assert parse_config(propose_config(export).text, tmp_path / "early.toml").data.date_order == "DMY"
+    leads.to_csv(export / "leads.csv", index=False)
+
     # Without the setting every creation date is unreadable, and the error says which key reads them.
     bare = cfg.model_copy(update={"data": cfg.data.model_copy(update={"date_order": None})})
     with pytest.raises(DataError, match=r"Created Date writes dates with the year last \('\d\d/\d\d/\d{4} \d\d:\d\d'\): "

@@ -49,7 +49,7 @@ def test_win_values_that_match_nothing_name_the_key_and_what_the_export_holds(tm
         steps.train_step(typo, "r1")
     message = str(caught.value)
     assert caught.value.exit_code == 2
-    assert message.startswith("label.won_stages = ['Won']: no stage change in")
+    assert message.startswith("label.won_stages = ['Won']: no stage change kept from")
     assert "'Closed Won' (" in message and "quarantined as unknown" in message and "'Qualified' (" in message
     assert "lower" not in message and "Traceback" not in message
 
