@@ -347,6 +347,14 @@ def deploy(
     typer.echo(f"\nstart a worker to execute them:  uv run prefect worker start --pool {sched.work_pool}")
 
 
+def _share(p: float) -> str:
+    """A probability in six characters that reads 1.000 or 0.000 only if it is (0.999916 reads 0.9999)."""
+    text = f"{p:>6.3f}"
+    if text.strip() in ("1.000", "0.000") and p not in (0.0, 1.0):
+        text = f"{min(max(p, 0.0001), 0.9999):.4f}"
+    return text
+
+
 @command
 def history(
     lead_id: Annotated[str, typer.Argument(metavar="LEAD_ID", help="The lead's id as in the export.")],
@@ -373,8 +381,8 @@ def history(
     previous = None
     for r, f in zip(rows.itertuples(), fit):  # one line per published score of one lead
         trend = r.trend if isinstance(r.trend, str) else "-"
-        fit_text = f"{f:>6.3f}" if f == f else f"{'-':>6}"
-        typer.echo(f"{r.scored_at:%Y-%m-%d %H:%M:%S}Z {r.model_version:>5} {r.probability:>6.3f} {trend:<7} "
+        fit_text = _share(f) if f == f else f"{'-':>6}"
+        typer.echo(f"{r.scored_at:%Y-%m-%d %H:%M:%S}Z {r.model_version:>5} {_share(r.probability)} {trend:<7} "
                    f"{fit_text} {r.score:>5} {r.tier:^4}  {r.route}")
         if r.tier != previous:
             change = f"tier {previous} -> {r.tier}" if previous else f"first scored: tier {r.tier}"

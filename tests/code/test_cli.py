@@ -74,3 +74,9 @@ def test_a_missing_export_file_or_ingest_is_said_before_the_prefect_server_start
     assert result.exit_code == 2
     assert "no ingested data" in result.output and "run `leadscore ingest --config FILE` first" in result.output
     assert "Prefect server" not in result.output
+
+
+def test_history_shows_no_probability_as_certain_that_is_not():
+    from flows.cli import _share
+
+    assert [_share(p) for p in (0.999916, 0.00004, 0.5, 1.0, 0.0)] == ["0.9999", "0.0001", " 0.500", " 1.000", " 0.000"]
