@@ -15,7 +15,7 @@ demo: setup
 	$(UV) run leadscore demo
 
 test: setup
-	$(UV) run pytest -q -n $(TEST_WORKERS) --dist loadscope
+	$(UV) run pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15
 
 bench: setup
 	$(UV) run python bench/run.py
