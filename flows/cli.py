@@ -152,10 +152,8 @@ def _check_inputs(cfg, names: tuple[str, ...]) -> None:
     if names[0] == "ingest":
         from ingest.files import export_format
 
-        for name in ("leads", "outcomes", "activities", "campaigns"):
-            table = getattr(cfg.data, name)
-            if table is not None:
-                export_format(table, f"data.{name}")
+        for name, table in cfg.export_tables().items():
+            export_format(table, f"data.{name}")
     else:
         from flows.steps import read_ingest_manifest
 

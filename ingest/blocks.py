@@ -37,9 +37,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingest.canonical import (ACTIVITIES, DUPLICATE_LEAD, OUTCOMES, Checks, IngestResult, Quarantined,
-                              activity_cells, activity_mapping, activity_relations, configured_stages,
-                              later_duplicates, lead_cells, lead_mapping, log_spellings, one_spelling, outcome_cells,
-                              outcome_mapping, outcome_relations, read_campaigns, spelling_map)
+                              activity_cells, activity_mapping, activity_relations, configured_stages, dated_changes,
+                              later_duplicates, lead_cells, lead_mapping, log_spellings, malformed_table,
+                              one_spelling, outcome_cells, outcome_mapping, outcome_relations, read_campaigns,
+                              spelling_map)
 from ingest.files import (cells_encoding, check_unique, decimal_of, export_format, first_invalid_utf8,
                           guess_delimiter, header_names, parse_csv, require_columns, unreadable, warn_malformed)
 from leadscore import cells
@@ -343,10 +344,7 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
             has = kept_leads.filter(at.is_valid())
             column = getattr(cfg.data.leads, role)
             out["dated"][column] = has.num_rows
-            stage = pa.repeat(pa.scalar(column, pa.string()), has.num_rows)
-            dated.append(pa.table({"lead_id": has["lead_id"], "stage": stage,
-                                   "occurred_at": has[f"outcome:{role}"],
-                                   "amount": pa.nulls(has.num_rows, pa.float64())}))
+            dated.append(dated_changes(has["lead_id"], column, has[f"outcome:{role}"]))
     keep("leads", kept_leads)
     known = kept_leads.select(["lead_id", "created_at"]).combine_chunks()
     for name in ("outcomes", "activities"):
@@ -378,8 +376,7 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
 def _quarantined(plan: FilePlan, work: Path, offsets: np.ndarray, malformed: list) -> Quarantined | None:
     """The blocks' quarantined rows in file order, and the lines that could not be split, as the one-machine
     ingest records them."""
-    lines = (pa.table({"line": [t for t, _ in malformed], "reason": [r for _, r in malformed]},
-                      schema=pa.schema([("line", pa.string()), ("reason", pa.string())])) if malformed else None)
+    lines = malformed_table(malformed)
     files = sorted((work / "quarantine" / plan.name).glob("*.parquet"))
     if not files:
         empty = pa.table({n: pa.array([], pa.string()) for n in plan.names})

@@ -50,6 +50,26 @@ class Quarantined:
     malformed: pa.Table | None = None  # lines that could not be split into the header's fields: line, reason
 
 
+def malformed_table(lines: list[tuple[str, str]]) -> pa.Table | None:
+    """Lines that could not be split into the header's fields, as (text, reason): Quarantined.malformed."""
+    if not lines:
+        return None
+    return pa.table({"line": [t for t, _ in lines], "reason": [r for _, r in lines]},
+                    schema=pa.schema([("line", pa.string()), ("reason", pa.string())]))
+
+
+def dated_changes(lead_id, stage: str, at) -> pa.Table:
+    """Wins or losses dated in a column of the leads file, as stage changes to a stage named after the column."""
+    n = len(lead_id)
+    return pa.table({"lead_id": lead_id, "stage": pa.repeat(pa.scalar(stage, pa.string()), n), "occurred_at": at,
+                     "amount": pa.nulls(n, pa.float64())})
+
+
+# Reasons whose value is read back (the hints of check_usable and no_wins_reason): "<reason> <column>: <cell>".
+UNPARSEABLE = "unparseable {}: "
+UNKNOWN = "unknown {}: "
+
+
 @dataclass
 class IngestResult:
     tables: dict[str, pa.Table]
@@ -145,7 +165,7 @@ class Reader:
         if required:
             checks.add(missing, f"missing {col}")
         shown = self.shown(col)
-        checks.add(problem == cells.UNREADABLE, lambda rows: [f"unparseable {col}: {v}" for v in shown(rows)])
+        checks.add(problem == cells.UNREADABLE, lambda rows: [UNPARSEABLE.format(col) + v for v in shown(rows)])
         checks.add(problem == cells.TOO_EARLY, lambda rows: [
             f"{col} {v} is before data.earliest ({self.earliest:%Y-%m-%d})" for v in shown(rows)])
         checks.add(problem == cells.TOO_LATE, f"{col} in the future")
@@ -203,8 +223,7 @@ def _record(result: IngestResult, name: str, raw: pa.Table, checks: Checks, kept
     kept = pa.table(kept_columns).filter(keep)
     rows, reasons = checks.texts()
     lines = info.pop("malformed", [])
-    malformed = pa.table({"line": [t for t, _ in lines], "reason": [r for _, r in lines]},
-                         schema=pa.schema([("line", pa.string()), ("reason", pa.string())])) if lines else None
+    malformed = malformed_table(lines)
     result.tables[name] = kept
     if len(rows) or lines:
         result.quarantined[name] = Quarantined(raw.take(pa.array(rows, pa.int64())), rows + 1, reasons, malformed)
@@ -351,8 +370,7 @@ def _outcomes(cfg: Config, now: datetime, result: IngestResult, leads: pa.Table,
     export has none."""
     _stage_changes(cfg, now, result, leads)
     if dated:
-        changes = [pa.table({"lead_id": ids, "stage": pa.repeat(pa.scalar(col, pa.string()), len(ids)), "occurred_at": at,
-                             "amount": pa.nulls(len(ids), pa.float64())}) for col, (ids, at) in dated.items()]
+        changes = [dated_changes(ids, col, at) for col, (ids, at) in dated.items()]
         result.tables["outcomes"] = pa.concat_tables([result.tables["outcomes"], *changes]).combine_chunks()
         result.files["leads"]["outcomes_from_columns"] = {col: len(ids) for col, (ids, _) in dated.items()}
 
@@ -407,7 +425,7 @@ def outcome_cells(cfg: Config, now: datetime, raw: pa.Table, info: dict
         strange = pa.array([v for v in values if stage_key(v) not in keys], pa.string())
         unknown = pc.is_in(stage, value_set=strange).to_numpy(zero_copy_only=False)
         shown = read.shown(oc.stage)
-        checks.add(unknown, lambda rows: [f"unknown {oc.stage}: {v}" for v in shown(rows)])
+        checks.add(unknown, lambda rows: [UNKNOWN.format(oc.stage) + v for v in shown(rows)])
     late = Checks(raw.num_rows)
     amount = read.add_number(late, oc.amount) if oc.amount else _null_of(pa.float64(), raw.num_rows)
     return checks, {"lead_id": lead_id, "stage": stage, "occurred_at": cells.to_timestamp_array(at),
@@ -523,7 +541,7 @@ def no_wins_reason(cfg: Config, canonical: Path, reasons: dict[str, dict[str, in
     won = {stage_key(s) for s in cfg.label.won_stages}
     if any(stage_key(s) in won for s in stages if s is not None):
         return None
-    prefix = f"unknown {oc.stage}: "
+    prefix = UNKNOWN.format(oc.stage)
     outcome_reasons = reasons.get("outcomes", {})
     unknown = {r[len(prefix):]: n for r, n in outcome_reasons.items() if r.startswith(prefix)}
     other = sum(n for r, n in outcome_reasons.items() if not r.startswith(prefix))
@@ -542,9 +560,9 @@ def _date_order_hint(result: IngestResult, cfg: Config) -> str:
     """When dates with the year last (20/09/2024) were unreadable for want of ``data.date_order``, say so."""
     if cfg.data.date_order is not None:
         return ""
-    for table, reasons in result.reasons().items():
+    for reasons in result.reasons().values():
         for reason in reasons:
-            found = re.match(r"unparseable (.+?): \s*(\d{1,2}[-/]\d{1,2}[-/]\d{4}\b.*)", reason)
+            found = re.match(UNPARSEABLE.format("(.+?)") + r"\s*(\d{1,2}[-/]\d{1,2}[-/]\d{4}\b.*)", reason)
             if found:
                 return (f"; {found[1]} writes dates with the year last ({found[2]!r}): set data.date_order = \"DMY\" "
                         "(day first) or \"MDY\" (month first) to read them")

@@ -569,9 +569,14 @@ class Config(_Section):
         """Where this config's runs, models and published files live."""
         return Home(self.home)
 
-    def input_paths(self) -> list[Path]:
+    def export_tables(self) -> dict[str, FileTable]:
+        """The mapped export files by name (leads, outcomes, activities, campaigns); ``data.<name>`` in the config."""
         d = self.data
-        return [t.path for t in (d.leads, d.outcomes, d.activities, d.campaigns) if t is not None]
+        return {name: t for name, t in (("leads", d.leads), ("outcomes", d.outcomes), ("activities", d.activities),
+                                        ("campaigns", d.campaigns)) if t is not None}
+
+    def input_paths(self) -> list[Path]:
+        return [t.path for t in self.export_tables().values()]
 
     def with_home(self, home: Path) -> Config:
         return self.model_copy(update={"home": check_home(Path(home).resolve())})
