@@ -9,15 +9,24 @@ when idle (``OMP_WAIT_POLICY=PASSIVE``): spinning threads of two workers on the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
+from typing import TypeVar
 
 from leadscore.config import EngineConfig
-from leadscore.errors import ConfigError
+from leadscore.errors import ClusterError, ConfigError
 
 log = logging.getLogger("leadscore")
 
 _open: list = []  # the client of the run in progress, if any
+
+T = TypeVar("T")
+
+# Times a step's cluster work starts again after losing a worker (a third loss fails the run).
+LOST_WORKER_RETRIES = 2
+WORKER_MEMORY = ("a worker that runs out of memory is stopped: give the workers more (engine.memory_per_worker, or "
+                 "--memory-limit of `dask worker`) or send smaller parts (engine.rows_per_part)")
 
 # Each partition is prepared once per pass of the sharded features (counting, query rows, build), so fewer,
 # larger partitions are faster until a worker's memory binds (about 0.5 GB plus 1.5 GB per million leads; README,
@@ -139,3 +148,23 @@ def map_parts(client, fn, parts: list, *args, **kwargs) -> list:
     if not all(isinstance(p, Future) for p in parts):
         parts = send_parts(client, parts)
     return gather_all(client, client.map(fn, parts, *args, pure=False, **kwargs))
+
+
+def again_if_lost(client, what: str, attempt: Callable[[], T]) -> T:
+    """``attempt()``, and again from its start when a worker was lost under it, at most
+    :data:`LOST_WORKER_RETRIES` times. The parts sent to the workers live only in their memory, so a lost worker
+    takes its parts with it and Dask cancels the tasks that needed them; ``attempt`` sends them again to the
+    workers left (a LocalCluster's nanny restarts its lost worker). ``attempt`` must be safe to run twice: its
+    files written whole under the same names, its rows loaded anew. Work Dask can redo alone (tasks on files)
+    it reschedules without this."""
+    for tries in range(LOST_WORKER_RETRIES + 1):
+        try:
+            return attempt()
+        except CancelledError:  # distributed's FuturesCancelledError: we cancel nothing, a lost worker did
+            if tries == LOST_WORKER_RETRIES:
+                times = "once" if tries == 0 else f"{tries + 1} times"
+                raise ClusterError(f"engine: a Dask worker was lost {times} while {what}; {WORKER_MEMORY}") from None
+            log.warning("engine: a Dask worker was lost while %s, and the parts it held with it; %s again "
+                        "(%d of %d)", what, what, tries + 1, LOST_WORKER_RETRIES)
+            client.wait_for_workers(1, timeout=120)
+    raise AssertionError("unreachable")

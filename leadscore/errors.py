@@ -20,3 +20,7 @@ class DataError(LeadscoreError):
 
 class ModelNotFoundError(LeadscoreError):
     """No registered model (or alias) to score with."""
+
+
+class ClusterError(LeadscoreError):
+    """The Dask cluster could not finish a step: its workers were lost again and again."""

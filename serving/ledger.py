@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from leadscore.cluster import cut, map_parts
+from leadscore.cluster import again_if_lost, cut, map_parts
 from leadscore.config import ROWS_PER_PART
 from leadscore.paths import atomic_write
 
@@ -53,7 +53,7 @@ def append(ledger: Path, run_id: str, scores: pd.DataFrame, scored_at=None, clie
     pending = [folder / f".{run_id}.part-{i:05d}.parquet{PENDING}" for i in range(len(pieces))]
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        map_parts(client, _write_sorted, pieces, pending)
+        again_if_lost(client, "writing the ledger", lambda: map_parts(client, _write_sorted, pieces, pending))
     except BaseException:
         for path in pending:
             path.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from leadscore.cluster import cut, map_parts, send_parts
+from leadscore.cluster import again_if_lost, cut, map_parts, send_parts
 from leadscore.config import ROWS_PER_PART
 from leadscore.paths import part_name, read_latest, with_filename, write_text_atomic
 from leadscore.spreadsheet import write_csv
@@ -142,24 +142,31 @@ class _Parts:
         self.client, self.table, self.rows = client, table, rows_per_part
         self._pieces = None
 
-    @property
-    def pieces(self) -> list:
-        """The parts on the workers: sent on first use, once for every file written from them."""
-        if self._pieces is None:
-            self._pieces = send_parts(self.client, cut(self.table, self.rows))
-        return self._pieces
+    def _on_workers(self, what: str, write) -> None:
+        """``write(pieces)`` with the parts on the workers: sent on first use, once for every file written from
+        them, and sent again when a lost worker took some with it."""
+        def attempt():
+            if self._pieces is None:
+                self._pieces = send_parts(self.client, cut(self.table, self.rows))
+            try:
+                write(self._pieces)
+            except BaseException:
+                self._pieces = None
+                raise
+
+        again_if_lost(self.client, what, attempt)
 
     def write_parquet(self, folder: Path) -> None:
         folder.mkdir()
-        pieces = self.pieces
-        map_parts(self.client, pq.write_table, pieces, [folder / part_name(i) for i in range(len(pieces))])
+        self._on_workers(f"writing {folder.name}", lambda pieces: map_parts(
+            self.client, pq.write_table, pieces, [folder / part_name(i) for i in range(len(pieces))]))
 
     def write_csv(self, path: Path) -> None:
         """Each worker writes its rows (the first part with the header); the parts are then joined in order."""
-        parts = self.pieces
-        pieces = [path.with_name(f".{path.name}.part-{i:05d}") for i in range(len(parts))]
+        pieces = [path.with_name(f".{path.name}.part-{i:05d}") for i in range(len(cut(self.table, self.rows)))]
         try:
-            map_parts(self.client, write_csv, parts, pieces, [i == 0 for i in range(len(pieces))])
+            self._on_workers(f"writing {path.name}", lambda parts: map_parts(
+                self.client, write_csv, parts, pieces, [i == 0 for i in range(len(pieces))]))
             with path.open("wb") as out:
                 for piece in pieces:
                     with piece.open("rb") as fh:

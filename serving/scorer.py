@@ -7,7 +7,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from leadscore.cluster import cut, map_parts
+from leadscore.cluster import again_if_lost, cut, map_parts
 from leadscore.errors import DataError
 
 
@@ -175,9 +175,13 @@ class LeadScorer:
         columns = [c for c in dict.fromkeys([*self.features, "campaign", "segment"]) if c in frame.columns]
         rows = frame[columns].reset_index(drop=True)
         parts = cut(rows, rows_per_partition)
-        scattered = client.scatter(self, broadcast=True, hash=False, direct=True)
-        out = pd.concat(map_parts(client, _prediction_frame, parts, scorer=scattered, reason_tiers=reason_tiers,
-                                  use_now=use_now))
+
+        def attempt():
+            scattered = client.scatter(self, broadcast=True, hash=False, direct=True)
+            return pd.concat(map_parts(client, _prediction_frame, parts, scorer=scattered, reason_tiers=reason_tiers,
+                                       use_now=use_now))
+
+        out = again_if_lost(client, "scoring leads", attempt)
         return {c: out[c].to_numpy() for c in out.columns}
 
     def score(self, frame: pd.DataFrame, scored_at: datetime, reason_tiers: tuple[str, ...] = ("A", "B"),

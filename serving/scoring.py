@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.segments import segment_of
-from leadscore.cluster import cut, map_parts, send_parts, total_threads
+from leadscore.cluster import again_if_lost, cut, map_parts, send_parts, total_threads
 from leadscore.config import Config
 from leadscore.contract import export_column, export_name
 from serving.ledger import changed_since
@@ -136,18 +136,23 @@ def _score_on_cluster(client, scorer, online, open_leads: pd.DataFrame, cfg: Con
     unranked score rows)."""
     parts = cut(open_leads, cfg.engine.rows_per_part, total_threads(client))
     own = online.own_events([part["lead_id"].to_numpy() for part in parts])
-    shared = client.scatter([scorer, online.without_own(), cfg], broadcast=True, hash=False, direct=True)
-    inputs = client.map(_inputs_part, send_parts(client, list(zip(parts, own))), scorer=shared[0],
-                        online=shared[1], cfg=shared[2], pure=False)
-    key_parts = map_parts(client, _keys, inputs)
-    keys = pd.concat(key_parts, ignore_index=True)
-    todo = to_rescore(keys, scorer, seen, before)
-    bounds = np.cumsum([0, *(len(k) for k in key_parts)])
-    picks = [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    scored = map_parts(client, _score_part, inputs, picks, scorer=shared[0], scored_at=scored_at,
-                       tiers=cfg.scoring.reason_tiers, extra=extra)
-    # Parts with no lead to rescore left out: joined with empty frames, text columns would change type.
-    return keys, todo, pd.concat([part for part in scored if len(part)] or scored[:1], ignore_index=True)
+    shared_history = online.without_own()
+
+    def attempt():
+        shared = client.scatter([scorer, shared_history, cfg], broadcast=True, hash=False, direct=True)
+        inputs = client.map(_inputs_part, send_parts(client, list(zip(parts, own))), scorer=shared[0],
+                            online=shared[1], cfg=shared[2], pure=False)
+        key_parts = map_parts(client, _keys, inputs)
+        keys = pd.concat(key_parts, ignore_index=True)
+        todo = to_rescore(keys, scorer, seen, before)
+        bounds = np.cumsum([0, *(len(k) for k in key_parts)])
+        picks = [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        scored = map_parts(client, _score_part, inputs, picks, scorer=shared[0], scored_at=scored_at,
+                           tiers=cfg.scoring.reason_tiers, extra=extra)
+        # Parts with no lead to rescore left out: joined with empty frames, text columns would change type.
+        return keys, todo, pd.concat([part for part in scored if len(part)] or scored[:1], ignore_index=True)
+
+    return again_if_lost(client, "scoring the open leads", attempt)
 
 
 def _inputs_part(part: tuple[pd.DataFrame, dict], scorer, online, cfg: Config) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import re
 
 import pandas as pd
 
-from leadscore.cluster import cut, map_parts
+from leadscore.cluster import again_if_lost, cut, map_parts
 from leadscore.config import ROWS_PER_PART
 from leadscore.errors import DataError
 
@@ -175,8 +175,14 @@ def _upsert_in_parts(client, url: str, table_name: str, scores: pd.DataFrame, ru
                     log.warning("publish.sql_url: dropped %s, left by a run that was stopped while loading", name)
             staging.create(conn)
         created = True
-        loaded = sum(map_parts(client, _load_part, cut(scores, rows_per_part), url=make_url(url), staging=staging.name,
-                               run_id=run_id))
+
+        def load():
+            with engine.begin() as conn:  # rows a part loaded before its worker was lost are loaded again
+                conn.execute(staging.delete())
+            return sum(map_parts(client, _load_part, cut(scores, rows_per_part), url=make_url(url),
+                                 staging=staging.name, run_id=run_id))
+
+        loaded = again_if_lost(client, "loading the SQL staging table", load)
         with engine.begin() as conn:  # one transaction: all rows or none
             table.create(conn, checkfirst=True)
             # WHERE true: SQLite reads "SELECT ... ON CONFLICT" without a WHERE as a join's ON.

@@ -17,6 +17,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
+from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
+
 from ingest.synthetic import demo_config_text, generate_crm, write_crm  # noqa: E402
 from leadscore.config import Config, parse_config  # noqa: E402
 
@@ -49,6 +51,28 @@ def _leadscore_log_reaches_caplog():
 
     logging.getLogger("leadscore").propagate = True
     yield
+
+
+class StopWorkerOnce(WorkerPlugin):
+    """A Dask worker plugin that makes the worker starting the first task of each named function exit at once,
+    as a worker killed by the machine would (its nanny starts a new one, without the data the old one held). One
+    worker per function: the first to create the function's mark in ``marks``."""
+
+    name = "stop-worker-once"
+
+    def __init__(self, functions: tuple[str, ...], marks: Path):
+        self.functions, self.marks = functions, marks
+
+    def transition(self, key, start, finish, **kwargs):
+        from dask.utils import key_split
+
+        if finish != "executing" or key_split(key) not in self.functions:
+            return
+        try:
+            os.close(os.open(self.marks / key_split(key), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        os._exit(1)
 
 
 def seed_mlflow(home: Path) -> None:

@@ -25,7 +25,7 @@ from leadscore import cells
 from leadscore.config import parse_config
 from leadscore.errors import LeadscoreError
 from leadscore.paths import Home, one_run_at_a_time, read_latest
-from leadscore.problems import environment_problem
+from leadscore.problems import environment_problem, user_message
 from leadscore.spreadsheet import FORMULA_START
 from models import registry
 
@@ -324,6 +324,17 @@ def test_6_disk_full_and_refused_writes_are_one_line():
     assert environment_problem(err).startswith("no space left on the device at /srv/home/published")
     assert "no space left" in environment_problem(RuntimeError("sqlite3.OperationalError: database or disk is full"))
     assert environment_problem(ValueError("a bug")) is None  # real bugs keep their traceback
+    assert user_message(ValueError("a bug")) is None
+
+
+def test_6_a_task_that_stops_its_dask_worker_every_time_is_one_line():
+    from distributed.scheduler import KilledWorker
+
+    dead = KilledWorker("build_partition-3", None, 3)  # as Dask raises it, but for the scheduler's WorkerState
+    message, code = user_message(dead)
+    assert code == 2 and message.startswith("engine: the Dask task 'build_partition-3' stopped its worker each of "
+                                            "the 4 times it ran; a worker that runs out of memory")
+    assert "engine.memory_per_worker" in message
 
 
 def test_7_a_kill_between_publishing_and_the_ledger_is_mended(small_champion, tmp_path):

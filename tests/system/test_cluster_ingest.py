@@ -7,6 +7,7 @@ leads in other blocks, a line with too few fields, a byte that is not UTF-8)."""
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -213,3 +214,32 @@ def test_ids_that_differ_in_leading_zeros_are_named_on_the_cluster_too(client, t
     with pytest.raises(DataError, match=r"data.outcomes.lead_id and data.leads.id differ in leading zeros "
                                         r"\('1' against '000001'\)"):
         check_usable(result, cfg, written, tmp_path / "quarantine")
+
+
+def test_a_worker_lost_during_ingest_and_features_changes_nothing(client, tmp_path):
+    """Ingest and features tasks read and write files only, so Dask runs again, on its own, the tasks a dead worker
+    was running and those whose results it held; the features equal one machine's."""
+    from conftest import StopWorkerOnce
+
+    from flows import steps
+
+    export = tmp_path / "crm"
+    write_crm(generate_crm(3_000, seed=7), export)
+    here = make_config(export, tmp_path / "here")
+    steps.ingest_step(here, "r1")
+    steps.features_step(here)
+    there = make_config(export, tmp_path / "there", '\n[engine]\nkind = "dask"\npartitions = 3\n')
+    marks = tmp_path / "stopped"
+    marks.mkdir()
+    killed = ("check_block", "relate_partition", "count_partition", "build_partition")  # as Dask names the tasks
+    client.register_plugin(StopWorkerOnce(killed, marks))
+    try:
+        steps.ingest_step(there, "r1")
+        steps.features_step(there)
+    finally:
+        client.unregister_worker_plugin(StopWorkerOnce.name)
+    assert sorted(p.name for p in marks.iterdir()) == sorted(killed)  # a worker died in each
+    a, b = (pq.read_table(cfg.paths.features_file).to_pandas().sort_values("lead_id", ignore_index=True)
+            for cfg in (here, there))
+    assert len(a) == 3_000
+    pd.testing.assert_frame_equal(b, a)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_home
+from conftest import StopWorkerOnce, copy_home
 from typer.testing import CliRunner
 
 from flows import steps
@@ -244,11 +244,13 @@ def test_an_old_silent_lead_is_not_routed_ahead_of_a_young_engaged_one(scored_ho
 
 
 def test_on_a_cluster_the_workers_write_the_same_publication_ledger_and_sql_rows_in_parts(trained_home, crm_medium,
-                                                                                        tmp_path):
+                                                                                        tmp_path, caplog):
     """Issue 16, item 5: on the Dask engine (a real 2-worker LocalCluster) the scores, the CRM files, the ledger
     and the SQL rows are written by the workers in parts of ``engine.rows_per_part`` rows. A reader sees what
     the local engine publishes: one CSV in rank order, a Parquet dataset that reads as the same table, the same
-    ledger rows and the same SQL table, changed in one transaction."""
+    ledger rows and the same SQL table, changed in one transaction. Even when a worker dies in each phase of the
+    run: scoring, writing the published files, the ledger and the SQL rows each start again, with the parts the
+    dead worker held sent again."""
     import sqlalchemy as sa
 
     def sql(name):
@@ -263,8 +265,18 @@ def test_on_a_cluster_the_workers_write_the_same_publication_ledger_and_sql_rows
     with left.begin() as conn:
         conn.execute(sa.text(f"CREATE TABLE {staging_name('lead_scores', 'killed')} (lead_id TEXT)"))
     left.dispose()
-    with cluster.session(dask.engine):  # one cluster for both runs on it
-        steps.score_step(dask, "r1")
+    with cluster.session(dask.engine) as client:  # one cluster for both runs on it
+        marks = tmp_path / "stopped"
+        marks.mkdir()
+        # As Dask names the tasks. (The CSV parts are written as the Parquet parts are: by the same code.)
+        killed = ("score_part", "write_table", "write_sorted", "load_part")
+        client.register_plugin(StopWorkerOnce(killed, marks))
+        with caplog.at_level("WARNING", logger="leadscore"):
+            steps.score_step(dask, "r1")
+        assert sorted(p.name for p in marks.iterdir()) == sorted(killed)  # a worker died in each
+        lost = [r.getMessage() for r in caplog.records if "a Dask worker was lost" in r.getMessage()]
+        assert len(lost) == len(killed), lost
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
         here, there = read_latest(Home(local.home).scores), read_latest(Home(dask.home).scores)
         scores = _published(here)
         n = len(scores)
