@@ -37,7 +37,7 @@ from leadscore.cluster import partition_count, partition_sql, total_threads
 from leadscore.config import Config
 from leadscore.contract import METADATA_KEY, FeatureSet
 from leadscore.duck import days, literal
-from leadscore.paths import Home, atomic_write, part_name, table_parts
+from leadscore.paths import Home, atomic_write, fresh_folder, part_name, table_parts
 
 log = logging.getLogger("leadscore")
 
@@ -67,9 +67,10 @@ def _split_one(source: Path, out: Path, partitions: int) -> None:
     con = duckdb.connect()
     try:
         con.execute(f"SET threads = {_threads()}")
-        con.execute(f"""COPY (SELECT *, {partition_sql(partitions)} AS part
-                              FROM read_parquet({literal(str(source / "*.parquet" if source.is_dir() else source))}))
-                        TO {literal(str(out))} (FORMAT parquet, PARTITION_BY (part))""")
+        with fresh_folder(out) as tmp:
+            con.execute(f"""COPY (SELECT *, {partition_sql(partitions)} AS part
+                                  FROM read_parquet({literal(str(source / "*.parquet" if source.is_dir() else source))}))
+                            TO {literal(str(tmp))} (FORMAT parquet, PARTITION_BY (part))""")
     finally:
         con.close()
 
@@ -104,7 +105,8 @@ def _count_partition(canonical: Path, split: dict, i: int, cfg: Config, as_of: d
     counts = shared_counts(_partition_tables(canonical, split, i), cfg, as_of, spill / f"p{i}", _threads())
     _write_part(counts.pop("arrivals"), i, arrivals)
     events = counts.pop("events").sort_by([("role", "ascending"), ("kind", "ascending")])
-    pq.write_table(events, out, row_group_size=65_536)  # small groups: each sum reads only its role and kind's
+    with atomic_write(out) as tmp:  # a task run again (its worker lost) rewrites its files whole
+        pq.write_table(events, tmp, row_group_size=65_536)  # small groups: each sum reads only its role and kind's
     return counts
 
 
@@ -135,7 +137,8 @@ def _write_queries(kind: str, canonical: Path, split: dict, i: int, cfg: Config,
 
 
 def _write_part(queries: pa.Table, i: int, out: Path) -> None:
-    pq.write_table(queries.append_column("part", pa.array([i] * len(queries), pa.int32())), out)
+    with atomic_write(out) as tmp:
+        pq.write_table(queries.append_column("part", pa.array([i] * len(queries), pa.int32())), tmp)
 
 
 def _count_stream(queries: Path, events: Path, role: str, kind: str, horizon: int, out: Path, spill: Path) -> None:
@@ -156,8 +159,9 @@ def _count_stream(queries: Path, events: Path, role: str, kind: str, horizon: in
                     "CREATE VIEW Es AS SELECT NULL::VARCHAR AS key, NULL::TIMESTAMPTZ AS occurred_at, "
                     "NULL::BIGINT AS cum WHERE FALSE")
         counted = known_at(con, "Qs", "Es", ["key"], cumulative="cum")
-        con.execute(f"""COPY (SELECT (qid >> 40)::INTEGER AS part, qid & {(1 << 40) - 1} AS qid, n_all FROM {counted})
-                        TO {literal(str(out / stream_name(role, kind)))} (FORMAT parquet, PARTITION_BY (part))""")
+        with fresh_folder(out / stream_name(role, kind)) as tmp:
+            con.execute(f"""COPY (SELECT (qid >> 40)::INTEGER AS part, qid & {(1 << 40) - 1} AS qid, n_all
+                                  FROM {counted}) TO {literal(str(tmp))} (FORMAT parquet, PARTITION_BY (part))""")
     finally:
         con.close()
 
@@ -224,9 +228,9 @@ class ShardedBuild:
         counts_dir.mkdir()
         parts = [counts_dir / f"part-{i}.parquet" for i in range(self.partitions)]
         (work / "arrivals").mkdir()
-        futures = [client.submit(_count_partition, canonical, self.split, i, cfg, as_of, self.spill, parts[i],
-                                 work / "arrivals" / f"part-{i}.parquet", pure=False) for i in range(self.partitions)]
-        counted = client.gather(futures)
+        counted = client.gather([client.submit(_count_partition, canonical, self.split, i, cfg, as_of, self.spill,
+                                               parts[i], work / "arrivals" / f"part-{i}.parquet", pure=False)
+                                 for i in range(self.partitions)])
         self.events = work / "shared_history"  # one file per stream, each summed by its own task
         self.events.mkdir()
         self.roles = counted[0]["roles"]

@@ -46,7 +46,7 @@ from ingest.files import (cells_encoding, check_unique, decimal_of, export_forma
 from leadscore import cells
 from leadscore.cluster import gather_all, partition_count, partition_sql, total_threads
 from leadscore.config import Config, FileTable
-from leadscore.paths import part_name, replace_table
+from leadscore.paths import atomic_write, part_name, replace_table
 
 log = logging.getLogger("leadscore")
 
@@ -251,9 +251,9 @@ def _check_block(plan: FilePlan, i: int, cfg: Config, now: datetime, partitions:
         checks, columns = activity_cells(cfg, now, raw, info)
     rows, reasons = checks.texts()
     if len(rows):
-        pq.write_table(pa.table({BLOCK: pa.array(np.full(len(rows), i), pa.int32()), ROW: pa.array(rows, pa.int64()),
-                                 "reason": reasons, **_as_read(raw, rows)}),
-                       work / "quarantine" / plan.name / f"block-{i:06d}.parquet")
+        _write(pa.table({BLOCK: pa.array(np.full(len(rows), i), pa.int32()), ROW: pa.array(rows, pa.int64()),
+                         "reason": reasons, **_as_read(raw, rows)}),
+               work / "quarantine" / plan.name / f"block-{i:06d}.parquet")
     keep = np.flatnonzero(checks.passing)
     passing = pa.table({**{k: v.take(pa.array(keep, pa.int64())) for k, v in columns.items()},
                         BLOCK: pa.array(np.full(len(keep), i), pa.int32()), ROW: pa.array(keep, pa.int64()),
@@ -289,9 +289,14 @@ def _write_partitioned(rows: pa.Table, partitions: int, folder: Path, name: str)
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(partitions + 1))
     for p in np.flatnonzero(np.diff(bounds)):
-        out = folder / f"part={p}"
-        out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(rows.take(pa.array(order[bounds[p]:bounds[p + 1]])), out / name)
+        _write(rows.take(pa.array(order[bounds[p]:bounds[p + 1]])), folder / f"part={p}" / name)
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    """A task's output file, whole: Dask runs a task again when the worker holding its result is lost, maybe while
+    a task of the next stage reads what it wrote."""
+    with atomic_write(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 # --- 3. checks between rows, partition by partition --------------------------------------------------------
@@ -309,9 +314,9 @@ def _split(rows: pa.Table, checks: Checks, name: str, p: int, work: Path) -> pa.
     bad, reasons = checks.texts()
     if len(bad):
         q = rows.take(pa.array(bad, pa.int64()))
-        pq.write_table(pa.table({BLOCK: q[BLOCK], ROW: q[ROW], "reason": reasons,
-                                 **{c: q[c] for c in q.column_names if c.startswith(RAW)}}),
-                       work / "quarantine" / name / f"part-{p:06d}.parquet")
+        _write(pa.table({BLOCK: q[BLOCK], ROW: q[ROW], "reason": reasons,
+                         **{c: q[c] for c in q.column_names if c.startswith(RAW)}}),
+               work / "quarantine" / name / f"part-{p:06d}.parquet")
     return rows.filter(pa.array(checks.passing))
 
 
@@ -367,7 +372,7 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
         keep("outcomes", d)
     for name, schema in canonical.items():
         table = pa.concat_tables(kept[name]) if kept[name] else schema.empty_table()
-        pq.write_table(table, work / "tables" / f"{name}.parquet" / part_name(p))
+        _write(table, work / "tables" / f"{name}.parquet" / part_name(p))
     return out
 
 
@@ -417,6 +422,7 @@ def ingest_on_cluster(client, cfg: Config, work: Path, now: datetime | None = No
     futures = {name: [client.submit(_check_block, plan, i, cfg, now, partitions, work, pure=False)
                       for i in range(len(plan.blocks))] for name, plan in plans.items()}
     checked = {name: gather_all(client, f) for name, f in futures.items()}
+    del futures  # released: a worker lost later does not make Dask check these blocks again
     for name, plan in plans.items():
         if _cut_inside_a_row(checked[name]):
             log.warning("%s: %s has quotes inside unquoted cells as well as line breaks inside quoted ones, so "

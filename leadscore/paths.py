@@ -167,6 +167,26 @@ def atomic_write(path: Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def fresh_folder(path: Path) -> Iterator[Path]:
+    """A folder written whole: the caller fills the temporary folder this yields, beside the target, which then
+    takes the target's place (an earlier one, whole or left half-written by a killed task, is removed). A task
+    run again after its worker was lost writes its folder anew. Not atomic for a reader: no reader may look at
+    the folder while its task runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+            os.replace(path, old)
+            shutil.rmtree(old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def part_name(partition: int) -> str:
     """The file of one lead partition in a table written by partition (:func:`table_parts`)."""
     return f"part-{partition:05d}.parquet"
