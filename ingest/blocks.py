@@ -293,8 +293,8 @@ def _write_partitioned(rows: pa.Table, partitions: int, folder: Path, name: str)
 
 
 def _write(table: pa.Table, path: Path) -> None:
-    """A task's output file, whole: Dask runs a task again when the worker holding its result is lost, maybe while
-    a task of the next stage reads what it wrote."""
+    """A task's output file, written whole: Dask runs a task again when its worker is lost, running or holding
+    its result, and a file half-written by the first run must not be read."""
     with atomic_write(path) as tmp:
         pq.write_table(table, tmp)
 

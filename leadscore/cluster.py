@@ -76,7 +76,7 @@ def session(engine: EngineConfig) -> Iterator[object | None]:
                                        memory_limit=engine.memory_per_worker.strip(), dashboard_address=":0",
                                        env=worker_environment(engine.threads), silence_logs=logging.CRITICAL)
             client = Client(cluster)
-            client.run(_quiet_stdout)
+            client.register_plugin(_quiet_plugin())  # on every worker, and on one the nanny starts anew
         else:
             client = Client(engine.address, timeout="20s")
     except OSError as exc:  # no scheduler there (distributed raises OSError subclasses on timeouts)
@@ -96,6 +96,18 @@ def session(engine: EngineConfig) -> Iterator[object | None]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _quiet_plugin():
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietStdout(WorkerPlugin):
+        name = "leadscore-quiet-stdout"
+
+        def setup(self, worker):
+            _quiet_stdout()
+
+    return QuietStdout()
 
 
 def _quiet_stdout() -> None:
@@ -153,18 +165,44 @@ def map_parts(client, fn, parts: list, *args, **kwargs) -> list:
 def again_if_lost(client, what: str, attempt: Callable[[], T]) -> T:
     """``attempt()``, and again from its start when a worker was lost under it, at most
     :data:`LOST_WORKER_RETRIES` times. The parts sent to the workers live only in their memory, so a lost worker
-    takes its parts with it and Dask cancels the tasks that needed them; ``attempt`` sends them again to the
-    workers left (a LocalCluster's nanny restarts its lost worker). ``attempt`` must be safe to run twice: its
-    files written whole under the same names, its rows loaded anew. Work Dask can redo alone (tasks on files)
-    it reschedules without this."""
+    takes its parts with it and Dask cancels the tasks that needed them (or the sending fails); ``attempt`` sends
+    them again to the workers left (a LocalCluster's nanny restarts its lost worker). ``attempt`` must be safe to
+    run twice: its files written whole under the same names, its rows loaded anew. Work Dask can redo alone
+    (tasks on files) it reschedules without this. Work cancelled for another reason (the scheduler gone or
+    restarted) ends the run with a one-line error."""
+    from distributed.comm import CommClosedError
+
     for tries in range(LOST_WORKER_RETRIES + 1):
         try:
             return attempt()
-        except CancelledError:  # distributed's FuturesCancelledError: we cancel nothing, a lost worker did
+        except (CancelledError, CommClosedError) as exc:
+            reasons = _cancelled_for(exc)
+            if reasons - LOST_REASONS:
+                raise ClusterError(f"engine: the Dask cluster cancelled {what} ({', '.join(sorted(reasons))}); "
+                                   "check the scheduler and run the step again") from None
             if tries == LOST_WORKER_RETRIES:
-                times = "once" if tries == 0 else f"{tries + 1} times"
-                raise ClusterError(f"engine: a Dask worker was lost {times} while {what}; {WORKER_MEMORY}") from None
+                raise ClusterError(f"engine: a Dask worker was lost {tries + 1} times while {what}; "
+                                   f"{WORKER_MEMORY}") from None
             log.warning("engine: a Dask worker was lost while %s, and the parts it held with it; %s again "
                         "(%d of %d)", what, what, tries + 1, LOST_WORKER_RETRIES)
-            client.wait_for_workers(1, timeout=120)
+            try:
+                client.wait_for_workers(1, timeout=120)
+            except Exception as wait:  # the scheduler gone too, or no worker for two minutes
+                raise ClusterError(f"engine: after losing a Dask worker while {what}, no worker was left to "
+                                   f"start again on ({type(wait).__name__}: {wait}); check the cluster and run "
+                                   "the step again") from None
     raise AssertionError("unreachable")
+
+
+# Why distributed cancels the tasks of a lost worker's data ("already forgotten": the scheduler lost every copy),
+# or a part that could not be sent (the connection to a dying worker closed).
+LOST_REASONS = frozenset({"already forgotten", "connection closed"})
+
+
+def _cancelled_for(exc: BaseException) -> set[str]:
+    if not isinstance(exc, CancelledError):
+        return {"connection closed"}
+    groups = getattr(exc, "error_groups", None)
+    if groups is not None:
+        return {g.reason for g in groups}
+    return {getattr(exc, "reason", "unknown")}

@@ -169,22 +169,23 @@ def atomic_write(path: Path) -> Iterator[Path]:
 
 @contextmanager
 def fresh_folder(path: Path) -> Iterator[Path]:
-    """A folder written whole: the caller fills the temporary folder this yields, beside the target, which then
-    takes the target's place (an earlier one, whole or left half-written by a killed task, is removed). A task
-    run again after its worker was lost writes its folder anew. Not atomic for a reader: no reader may look at
-    the folder while its task runs."""
+    """A folder written whole, for a task Dask may run again (its worker lost): the caller fills the temporary
+    folder this yields, beside the target, which then takes the target's place by renames (one written by an
+    earlier run of the task is moved aside and removed). A run killed half-way leaves only its temporary folder,
+    which the home's clean-up of stale temporaries removes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
-            os.replace(path, old)
-            shutil.rmtree(old)
-        os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old.tmp") if path.exists() else None
+    if old is not None:
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def part_name(partition: int) -> str:

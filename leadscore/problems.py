@@ -60,11 +60,11 @@ def user_message(exc: BaseException, home: Home | None = None) -> tuple[str, int
     if isinstance(exc, LeadscoreError):
         message = str(exc)
         return (f"{message} ({space})" if space and "MB free" not in message else message), exc.exit_code
-    if type(exc).__name__ == "KilledWorker":  # Dask gave up on a task that stopped a worker each time it ran
+    if type(exc).__name__ == "KilledWorker":  # a task whose worker died each time it ran
         from leadscore.cluster import WORKER_MEMORY
 
-        return (f"engine: the Dask task {exc.task!r} stopped its worker each of the {exc.allowed_failures + 1} "
-                f"times it ran; {WORKER_MEMORY}"), 2
+        return (f"engine: Dask gave up on the task {exc.task!r}: the worker running it died, "
+                f"{exc.allowed_failures + 1} times; {WORKER_MEMORY}"), 2
     problem = environment_problem(exc)
     if problem is not None:
         return problem, 2

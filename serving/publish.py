@@ -174,3 +174,5 @@ class _Parts:
         finally:
             for piece in pieces:
                 piece.unlink(missing_ok=True)
+                for stray in path.parent.glob(f".{piece.name}.*.tmp"):  # a part's writer killed half-way
+                    stray.unlink(missing_ok=True)

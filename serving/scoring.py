@@ -98,12 +98,13 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
     before = (previous.drop_duplicates("lead_id").set_index("lead_id") if previous is not None and len(previous)
               else None)
     extra = [*published_columns(open_leads, cfg), "input_hash"]
-    tiers = cfg.scoring.reason_tiers
     if client is None or open_leads.empty:
-        features = lead_inputs(scorer, online, open_leads, cfg)
-        keys = _keys(features)
-        todo = to_rescore(keys, scorer, seen, before)
-        scores = scorer.rows(features[todo], scored_at, tiers, extra_columns=extra)
+        # The parts a cluster's workers would take, one after the other: one part's features in memory at a time.
+        done = [_score_part_here(scorer, online, part, cfg, scored_at, seen, before, extra)
+                for part in cut(open_leads, cfg.engine.rows_per_part) or [open_leads]]
+        keys = pd.concat([d[0] for d in done], ignore_index=True)
+        todo = np.concatenate([d[1] for d in done])
+        scores = _joined([d[2] for d in done])
     else:
         keys, todo, scores = _score_on_cluster(client, scorer, online, open_leads, cfg, scored_at, seen, before, extra)
     scores = ranked(scores).rename(columns=export_name)
@@ -149,10 +150,24 @@ def _score_on_cluster(client, scorer, online, open_leads: pd.DataFrame, cfg: Con
         picks = [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         scored = map_parts(client, _score_part, inputs, picks, scorer=shared[0], scored_at=scored_at,
                            tiers=cfg.scoring.reason_tiers, extra=extra)
-        # Parts with no lead to rescore left out: joined with empty frames, text columns would change type.
-        return keys, todo, pd.concat([part for part in scored if len(part)] or scored[:1], ignore_index=True)
+        return keys, todo, _joined(scored)
 
     return again_if_lost(client, "scoring the open leads", attempt)
+
+
+def _score_part_here(scorer, online, leads: pd.DataFrame, cfg: Config, scored_at: datetime,
+                     seen: pd.DataFrame | None, before: pd.DataFrame | None, extra: list[str]):
+    """One part of the open leads on this machine: (keys, todo, unranked score rows)."""
+    features = lead_inputs(scorer, online, leads, cfg)
+    keys = _keys(features)
+    todo = to_rescore(keys, scorer, seen, before)
+    return keys, todo, scorer.rows(features[todo], scored_at, cfg.scoring.reason_tiers, extra_columns=extra)
+
+
+def _joined(scored: list[pd.DataFrame]) -> pd.DataFrame:
+    """Score rows of parts as one frame. Parts with no lead to rescore left out: joined with empty frames, text
+    columns would change type."""
+    return pd.concat([part for part in scored if len(part)] or scored[:1], ignore_index=True)
 
 
 def _inputs_part(part: tuple[pd.DataFrame, dict], scorer, online, cfg: Config) -> pd.DataFrame:

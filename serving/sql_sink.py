@@ -131,10 +131,10 @@ def upsert_scores(url: str, table_name: str, scores: pd.DataFrame, run_id: str, 
     return len(records)
 
 
-def staging_name(table_name: str, run_id: str) -> str:
-    """The table a run's parts are loaded into before the upsert: the table's name (its first 40 characters, so
-    the whole fits PostgreSQL's 63) and a hash of the run id."""
-    return f"{table_name[:40]}_staging_{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+def staging_name(table_name: str, load: str) -> str:
+    """The table one load of a run's parts goes into before the upsert: the table's name (its first 40 characters,
+    so the whole fits PostgreSQL's 63) and a hash naming the load (the run and the attempt)."""
+    return f"{table_name[:40]}_staging_{hashlib.sha256(load.encode()).hexdigest()[:8]}"
 
 
 def _is_staging(name: str, table_name: str) -> bool:
@@ -163,26 +163,26 @@ def _upsert_in_parts(client, url: str, table_name: str, scores: pd.DataFrame, ru
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = _engine(url)
-    created = False
+    made = []  # the staging tables this run created: one per attempt (a worker lost mid-load starts a new one)
     try:
-        metadata = MetaData()
-        table, staging = _table(table_name, metadata), _table(staging_name(table_name, run_id), metadata)
+        table = _table(table_name, MetaData())
         with engine.begin() as conn:
             # Staging tables of this table left by a run killed while loading (runs of one home take turns).
             for name in inspect(conn).get_table_names():
                 if _is_staging(name, table_name):
-                    Table(name, metadata).drop(conn)
+                    Table(name, MetaData()).drop(conn)
                     log.warning("publish.sql_url: dropped %s, left by a run that was stopped while loading", name)
-            staging.create(conn)
-        created = True
 
         def load():
-            with engine.begin() as conn:  # rows a part loaded before its worker was lost are loaded again
-                conn.execute(staging.delete())
-            return sum(map_parts(client, _load_part, cut(scores, rows_per_part), url=make_url(url),
-                                 staging=staging.name, run_id=run_id))
+            # A new table each attempt: a lost worker's part cannot land twice in the one the upsert reads.
+            staging = _table(staging_name(table_name, f"{run_id}/{len(made)}"), MetaData())
+            with engine.begin() as conn:
+                staging.create(conn)
+            made.append(staging)
+            return staging, sum(map_parts(client, _load_part, cut(scores, rows_per_part), url=make_url(url),
+                                          staging=staging.name, run_id=run_id))
 
-        loaded = again_if_lost(client, "loading the SQL staging table", load)
+        staging, loaded = again_if_lost(client, "loading the SQL staging table", load)
         with engine.begin() as conn:  # one transaction: all rows or none
             table.create(conn, checkfirst=True)
             # WHERE true: SQLite reads "SELECT ... ON CONFLICT" without a WHERE as a join's ON.
@@ -191,11 +191,12 @@ def _upsert_in_parts(client, url: str, table_name: str, scores: pd.DataFrame, ru
     except SQLAlchemyError as exc:
         raise _failed(table_name, exc) from None
     finally:
-        try:
-            if created:
+        for staging in made:
+            try:
                 with engine.begin() as conn:
                     staging.drop(conn, checkfirst=True)
-        except SQLAlchemyError:
-            log.warning("publish.sql_url: could not drop the staging table %s; the next run drops it", staging.name)
+            except SQLAlchemyError:
+                log.warning("publish.sql_url: could not drop the staging table %s; the next run drops it",
+                            staging.name)
         engine.dispose()
     return loaded

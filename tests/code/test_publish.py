@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from leadscore.paths import read_latest
+from leadscore.paths import fresh_folder, read_latest
 from serving.publish import frame_writers, publish_run
 
 
@@ -67,3 +67,18 @@ def test_a_run_written_in_parts_is_reconciled_as_one(tmp_path):
     assert sorted(p.name for p in day.iterdir()) == ["r1.part-00000.parquet", "r1.part-00001.parquet"]
     assert sorted(ledger.run_rows(tmp_path, "r1")["lead_id"]) == [f"L{i}" for i in range(4)]
     assert ledger.recorded_runs(tmp_path) == {"r1"}
+
+
+def test_a_folder_written_whole_replaces_an_earlier_one(tmp_path):
+    target = tmp_path / "counted"
+    for run in ("first", "second"):
+        with fresh_folder(target) as tmp:
+            tmp.mkdir()
+            (tmp / f"{run}.parquet").write_text(run)
+    assert [p.name for p in target.iterdir()] == ["second.parquet"]
+    with pytest.raises(RuntimeError), fresh_folder(target) as tmp:
+        tmp.mkdir()
+        (tmp / "half.parquet").write_text("half")
+        raise RuntimeError("killed half-way")
+    assert [p.name for p in tmp_path.iterdir()] == ["counted"]  # nothing left beside it
+    assert [p.name for p in target.iterdir()] == ["second.parquet"]

@@ -327,13 +327,13 @@ def test_6_disk_full_and_refused_writes_are_one_line():
     assert user_message(ValueError("a bug")) is None
 
 
-def test_6_a_task_that_stops_its_dask_worker_every_time_is_one_line():
+def test_6_a_task_whose_dask_worker_dies_every_time_is_one_line():
     from distributed.scheduler import KilledWorker
 
     dead = KilledWorker("build_partition-3", None, 3)  # as Dask raises it, but for the scheduler's WorkerState
     message, code = user_message(dead)
-    assert code == 2 and message.startswith("engine: the Dask task 'build_partition-3' stopped its worker each of "
-                                            "the 4 times it ran; a worker that runs out of memory")
+    assert code == 2 and message.startswith("engine: Dask gave up on the task 'build_partition-3': the worker "
+                                            "running it died, 4 times; a worker that runs out of memory")
     assert "engine.memory_per_worker" in message
 
 

@@ -243,3 +243,41 @@ def test_a_worker_lost_during_ingest_and_features_changes_nothing(client, tmp_pa
             for cfg in (here, there))
     assert len(a) == 3_000
     pd.testing.assert_frame_equal(b, a)
+
+
+def test_work_cancelled_on_the_cluster_is_started_again_only_for_a_lost_worker(client, caplog):
+    from distributed.client import CancelledFuturesGroup, FutureCancelledError, FuturesCancelledError
+
+    from leadscore.errors import ClusterError
+
+    def cancelled(reason):
+        return FuturesCancelledError([CancelledFuturesGroup([FutureCancelledError("part-1", reason)], reason)])
+
+    tries = []
+
+    def lost_twice():
+        tries.append(1)
+        if len(tries) <= 2:
+            raise cancelled("already forgotten")
+        return "done"
+
+    with caplog.at_level("WARNING", logger="leadscore"):
+        assert cluster.again_if_lost(client, "writing a test", lost_twice) == "done"
+    assert len(tries) == 3 and caplog.text.count("a Dask worker was lost while writing a test") == 2
+
+    def always_lost():
+        raise cancelled("already forgotten")
+
+    with pytest.raises(ClusterError, match="a Dask worker was lost 3 times while writing a test; a worker that runs "
+                                           "out of memory is stopped"):
+        cluster.again_if_lost(client, "writing a test", always_lost)
+
+    def restarted():
+        tries.append(1)
+        raise cancelled("scheduler-restart")
+
+    tries.clear()
+    with pytest.raises(ClusterError, match=r"the Dask cluster cancelled writing a test \(scheduler-restart\)"):
+        cluster.again_if_lost(client, "writing a test", restarted)
+    assert len(tries) == 1  # not started again
+
