@@ -162,9 +162,9 @@ def map_parts(client, fn, parts: list, *args, **kwargs) -> list:
     return gather_all(client, client.map(fn, parts, *args, pure=False, **kwargs))
 
 
-def again_if_lost(client, what: str, attempt: Callable[[], T]) -> T:
-    """``attempt()``, and again from its start when a worker was lost under it, at most
-    :data:`LOST_WORKER_RETRIES` times. The parts sent to the workers live only in their memory, so a lost worker
+def again_if_lost(client, what: str, attempt: Callable[[], T], retries: int = LOST_WORKER_RETRIES) -> T:
+    """``attempt()``, and again from its start when a worker was lost under it, at most ``retries`` times
+    (0: work that cannot start again, such as a LightGBM network of workers, ends in a one-line error). The parts sent to the workers live only in their memory, so a lost worker
     takes its parts with it and Dask cancels the tasks that needed them (or the sending fails); ``attempt`` sends
     them again to the workers left (a LocalCluster's nanny restarts its lost worker). ``attempt`` must be safe to
     run twice: its files written whole under the same names, its rows loaded anew. Work Dask can redo alone
@@ -172,7 +172,7 @@ def again_if_lost(client, what: str, attempt: Callable[[], T]) -> T:
     restarted) ends the run with a one-line error."""
     from distributed.comm import CommClosedError
 
-    for tries in range(LOST_WORKER_RETRIES + 1):
+    for tries in range(retries + 1):
         try:
             return attempt()
         except (CancelledError, CommClosedError) as exc:
@@ -180,11 +180,13 @@ def again_if_lost(client, what: str, attempt: Callable[[], T]) -> T:
             if reasons - LOST_REASONS:
                 raise ClusterError(f"engine: the Dask cluster cancelled {what} ({', '.join(sorted(reasons))}); "
                                    "check the scheduler and run the step again") from None
-            if tries == LOST_WORKER_RETRIES:
-                raise ClusterError(f"engine: a Dask worker was lost {tries + 1} times while {what}; "
+            if tries == retries:
+                times = f" {tries + 1} times" if tries else ""
+                again = "" if retries else ", which cannot start again on the workers left: run the step again"
+                raise ClusterError(f"engine: a Dask worker was lost{times} while {what}{again}; "
                                    f"{WORKER_MEMORY}") from None
             log.warning("engine: a Dask worker was lost while %s, and the parts it held with it; %s again "
-                        "(%d of %d)", what, what, tries + 1, LOST_WORKER_RETRIES)
+                        "(%d of %d)", what, what, tries + 1, retries)
             try:
                 client.wait_for_workers(1, timeout=120)
             except Exception as wait:  # the scheduler gone too, or no worker for two minutes

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import time_groups
+from leadscore.cluster import again_if_lost
 from leadscore.config import Config
 from leadscore.contract import FeatureSet, post_outcome_columns
 from leadscore.errors import DataError
@@ -518,13 +519,18 @@ def _boost_on_cluster(client, encoder: FeatureEncoder, frame: pd.DataFrame, y: n
     # holds decides its bins, so a placement left to chance gives another model on every run.
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     x = encoder.matrix(frame)
-    dx, dy, dw = (placed_rows(client, v, workers) for v in (x, y.astype(np.float64), np.asarray(w, np.float64)))
     settings = {k: v for k, v in params.items() if k not in ("num_threads", "seed", "verbose")}
-    model = DaskLGBMClassifier(client=client, n_estimators=rounds, random_state=params["seed"], verbose=-1,
-                               **settings)
     categorical = [i for i, c in enumerate(encoder.features_) if c in set(encoder.categorical)]
-    model.fit(dx, dy, sample_weight=dw, categorical_feature=categorical)
-    booster = model.to_local().booster_
+
+    def fit():
+        dx, dy, dw = (placed_rows(client, v, workers) for v in (x, y.astype(np.float64), np.asarray(w, np.float64)))
+        model = DaskLGBMClassifier(client=client, n_estimators=rounds, random_state=params["seed"], verbose=-1,
+                                   **settings)
+        model.fit(dx, dy, sample_weight=dw, categorical_feature=categorical)
+        return model.to_local().booster_
+
+    # Not started again: the workers form one LightGBM network, and the one left may wait for the lost one.
+    booster = again_if_lost(client, "training across the cluster (lightgbm.dask)", fit, retries=0)
     if valid is not None:  # the validation curve here, on every validation row (a worker sees only its own)
         loss = _loss_curve(booster, encoder.matrix(valid[0]), np.asarray(valid[1], np.float64),
                            np.asarray(valid[2], np.float64))

@@ -3,16 +3,18 @@ the same work on one machine. The whole pipeline on the Dask engine is in test_e
 
 import numpy as np
 import pytest
+from conftest import StopWorkerOnce
 
 from leadscore import cluster
 from leadscore.config import EngineConfig
+from leadscore.errors import ClusterError
 from models.train import train_model
 from serving.scorer import LeadScorer
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_booster_trained_across_the_cluster_matches_one_trained_here(medium_run, caplog):
+def test_a_booster_trained_across_the_cluster_matches_one_trained_here(medium_run, caplog, tmp_path):
     """lightgbm.dask on 2 workers, each holding half the rows, against the one-machine booster on the same test
     leads (the first guess of the rounds made on the driver, on 95 % of the training rows); then that model
     scoring partition by partition on the cluster against the scorer alone, unrounded."""
@@ -26,6 +28,13 @@ def test_a_booster_trained_across_the_cluster_matches_one_trained_here(medium_ru
         there = train_model(fs, cfg.model_copy(update={"engine": engine}), client=client)
         scorer = LeadScorer(there.model, "1")
         on_cluster = scorer.predict_on(client, frame, use_now=False, rows_per_partition=7000)
+        # A worker lost while the cluster trains: the workers' LightGBM network cannot start again without it (the
+        # one left may wait for it), so training ends with one line, not a traceback or a hang.
+        (tmp_path / "stopped").mkdir()
+        client.register_plugin(StopWorkerOnce(("train_part",), tmp_path / "stopped"))
+        with pytest.raises(ClusterError, match=r"lost while training across the cluster \(lightgbm.dask\), which "
+                                               "cannot start again on the workers left: run the step again"):
+            train_model(fs, cfg.model_copy(update={"engine": engine}), client=client)
     alone = scorer.predict(frame, use_now=False)
     assert np.abs(on_cluster["probability"] - alone["probability"]).max() <= 1e-9
     assert (on_cluster["tier"] == alone["tier"]).all()
