@@ -68,8 +68,8 @@ def _split_one(source: Path, out: Path, partitions: int) -> None:
     try:
         con.execute(f"SET threads = {_threads()}")
         with fresh_folder(out) as tmp:
-            con.execute(f"""COPY (SELECT *, {partition_sql(partitions)} AS part
-                                  FROM read_parquet({literal(str(source / "*.parquet" if source.is_dir() else source))}))
+            files = literal(str(source / "*.parquet" if source.is_dir() else source))
+            con.execute(f"""COPY (SELECT *, {partition_sql(partitions)} AS part FROM read_parquet({files}))
                             TO {literal(str(tmp))} (FORMAT parquet, PARTITION_BY (part))""")
     finally:
         con.close()

@@ -163,13 +163,13 @@ def map_parts(client, fn, parts: list, *args, **kwargs) -> list:
 
 
 def again_if_lost(client, what: str, attempt: Callable[[], T], retries: int = LOST_WORKER_RETRIES) -> T:
-    """``attempt()``, and again from its start when a worker was lost under it, at most ``retries`` times
-    (0: work that cannot start again, such as a LightGBM network of workers, ends in a one-line error). The parts sent to the workers live only in their memory, so a lost worker
-    takes its parts with it and Dask cancels the tasks that needed them (or the sending fails); ``attempt`` sends
-    them again to the workers left (a LocalCluster's nanny restarts its lost worker). ``attempt`` must be safe to
-    run twice: its files written whole under the same names, its rows loaded anew. Work Dask can redo alone
-    (tasks on files) it reschedules without this. Work cancelled for another reason (the scheduler gone or
-    restarted) ends the run with a one-line error."""
+    """``attempt()``, and again from its start when a worker was lost under it, at most ``retries`` times (0:
+    work that cannot start again, such as a LightGBM network of workers, ends in a one-line error). The parts sent
+    to the workers live only in their memory, so a lost worker takes its parts with it and Dask cancels the tasks
+    that needed them (or the sending fails); ``attempt`` sends them again to the workers left (a LocalCluster's
+    nanny restarts its lost worker). ``attempt`` must be safe to run twice: its files written whole under the
+    same names, its rows loaded anew. Work Dask can redo alone (tasks on files) it reschedules without this. Work
+    cancelled for another reason (the scheduler gone or restarted) ends the run with a one-line error."""
     from distributed.comm import CommClosedError
 
     for tries in range(retries + 1):

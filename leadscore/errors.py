@@ -23,4 +23,4 @@ class ModelNotFoundError(LeadscoreError):
 
 
 class ClusterError(LeadscoreError):
-    """The Dask cluster could not finish a step: its workers were lost again and again."""
+    """The Dask cluster could not finish a step: workers lost, or the work cancelled; the message says which."""
