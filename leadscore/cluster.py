@@ -25,6 +25,9 @@ T = TypeVar("T")
 
 # Times a step's cluster work starts again after losing a worker (a third loss fails the run).
 LOST_WORKER_RETRIES = 2
+# Why distributed cancels the tasks of a lost worker's data ("already forgotten": the scheduler lost every copy),
+# or a part that could not be sent (the connection to a dying worker closed).
+LOST_REASONS = frozenset({"already forgotten", "connection closed"})
 WORKER_MEMORY = ("a worker that runs out of memory is stopped: give the workers more (engine.memory_per_worker, or "
                  "--memory-limit of `dask worker`) or send smaller parts (engine.rows_per_part)")
 
@@ -194,11 +197,6 @@ def again_if_lost(client, what: str, attempt: Callable[[], T], retries: int = LO
                                    f"start again on ({type(wait).__name__}: {wait}); check the cluster and run "
                                    "the step again") from None
     raise AssertionError("unreachable")
-
-
-# Why distributed cancels the tasks of a lost worker's data ("already forgotten": the scheduler lost every copy),
-# or a part that could not be sent (the connection to a dying worker closed).
-LOST_REASONS = frozenset({"already forgotten", "connection closed"})
 
 
 def _cancelled_for(exc: BaseException) -> set[str]:

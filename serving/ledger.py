@@ -139,14 +139,19 @@ def lead_history(ledger: Path, lead_id: str) -> pd.DataFrame:
     return rows.sort_values(["scored_at", "run_id"]).reset_index(drop=True)
 
 
-def changed_since(seen: pd.DataFrame, frame: pd.DataFrame, model_version) -> pd.DataFrame:
-    """Rows of ``frame`` whose inputs (``input_hash``) or model differ from their latest row in ``seen`` (lead_id,
-    input_hash, model_version, scored_at: the last published run's ``inputs.parquet``, or the ledger's rows), or
-    that have none. ``model_version``: the label of the model that would score each row now (one for all, or one
-    per row when segments have their own)."""
-    if seen.empty:
+def latest_inputs(seen: pd.DataFrame) -> pd.DataFrame:
+    """Each lead's latest row of ``seen`` (lead_id, input_hash, model_version, scored_at: the last published run's
+    ``inputs.parquet``, or the ledger's rows), indexed by lead_id: what :func:`changed_since` compares with, made
+    once for every part of the leads."""
+    return seen.sort_values("scored_at").drop_duplicates("lead_id", keep="last").set_index("lead_id")
+
+
+def changed_since(latest: pd.DataFrame, frame: pd.DataFrame, model_version) -> pd.DataFrame:
+    """Rows of ``frame`` whose inputs (``input_hash``) or model differ from their row in ``latest``
+    (:func:`latest_inputs`), or that have none. ``model_version``: the label of the model that would score each
+    row now (one for all, or one per row when segments have their own)."""
+    if latest.empty:
         return frame
-    latest = seen.sort_values("scored_at").drop_duplicates("lead_id", keep="last").set_index("lead_id")
     before = latest.reindex(frame["lead_id"].to_numpy())
     same = ((before["input_hash"].to_numpy() == frame["input_hash"].to_numpy())
             & (before["model_version"].to_numpy() == model_version))

@@ -13,7 +13,7 @@ from features.segments import segment_of
 from leadscore.cluster import again_if_lost, cut, map_parts, send_parts, total_threads
 from leadscore.config import Config
 from leadscore.contract import export_column, export_name
-from serving.ledger import changed_since
+from serving.ledger import changed_since, latest_inputs
 from serving.routing import route_leads, routing_columns
 from serving.scorer import ranked
 
@@ -76,7 +76,8 @@ def published_columns(open_leads: pd.DataFrame, cfg: Config) -> list[str]:
 
 def to_rescore(keys: pd.DataFrame, scorer, seen: pd.DataFrame | None, before: pd.DataFrame | None) -> np.ndarray:
     """Which leads (``keys``: lead_id, input_hash and segment if any) this run scores: all, or with ``seen``
-    (--since-last) those whose inputs or model changed and those the last publication lacks."""
+    (--since-last: each lead's latest inputs, :func:`serving.ledger.latest_inputs`) those whose inputs or model
+    changed and those the last publication lacks."""
     if seen is None:
         return np.ones(len(keys), bool)
     labels = scorer.labels_for(keys["segment"]) if "segment" in keys else scorer.model_version
@@ -97,6 +98,7 @@ def score_open_leads(scorer, online, open_leads: pd.DataFrame, cfg: Config, scor
     them, part by part; ranks, trends and routes are set here."""
     before = (previous.drop_duplicates("lead_id").set_index("lead_id") if previous is not None and len(previous)
               else None)
+    seen = latest_inputs(seen) if seen is not None else None  # once, not once per part
     extra = [*published_columns(open_leads, cfg), "input_hash"]
     if client is None or open_leads.empty:
         # The parts a cluster's workers would take, one after the other: one part's features in memory at a time.
@@ -161,7 +163,7 @@ def _score_part_here(scorer, online, leads: pd.DataFrame, cfg: Config, scored_at
     features = lead_inputs(scorer, online, leads, cfg)
     keys = _keys(features)
     todo = to_rescore(keys, scorer, seen, before)
-    return keys, todo, scorer.rows(features[todo], scored_at, cfg.scoring.reason_tiers, extra_columns=extra)
+    return keys, todo, _score_part(features, todo, scorer, scored_at, cfg.scoring.reason_tiers, extra)
 
 
 def _joined(scored: list[pd.DataFrame]) -> pd.DataFrame:
