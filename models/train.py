@@ -25,6 +25,7 @@ from leadscore.cluster import again_if_lost
 from leadscore.config import Config
 from leadscore.contract import FeatureSet, post_outcome_columns
 from leadscore.errors import DataError
+from models.bags import averaged, bag_count, bag_rows
 from models.baselines import LogisticBaseline, NaiveBayesBaseline
 from models.drift import DriftReference
 from models.early_outcomes import OutcomeFactors
@@ -88,7 +89,7 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
     not matured (``models.early_outcomes``). Given a Dask ``client``, boosters on more than
     ``engine.train_on_cluster_rows`` rows train across its workers (:func:`_boost_on_cluster`). Given the model
     ``in_service`` (the champion), a time-telling group whose help is within noise is kept or dropped as that
-    model did (:func:`drop_time_groups`)."""
+    model did (:func:`drop_time_groups`), and its calibration method kept likewise (:func:`oof_losses`)."""
     lc = cfg.data.leads
     named = post_outcome_columns([*lc.categorical, *lc.numeric], cfg.features.allow_leaky)
     if named:
@@ -99,15 +100,12 @@ def train_model(fs: FeatureSet, cfg: Config, landmarks: FeatureSet | None = None
     check_fit_minimums(fs, cfg)
     frame = fs.frame.to_pandas()
     data = frame[frame["mature"] & frame["label"].notna()].copy()
-    # A model pickled before it recorded its decisions has none: a group is then decided by the sign.
-    now = (train_now_model(landmarks, cfg, client, getattr(getattr(in_service, "now", None), "time_groups", None))
-           if landmarks is not None else None)
+    now = train_now_model(landmarks, cfg, client, getattr(in_service, "now", None)) if landmarks is not None else None
     young = None
     if as_of is not None and fs.mode != "snapshot" and "campaign" in frame and "won_at" in frame:
         young = (frame, pd.Timestamp(as_of))
     result = fit_recipe(data, fs, cfg, time_column=None if fs.mode == "snapshot" else "created_at",
-                        now=now.model if now else None, young=young, client=client,
-                        kept_before=getattr(in_service, "time_groups", None))
+                        now=now.model if now else None, young=young, client=client, in_service=in_service)
     result.now = now
     if now is not None:  # the fit beside it on the same landmark rows: what publishing the fit alone would say
         _fit_beside(now, frame, result.model.evaluated or result.model)
@@ -213,7 +211,7 @@ def check_minimums(labels: np.ndarray, cfg: Config, known: str = "", what: str =
                         "history, or lower those minimums in [train] to accept a less reliable model")
 
 
-def train_now_model(fs: FeatureSet, cfg: Config, client=None, kept_before: dict[str, bool] | None = None) -> TrainResult:
+def train_now_model(fs: FeatureSet, cfg: Config, client=None, in_service: LeadModel | None = None) -> TrainResult:
     """The model of a win from now on: landmark rows (``features.build.build_landmarks``), split by landmark
     time, weighted."""
     data = fs.frame.to_pandas()
@@ -225,7 +223,7 @@ def train_now_model(fs: FeatureSet, cfg: Config, client=None, kept_before: dict[
     # Tier cut-offs are set on leads as they arrive, so a tier means the same for both models: a lead that has
     # gone cold drops below the tiers of fresh ones.
     result = fit_recipe(data, fs, cfg, time_column="at", weight_column="weight",
-                        tier_rows=data["landmark_days"].to_numpy() == 0, client=client, kept_before=kept_before)
+                        tier_rows=data["landmark_days"].to_numpy() == 0, client=client, in_service=in_service)
     log.info("train: model of a win from now on: %s landmark rows (%s won), %d trees, %s calibration",
              f"{len(data):,}", f"{int(data['label'].sum()):,}", result.best_iteration, result.params["calibration"])
     if result.params["time_groups"]:
@@ -243,7 +241,8 @@ def lgb_params(cfg: Config) -> dict:
         "num_leaves": tc.num_leaves,
         "min_data_in_leaf": tc.min_child_samples,
         "feature_fraction": 0.9,
-        # No row bagging: its draws depend on the number of rows, so one more lead would change every tree.
+        # No row bagging: its draws depend on the number of rows, so one more lead would change every tree (the
+        # bags of models.bags are drawn by lead id instead).
         "lambda_l2": 1.0,
         "cat_smooth": 20,
         "max_cat_to_onehot": 8,
@@ -258,7 +257,7 @@ def lgb_params(cfg: Config) -> dict:
 def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str | None,
                weight_column: str | None = None, tier_rows: np.ndarray | None = None,
                now: LeadModel | None = None, young: tuple[pd.DataFrame, pd.Timestamp] | None = None,
-               client=None, kept_before: dict[str, bool] | None = None) -> TrainResult:
+               client=None, in_service: LeadModel | None = None) -> TrainResult:
     """Split, guard against leakage, fit, calibrate, evaluate and refit, for rows with a ``label`` (and, with
     ``weight_column``, a weight per row).
 
@@ -291,12 +290,15 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     check_leakage(single, cfg.features.max_single_auc, cfg.features.allow_leaky, fs.labels)
 
     params = lgb_params(cfg)
-    dropped = drop_time_groups(parts, y, w, fs, cfg, kept_before)
+    # A model pickled before it recorded its decisions has none: a group is then decided by the sign.
+    dropped = drop_time_groups(parts, y, w, fs, cfg, getattr(in_service, "time_groups", None))
     categorical = [c for c in fs.categorical if c not in dropped["features"]]
     numeric = [c for c in fs.numeric if c not in dropped["features"]]
     on_cluster = client is not None and len(parts["train"]) > cfg.engine.train_on_cluster_rows
-    # The check trained this very booster when it used every training row.
-    encoder, booster = dropped["trained"].get((tuple(categorical), tuple(numeric))) or (None, None)
+    bags = bag_count(len(parts["train"]), tc.bags)
+    in_bag = bag_rows(parts["train"]["lead_id"], bags)
+    # The check trained these very boosters when it used every training row.
+    encoder, members = dropped["trained"].get((tuple(categorical), tuple(numeric))) or (None, None)
     if on_cluster:
         # Early stopping inside lightgbm.dask can hang (lightgbm#6351, #4493). So: a first guess of the rounds by
         # early stopping here on a sample of the training rows; up to three times that (at least 100) on the
@@ -304,15 +306,19 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
         # sample's rounds alone are not enough: on 30,000 leads, 81 trees from a 95 % sample against 59 from all
         # rows cost 0.009 ROC AUC.)
         encoder = FeatureEncoder(categorical, numeric).fit(parts["train"])
-        limit = cfg.engine.train_on_cluster_rows
-        sample = np.sort(np.random.default_rng(tc.seed).choice(len(parts["train"]), limit, replace=False))
-        guess = _boost(encoder, parts, y, w, params, tc, rows=sample).current_iteration()
-        booster = _boost_on_cluster(client, encoder, parts["train"], y["train"], w["train"], params,
-                                    min(tc.num_boost_round, max(100, 3 * guess)),
-                                    valid=(parts["valid"], y["valid"], w["valid"]))
-    elif booster is None:
+        members = []
+        for rows in in_bag:
+            mine = np.arange(len(parts["train"]))[rows]
+            limit = min(cfg.engine.train_on_cluster_rows, len(mine))
+            sample = np.sort(np.random.default_rng(tc.seed).choice(mine, limit, replace=False))
+            guess = _boost(encoder, parts, y, w, params, tc, rows=sample)[0].current_iteration()
+            members.append(_boost_on_cluster(client, encoder, parts["train"].iloc[rows], y["train"][rows],
+                                             w["train"][rows], params, min(tc.num_boost_round, max(100, 3 * guess)),
+                                             valid=(parts["valid"], y["valid"], w["valid"])))
+    elif members is None:
         encoder = FeatureEncoder(categorical, numeric).fit(parts["train"])
-        booster = _boost(encoder, parts, y, w, params, tc)
+        members = _boost(encoder, parts, y, w, params, tc, bags=bags)
+    booster = averaged(members)
     # A booster from the cluster learned from the matrix (categories as codes), as the registered model predicts.
     x = {name: (encoder.matrix if on_cluster else encoder.transform)(part) for name, part in parts.items()}
     raw = {"lightgbm": {name: booster.predict(x[name]) for name in ("valid", "test")}}
@@ -327,7 +333,9 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
         raw["blend"] = {part: blend(raw["lightgbm"][part], raw["logistic"][part]) for part in ("valid", "test")}
 
     offered = [name for name in raw if name in tc.candidates or weight_column] or ["lightgbm"]
-    choice = {name: oof_losses(raw[name]["valid"], y["valid"], tc.seed, weight=w["valid"]) for name in offered}
+    before = getattr(getattr(in_service, "calibrator", None), "method", None)
+    choice = {name: oof_losses(raw[name]["valid"], y["valid"], tc.seed, weight=w["valid"], before=before)
+              for name in offered}
     kind, margin = pick_candidate({name: c[1] for name, c in choice.items()}, w["valid"])
     method = choice[kind][0]
     linear_kind = "logistic" if kind == "blend" else kind if kind in simple else None
@@ -356,15 +364,22 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     # would never reach the model in service, and campaigns that started in that time would be unknown to it
     # (calibrating a model fitted without the test rows on them instead leaves such campaigns at the average:
     # on 200,000 generator leads, the newest leads' mean probability 11 % below the truth rather than 5 %).
+    # Each bag's booster refit on its bag's rows of every row (a lead's bag does not change).
     final_encoder = FeatureEncoder(categorical, numeric).fit(data)
-    rounds = max(1, round(booster.current_iteration() * len(data) / len(parts["train"])))
-    if not uses_booster:
-        final = None
-    elif on_cluster:
-        final = _boost_on_cluster(client, final_encoder, data, y_all.to_numpy(), w_all, params, rounds)
-    else:
-        final = lgb.train(params, lgb.Dataset(final_encoder.transform(data), y_all.to_numpy(), weight=w_all,
-                                              categorical_feature=categorical), num_boost_round=rounds)
+    final = None
+    if uses_booster:
+        matrix = None if on_cluster else final_encoder.transform(data)
+        refit = []
+        for member, trained, rows in zip(members, in_bag, bag_rows(data["lead_id"], bags)):
+            share = _count(rows, len(data)) / _count(trained, len(parts["train"]))
+            rounds = max(1, round(member.current_iteration() * share))
+            if on_cluster:
+                refit.append(_boost_on_cluster(client, final_encoder, data.iloc[rows], y_all.to_numpy()[rows],
+                                               w_all[rows], params, rounds))
+            else:
+                refit.append(lgb.train(params, lgb.Dataset(matrix.iloc[rows], y_all.to_numpy()[rows], weight=w_all[rows],
+                                                           categorical_feature=categorical), num_boost_round=rounds))
+        final = averaged(refit)
     final_linear = SIMPLE[linear_kind](categorical, numeric, tc.seed).fit(data, y_all.to_numpy()) if linear_kind else None
     cutoffs = evaluated.tier_cutoffs
     reasons = ReasonBook(fs.categorical, fs.numeric, fs.labels, cfg.features.prior_strength,
@@ -408,7 +423,8 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     counts |= {f"{k}_wins": int(y[k].sum()) for k in parts}
     params_out = {**params, "split": "stratified random" if snapshot else "time-forward",
                   "calibration": method, "best_iteration": booster.current_iteration(),
-                  "final_rounds": rounds if uses_booster else 0, "model_kind": kind,
+                  "final_rounds": final.current_iteration() if uses_booster else 0, "bags": bags,
+                  "model_kind": kind,
                   "candidates_valid_log_loss": {name: round(float(np.average(c[1], weights=w["valid"])), 6)
                                                 for name, c in choice.items()},
                   "candidate_margin": margin,
@@ -480,26 +496,37 @@ STOP_TOLERANCE = 0.001
 GROUP_CHECK_ROWS = 60_000
 
 
-def _boost(encoder: FeatureEncoder, parts: dict, y: dict, w: dict, params: dict, tc, rows: np.ndarray | None = None):
-    """A booster on the training rows (``rows`` of them, if given), early-stopped on the validation rows, cut to
-    its best iteration so the model predicts what was evaluated."""
+def _count(rows, n: int) -> int:
+    """How many rows ``rows`` (a bag's positions, or ``slice(None)``: all ``n``) picks."""
+    return n if isinstance(rows, slice) else len(rows)
+
+
+def _boost(encoder: FeatureEncoder, parts: dict, y: dict, w: dict, params: dict, tc, rows: np.ndarray | None = None,
+           bags: int = 1) -> list:
+    """One booster per bag (``models.bags``) of the training rows (``rows`` of them, if given), each early-stopped
+    on every validation row and cut to its best iteration, so the model predicts what was evaluated."""
     import lightgbm as lgb
 
     train, y_train, w_train = parts["train"], y["train"], w["train"]
     if rows is not None:
         train, y_train, w_train = train.iloc[rows], y_train[rows], w_train[rows]
-    dtrain = lgb.Dataset(encoder.transform(train), y_train, weight=w_train, categorical_feature=encoder.categorical,
-                         free_raw_data=False)
-    dvalid = lgb.Dataset(encoder.transform(parts["valid"]), y["valid"], weight=w["valid"], reference=dtrain)
-    curve: dict = {}
-    booster = lgb.train({**params, "metric": "binary_logloss"}, dtrain, num_boost_round=tc.num_boost_round,
-                        valid_sets=[dvalid], callbacks=[lgb.early_stopping(tc.early_stopping_rounds, verbose=False),
-                                                        lgb.record_evaluation(curve)])
-    # The first iteration within 0.1 % of the best validation loss: the lowest point of a flat curve moves a long
-    # way on a change of one row (107 trees or 191), the start of its plateau does not.
-    loss = np.asarray(curve["valid_0"]["binary_logloss"])
-    best = int(np.argmax(loss <= loss.min() * (1 + STOP_TOLERANCE))) + 1
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    x = encoder.transform(train)
+    x_valid = encoder.transform(parts["valid"])
+    members = []
+    for mine in bag_rows(train["lead_id"], bags):
+        dtrain = lgb.Dataset(x.iloc[mine], y_train[mine], weight=w_train[mine], categorical_feature=encoder.categorical,
+                             free_raw_data=False)
+        dvalid = lgb.Dataset(x_valid, y["valid"], weight=w["valid"], reference=dtrain)
+        curve: dict = {}
+        booster = lgb.train({**params, "metric": "binary_logloss"}, dtrain, num_boost_round=tc.num_boost_round,
+                            valid_sets=[dvalid], callbacks=[lgb.early_stopping(tc.early_stopping_rounds, verbose=False),
+                                                            lgb.record_evaluation(curve)])
+        # The first iteration within 0.1 % of the best validation loss: the lowest point of a flat curve moves a
+        # long way on a change of one row (107 trees or 191), the start of its plateau does not.
+        loss = np.asarray(curve["valid_0"]["binary_logloss"])
+        best = int(np.argmax(loss <= loss.min() * (1 + STOP_TOLERANCE))) + 1
+        members.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
+    return members
 
 
 def _boost_on_cluster(client, encoder: FeatureEncoder, frame: pd.DataFrame, y: np.ndarray, w: np.ndarray,
@@ -607,10 +634,10 @@ def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config,
 
     def losses(categorical: list[str], numeric: list[str]) -> np.ndarray:
         encoder = FeatureEncoder(categorical, numeric).fit(parts["train"] if rows is None else parts["train"].iloc[rows])
-        booster = _boost(encoder, parts, y, w, params, tc, rows)
+        members = _boost(encoder, parts, y, w, params, tc, rows, bag_count(n if rows is None else len(rows), tc.bags))
         if rows is None:
-            out["trained"][(tuple(categorical), tuple(numeric))] = (encoder, booster)
-        raw = booster.predict(encoder.transform(parts["valid"]))
+            out["trained"][(tuple(categorical), tuple(numeric))] = (encoder, members)
+        raw = averaged(members).predict(encoder.transform(parts["valid"]))
         return oof_losses(raw, y["valid"], tc.seed, weight=w["valid"])[1]
 
     weights = w["valid"] / w["valid"].sum()
@@ -638,11 +665,13 @@ def _evaluate(p_test: np.ndarray, y_test: np.ndarray, p_valid: np.ndarray, tier_
 
 
 def oof_losses(raw: np.ndarray, y: np.ndarray, seed: int, folds: int = 3,
-               weight: np.ndarray | None = None) -> tuple[str, np.ndarray]:
-    """The better calibration method out of fold, and each row's log loss under it."""
+               weight: np.ndarray | None = None, before: str | None = None) -> tuple[str, np.ndarray]:
+    """The calibration method with the lower log loss out of fold, and each row's log loss under it. While the
+    difference is within twice its standard error, the model in service's method (``before``) stays: a method
+    that flips between runs on noise moves every probability."""
     w = np.ones(len(raw)) if weight is None else weight
     fold = np.random.default_rng(seed).integers(0, folds, len(raw))
-    best = None
+    losses = {}
     for method in ("isotonic", "sigmoid"):
         p = np.empty(len(raw))
         for k in range(folds):
@@ -651,10 +680,10 @@ def oof_losses(raw: np.ndarray, y: np.ndarray, seed: int, folds: int = 3,
                 p = np.full(len(y), np.average(y, weights=w))
                 return "sigmoid", -(y * np.log(p) + (1 - y) * np.log(1 - p))
             p[held] = Calibrator(method).fit(raw[fit], y[fit], w[fit]).transform(raw[held])
-        losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-        if best is None or np.average(losses, weights=w) < np.average(best[1], weights=w):
-            best = (method, losses)
-    return best
+        losses[method] = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    gain, se = paired_difference(losses["sigmoid"], losses["isotonic"], w)  # what isotonic saves
+    method = before if before in losses and abs(gain) <= 2 * se else "isotonic" if gain > 0 else "sigmoid"
+    return method, losses[method]
 
 
 def tier_cutoffs(p: np.ndarray, shares: tuple[float, float, float], weight: np.ndarray | None = None) -> list[float]:

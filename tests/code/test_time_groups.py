@@ -21,7 +21,8 @@ def rows():
     parts, y, w = {}, {}, {}
     for name, n in (("train", 4000), ("valid", 1500)):
         x = rng.normal(0, 1, n)
-        parts[name] = pd.DataFrame({"x": x, "created_month": rng.choice([f"{m:02d}" for m in range(1, 13)], n)})
+        parts[name] = pd.DataFrame({"lead_id": [f"{name}{i}" for i in range(n)], "x": x,
+                                    "created_month": rng.choice([f"{m:02d}" for m in range(1, 13)], n)})
         y[name] = (rng.random(n) < 1 / (1 + np.exp(1.5 - x))).astype(int)
         w[name] = np.ones(n)
     fs = FeatureSet(frame=None, categorical=["created_month"], numeric=["x"], definitions=[MONTH])
