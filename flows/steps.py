@@ -310,7 +310,8 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
         result.metrics.update({f"now_{k}": v for k, v in result.now.metrics.items()})
         result.split_counts.update({f"now_{k}": v for k, v in result.now.split_counts.items()})
         result.params.update({f"now_{k}": v for k, v in result.now.params.items()
-                              if k in ("calibration", "best_iteration", "final_rounds", "n_features", "tier_cutoffs")})
+                              if k in ("calibration", "best_iteration", "final_rounds", "bags", "n_features",
+                                       "tier_cutoffs")})
     tags = {"leadscore_run_id": run_id, "git_sha": git_sha(), "config_hash": cfg.digest(),
             "data_fingerprint": ingest["data_fingerprint"], "as_of": meta["as_of"],
             "horizon_days": str(cfg.label.horizon_days), "features": json.dumps(fs.features),

@@ -3,7 +3,8 @@ per bag, their trees merged into one LightGBM model that predicts the mean of th
 
 A booster's split choices are chaotic: one more training row can flip an early split and every tree after it,
 moving a few leads' probabilities by 0.2 or more. A lead's bag depends on its id alone, so new rows change only
-the boosters of their own bags, and each booster carries 1/k of the score. The merged model is a plain
+the training rows of their own bags, and each booster carries 1/k of the score. (Every booster is still early-stopped
+on the same validation rows, so a change there can change its number of trees.) The merged model is a plain
 ``lightgbm.Booster``: prediction, leaf indices, tree dumps and importances work as for any other."""
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def bag_of(lead_id: pd.Series, bags: int) -> np.ndarray:
     return (hashed % np.uint64(bags)).astype(np.int64)
 
 
-def bag_rows(lead_id: pd.Series, bags: int) -> list:
-    """Each bag's row positions; with one bag, every row as ``slice(None)``, which indexes without a copy."""
+def bag_rows(frame: pd.DataFrame, bags: int) -> list[slice | np.ndarray]:
+    """Each bag's row positions in ``frame`` (by its ``lead_id``); with one bag, every row as ``slice(None)``,
+    which indexes without a copy."""
     if bags == 1:
         return [slice(None)]
-    bag = bag_of(lead_id, bags)
+    bag = bag_of(frame["lead_id"], bags)
     return [np.flatnonzero(bag == b) for b in range(bags)]
 
 
@@ -46,6 +48,13 @@ def averaged(boosters: list):
         return boosters[0]
     k = len(boosters)
     texts = [b.model_to_string() for b in boosters]
+    # What lies outside the trees (feature names and ranges, objective, categories) is the first booster's: the
+    # members must agree on it, and a linear tree's leaves would need more than a division.
+    for key in ("feature_names=", "objective=", "max_feature_idx=", "pandas_categorical:"):
+        if len({next((line for line in t.split("\n") if line.startswith(key)), None) for t in texts}) > 1:
+            raise ValueError(f"boosters to average differ in {key.rstrip('=:')}")
+    if any("\nis_linear=1" in t for t in texts):
+        raise ValueError("boosters with linear trees cannot be averaged by their leaves")
     # The header (minus the byte sizes of the first model's trees) and the footer come from the first model.
     head = texts[0][:texts[0].index("\nTree=")].split("\n")
     head = "\n".join(line for line in head if not line.startswith("tree_sizes=")).rstrip("\n")

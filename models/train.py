@@ -296,7 +296,7 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     numeric = [c for c in fs.numeric if c not in dropped["features"]]
     on_cluster = client is not None and len(parts["train"]) > cfg.engine.train_on_cluster_rows
     bags = bag_count(len(parts["train"]), tc.bags)
-    in_bag = bag_rows(parts["train"]["lead_id"], bags)
+    in_bag = bag_rows(parts["train"], bags)
     # The check trained these very boosters when it used every training row.
     encoder, members = dropped["trained"].get((tuple(categorical), tuple(numeric))) or (None, None)
     if on_cluster:
@@ -370,15 +370,16 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
     if uses_booster:
         matrix = None if on_cluster else final_encoder.transform(data)
         refit = []
-        for member, trained, rows in zip(members, in_bag, bag_rows(data["lead_id"], bags)):
-            share = _count(rows, len(data)) / _count(trained, len(parts["train"]))
-            rounds = max(1, round(member.current_iteration() * share))
+        for member, train_rows, all_rows in zip(members, in_bag, bag_rows(data, bags)):
+            rounds = max(1, round(member.current_iteration() * _count(all_rows, len(data))
+                                  / _count(train_rows, len(parts["train"]))))
             if on_cluster:
-                refit.append(_boost_on_cluster(client, final_encoder, data.iloc[rows], y_all.to_numpy()[rows],
-                                               w_all[rows], params, rounds))
+                refit.append(_boost_on_cluster(client, final_encoder, data.iloc[all_rows], y_all.to_numpy()[all_rows],
+                                               w_all[all_rows], params, rounds))
             else:
-                refit.append(lgb.train(params, lgb.Dataset(matrix.iloc[rows], y_all.to_numpy()[rows], weight=w_all[rows],
-                                                           categorical_feature=categorical), num_boost_round=rounds))
+                refit.append(lgb.train(params, lgb.Dataset(matrix.iloc[all_rows], y_all.to_numpy()[all_rows],
+                                                           weight=w_all[all_rows], categorical_feature=categorical),
+                                       num_boost_round=rounds))
         final = averaged(refit)
     final_linear = SIMPLE[linear_kind](categorical, numeric, tc.seed).fit(data, y_all.to_numpy()) if linear_kind else None
     cutoffs = evaluated.tier_cutoffs
@@ -513,7 +514,7 @@ def _boost(encoder: FeatureEncoder, parts: dict, y: dict, w: dict, params: dict,
     x = encoder.transform(train)
     x_valid = encoder.transform(parts["valid"])
     members = []
-    for mine in bag_rows(train["lead_id"], bags):
+    for mine in bag_rows(train, bags):
         dtrain = lgb.Dataset(x.iloc[mine], y_train[mine], weight=w_train[mine], categorical_feature=encoder.categorical,
                              free_raw_data=False)
         dvalid = lgb.Dataset(x_valid, y["valid"], weight=w["valid"], reference=dtrain)
@@ -682,7 +683,7 @@ def oof_losses(raw: np.ndarray, y: np.ndarray, seed: int, folds: int = 3,
             p[held] = Calibrator(method).fit(raw[fit], y[fit], w[fit]).transform(raw[held])
         losses[method] = -(y * np.log(p) + (1 - y) * np.log(1 - p))
     gain, se = paired_difference(losses["sigmoid"], losses["isotonic"], w)  # what isotonic saves
-    method = before if before in losses and abs(gain) <= 2 * se else "isotonic" if gain > 0 else "sigmoid"
+    method = before if before in losses and abs(gain) <= 2 * se else "isotonic" if gain >= 0 else "sigmoid"
     return method, losses[method]
 
 

@@ -1,6 +1,6 @@
 """Bagged boosters (models.bags): a lead's bag depends on its id alone, the merged model predicts the mean of its
 boosters' log-odds, and new leads change only the boosters of their own bags. And the calibration method, which
-stays the sigmoid or the model in service's while the difference is within noise."""
+stays the model in service's while the difference is within noise."""
 
 import pickle
 from types import SimpleNamespace
@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pytest
 
 from models.bags import MIN_BAG_ROWS, averaged, bag_count, bag_of, bag_rows
 from models.encoding import FeatureEncoder
@@ -32,8 +33,8 @@ def test_a_leads_bag_depends_on_its_id_alone():
     more = bag_of(pd.concat([frame["lead_id"], pd.Series(["NEW-1", "NEW-2"]), frame["lead_id"].iloc[::-1]]), 8)
     assert (more[:5000] == alone).all() and (more[5002:] == alone[::-1]).all()
     assert set(np.unique(alone)) == set(range(8)) and np.bincount(alone).min() > 500
-    assert (bag_of(frame["lead_id"], 1) == 0).all() and bag_rows(frame["lead_id"], 1) == [slice(None)]
-    assert np.array_equal(np.sort(np.concatenate(bag_rows(frame["lead_id"], 8))), np.arange(5000))
+    assert (bag_of(frame["lead_id"], 1) == 0).all() and bag_rows(frame, 1) == [slice(None)]
+    assert np.array_equal(np.sort(np.concatenate(bag_rows(frame, 8))), np.arange(5000))
     assert bag_count(3 * MIN_BAG_ROWS + 1, 8) == 3 and bag_count(100, 8) == 1 and bag_count(10**7, 8) == 8
 
 
@@ -52,6 +53,9 @@ def test_the_merged_booster_predicts_the_mean_log_odds_of_its_boosters():
     assert merged.predict(x, pred_leaf=True).shape == (len(x), 51)
     assert len(merged.dump_model()["tree_info"]) == 51
     assert averaged(members[:1]) is members[0]
+    other = lgb.train(PARAMS, lgb.Dataset(x[["x", "z"]], y), num_boost_round=3)  # other features: refused
+    with pytest.raises(ValueError, match="feature_names"):
+        averaged([members[0], other])
 
 
 def test_new_leads_change_only_the_boosters_of_their_bags():
