@@ -250,9 +250,10 @@ class TrainConfig(_Section):
     num_leaves: Int = Field(31, ge=2)
     min_child_samples: Int = Field(50, ge=1)
     early_stopping_rounds: Int = Field(50, gt=0)
-    # Boosters averaged, each on the leads of one bag (a hash of the lead id; fewer bags when one would have under
-    # 2,000 training rows): new leads change only their own bags' boosters, so scores churn less on a retrain, at
-    # some accuracy on small exports (models.bags; README "Stable scores").
+    # The model of a win from now on (the published probability and tier) can average this many boosters, each on
+    # the leads of one bag (a hash of the lead id; fewer when a bag would have under 25,000 training rows): new
+    # leads change only their own bags' boosters, so scores churn less on a retrain, at some accuracy and scoring
+    # time (models.bags; README "Stable scores" measures both).
     bags: Int = Field(1, ge=1)
     # The models the fit is chosen from, by calibrated log loss on the validation leads ("blend": the booster
     # and the logistic regression, their log-odds averaged).

@@ -223,7 +223,8 @@ def train_now_model(fs: FeatureSet, cfg: Config, client=None, in_service: LeadMo
     # Tier cut-offs are set on leads as they arrive, so a tier means the same for both models: a lead that has
     # gone cold drops below the tiers of fresh ones.
     result = fit_recipe(data, fs, cfg, time_column="at", weight_column="weight",
-                        tier_rows=data["landmark_days"].to_numpy() == 0, client=client, in_service=in_service)
+                        tier_rows=data["landmark_days"].to_numpy() == 0, client=client, in_service=in_service,
+                        bags=cfg.train.bags)
     log.info("train: model of a win from now on: %s landmark rows (%s won), %d trees, %s calibration",
              f"{len(data):,}", f"{int(data['label'].sum()):,}", result.best_iteration, result.params["calibration"])
     if result.params["time_groups"]:
@@ -257,7 +258,7 @@ def lgb_params(cfg: Config) -> dict:
 def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str | None,
                weight_column: str | None = None, tier_rows: np.ndarray | None = None,
                now: LeadModel | None = None, young: tuple[pd.DataFrame, pd.Timestamp] | None = None,
-               client=None, in_service: LeadModel | None = None) -> TrainResult:
+               client=None, in_service: LeadModel | None = None, bags: int = 1) -> TrainResult:
     """Split, guard against leakage, fit, calibrate, evaluate and refit, for rows with a ``label`` (and, with
     ``weight_column``, a weight per row).
 
@@ -265,6 +266,7 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
       (``valid``), measured on the newest (``test``), which neither saw.
     - The registered model: the same recipe (rounds scaled to the data) refit on every row; given ``young``
       (every lead, matured or not, and the moment they are known at), with each campaign's outcome factor.
+    - Given ``bags`` > 1, each booster is that many averaged (``models.bags``).
     """
     import lightgbm as lgb
 
@@ -291,11 +293,11 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
 
     params = lgb_params(cfg)
     # A model pickled before it recorded its decisions has none: a group is then decided by the sign.
-    dropped = drop_time_groups(parts, y, w, fs, cfg, getattr(in_service, "time_groups", None))
+    dropped = drop_time_groups(parts, y, w, fs, cfg, getattr(in_service, "time_groups", None), bags)
     categorical = [c for c in fs.categorical if c not in dropped["features"]]
     numeric = [c for c in fs.numeric if c not in dropped["features"]]
     on_cluster = client is not None and len(parts["train"]) > cfg.engine.train_on_cluster_rows
-    bags = bag_count(len(parts["train"]), tc.bags)
+    bags = bag_count(len(parts["train"]), bags)
     in_bag = bag_rows(parts["train"], bags)
     # The check trained these very boosters when it used every training row.
     encoder, members = dropped["trained"].get((tuple(categorical), tuple(numeric))) or (None, None)
@@ -607,7 +609,7 @@ def quiet_lightgbm() -> None:
 
 
 def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config,
-                     kept_before: dict[str, bool] | None = None) -> dict:
+                     kept_before: dict[str, bool] | None = None, bags: int = 1) -> dict:
     """Each group of features that may only tell time (``features.definitions.time_groups``), validated forward:
     a booster without the group against one with every feature, on the same training rows (at most
     ``GROUP_CHECK_ROWS``), by calibrated log loss on the validation rows. A group is kept only when it lowers
@@ -621,7 +623,7 @@ def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config,
     ``kept_before`` (the model in service's decisions: group -> kept), a group whose help is within twice its
     standard error is decided as that model decided it; a first model, or a group that model never checked, is
     decided by the sign. A decision made on noise stays until the evidence against it exceeds twice its
-    standard error, which more history brings."""
+    standard error, which more history brings. Each booster is ``bags`` averaged, as in :func:`fit_recipe`."""
     groups = {name: [f for f in names if f in fs.features]
               for name, names in time_groups(fs.definitions).items()} if fs.definitions else {}
     groups = {name: names for name, names in groups.items() if names}
@@ -635,7 +637,7 @@ def drop_time_groups(parts: dict, y: dict, w: dict, fs: FeatureSet, cfg: Config,
 
     def losses(categorical: list[str], numeric: list[str]) -> np.ndarray:
         encoder = FeatureEncoder(categorical, numeric).fit(parts["train"] if rows is None else parts["train"].iloc[rows])
-        members = _boost(encoder, parts, y, w, params, tc, rows, bag_count(n if rows is None else len(rows), tc.bags))
+        members = _boost(encoder, parts, y, w, params, tc, rows, bag_count(n if rows is None else len(rows), bags))
         if rows is None:
             out["trained"][(tuple(categorical), tuple(numeric))] = (encoder, members)
         raw = averaged(members).predict(encoder.transform(parts["valid"]))

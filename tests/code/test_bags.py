@@ -3,6 +3,7 @@ boosters' log-odds, and new leads change only the boosters of their own bags. An
 stays the model in service's while the difference is within noise."""
 
 import pickle
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightgbm as lgb
@@ -62,8 +63,7 @@ def test_new_leads_change_only_the_boosters_of_their_bags():
     frame, y = _leads(12000, 4)
     extra, y_extra = _leads(3, 5, prefix="NEW-")
     valid, y_valid = _leads(3000, 6, prefix="V")
-    bags = bag_count(len(frame), 4)
-    assert bags == 4
+    bags = 4
     touched = set(bag_of(extra["lead_id"], bags))
     assert len(touched) < bags  # so that some boosters must stay as they were
 
@@ -102,3 +102,30 @@ def test_beyond_noise_the_better_method_wins():
     assert oof_losses(raw, y, seed=1, before="sigmoid")[0] == "isotonic"
     raw, y = _calibration_rows(0.0)  # calibrated already
     assert oof_losses(raw, y, seed=1, before="isotonic")[0] == "sigmoid"
+
+
+def test_the_model_of_a_win_from_now_on_trains_and_refits_bag_by_bag(monkeypatch):
+    """``train.bags`` through the whole recipe: one booster per bag early-stopped on the oldest rows, each refit
+    on its bag's share of every row, merged; the registered model predicts what its merged trees say."""
+    import models.bags
+    from leadscore.config import parse_config
+    from leadscore.contract import FeatureSet
+    from models.train import fit_recipe
+
+    monkeypatch.setattr(models.bags, "MIN_BAG_ROWS", 2_000)  # bags at a size a unit test trains quickly
+    frame, y = _leads(12_000, 7)
+    frame["label"] = y
+    frame["weight"] = 1.0
+    frame["at"] = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(np.arange(len(frame)) * 600, unit="s")
+    fs = FeatureSet(frame=None, categorical=["kind"], numeric=["x", "z"])
+    cfg = parse_config('[data.leads]\npath = "l.csv"\nid = "id"\ncreated_at = "c"\n[data.outcomes]\npath = "o.csv"\n'
+                       'lead_id = "id"\nstage = "s"\noccurred_at = "t"\n[label]\nwon_stages = ["Won"]\n'
+                       "[train]\nnum_threads = 1\nbags = 3\n", Path("leadscore.toml"))
+    one = fit_recipe(frame, fs, cfg, time_column="at", weight_column="weight", bags=1)
+    three = fit_recipe(frame, fs, cfg, time_column="at", weight_column="weight", bags=cfg.train.bags)
+    assert one.params["bags"] == 1 and three.params["bags"] == 3
+    booster = three.model.booster
+    assert booster.current_iteration() == three.params["final_rounds"] > one.params["final_rounds"]
+    x = three.model.encoder.transform(frame)
+    assert np.allclose(three.model.probability(frame), three.model.calibrator.transform(booster.predict(x)))
+    assert three.metrics["roc_auc"] > 0.7 and abs(three.metrics["roc_auc"] - one.metrics["roc_auc"]) < 0.03
