@@ -41,7 +41,7 @@ from features.pit import NEVER, EventIndex, KeyCodes, Timeline, event_index
 from leadscore.cells import US_PER_DAY
 from leadscore.config import Config
 from leadscore.errors import DataError
-from leadscore.paths import atomic_write, write_text_atomic
+from leadscore.paths import write_parquet_atomic, write_text_atomic
 
 DAY_US = US_PER_DAY
 SNAPSHOT_FORMAT = 4  # 4: stage changes and the now-table; 3: the feature table; 2 and before: names from labels
@@ -100,8 +100,7 @@ def save_snapshot(folder: Path, manifest: dict, leads: pa.Table, activities: pa.
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in (("leads", leads), ("activities", activities), ("stages", stages)):
         if table is not None:
-            with atomic_write(folder / f"{name}.parquet") as tmp:
-                pq.write_table(table, tmp)
+            write_parquet_atomic(table, folder / f"{name}.parquet")
     write_text_atomic(folder / "snapshot.json", json.dumps(manifest, indent=2))
     return folder
 

@@ -37,7 +37,7 @@ from leadscore.cluster import partition_count, partition_sql, total_threads
 from leadscore.config import Config
 from leadscore.contract import METADATA_KEY, FeatureSet
 from leadscore.duck import days, literal
-from leadscore.paths import Home, atomic_write, fresh_folder, part_name, table_parts
+from leadscore.paths import Home, atomic_write, fresh_folder, part_name, table_parts, write_parquet_atomic
 
 log = logging.getLogger("leadscore")
 
@@ -105,8 +105,9 @@ def _count_partition(canonical: Path, split: dict, i: int, cfg: Config, as_of: d
     counts = shared_counts(_partition_tables(canonical, split, i), cfg, as_of, spill / f"p{i}", _threads())
     _write_part(counts.pop("arrivals"), i, arrivals)
     events = counts.pop("events").sort_by([("role", "ascending"), ("kind", "ascending")])
-    with atomic_write(out) as tmp:  # a task run again (its worker lost) rewrites its files whole
-        pq.write_table(events, tmp, row_group_size=65_536)  # small groups: each sum reads only its role and kind's
+    # Written whole: a task run again (its worker lost) rewrites its files. Small row groups: each sum reads only
+    # its role and kind's.
+    write_parquet_atomic(events, out, row_group_size=65_536)
     return counts
 
 
@@ -137,8 +138,7 @@ def _write_queries(kind: str, canonical: Path, split: dict, i: int, cfg: Config,
 
 
 def _write_part(queries: pa.Table, i: int, out: Path) -> None:
-    with atomic_write(out) as tmp:
-        pq.write_table(queries.append_column("part", pa.array([i] * len(queries), pa.int32())), tmp)
+    write_parquet_atomic(queries.append_column("part", pa.array([i] * len(queries), pa.int32())), out)
 
 
 def _count_stream(queries: Path, events: Path, role: str, kind: str, horizon: int, out: Path, spill: Path) -> None:

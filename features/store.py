@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from leadscore.contract import METADATA_KEY, FeatureSet
 from leadscore.errors import DataError
-from leadscore.paths import atomic_write
+from leadscore.paths import write_parquet_atomic
 
 _KEY = METADATA_KEY.encode()
 
@@ -17,8 +17,7 @@ _KEY = METADATA_KEY.encode()
 def save_feature_set(fs: FeatureSet, path: Path, extra: dict | None = None) -> None:
     meta = fs.metadata(extra)
     table = fs.frame.replace_schema_metadata({**(fs.frame.schema.metadata or {}), _KEY: json.dumps(meta).encode()})
-    with atomic_write(path) as tmp:
-        pq.write_table(table, tmp)
+    write_parquet_atomic(table, path)
 
 
 def load_feature_set(path: Path) -> tuple[FeatureSet, dict]:

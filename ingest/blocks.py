@@ -46,7 +46,7 @@ from ingest.files import (cells_encoding, check_unique, decimal_of, export_forma
 from leadscore import cells
 from leadscore.cluster import gather_all, partition_count, partition_sql, total_threads
 from leadscore.config import Config, FileTable
-from leadscore.paths import atomic_write, part_name, replace_table
+from leadscore.paths import part_name, replace_table, write_parquet_atomic
 
 log = logging.getLogger("leadscore")
 
@@ -250,10 +250,10 @@ def _check_block(plan: FilePlan, i: int, cfg: Config, now: datetime, partitions:
     else:
         checks, columns = activity_cells(cfg, now, raw, info)
     rows, reasons = checks.texts()
-    if len(rows):
-        _write(pa.table({BLOCK: pa.array(np.full(len(rows), i), pa.int32()), ROW: pa.array(rows, pa.int64()),
-                         "reason": reasons, **_as_read(raw, rows)}),
-               work / "quarantine" / plan.name / f"block-{i:06d}.parquet")
+    if len(rows):  # every task's files written whole: Dask runs a task again when its worker is lost
+        bad = pa.table({BLOCK: pa.array(np.full(len(rows), i), pa.int32()), ROW: pa.array(rows, pa.int64()),
+                        "reason": reasons, **_as_read(raw, rows)})
+        write_parquet_atomic(bad, work / "quarantine" / plan.name / f"block-{i:06d}.parquet")
     keep = np.flatnonzero(checks.passing)
     passing = pa.table({**{k: v.take(pa.array(keep, pa.int64())) for k, v in columns.items()},
                         BLOCK: pa.array(np.full(len(keep), i), pa.int32()), ROW: pa.array(keep, pa.int64()),
@@ -289,14 +289,7 @@ def _write_partitioned(rows: pa.Table, partitions: int, folder: Path, name: str)
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(partitions + 1))
     for p in np.flatnonzero(np.diff(bounds)):
-        _write(rows.take(pa.array(order[bounds[p]:bounds[p + 1]])), folder / f"part={p}" / name)
-
-
-def _write(table: pa.Table, path: Path) -> None:
-    """A task's output file, written whole: Dask runs a task again when its worker is lost, running or holding
-    its result, and a file half-written by the first run must not be read."""
-    with atomic_write(path) as tmp:
-        pq.write_table(table, tmp)
+        write_parquet_atomic(rows.take(pa.array(order[bounds[p]:bounds[p + 1]])), folder / f"part={p}" / name)
 
 
 # --- 3. checks between rows, partition by partition --------------------------------------------------------
@@ -314,9 +307,9 @@ def _split(rows: pa.Table, checks: Checks, name: str, p: int, work: Path) -> pa.
     bad, reasons = checks.texts()
     if len(bad):
         q = rows.take(pa.array(bad, pa.int64()))
-        _write(pa.table({BLOCK: q[BLOCK], ROW: q[ROW], "reason": reasons,
-                         **{c: q[c] for c in q.column_names if c.startswith(RAW)}}),
-               work / "quarantine" / name / f"part-{p:06d}.parquet")
+        write_parquet_atomic(pa.table({BLOCK: q[BLOCK], ROW: q[ROW], "reason": reasons,
+                                       **{c: q[c] for c in q.column_names if c.startswith(RAW)}}),
+                             work / "quarantine" / name / f"part-{p:06d}.parquet")
     return rows.filter(pa.array(checks.passing))
 
 
@@ -372,7 +365,7 @@ def _relate_partition(p: int, cfg: Config, work: Path, renamed: dict[str, str], 
         keep("outcomes", d)
     for name, schema in canonical.items():
         table = pa.concat_tables(kept[name]) if kept[name] else schema.empty_table()
-        _write(table, work / "tables" / f"{name}.parquet" / part_name(p))
+        write_parquet_atomic(table, work / "tables" / f"{name}.parquet" / part_name(p))
     return out
 
 

@@ -34,7 +34,7 @@ from leadscore import cells
 from leadscore.config import Config, stage_key
 from leadscore.contract import export_column
 from leadscore.errors import DataError
-from leadscore.paths import atomic_write
+from leadscore.paths import write_parquet_atomic
 from leadscore.spreadsheet import write_csv
 
 log = logging.getLogger("leadscore")
@@ -622,8 +622,7 @@ def write_canonical(result: IngestResult, folder: Path) -> None:
     for name, table in result.tables.items():
         if (folder / f"{name}.parquet").is_dir():  # a cluster ingest's partitioned table
             shutil.rmtree(folder / f"{name}.parquet")
-        with atomic_write(folder / f"{name}.parquet") as tmp:
-            pq.write_table(table, tmp)
+        write_parquet_atomic(table, folder / f"{name}.parquet")
 
 
 def read_canonical(folder: Path, lazy: bool = False) -> dict:

@@ -170,9 +170,9 @@ def atomic_write(path: Path) -> Iterator[Path]:
 @contextmanager
 def fresh_folder(path: Path) -> Iterator[Path]:
     """A folder written whole, for a task Dask may run again (its worker lost): the caller fills the temporary
-    folder this yields, beside the target, which then takes the target's place by renames (one written by an
-    earlier run of the task is moved aside and removed). A run killed half-way leaves only its temporary folder,
-    which the home's clean-up of stale temporaries removes."""
+    folder this yields, beside the target, which then takes the target's place (:func:`replace_table`: one
+    written by an earlier run of the task is moved aside and removed). A run killed half-way leaves only its
+    temporary folder, which the home's clean-up of stale temporaries removes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -180,12 +180,7 @@ def fresh_folder(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old.tmp") if path.exists() else None
-    if old is not None:
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_table(tmp, path)
 
 
 def part_name(partition: int) -> str:
@@ -227,6 +222,14 @@ def with_filename(exc: OSError, path: Path) -> OSError:
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_parquet_atomic(table, path: Path, **options) -> None:
+    """An Arrow table written whole (:func:`atomic_write`); ``options`` go to ``pyarrow.parquet.write_table``."""
+    import pyarrow.parquet as pq
+
+    with atomic_write(path) as tmp:
+        pq.write_table(table, tmp, **options)
 
 
 def default_spill_dir() -> Path:

@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from leadscore.cluster import again_if_lost, cut, map_parts
 from leadscore.config import ROWS_PER_PART
-from leadscore.paths import atomic_write
+from leadscore.paths import write_parquet_atomic
 
 COLUMNS = ["lead_id", "probability", "fit", "score", "tier", "trend", "route", "reasons", "fit_reasons", "model_version",
            "scored_at", "run_id", "input_hash"]
@@ -62,8 +61,7 @@ def append(ledger: Path, run_id: str, scores: pd.DataFrame, scored_at=None, clie
 
 
 def _write_sorted(table: pa.Table, pending: Path) -> None:
-    with atomic_write(pending) as tmp:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP)
+    write_parquet_atomic(table, pending, row_group_size=ROW_GROUP)
 
 
 def commit(pending: list[Path]) -> list[Path]:
