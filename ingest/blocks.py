@@ -275,7 +275,7 @@ def partition_of(lead_id: pa.Array, partitions: int) -> np.ndarray:
     """Each lead id's partition (:func:`leadscore.cluster.partition_sql`)."""
     con = duckdb.connect()
     try:
-        ids = pa.table({"lead_id": lead_id})  # noqa: F841 - read by the query below
+        con.register("ids", pa.table({"lead_id": lead_id}))
         return con.sql(f"SELECT {partition_sql(partitions)} FROM ids").to_arrow_table().column(0) \
             .to_numpy(zero_copy_only=False)
     finally:

@@ -287,6 +287,11 @@ class ScoringConfig(_Section):
 class GateConfig(_Section):
     auc_tolerance: Float = Field(0.005, ge=0, le=1)
     max_ece: Float = Field(0.03, gt=0, le=1)
+    # A retrained model replaces a champion trained with the same recipe on data at most this many days older only
+    # if it ranks the same test leads better beyond noise: scores then hold between scheduled runs, where a refit
+    # on nearly the same rows would move some leads by chance. 0 promotes every model that passes. Under a week, so
+    # the weekly scheduled retrain always brings in the week's outcomes.
+    keep_champion_days: Float = Field(5.0, ge=0)
 
 
 class _CrmFields(_Section):
@@ -568,6 +573,16 @@ class Config(_Section):
         runs (``engine``) is left out: it must not change a result."""
         payload = json.dumps(self.model_dump(mode="json", exclude={"engine"}), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def recipe_digest(self) -> str:
+        """A short hash of what decides a model (the mapping, labels, features, training, segments), leaving out
+        file paths, the as-of date and threads: two runs with the same recipe differ only in their data."""
+        recipe = self.model_dump(mode="json", include={"data", "label", "features", "train", "segments"})
+        recipe["data"].pop("as_of")
+        for name in self.export_tables():
+            recipe["data"][name].pop("path")
+        recipe["train"].pop("num_threads")
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def paths(self) -> Home:

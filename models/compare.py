@@ -15,7 +15,8 @@ MIN_COMPARED = 300  # fewer unseen test leads than this make an AUC comparison m
 
 
 def compare_with_champion(champion, champion_version: str, frame: pa.Table, test_frame: pd.DataFrame):
-    """(champion's ROC AUC, new model's ROC AUC) on the same test leads, ones the champion was not fitted on; or
+    """(champion's ROC AUC, new model's ROC AUC, standard error of their difference) on the same test leads, ones
+    the champion was not fitted on; or
     None (too few such leads, or it cannot score this feature set): the new model is then judged against the
     baselines.
 
@@ -23,6 +24,8 @@ def compare_with_champion(champion, champion_version: str, frame: pa.Table, test
     and had more recent history than the new evaluated model. The fair comparison is between the two evaluated
     models (same recipe shape: fitted without their validation and test leads), on leads neither has seen."""
     from sklearn.metrics import roc_auc_score
+
+    from models.metrics import auc_difference_se
 
     seen_until = None  # a model registered before refitting existed was fitted on its train slice only
     if getattr(champion, "evaluated", None) is not None:
@@ -41,5 +44,5 @@ def compare_with_champion(champion, champion_version: str, frame: pa.Table, test
         log.warning("train: champion version %s needs features this run does not build; not compared", champion_version)
         return None
     y = test_frame["label"].to_numpy()
-    return (float(roc_auc_score(y, champion.probability(rows))),
-            float(roc_auc_score(y, np.asarray(test_frame["probability"].to_numpy()))))
+    old, new = np.asarray(champion.probability(rows)), test_frame["probability"].to_numpy(np.float64)
+    return float(roc_auc_score(y, old)), float(roc_auc_score(y, new)), auc_difference_se(y, new, old)

@@ -1,4 +1,5 @@
-"""The promotion gate: a new model becomes champion only if it is not worse than the one in service."""
+"""The promotion gate: a new model becomes champion only if it is not worse than the one in service, and, against a
+recent champion of the same recipe, only if it is better beyond noise."""
 
 from __future__ import annotations
 
@@ -8,19 +9,26 @@ from dataclasses import dataclass, field
 @dataclass
 class GateDecision:
     promote: bool
+    kept: bool = False  # not promoted only because the recent champion stays in service for stable scores
     reasons: list[str] = field(default_factory=list)  # why it was refused
     warnings: list[str] = field(default_factory=list)  # what a promoted first model falls short in
     beaten_by: list[str] = field(default_factory=list)  # baselines that rank a first model's test leads better
 
 
 def decide(challenger: dict[str, float], champion_auc: float | None, auc_tolerance: float, max_ece: float,
-           baseline_aucs: dict[str, float] | None = None, baseline_noise: dict[str, float] | None = None) -> GateDecision:
+           baseline_aucs: dict[str, float] | None = None, baseline_noise: dict[str, float] | None = None,
+           keep_champion: str | None = None, champion_noise: float = 0.0) -> GateDecision:
     """``challenger``: the new model's test metrics. ``champion_auc``: the champion's ROC AUC on the same test
     leads (None when there is no champion, or it cannot score the new feature set). Without a champion, the
     model must not rank worse than any baseline on the same test leads by more than noise: ``auc_tolerance``,
     or twice the standard error of the difference on these leads (``baseline_noise``) if that is larger.
     Refusing on noise would leave a new user with nothing scored; a gap beyond ``auc_tolerance`` but within
-    noise is promoted with a warning."""
+    noise is promoted with a warning.
+
+    ``keep_champion`` (why the champion may stay: trained recently with the same recipe) with ``champion_noise``
+    (the standard error of the two AUCs' difference): a model that passes is still not promoted unless it ranks
+    the test leads better than the champion by more than twice that (and ``auc_tolerance``). Two refits on nearly the same rows differ
+    by chance in a few leads' scores; sales ops should not see those leads change tier between runs."""
     reasons, warnings, beaten_by = [], [], []
     if champion_auc is None:
         for name, auc in (baseline_aucs or {}).items():
@@ -50,4 +58,13 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
                        f"test leads by more than gate.auc_tolerance = {auc_tolerance}")
     if reasons:
         return GateDecision(promote=False, reasons=reasons + warnings, beaten_by=beaten_by)
+    # Two near-copies have a tiny standard error of their difference: a gain must also pass the tolerance.
+    margin = max(auc_tolerance, 2 * champion_noise)
+    if keep_champion and champion_auc is not None and challenger["roc_auc"] <= champion_auc + margin:
+        allowed = (f"twice the standard error of the difference ({margin:.4f})" if margin > auc_tolerance
+                   else f"gate.auc_tolerance = {auc_tolerance}")
+        return GateDecision(promote=False, kept=True, warnings=warnings, reasons=[
+            f"the champion is kept for stable scores: ROC AUC {challenger['roc_auc']:.4f} against its "
+            f"{champion_auc:.4f} on the same test leads is no gain beyond {allowed}, and the champion was "
+            f"{keep_champion}"])
     return GateDecision(promote=True, warnings=warnings)

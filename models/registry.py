@@ -121,7 +121,8 @@ def log_training_run(home: Home, result, tags: dict[str, str], run_name: str, ar
         )
     _ensure_registered_model(client, name)
     sha = files_sha256(_artifact_dir(client, info.model_id))
-    version_tags = {k: tags[k] for k in ("git_sha", "config_hash", "data_fingerprint") if k in tags}
+    version_tags = {k: tags[k] for k in ("git_sha", "config_hash", "recipe", "as_of", "data_fingerprint")
+                    if k in tags}
     mv = client.create_model_version(name, source=info.model_uri, run_id=run.info.run_id,
                                      model_id=info.model_id, tags={**version_tags, "model_sha256": sha})
     return ModelRef(name, str(mv.version), run.info.run_id, sha)
@@ -288,6 +289,11 @@ def list_versions(home: Home, name: str = MODEL_NAME) -> list[dict]:
                      "model_kind": params.get("model_kind", "lightgbm"),
                      "tags": dict(mv.tags or {})})
     return rows
+
+
+def version_tags(home: Home, version: str, name: str = MODEL_NAME) -> dict[str, str]:
+    _, client = _client(home)
+    return dict(client.get_model_version(name, str(version)).tags or {})
 
 
 def tag_version(home: Home, version: str, tags: dict[str, str], name: str = MODEL_NAME) -> None:

@@ -76,3 +76,38 @@ def test_auc_difference_standard_error_matches_the_bootstrap():
         draws.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
     assert auc_difference_se(y, a, b) == pytest.approx(np.std(draws), rel=0.15)
     assert auc_difference_se(y, a, a) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_recent_champion_of_the_same_recipe_is_kept_unless_beaten_beyond_noise():
+    good = {"roc_auc": 0.80, "ece": 0.01}
+    recent = "trained with the same recipe on data 0.04 days older"
+    kept = decide(good, 0.79, 0.005, 0.03, keep_champion=recent, champion_noise=0.006)
+    assert not kept.promote and kept.kept and recent in kept.reasons[0]
+    assert "no gain beyond twice the standard error of the difference (0.0120)" in kept.reasons[0]
+    beaten = decide(good, 0.78, 0.005, 0.03, keep_champion=recent, champion_noise=0.006)
+    assert beaten.promote and not beaten.kept
+    # Near-copies differ with a tiny standard error: their gain must also pass the tolerance.
+    near = decide(good, 0.7990, 0.005, 0.03, keep_champion=recent, champion_noise=0.0002)
+    assert near.kept and "no gain beyond gate.auc_tolerance = 0.005" in near.reasons[0]
+    assert decide(good, 0.7940, 0.005, 0.03, keep_champion=recent, champion_noise=0.0002).promote
+    # An old champion, or one of another recipe (no reason given), is replaced by any model that passes.
+    assert decide(good, 0.79, 0.005, 0.03, champion_noise=0.006).promote
+    # A worse model is refused, not kept: the reason is its ranking.
+    refused = decide(good, 0.82, 0.005, 0.03, keep_champion=recent, champion_noise=0.006)
+    assert not refused.promote and not refused.kept and "below the champion" in refused.reasons[0]
+
+
+def test_the_recipe_leaves_out_paths_dates_and_threads(tmp_path):
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from conftest import make_config
+
+    cfg = make_config(tmp_path / "export", tmp_path / "home")
+    moved = cfg.model_copy(update={
+        "data": cfg.data.model_copy(update={"as_of": datetime(2026, 1, 1, tzinfo=timezone.utc), "leads": cfg.data.leads.model_copy(
+            update={"path": Path("/elsewhere/leads.csv")})}),
+        "train": cfg.train.model_copy(update={"num_threads": 2}), "home": Path("/another/home")})
+    assert moved.recipe_digest() == cfg.recipe_digest() and moved.digest() != cfg.digest()
+    other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"learning_rate": 0.05})})
+    assert other.recipe_digest() != cfg.recipe_digest()
