@@ -294,7 +294,7 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
     from models import registry
     from models.compare import compare_with_champion
     from models.evaluation import comparison_table, evaluation_report
-    from models.gate import decide
+    from models.gate import decide, recent_champion
     from models.metrics import against_truth, auc_difference_se
 
     name = name or registry.MODEL_NAME
@@ -335,16 +335,21 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
         compared = compare_with_champion(champion, champion_ref.version, fs.frame, result.test_frame)
     champion_auc = compared[0] if compared else None
     gate_metrics = {**result.metrics, "roc_auc": compared[1]} if compared else result.metrics
-    keep = _recent_same_recipe(cfg, home, champion_ref.version, meta["as_of"], name) if compared else None
+    keep = None
+    if compared:
+        champion_tags, registered_at = registry.version_info(home, champion_ref.version, name)
+        keep = recent_champion(champion_tags, registered_at, meta["as_of"], datetime.now(timezone.utc),
+                               cfg.recipe_digest(), tags["git_sha"], cfg.gate.keep_champion_days)
     y_test, p_test = result.test_frame["label"].to_numpy(), result.test_frame["probability"].to_numpy()
     decision = decide(gate_metrics, champion_auc, cfg.gate.auc_tolerance, cfg.gate.max_ece,
                       {b: m["roc_auc"] for b, m in result.baselines.items()},
                       {b: auc_difference_se(y_test, p_test, result.baseline_probability[b])
                        for b in result.baselines if b in result.baseline_probability},
                       keep_champion=keep, champion_noise=compared[2] if compared else 0.0)
-    reasons = [*decision.reasons, *refusals]
+    kept = decision.kept and not refusals
+    reasons = [*(decision.reasons if not decision.kept else []), *refusals] if refusals else decision.reasons
     promote = decision.promote and not refusals
-    verdict = ("not promoted: " + "; ".join(reasons) if decision.kept and not refusals else
+    verdict = ("not promoted: " + "; ".join(reasons) if kept else
                "refused: " + "; ".join(reasons) if not promote else
                "passed with warnings: " + "; ".join(decision.warnings) if decision.warnings else "passed")
     registry.tag_version(home, ref.version, {"gate": verdict}, name=name)
@@ -370,30 +375,15 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
         for warning in decision.warnings:
             log.warning("train: version %s%s is champion, judged against the baselines alone, but its %s (see the "
                         "evaluation report)", ref.version, what, warning)
-    elif decision.kept:
+    elif kept:
         log.info("train: version %s%s stays challenger: %s", ref.version, what, "; ".join(reasons))
     else:
         log.warning("train: version %s%s stays challenger: %s", ref.version, what, "; ".join(reasons))
     log.info("train: evaluation report %s", run_dir / "evaluation.html")
     return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
-            "evaluation": str(run_dir / "evaluation.html"), "promoted": promote, "kept": decision.kept and not refusals,
+            "evaluation": str(run_dir / "evaluation.html"), "promoted": promote, "kept": kept,
             "gate_reasons": reasons, "gate_warnings": decision.warnings, "champion_auc": champion_auc,
             "compared_auc": compared[1] if compared else None, "beaten_by": [] if refusals else decision.beaten_by}
-
-
-def _recent_same_recipe(cfg: Config, home: Home, version: str, as_of: str, name: str) -> str | None:
-    """How the champion was trained, if recently with this recipe (so the gate keeps it unless beaten beyond
-    noise): within gate.keep_champion_days of this run's data, with the same recipe. Else None."""
-    from models import registry
-
-    tags = registry.version_tags(home, version, name)
-    if not cfg.gate.keep_champion_days or tags.get("recipe") != cfg.recipe_digest() or not tags.get("as_of"):
-        return None
-    days = (pd.Timestamp(as_of) - pd.Timestamp(tags["as_of"])).total_seconds() / 86_400
-    if not 0 <= days <= cfg.gate.keep_champion_days:
-        return None
-    return (f"trained with the same recipe on data {days:.2f} days older (within gate.keep_champion_days = "
-            f"{cfg.gate.keep_champion_days:g})")
 
 
 def _read_truth(cfg: Config) -> pd.DataFrame | None:

@@ -287,10 +287,10 @@ class ScoringConfig(_Section):
 class GateConfig(_Section):
     auc_tolerance: Float = Field(0.005, ge=0, le=1)
     max_ece: Float = Field(0.03, gt=0, le=1)
-    # A retrained model replaces a champion trained with the same recipe on data at most this many days older only
-    # if it ranks the same test leads better beyond noise: scores then hold between scheduled runs, where a refit
-    # on nearly the same rows would move some leads by chance. 0 promotes every model that passes. Under a week, so
-    # the weekly scheduled retrain always brings in the week's outcomes.
+    # A retrained model replaces a champion of the same code and recipe, trained on data at most this many days
+    # older and registered at most this many days ago, only if it ranks the same test leads better beyond noise:
+    # scores then hold between runs, where a refit on nearly the same rows would move some leads by chance. 0
+    # promotes every model that passes.
     keep_champion_days: Float = Field(5.0, ge=0)
 
 
@@ -575,13 +575,15 @@ class Config(_Section):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def recipe_digest(self) -> str:
-        """A short hash of what decides a model (the mapping, labels, features, training, segments), leaving out
-        file paths, the as-of date and threads: two runs with the same recipe differ only in their data."""
-        recipe = self.model_dump(mode="json", include={"data", "label", "features", "train", "segments"})
+        """A short hash of what decides a model (how the export is read and mapped, labels, features, training,
+        tiers, segments), leaving out file paths, the as-of date, threads and memory: two runs with the same recipe
+        differ only in their data."""
+        recipe = self.model_dump(mode="json", include={"data", "label", "features", "train", "scoring", "segments"})
         recipe["data"].pop("as_of")
         for name in self.export_tables():
             recipe["data"][name].pop("path")
         recipe["train"].pop("num_threads")
+        recipe["features"].pop("memory_limit")
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

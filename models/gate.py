@@ -4,13 +4,14 @@ recent champion of the same recipe, only if it is better beyond noise."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass
 class GateDecision:
     promote: bool
     kept: bool = False  # not promoted only because the recent champion stays in service for stable scores
-    reasons: list[str] = field(default_factory=list)  # why it was refused
+    reasons: list[str] = field(default_factory=list)  # why it was refused, or why the champion was kept
     warnings: list[str] = field(default_factory=list)  # what a promoted first model falls short in
     beaten_by: list[str] = field(default_factory=list)  # baselines that rank a first model's test leads better
 
@@ -68,3 +69,20 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
             f"{champion_auc:.4f} on the same test leads is no gain beyond {allowed}, and the champion was "
             f"{keep_champion}"])
     return GateDecision(promote=True, warnings=warnings)
+
+
+def recent_champion(tags: dict[str, str], registered_at: datetime, as_of: str, now: datetime, recipe: str, code: str,
+                    keep_days: float) -> str | None:
+    """How the champion was trained, if it may stay in service unless beaten beyond noise (``keep_champion`` of
+    :func:`decide`): by the same code (``git_sha`` tag) with the same recipe, on data at most ``keep_days`` older
+    than this run's (``as_of`` tags) and registered at most ``keep_days`` ago, which bounds a pinned
+    ``data.as_of``. Else None: a champion tagged before recipes were, trained on newer data, or with
+    ``keep_days`` 0."""
+    if not keep_days or tags.get("recipe") != recipe or tags.get("git_sha") != code or not tags.get("as_of"):
+        return None
+    data_days = (datetime.fromisoformat(as_of) - datetime.fromisoformat(tags["as_of"])).total_seconds() / 86_400
+    age_days = (now - registered_at).total_seconds() / 86_400
+    if not (0 <= data_days <= keep_days and age_days <= keep_days):
+        return None
+    return (f"trained by the same code with the same recipe on data {data_days:.2f} days older, {age_days:.2f} days "
+            f"ago (both within gate.keep_champion_days = {keep_days:g})")

@@ -291,9 +291,13 @@ def list_versions(home: Home, name: str = MODEL_NAME) -> list[dict]:
     return rows
 
 
-def version_tags(home: Home, version: str, name: str = MODEL_NAME) -> dict[str, str]:
+def version_info(home: Home, version: str, name: str = MODEL_NAME):
+    """A version's tags and when it was registered (aware UTC)."""
+    from datetime import datetime, timezone
+
     _, client = _client(home)
-    return dict(client.get_model_version(name, str(version)).tags or {})
+    mv = client.get_model_version(name, str(version))
+    return dict(mv.tags or {}), datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc)
 
 
 def tag_version(home: Home, version: str, tags: dict[str, str], name: str = MODEL_NAME) -> None:

@@ -97,7 +97,28 @@ def test_a_recent_champion_of_the_same_recipe_is_kept_unless_beaten_beyond_noise
     assert not refused.promote and not refused.kept and "below the champion" in refused.reasons[0]
 
 
-def test_the_recipe_leaves_out_paths_dates_and_threads(tmp_path):
+def test_a_champion_is_recent_only_by_the_same_code_and_recipe_within_the_window():
+    from datetime import datetime, timedelta, timezone
+
+    from models.gate import recent_champion
+
+    now = datetime(2026, 6, 30, 12, tzinfo=timezone.utc)
+    tags = {"recipe": "r1", "git_sha": "abc", "as_of": "2026-06-28T00:00:00+00:00"}
+
+    def recent(as_of="2026-06-30T00:00:00+00:00", registered=now - timedelta(days=1), keep=5.0, **changed):
+        return recent_champion({**tags, **changed}, registered, as_of, now, "r1", "abc", keep)
+
+    assert "on data 2.00 days older, 1.00 days ago" in recent()
+    assert recent(as_of="2026-07-03T00:00:00+00:00") is not None  # five days of data
+    assert recent(as_of="2026-07-03T00:00:01+00:00") is None
+    assert recent(as_of="2026-06-27T00:00:00+00:00") is None  # the champion saw newer data
+    assert recent(registered=now - timedelta(days=6)) is None  # a pinned data.as_of still ages out
+    assert recent(keep=0) is None
+    assert recent(recipe="r2") is None and recent(git_sha="def") is None
+    assert recent_champion({"git_sha": "abc"}, now, "2026-06-30T00:00:00+00:00", now, "r1", "abc", 5) is None
+
+
+def test_the_recipe_leaves_out_paths_dates_threads_and_memory(tmp_path):
     from datetime import datetime, timezone
     from pathlib import Path
 
@@ -105,9 +126,13 @@ def test_the_recipe_leaves_out_paths_dates_and_threads(tmp_path):
 
     cfg = make_config(tmp_path / "export", tmp_path / "home")
     moved = cfg.model_copy(update={
-        "data": cfg.data.model_copy(update={"as_of": datetime(2026, 1, 1, tzinfo=timezone.utc), "leads": cfg.data.leads.model_copy(
-            update={"path": Path("/elsewhere/leads.csv")})}),
-        "train": cfg.train.model_copy(update={"num_threads": 2}), "home": Path("/another/home")})
+        "data": cfg.data.model_copy(update={"as_of": datetime(2026, 1, 1, tzinfo=timezone.utc),
+                                            "leads": cfg.data.leads.model_copy(update={"path": Path("/x/leads.csv")}),
+                                            "outcomes": cfg.data.outcomes.model_copy(update={"path": Path("/x/o.csv")})}),
+        "train": cfg.train.model_copy(update={"num_threads": 2}),
+        "features": cfg.features.model_copy(update={"memory_limit": "8GB"})})
     assert moved.recipe_digest() == cfg.recipe_digest() and moved.digest() != cfg.digest()
-    other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"learning_rate": 0.05})})
-    assert other.recipe_digest() != cfg.recipe_digest()
+    for section, change in (("train", {"learning_rate": 0.05}), ("scoring", {"tier_shares": (0.2, 0.2, 0.3)}),
+                            ("label", {"horizon_days": 60}), ("features", {"allow_leaky": ("x",)})):
+        other = cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=change)})
+        assert other.recipe_digest() != cfg.recipe_digest(), section

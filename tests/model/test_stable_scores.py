@@ -82,14 +82,17 @@ def test_a_few_ordinary_new_leads_move_no_other_score(tmp_path, caplog):
     after, later = _run(_with_new_leads(tmp_path, "after", pd.Timedelta(hours=1)), tmp_path / "home", "after")
     assert later["split"]["now_final_fit_rows"] > first["split"]["now_final_fit_rows"]
     assert later["kept"] and not later["promoted"], later["gate_reasons"]
-    assert "the champion is kept for stable scores" in caplog.text
+    assert "month of sign-up kept as by the model in service" in caplog.text  # the refit still follows it
     assert {"NEW-1", "NEW-2"} <= set(after.index)
+    assert (after["model_version"] == same["model_version"].iloc[0]).all()
     common = before.index.intersection(after.index)
     assert len(common) == len(before)
     same_tier = (before.loc[common, "tier"] == after.loc[common, "tier"]).mean()
     moved = (before.loc[common, ["probability", "fit"]] - after.loc[common, ["probability", "fit"]]).abs()
     print(f"same tier {same_tier:.2%}; largest move: probability {moved['probability'].max():.4f}, "
-          f"fit {moved['fit'].max():.4f}; moved by more than 0.02: {(moved['probability'] > 0.02).mean():.2%}")
-    assert same_tier >= 0.98
-    assert moved["fit"].max() <= 0.02
-    assert moved["probability"].median() <= 0.001 and (moved["probability"] > 0.02).mean() <= 0.01
+          f"fit {moved['fit'].max():.4f}; moved at all: {(moved['probability'] > 0).sum()}, by more than 0.02: "
+          f"{(moved['probability'] > 0.02).sum()} of {len(common)}")
+    # What moves is what the hour changed in a lead (its age, its time since each event): a few leads.
+    assert same_tier >= 0.999
+    assert moved["fit"].max() <= 1e-9
+    assert (moved["probability"] > 0).mean() <= 0.05 and (moved["probability"] > 0.02).mean() <= 0.002
