@@ -1,5 +1,5 @@
 """The promotion gate: a new model becomes champion only if it is not worse than the one in service, and, against a
-recent champion of the same recipe, only if it is better beyond noise."""
+recent champion of the same code and recipe, only if it is better beyond noise."""
 
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
 
     ``keep_champion`` (why the champion may stay: trained recently with the same recipe) with ``champion_noise``
     (the standard error of the two AUCs' difference): a model that passes is still not promoted unless it ranks
-    the test leads better than the champion by more than twice that (and ``auc_tolerance``). Two refits on nearly the same rows differ
-    by chance in a few leads' scores; sales ops should not see those leads change tier between runs."""
+    the test leads better than the champion by more than twice that and than ``auc_tolerance``. Two refits on
+    nearly the same rows differ by chance in a few leads' scores; sales ops should not see those leads change
+    tier between runs."""
     reasons, warnings, beaten_by = [], [], []
     if champion_auc is None:
         for name, auc in (baseline_aucs or {}).items():
@@ -80,7 +81,10 @@ def recent_champion(tags: dict[str, str], registered_at: datetime, as_of: str, n
     ``keep_days`` 0."""
     if not keep_days or tags.get("recipe") != recipe or tags.get("git_sha") != code or not tags.get("as_of"):
         return None
-    data_days = (datetime.fromisoformat(as_of) - datetime.fromisoformat(tags["as_of"])).total_seconds() / 86_400
+    try:
+        data_days = (datetime.fromisoformat(as_of) - datetime.fromisoformat(tags["as_of"])).total_seconds() / 86_400
+    except (TypeError, ValueError):  # a date this run or the champion does not have
+        return None
     age_days = (now - registered_at).total_seconds() / 86_400
     if not (0 <= data_days <= keep_days and age_days <= keep_days):
         return None

@@ -116,6 +116,7 @@ def test_a_champion_is_recent_only_by_the_same_code_and_recipe_within_the_window
     assert recent(keep=0) is None
     assert recent(recipe="r2") is None and recent(git_sha="def") is None
     assert recent_champion({"git_sha": "abc"}, now, "2026-06-30T00:00:00+00:00", now, "r1", "abc", 5) is None
+    assert recent(as_of=None) is None and recent(as_of="None") is None
 
 
 def test_the_recipe_leaves_out_paths_dates_threads_and_memory(tmp_path):
@@ -125,10 +126,10 @@ def test_the_recipe_leaves_out_paths_dates_threads_and_memory(tmp_path):
     from conftest import make_config
 
     cfg = make_config(tmp_path / "export", tmp_path / "home")
+    elsewhere = {name: getattr(cfg.data, name).model_copy(update={"path": Path(f"/x/{name}.csv")})
+                 for name in ("leads", "outcomes")}
     moved = cfg.model_copy(update={
-        "data": cfg.data.model_copy(update={"as_of": datetime(2026, 1, 1, tzinfo=timezone.utc),
-                                            "leads": cfg.data.leads.model_copy(update={"path": Path("/x/leads.csv")}),
-                                            "outcomes": cfg.data.outcomes.model_copy(update={"path": Path("/x/o.csv")})}),
+        "data": cfg.data.model_copy(update={"as_of": datetime(2026, 1, 1, tzinfo=timezone.utc), **elsewhere}),
         "train": cfg.train.model_copy(update={"num_threads": 2}),
         "features": cfg.features.model_copy(update={"memory_limit": "8GB"})})
     assert moved.recipe_digest() == cfg.recipe_digest() and moved.digest() != cfg.digest()
