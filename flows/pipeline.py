@@ -13,6 +13,7 @@ from flows.steps import STEPS
 from leadscore import cluster
 from leadscore.config import Config, load_config
 from leadscore.paths import new_run_id, one_run_at_a_time
+from leadscore.runtime import release_memory
 
 
 @task(name="ingest")
@@ -51,9 +52,12 @@ TASKS = {"ingest": ingest_task, "features": features_task, "train": train_task, 
 @flow(name="leadscore-run")
 def run_flow(cfg: Config, run_id: str, names: tuple[str, ...] = STEPS, since_last: bool = False) -> dict:
     """The named steps in order (by default the whole pipeline: ingest -> features -> train -> score -> report)."""
+    out = {}
     with one_run_at_a_time(cfg.paths), cluster.session(cfg.engine):  # one Dask cluster for the whole run
-        return {name: (TASKS[name](cfg, run_id, since_last) if name == "score" else TASKS[name](cfg, run_id))
-                for name in names}
+        for name in names:
+            out[name] = TASKS[name](cfg, run_id, since_last) if name == "score" else TASKS[name](cfg, run_id)
+            release_memory()
+    return out
 
 
 # One variant per CLI command, named after it.

@@ -113,3 +113,21 @@ def die_with_parent(parent_pid: int | None = None) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="leadscore-parent-watch", daemon=True).start()
+
+
+def release_memory() -> None:
+    """Hand memory freed by a finished step back to the system: Arrow's allocator and glibc's keep freed pages for
+    reuse, so the next step's peak would stack on the last one's (a 3M-lead run peaked 3 GB higher in training
+    than training alone)."""
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
