@@ -322,8 +322,9 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
         members = _boost(encoder, parts, y, w, params, tc, bags=bags)
     booster = averaged(members)
     # A booster from the cluster learned from the matrix (categories as codes), as the registered model predicts.
-    x = {name: (encoder.matrix if on_cluster else encoder.transform)(part) for name, part in parts.items()}
-    raw = {"lightgbm": {name: booster.predict(x[name]) for name in ("valid", "test")}}
+    # Only the validation and test rows are predicted; their matrices are let go at once (memory at 3M leads).
+    to_matrix = encoder.matrix if on_cluster else encoder.transform
+    raw = {"lightgbm": {name: booster.predict(to_matrix(parts[name])) for name in ("valid", "test")}}
 
     baselines, baseline_probability, simple = {}, {}, {}
     if not weight_column:  # the baselines know no weights; the fit model is the one they are there to check
