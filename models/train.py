@@ -384,6 +384,7 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                                                            weight=w_all[all_rows], categorical_feature=categorical),
                                        num_boost_round=rounds))
         final = averaged(refit)
+        del matrix  # every row as a matrix: not needed past the refit
     final_linear = SIMPLE[linear_kind](categorical, numeric, tc.seed).fit(data, y_all.to_numpy()) if linear_kind else None
     cutoffs = evaluated.tier_cutoffs
     reasons = ReasonBook(fs.categorical, fs.numeric, fs.labels, cfg.features.prior_strength,
@@ -407,7 +408,7 @@ def fit_recipe(data: pd.DataFrame, fs: FeatureSet, cfg: Config, time_column: str
                       trained_through=None if snapshot else pd.Timestamp(data[time_column].max()),
                       evaluated=evaluated,
                       evaluated_through=None if snapshot else pd.Timestamp(
-                          pd.concat([parts["train"], parts["valid"]])[time_column].max()),
+                          max(parts["train"][time_column].max(), parts["valid"][time_column].max())),
                       now=now, kind=kind, linear=final_linear, outcome_factors=factors,
                       time_groups={name: not g["dropped"] for name, g in dropped["groups"].items()})
 
