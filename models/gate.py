@@ -47,7 +47,8 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
     # A perfectly calibrated model shows some ECE by chance on a finite test set; the limit allows for it, so a
     # small export is not refused for noise while a miscalibrated model still is. A first model is promoted
     # anyway, with a warning: a level shift in the newest leads no model could foresee should not leave a new
-    # user with nothing scored, while a champion is never replaced by a worse-calibrated model.
+    # user with nothing scored, while a champion is never replaced by a model over the limit (even one no worse
+    # calibrated than the champion: its calibration on these leads is not measured here).
     noise = challenger.get("ece_noise", 0.0)
     if challenger["ece"] > max_ece + noise:
         (reasons if champion_auc is not None else warnings).append(
