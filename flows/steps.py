@@ -345,7 +345,8 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
                       {b: m["roc_auc"] for b, m in result.baselines.items()},
                       {b: auc_difference_se(y_test, p_test, result.baseline_probability[b])
                        for b in result.baselines if b in result.baseline_probability},
-                      keep_champion=keep, champion_noise=compared[2] if compared else 0.0)
+                      keep_champion=keep, champion_noise=compared[2] if compared else 0.0,
+                      champion_ece=compared[3:5] if compared else None)
     kept = decision.kept and not refusals
     reasons = [*(decision.reasons if not decision.kept else []), *refusals] if refusals else decision.reasons
     promote = decision.promote and not refusals
@@ -373,8 +374,8 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
         log.info("train: version %s%s is champion%s", ref.version, what,
                  f" (was version {previous})" if previous else "")
         for warning in decision.warnings:
-            log.warning("train: version %s%s is champion, judged against the baselines alone, but its %s (see the "
-                        "evaluation report)", ref.version, what, warning)
+            log.warning("train: version %s%s is champion, judged against %s, but its %s (see the evaluation "
+                        "report)", ref.version, what, "the champion" if compared else "the baselines alone", warning)
     elif kept:
         log.info("train: version %s%s stays challenger: %s", ref.version, what, "; ".join(reasons))
     else:

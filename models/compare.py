@@ -15,8 +15,8 @@ MIN_COMPARED = 300  # fewer unseen test leads than this make an AUC comparison m
 
 
 def compare_with_champion(champion, champion_version: str, frame: pa.Table, test_frame: pd.DataFrame):
-    """(champion's ROC AUC, new model's ROC AUC, standard error of their difference) on the same test leads, ones
-    the champion was not fitted on; or
+    """(champion's ROC AUC, new model's ROC AUC, standard error of their difference, new model's calibration error,
+    champion's calibration error) on the same test leads, ones the champion was not fitted on; or
     None (too few such leads, or it cannot score this feature set): the new model is then judged against the
     baselines.
 
@@ -25,7 +25,7 @@ def compare_with_champion(champion, champion_version: str, frame: pa.Table, test
     models (same recipe shape: fitted without their validation and test leads), on leads neither has seen."""
     from sklearn.metrics import roc_auc_score
 
-    from models.metrics import auc_difference_se
+    from models.metrics import auc_difference_se, expected_calibration_error
 
     seen_until = None  # a model registered before refitting existed was fitted on its train slice only
     if getattr(champion, "evaluated", None) is not None:
@@ -45,4 +45,5 @@ def compare_with_champion(champion, champion_version: str, frame: pa.Table, test
         return None
     y = test_frame["label"].to_numpy()
     old, new = np.asarray(champion.probability(rows)), test_frame["probability"].to_numpy(np.float64)
-    return float(roc_auc_score(y, old)), float(roc_auc_score(y, new)), auc_difference_se(y, new, old)
+    return (float(roc_auc_score(y, old)), float(roc_auc_score(y, new)), auc_difference_se(y, new, old),
+            expected_calibration_error(y, new), expected_calibration_error(y, old))

@@ -18,7 +18,8 @@ class GateDecision:
 
 def decide(challenger: dict[str, float], champion_auc: float | None, auc_tolerance: float, max_ece: float,
            baseline_aucs: dict[str, float] | None = None, baseline_noise: dict[str, float] | None = None,
-           keep_champion: str | None = None, champion_noise: float = 0.0) -> GateDecision:
+           keep_champion: str | None = None, champion_noise: float = 0.0,
+           champion_ece: tuple[float, float] | None = None) -> GateDecision:
     """``challenger``: the new model's test metrics. ``champion_auc``: the champion's ROC AUC on the same test
     leads (None when there is no champion, or it cannot score the new feature set). Without a champion, the
     model must not rank worse than any baseline on the same test leads by more than noise: ``auc_tolerance``,
@@ -30,7 +31,11 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
     (the standard error of the two AUCs' difference): a model that passes is still not promoted unless it ranks
     the test leads better than the champion by more than twice that and than ``auc_tolerance``. Two refits on
     nearly the same rows differ by chance in a few leads' scores; sales ops should not see those leads change
-    tier between runs."""
+    tier between runs.
+
+    ``champion_ece``: (the new model's, the champion's) calibration error on those same test leads. A model over
+    the calibration limit replaces a champion no better calibrated there, with a warning: else a champion
+    promoted over the limit (a first model) could never be replaced."""
     reasons, warnings, beaten_by = [], [], []
     if champion_auc is None:
         for name, auc in (baseline_aucs or {}).items():
@@ -47,14 +52,17 @@ def decide(challenger: dict[str, float], champion_auc: float | None, auc_toleran
     # A perfectly calibrated model shows some ECE by chance on a finite test set; the limit allows for it, so a
     # small export is not refused for noise while a miscalibrated model still is. A first model is promoted
     # anyway, with a warning: a level shift in the newest leads no model could foresee should not leave a new
-    # user with nothing scored, while a champion is never replaced by a model over the limit (even one no worse
-    # calibrated than the champion: its calibration on these leads is not measured here).
+    # user with nothing scored, while a champion is never replaced by a model over the limit and calibrated worse
+    # than it on the same test leads.
     noise = challenger.get("ece_noise", 0.0)
     if challenger["ece"] > max_ece + noise:
-        (reasons if champion_auc is not None else warnings).append(
+        no_worse = champion_ece is not None and champion_ece[0] <= champion_ece[1]
+        (reasons if champion_auc is not None and not no_worse else warnings).append(
             f"calibration error {challenger['ece']:.4f} is above gate.max_ece = {max_ece} plus the {noise:.4f} a "
             "calibrated model would show by chance on these test leads"
-            + ("" if champion_auc is not None else
+            + (f"; on the test leads both models are measured on, its calibration error is {champion_ece[0]:.4f} "
+               f"and the champion's {champion_ece[1]:.4f}" if champion_ece else "")
+            + ("" if champion_auc is not None and not no_worse else
                ": its probabilities of the newest leads may be off until the next training run"))
     if champion_auc is not None and challenger["roc_auc"] < champion_auc - auc_tolerance:
         reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} is below the champion's {champion_auc:.4f} on the same "

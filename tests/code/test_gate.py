@@ -28,6 +28,16 @@ def test_gate_rules():
     assert first.promote and not first.reasons and "gate.max_ece" in first.warnings[0]
     both = decide({"roc_auc": 0.8, "ece": 0.05}, None, 0.005, 0.03, {"logistic": 0.9})
     assert not both.promote and len(both.reasons) == 2 and not both.warnings
+    # Against a champion, a model over the limit is refused only if calibrated worse than it on the same leads: a
+    # first model promoted over the limit can be replaced by one no worse.
+    over = {"roc_auc": 0.9, "ece": 0.05}
+    worse = decide(over, 0.9, 0.005, 0.03, champion_ece=(0.05, 0.04))
+    assert not worse.promote and "the champion's 0.0400" in worse.reasons[0]
+    no_worse = decide(over, 0.9, 0.005, 0.03, champion_ece=(0.05, 0.05))
+    assert no_worse.promote and "gate.max_ece" in no_worse.warnings[0]
+    # ...and then the keep rule still applies to it.
+    kept = decide(over, 0.9, 0.005, 0.03, keep_champion="recent", champion_ece=(0.05, 0.05))
+    assert kept.kept and not kept.promote
 
 
 def test_ece_noise_floor_matches_simulation():
