@@ -448,7 +448,24 @@ def models(config: ConfigOpt, home: HomeOpt = None, segment: SegmentOpt = None) 
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         typer.echo(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {r.get('model_kind', '-'):<11} "
                    f"{fmt(r['roc_auc']):>8} {fmt(r['ece']):>7} {fmt(r.get('now_roc_auc')):>8} "
-                   f"{fmt(r.get('now_ece')):>8}  {r['tags'].get('gate', '-')}")
+                   f"{fmt(r.get('now_ece')):>8}  {_verdict(r['tags'], 'champion' in r['aliases'])}")
+
+
+def _verdict(tags: dict[str, str], champion: bool) -> str:
+    """The gate's verdict on a version, after what was last done to it by hand (promoted, rolled back, retired).
+    Times are to the second: in a tie, a champion was last promoted, any other version last demoted."""
+    events = []
+    if tags.get("promoted_by") not in (None, "leadscore train"):
+        events.append((tags.get("promoted_at", ""), champion,
+                       f"promoted by {tags['promoted_by']}: {tags.get('promotion_reason')}"))
+    if tags.get("rolled_back_at"):
+        events.append((tags["rolled_back_at"], not champion, f"rolled back by {tags.get('rolled_back_by')} to "
+                                                             f"version {tags.get('rolled_back_to')}: "
+                                                             f"{tags.get('rollback_reason')}"))
+    if tags.get("retired_at"):
+        events.append((tags["retired_at"], not champion, f"retired: {tags.get('retirement_reason')}"))
+    gate = tags.get("gate", "-")
+    return f"{max(events)[2]}; gate: {gate}" if events else gate
 
 
 @command

@@ -82,6 +82,9 @@ def test_worse_challenger_is_refused_better_is_promoted_and_rollback_restores(cr
     listed = runner.invoke(app, ["models", "--config", str(cfg.source_file)])
     assert "baseline_logistic_roc_auc" in registry.model_summary(home)["metrics"]
     assert listed.exit_code == 0 and "champion" in listed.output and "refused" in listed.output
+    # What was last done by hand is said before the gate's verdict: version 3 promoted after its rollback.
+    line = next(row for row in listed.output.splitlines() if row.strip().startswith("3 "))
+    assert "promoted by " in line and ": checked by hand; gate: passed" in line, line
     missing = runner.invoke(app, ["promote", "99", "--config", str(cfg.source_file)])
     assert missing.exit_code == 2 and "no version 99" in missing.output
 
