@@ -267,12 +267,12 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
         if against is None:
             refusals = ["too few of its newest leads are new to the global model to compare the two"]
         else:
-            result.metrics["global_roc_auc_same_leads"] = against[0]
-            refusals = [] if against[1] >= against[0] else [
-                f"the global model ranks this segment's newest leads better (ROC AUC {against[0]:.3f} vs "
-                f"{against[1]:.3f} on the same leads)"]
+            result.metrics["global_roc_auc_same_leads"] = against.champion_auc
+            refusals = [] if against.auc >= against.champion_auc else [
+                f"the global model ranks this segment's newest leads better (ROC AUC {against.champion_auc:.3f} vs "
+                f"{against.auc:.3f} on the same leads)"]
             log.info("train: segment %r: ROC AUC %.3f on its newest leads, the global model %.3f on the same leads",
-                     segment.name, against[1], against[0])
+                     segment.name, against.auc, against.champion_auc)
         registered = _register(cfg, home, run_id, result, seg_fs, meta, inputs,
                                home.runs / run_id / "segments" / segment.name,
                                name, refusals, champion=seg_champion)
@@ -281,8 +281,9 @@ def _train_segments(cfg: Config, home: Home, run_id: str, fs, landmarks, meta: d
             if retired:
                 log.info("train: segment %r: version %s is champion no more; the global model scores its leads",
                          segment.name, retired)
-        out[segment.name] = {"trained": True, "leads": len(ids), "global_roc_auc": against[0] if against else None,
-                             "roc_auc": against[1] if against else None, **registered}
+        out[segment.name] = {"trained": True, "leads": len(ids),
+                             "global_roc_auc": against.champion_auc if against else None,
+                             "roc_auc": against.auc if against else None, **registered}
     return out
 
 
@@ -333,8 +334,8 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
     if registry.champion_version(home, name) is not None:
         champion, champion_ref = champion or registry.load_model(home, name=name)
         compared = compare_with_champion(champion, champion_ref.version, fs.frame, result.test_frame)
-    champion_auc = compared[0] if compared else None
-    gate_metrics = {**result.metrics, "roc_auc": compared[1]} if compared else result.metrics
+    champion_auc = compared.champion_auc if compared else None
+    gate_metrics = {**result.metrics, "roc_auc": compared.auc} if compared else result.metrics
     keep = None
     if compared:
         champion_tags, registered_at = registry.version_info(home, champion_ref.version, name)
@@ -345,10 +346,11 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
                       {b: m["roc_auc"] for b, m in result.baselines.items()},
                       {b: auc_difference_se(y_test, p_test, result.baseline_probability[b])
                        for b in result.baselines if b in result.baseline_probability},
-                      keep_champion=keep, champion_noise=compared[2] if compared else 0.0,
-                      champion_ece=compared[3:5] if compared else None)
+                      keep_champion=keep, champion_noise=compared.auc_difference_se if compared else 0.0,
+                      champion_ece=(compared.ece, compared.champion_ece) if compared else None)
     kept = decision.kept and not refusals
-    reasons = [*(decision.reasons if not decision.kept else []), *refusals] if refusals else decision.reasons
+    # A refusal decides over keeping the champion: its reason alone is given.
+    reasons = list(refusals) if decision.kept and refusals else [*decision.reasons, *refusals]
     promote = decision.promote and not refusals
     verdict = ("not promoted: " + "; ".join(reasons) if kept else
                "refused: " + "; ".join(reasons) if not promote else
@@ -367,7 +369,7 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
                  "the same rows:\n%s", f"{result.now.split_counts['test_rows']:,}",
                  comparison_table({"from now": result.now.metrics, **result.now.baselines}))
     if promote:
-        against = (f"ROC AUC {compared[1]:.3f} vs the champion's {champion_auc:.3f} on the same leads" if compared
+        against = (f"ROC AUC {compared.auc:.3f} vs the champion's {champion_auc:.3f} on the same leads" if compared
                    else "judged against the baselines")
         previous = registry.promote(home, ref.version, reason=f"passed the gate ({against})", who="leadscore train",
                                     name=name)
@@ -384,7 +386,7 @@ def _register(cfg: Config, home: Home, run_id: str, result, fs, meta: dict, inpu
     return {"model_version": ref.version, "mlflow_run_id": ref.run_id, "metrics": m, "split": result.split_counts,
             "evaluation": str(run_dir / "evaluation.html"), "promoted": promote, "kept": kept,
             "gate_reasons": reasons, "gate_warnings": decision.warnings, "champion_auc": champion_auc,
-            "compared_auc": compared[1] if compared else None, "beaten_by": [] if refusals else decision.beaten_by}
+            "compared_auc": compared.auc if compared else None, "beaten_by": [] if refusals else decision.beaten_by}
 
 
 def _read_truth(cfg: Config) -> pd.DataFrame | None:

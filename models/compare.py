@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,19 @@ log = logging.getLogger("leadscore")
 MIN_COMPARED = 300  # fewer unseen test leads than this make an AUC comparison mostly noise
 
 
-def compare_with_champion(champion, champion_version: str, frame: pa.Table, test_frame: pd.DataFrame):
-    """(champion's ROC AUC, new model's ROC AUC, standard error of their difference, new model's calibration error,
-    champion's calibration error) on the same test leads, ones the champion was not fitted on; or
+class Comparison(NamedTuple):
+    """The champion and the new model on the same test leads."""
+
+    champion_auc: float
+    auc: float
+    auc_difference_se: float  # standard error of auc - champion_auc
+    ece: float
+    champion_ece: float
+
+
+def compare_with_champion(champion, champion_version: str, frame: pa.Table, test_frame: pd.DataFrame
+                          ) -> Comparison | None:
+    """The champion and the new model on the same test leads, ones the champion was not fitted on; or
     None (too few such leads, or it cannot score this feature set): the new model is then judged against the
     baselines.
 
@@ -45,5 +56,5 @@ def compare_with_champion(champion, champion_version: str, frame: pa.Table, test
         return None
     y = test_frame["label"].to_numpy()
     old, new = np.asarray(champion.probability(rows)), test_frame["probability"].to_numpy(np.float64)
-    return (float(roc_auc_score(y, old)), float(roc_auc_score(y, new)), auc_difference_se(y, new, old),
-            expected_calibration_error(y, new), expected_calibration_error(y, old))
+    return Comparison(float(roc_auc_score(y, old)), float(roc_auc_score(y, new)), auc_difference_se(y, new, old),
+                      expected_calibration_error(y, new), expected_calibration_error(y, old))
